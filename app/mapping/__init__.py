@@ -1,0 +1,59 @@
+"""Mapping stage: SCIM User (+ groups) → desired OpenZiti identity.
+
+Pure code; only the preset files are read from disk.
+
+Entry points: `load_mapping` (config table → `MappingConfig`), `map_user` (→ `MappingResult`),
+`explain_external_id` (diagnostics), `candidate_names` (name-clash suffixes).
+"""
+
+from __future__ import annotations
+
+from app.mapping.config import (
+    DEFAULT_PRESET,
+    PRESET_DIR,
+    MappingConfig,
+    available_presets,
+    load_mapping,
+    load_preset,
+)
+from app.mapping.errors import MappingConfigError, MappingError, PathSyntaxError
+from app.mapping.identity import (
+    DesiredIdentity,
+    DroppedRole,
+    GroupRef,
+    MappingResult,
+    candidate_names,
+)
+from app.mapping.mapper import explain_external_id, map_user
+from app.mapping.roles import ZITI_EXTENSION, slugify
+from app.mapping.scim_path import AttrPath, Evaluation, evaluate, parse_path
+from app.mapping.value_filter import parse_filter
+
+ENTERPRISE_EXTENSION = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "ENTERPRISE_EXTENSION",
+    "PRESET_DIR",
+    "ZITI_EXTENSION",
+    "AttrPath",
+    "DesiredIdentity",
+    "DroppedRole",
+    "Evaluation",
+    "GroupRef",
+    "MappingConfig",
+    "MappingConfigError",
+    "MappingError",
+    "MappingResult",
+    "PathSyntaxError",
+    "available_presets",
+    "candidate_names",
+    "evaluate",
+    "explain_external_id",
+    "load_mapping",
+    "load_preset",
+    "map_user",
+    "parse_filter",
+    "parse_path",
+    "slugify",
+]

@@ -1,0 +1,183 @@
+"""The ASGI entry of the SCIM endpoint: bearer authentication selects the source, then its SCIM app serves.
+
+Each source has its own scim2-server application (its own tolerance policy and a storage scoped to
+its resources), so the token decides what a client may see: a resource of another source is simply
+not found (404). Discovery (RFC 7644 §4) needs no token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from scim2_models import PayloadTooLargeException, SCIMException, UnauthorizedException
+from scim2_server.applications.asgi import ASGIApplication
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.routing import Operation
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.config import SourceConfig, hash_token
+from app.scim.handler import ZitiScimHandler
+from app.scim.provider import load_provider
+from app.scim.service import ZitiScimService
+from app.store.db import Database
+from app.store.storage import SqlStorage
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("ziti_scim.scim")
+
+WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete}
+DISCOVERY = {
+    Operation.service_provider_config,
+    Operation.resource_types,
+    Operation.resource_type,
+    Operation.schemas,
+    Operation.schema,
+}
+
+
+class ServiceUnavailable(SCIMException):
+    """A transient failure of the database: the client may retry (RFC 7644 §3.12 lists 503)."""
+
+    status = 503
+    _default_detail = "The service is temporarily unavailable, retry later"
+
+
+class SourceApplication(ASGIApplication):
+    """scim2-server's ASGI application for one source."""
+
+    def __init__(self, source: SourceConfig, db: Database) -> None:
+        provider = load_provider(source.policy)
+        storage = SqlStorage(db, provider, source.name)
+        super().__init__(storage, provider, ZitiScimService(provider))
+        self.source = source
+        self.db = db
+        self.sql_storage = storage
+        self.handler = ZitiScimHandler(self.service, storage)
+
+    async def dispatch_request(self, request: ScimRequest) -> ScimResponse:
+        try:
+            operation = self.service.match(request).operation
+        except SCIMException:
+            operation = None
+        self.db.set_write_intent(operation in WRITES)
+        return await self.handler.handle(request)
+
+    def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
+        if isinstance(exception, OperationalError | DBAPIError):
+            log.warning("database error on %s %s: %s", request.method, request.path, type(exception).__name__)
+            response = self.service.error_response(ServiceUnavailable())
+            response.headers["Retry-After"] = "1"
+            return response
+        if isinstance(exception, SCIMException):
+            log.info("%s %s -> %s %s", request.method, request.path, exception.status, exception.scim_type or "")
+            return self.service.error_response(exception)
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return self.service.error_response(exception)
+
+
+@dataclass(frozen=True)
+class Credential:
+    token_hash: str
+    source: str
+
+
+class ScimRouter:
+    """Authenticate, bound the body, and hand the request to the source's application."""
+
+    def __init__(self, sources: Iterable[SourceConfig], db: Database, *, max_body_bytes: int = 1024 * 1024) -> None:
+        self.apps = {source.name: SourceApplication(source, db) for source in sources}
+        self.credentials = [
+            Credential(token_hash, name) for name, app in self.apps.items() for token_hash in app.source.token_hashes
+        ]
+        self.max_body_bytes = max_body_bytes
+        self.discovery = SourceApplication(SourceConfig(name="-discovery-"), db)
+
+    def authenticate(self, authorization: str | None) -> SourceApplication | None:
+        """The source whose token this is; every stored hash is compared, in constant time each."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        presented = hash_token(token.strip())
+        found: str | None = None
+        for credential in self.credentials:
+            if hmac.compare_digest(presented, credential.token_hash):
+                found = credential.source
+        return self.apps[found] if found is not None else None
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        """Read the body, or None once it exceeds the limit (the rest is drained, not kept)."""
+        body = bytearray()
+        too_large = False
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            if not too_large:
+                body.extend(chunk)
+                too_large = len(body) > self.max_body_bytes
+            more = message.get("more_body", False)
+        return None if too_large else bytes(body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.discovery.serve_lifespan(receive, send)
+            return
+        app = self.discovery
+        request = ScimRequest(
+            method=scope["method"],
+            base_url=app.get_base_url(scope),
+            path=app.split_path(app.get_path(scope)),
+            query={},
+            headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]],
+        )
+        request_id = request.header("X-Request-Id") or uuid.uuid4().hex
+        try:
+            operation = app.service.match(request).operation
+        except SCIMException:
+            operation = None
+        response: ScimResponse | None = None
+        if operation not in DISCOVERY:
+            source_app = self.authenticate(request.header("Authorization"))
+            if source_app is None:
+                response = app.service.error_response(UnauthorizedException(detail="A valid bearer token is required"))
+                response.headers["WWW-Authenticate"] = 'Bearer realm="ziti-scim"'
+            else:
+                app = source_app
+        if response is None:
+            length = request.header("Content-Length")
+            body = None if length and length.isdigit() and int(length) > self.max_body_bytes else await self._body(receive)
+            if body is None:
+                response = app.service.error_response(
+                    PayloadTooLargeException(detail=f"The body exceeds {self.max_body_bytes} bytes")
+                )
+            else:
+                response = await app.serve(await app.read_request(scope, _replay(body)))
+        response = app.finalize_response(request, response)
+        response.headers["X-Request-Id"] = request_id
+        await app.send_response(response, send)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

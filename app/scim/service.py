@@ -1,0 +1,76 @@
+"""The SCIM protocol service: scim2-server's sans-IO ``ScimService`` with ziti-scim's choices.
+
+- PATCH answers ``200`` with the resource (RFC 7644 §3.5.2 allows 204; several clients and probes
+  expect the resource).
+- ``password`` is dropped from every payload before validation: it is never stored nor logged
+  (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from scim2_models import Context, InvalidValueException, ResponseParameters
+from scim2_server.service import ScimService, scim_exception_of
+from scim2_server.responses import ScimResponse
+
+ModelT = TypeVar("ModelT")
+
+_NEVER_ACCEPTED = frozenset({"password"})
+
+
+def _without_secrets(payload: Any) -> Any:
+    """Remove ``password`` from a resource body or a PatchOp body (case-insensitive, RFC 7643 §2.1)."""
+    if not isinstance(payload, dict):
+        return payload
+    cleaned = {key: value for key, value in payload.items() if key.lower() not in _NEVER_ACCEPTED}
+    operations_key = next((key for key in cleaned if key.lower() == "operations"), None)
+    if operations_key is not None and isinstance(cleaned[operations_key], list):
+        operations = []
+        for operation in cleaned[operations_key]:
+            if isinstance(operation, dict):
+                path = operation.get("path")
+                if isinstance(path, str) and path.rsplit(":", 1)[-1].lower() in _NEVER_ACCEPTED:
+                    continue
+                if isinstance(operation.get("value"), dict):
+                    operation = {**operation, "value": _without_secrets(operation["value"])}
+                    if not operation["value"] and operation.get("path") is None:
+                        continue
+            operations.append(operation)
+        cleaned[operations_key] = operations
+    return cleaned
+
+
+class NothingToPatch(Exception):
+    """A PATCH whose every operation was dropped (it only set ``password``): answer the resource unchanged."""
+
+
+class ZitiScimService(ScimService):
+    """ScimService with the response and payload rules above."""
+
+    def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        self.ensure_patch_supported()
+        payload = self.decode_body(body, content_type)
+        cleaned = _without_secrets(payload)
+        if isinstance(payload, dict) and isinstance(cleaned, dict):
+            given = next((v for k, v in payload.items() if k.lower() == "operations"), None)
+            kept = next((v for k, v in cleaned.items() if k.lower() == "operations"), None)
+            if isinstance(given, list) and given and kept == []:
+                raise NothingToPatch
+        return super().read_patch(resource_type, body, content_type)
+
+    def read_body(self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context) -> ModelT:
+        payload = _without_secrets(self.decode_body(body, content_type))
+        try:
+            return model.model_validate(payload, scim_ctx=scim_ctx)  # type: ignore[attr-defined, no-any-return]
+        except ValidationError as exception:
+            raise scim_exception_of(exception) from exception
+        except (TypeError, ValueError) as exception:
+            raise InvalidValueException(detail=str(exception)) from exception
+
+    def patch_response(
+        self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]
+    ) -> ScimResponse:
+        published = self.publish(base_url, resource)
+        return self.resource_response(published, Context.RESOURCE_REPLACEMENT_RESPONSE, response_parameters)

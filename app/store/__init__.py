@@ -1,0 +1,1 @@
+"""Durable desired state: SCIM resources, memberships and the dirty marks of the reconciler."""

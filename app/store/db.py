@@ -1,0 +1,129 @@
+"""The database connection: engine set-up, migrations at start-up, and one transaction per SCIM operation.
+
+SQLite (the default, a file in WAL mode) and PostgreSQL are both first-class. Each SCIM operation runs
+in one transaction (:meth:`Database.transaction`); the storage methods called inside it share its
+connection through a context variable, so a PATCH's read and write are atomic. Writers are serialised
+per row: ``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from importlib import resources as package_files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_current: ContextVar[AsyncConnection | None] = ContextVar("ziti_scim_connection", default=None)
+_write_intent: ContextVar[bool] = ContextVar("ziti_scim_write_intent", default=False)
+
+
+def fold(value: str) -> str:
+    """The case-insensitive form of a string: NFC, then lower case (scim2-models' default comparison key)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
+
+
+def database_url(url_or_path: str) -> str:
+    """Accept a SQLAlchemy URL or a plain file path (SQLite), and return an async driver URL."""
+    if "://" not in url_or_path:
+        return f"sqlite+aiosqlite:///{Path(url_or_path).expanduser().resolve()}"
+    url = make_url(url_or_path)
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+    if url.drivername in driver:
+        url = url.set(drivername=driver[url.drivername])
+    return url.render_as_string(hide_password=False)
+
+
+def _sqlite_lower(value: Any) -> Any:
+    return fold(value) if isinstance(value, str) else value
+
+
+class Database:
+    """An async engine plus the per-operation transaction discipline of the store."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = database_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if not self.is_sqlite:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            self._configure_sqlite()
+
+    def _configure_sqlite(self) -> None:
+        sync_engine = self.engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control from the driver so BEGIN IMMEDIATE can be chosen per operation.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+            # SQLite's lower() folds ASCII only; use the same Unicode folding as the filter evaluator.
+            dbapi_connection.create_function("lower", 1, _sqlite_lower, deterministic=True)
+
+        @event.listens_for(sync_engine, "begin")
+        def on_begin(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
+
+    @property
+    def for_update(self) -> bool:
+        """Whether reads inside a write transaction must lock their rows (PostgreSQL)."""
+        return not self.is_sqlite and _write_intent.get()
+
+    async def migrate(self) -> None:
+        """Apply the Alembic migrations shipped in :mod:`app.store.migrations`."""
+        script_location = str(package_files.files("app.store") / "migrations")
+
+        def upgrade(connection: Connection) -> None:
+            config = Config()
+            config.set_main_option("script_location", script_location)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        token = _write_intent.set(True)
+        try:
+            async with self.engine.begin() as connection:
+                await connection.run_sync(upgrade)
+        finally:
+            _write_intent.reset(token)
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool | None = None) -> AsyncIterator[AsyncConnection]:
+        """Run the enclosed block in one transaction, or join the one already open."""
+        current = _current.get()
+        if current is not None:
+            yield current
+            return
+        token_intent = _write_intent.set(_write_intent.get() if write is None else write)
+        try:
+            async with self.engine.begin() as connection:
+                token = _current.set(connection)
+                try:
+                    yield connection
+                finally:
+                    _current.reset(token)
+        finally:
+            _write_intent.reset(token_intent)
+
+    @staticmethod
+    def set_write_intent(write: bool) -> None:
+        """Declare that the operation about to start writes (set by the SCIM handler per request)."""
+        _write_intent.set(write)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

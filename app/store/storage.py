@@ -1,0 +1,539 @@
+"""The SQL implementation of scim2-server's :class:`~scim2_server.storage.AsyncScimStorage`.
+
+One instance serves one source: every query is scoped to it, so a source sees and changes only its own
+resources. Every write marks the users whose desired identity may have changed as dirty, in the same
+transaction, which is what the reconciler converges from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from scim2_models import (
+    InvalidValueException,
+    NotFoundException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    ScimProvider,
+    SearchRequest,
+    UniquenessException,
+)
+from scim2_server.storage import AsyncScimStorage, SearchPage
+from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.store.db import Database, fold
+from app.store.filters import Dialect, Translator, where_clause
+from app.store.tables import dirty, emails, members, resources
+
+CHUNK = 500
+NEVER_STORED = ("password",)
+"""Attributes that are never persisted, whatever the schema says (RFC 7643 §4.1.1: password is writeOnly)."""
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def _present(value: Any) -> bool:
+    """RFC 7644 §3.4.2.2 presence: non-null, non-empty string, or a complex value with a present part."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return value != ""
+    if isinstance(value, dict):
+        return any(_present(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_present(item) for item in value)
+    return True
+
+
+def _compact(document: dict[str, Any]) -> dict[str, Any]:
+    """Drop complex values with nothing present, so that ``pr`` is a NULL test in SQL."""
+    result: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            value = _compact(value)
+            if not _present(value):
+                continue
+        elif isinstance(value, list):
+            value = [_compact(item) if isinstance(item, dict) else item for item in value]
+            value = [item for item in value if not isinstance(item, dict) or _present(item)]
+            if not value:
+                continue
+        elif value is None:
+            continue
+        result[key] = value
+    return result
+
+
+class SqlStorage(AsyncScimStorage):
+    """Users and Groups of one source, in SQLite or PostgreSQL."""
+
+    def __init__(self, db: Database, provider: ScimProvider, source: str) -> None:
+        self.db = db
+        self.provider = provider
+        self.source = source
+        self.dialect = Dialect(is_sqlite=db.is_sqlite)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _model(self, resource_type: ResourceType | str) -> type[Resource[Any]]:
+        name = resource_type if isinstance(resource_type, str) else resource_type.name
+        for candidate in self.provider.resource_types:
+            if candidate.name == name:
+                return self.provider.model_for(candidate)  # type: ignore[return-value]
+        raise NotFoundException(detail=f"Unknown resource type {name}")
+
+    def operation(self) -> Any:
+        return self._operation()
+
+    @asynccontextmanager
+    async def _operation(self) -> AsyncIterator[None]:
+        async with self.db.transaction():
+            yield
+
+    def _scope(self, resource_type: str) -> ColumnElement[bool]:
+        return and_(resources.c.source == self.source, resources.c.resource_type == resource_type)
+
+    async def _row(self, conn: AsyncConnection, resource_type: str, resource_id: str) -> Row[Any]:
+        query = select(resources).where(self._scope(resource_type), resources.c.id == resource_id)
+        if self.db.for_update:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFoundException(detail=f"{resource_type} {resource_id} not found")
+        return row
+
+    @staticmethod
+    def _check_version(row: Row[Any], expected_version: str | None) -> None:
+        if expected_version is not None and etag(row.version) != expected_version:
+            raise PreconditionFailedException(detail="The resource changed since the version given")
+
+    @staticmethod
+    def _document(resource: Resource[Any]) -> dict[str, Any]:
+        document = resource.model_dump(mode="json")
+        for key in ("id", "meta", "members", "groups", *NEVER_STORED):
+            document.pop(key, None)
+        return _compact(document)
+
+    @staticmethod
+    def _columns(resource_type: str, document: dict[str, Any]) -> dict[str, Any]:
+        user_name = document.get("userName")
+        display_name = document.get("displayName")
+        return {
+            "user_name_ci": fold(user_name) if isinstance(user_name, str) and resource_type == "User" else None,
+            "display_name_ci": fold(display_name) if isinstance(display_name, str) else None,
+            "external_id": document.get("externalId"),
+            "data": document,
+        }
+
+    def _insert(self, table: Any) -> Any:
+        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(table)
+
+    async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> None:
+        """Record that these users' identities must be (re)converged: one upsert, same transaction."""
+        now = time.time()
+        if isinstance(user_ids, Select):
+            source = user_ids.add_columns(literal(self.source), literal(1), literal(now), literal(0))
+            statement = self._insert(dirty).from_select(
+                ["user_id", "source", "generation", "due_at", "attempts"], source
+            )
+        else:
+            rows = [
+                {"source": self.source, "user_id": user_id, "generation": 1, "due_at": now, "attempts": 0}
+                for user_id in dict.fromkeys(user_ids)
+            ]
+            if not rows:
+                return
+            statement = self._insert(dirty).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=["source", "user_id"],
+            set_={"generation": dirty.c.generation + 1, "due_at": now, "attempts": 0},
+        )
+        await conn.execute(statement)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _members(self, conn: AsyncConnection, group_pks: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+        found: dict[int, list[dict[str, Any]]] = {pk: [] for pk in group_pks}
+        member = resources.alias("member")
+        for start in range(0, len(group_pks), CHUNK):
+            query = (
+                select(members.c.group_pk, member.c.id, member.c.resource_type, members.c.display)
+                .join(member, member.c.pk == members.c.member_pk)
+                .where(members.c.group_pk.in_(group_pks[start : start + CHUNK]))
+                .order_by(members.c.group_pk, members.c.member_pk)
+            )
+            for group_pk, member_id, member_type, display in await conn.execute(query):
+                entry = {"value": member_id, "$ref": f"{member_type}s/{member_id}", "type": member_type}
+                if display is not None:
+                    entry["display"] = display
+                found[group_pk].append(entry)
+        return found
+
+    async def _groups(self, conn: AsyncConnection, user_pks: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+        found: dict[int, list[dict[str, Any]]] = {pk: [] for pk in user_pks}
+        group = resources.alias("owner_group")
+        for start in range(0, len(user_pks), CHUNK):
+            query = (
+                select(members.c.member_pk, group.c.id, group.c.data)
+                .join(group, group.c.pk == members.c.group_pk)
+                .where(members.c.member_pk.in_(user_pks[start : start + CHUNK]))
+                .order_by(members.c.member_pk, members.c.group_pk)
+            )
+            for user_pk, group_id, data in await conn.execute(query):
+                entry = {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct"}
+                if data.get("displayName"):
+                    entry["display"] = data["displayName"]
+                found[user_pk].append(entry)
+        return found
+
+    @staticmethod
+    def _wants(response_parameters: ResponseParameters[Any] | None, attribute: str) -> bool:
+        """Whether a response keeps ``attribute``, so that large member lists are loaded only when needed."""
+        if response_parameters is None:
+            return True
+        name = attribute.lower()
+        if response_parameters.attributes:
+            return any(str(path).lower().split(".")[0].split(":")[-1] == name for path in response_parameters.attributes)
+        if response_parameters.excluded_attributes:
+            return not any(str(path).lower() == name for path in response_parameters.excluded_attributes)
+        return True
+
+    async def _resources(
+        self, conn: AsyncConnection, rows: Sequence[Row[Any]], wants_refs: bool = True
+    ) -> list[Resource[Any]]:
+        groups = [row.pk for row in rows if row.resource_type == "Group"]
+        users = [row.pk for row in rows if row.resource_type == "User"]
+        group_members = await self._members(conn, groups) if wants_refs and groups else {}
+        user_groups = await self._groups(conn, users) if wants_refs and users else {}
+        result = []
+        for row in rows:
+            document = dict(row.data)
+            document["id"] = row.id
+            document["meta"] = {
+                "resourceType": row.resource_type,
+                "created": row.created,
+                "lastModified": row.last_modified,
+                "version": etag(row.version),
+            }
+            refs = group_members.get(row.pk) if row.resource_type == "Group" else user_groups.get(row.pk)
+            if refs:
+                document["members" if row.resource_type == "Group" else "groups"] = refs
+            result.append(self._model(row.resource_type).model_validate(document))
+        return result
+
+    async def get(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> Resource[Any]:
+        async with self.db.transaction() as conn:
+            row = await self._row(conn, resource_type.name, resource_id)
+            attribute = "members" if row.resource_type == "Group" else "groups"
+            (resource,) = await self._resources(conn, [row], self._wants(response_parameters, attribute))
+            return resource
+
+    async def search(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        *,
+        position: Any = None,
+    ) -> SearchPage:
+        models = {resource_type.name: self._model(resource_type) for resource_type in resource_types}
+        scim_filter = search_request.filter.ast if search_request.filter is not None else None
+        condition = and_(
+            resources.c.source == self.source, where_clause(scim_filter, models, resources, self.dialect)
+        )
+        async with self.db.transaction() as conn:
+            total = (await conn.execute(select(func.count()).select_from(resources).where(condition))).scalar_one()
+            count = search_request.count
+            if count == 0:
+                return SearchPage(total=total, resources=[])
+            query = select(resources).where(condition)
+            if search_request.sort_by:
+                query = query.order_by(*self._ordering(search_request, models))
+            query = query.order_by(resources.c.pk)
+            start = search_request.start_index_0 or 0
+            if start:
+                query = query.offset(start)
+            if count is not None:
+                query = query.limit(count)
+            rows = (await conn.execute(query)).all()
+            return SearchPage(total=total, resources=await self._resources(conn, rows))
+
+    def _ordering(self, search_request: SearchRequest[Any], models: dict[str, type[Resource[Any]]]) -> list[Any]:
+        keys: list[tuple[str, ColumnElement[Any]]] = []
+        for name, model in models.items():
+            key = Translator(model, resources, self.dialect).sort_key(search_request.sort_binding(model))
+            if key is not None:
+                keys.append((name, key))
+        if not keys:
+            return []
+        if len(models) == 1:
+            value = keys[0][1]
+        else:
+            from sqlalchemy import case
+
+            value = case(*[(resources.c.resource_type == name, key) for name, key in keys], else_=None)
+        missing = value.is_(None)
+        if search_request.sort_order == SearchRequest.SortOrder.descending:
+            return [missing.desc(), value.desc()]
+        return [missing.asc(), value.asc()]
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def _resolve_members(
+        self, conn: AsyncConnection, values: list[dict[str, Any]]
+    ) -> dict[int, str | None]:
+        """Map the members a client gave to the rows they designate (same source), or refuse."""
+        wanted = {str(member["value"]): member.get("display") for member in values if member.get("value")}
+        ids = list(wanted)
+        found = await self._lookup(conn, ids)
+        unknown = [member_id for member_id in ids if member_id not in found]
+        if unknown:
+            raise InvalidValueException(detail=f"members: no User or Group with id {unknown[0]!r}")
+        return {found[member_id]: display for member_id, display in wanted.items()}
+
+    async def _lookup(self, conn: AsyncConnection, ids: list[str]) -> dict[str, int]:
+        """The pks of the resources of this source with these ids (unknown ids are left out)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), CHUNK):
+            query = select(resources.c.id, resources.c.pk).where(
+                resources.c.source == self.source, resources.c.id.in_(ids[start : start + CHUNK])
+            )
+            found.update({row.id: row.pk for row in await conn.execute(query)})
+        return found
+
+    async def _existing_members(self, conn: AsyncConnection, group_pk: int, pks: list[int]) -> set[int]:
+        existing: set[int] = set()
+        for start in range(0, len(pks), CHUNK):
+            query = select(members.c.member_pk).where(
+                members.c.group_pk == group_pk, members.c.member_pk.in_(pks[start : start + CHUNK])
+            )
+            existing.update(row.member_pk for row in await conn.execute(query))
+        return existing
+
+    async def _delete_members(self, conn: AsyncConnection, group_pk: int, pks: list[int]) -> set[int]:
+        present = await self._existing_members(conn, group_pk, pks)
+        gone = list(present)
+        for start in range(0, len(gone), CHUNK):
+            await conn.execute(
+                delete(members).where(members.c.group_pk == group_pk, members.c.member_pk.in_(gone[start : start + CHUNK]))
+            )
+        return present
+
+    async def _write_members(
+        self, conn: AsyncConnection, group_pk: int, wanted: dict[int, str | None], replace: bool
+    ) -> set[int]:
+        """Make the group's member rows equal to ``wanted``; return the member pks that changed."""
+        current: dict[int, str | None] = {}
+        if replace:
+            query = select(members.c.member_pk, members.c.display).where(members.c.group_pk == group_pk)
+            current = {row.member_pk: row.display for row in await conn.execute(query)}
+        removed = [pk for pk in current if pk not in wanted]
+        added = [pk for pk in wanted if pk not in current]
+        await self._delete_members(conn, group_pk, removed)
+        if added:
+            await conn.execute(
+                insert(members), [{"group_pk": group_pk, "member_pk": pk, "display": wanted[pk]} for pk in added]
+            )
+        for pk, display in wanted.items():
+            if pk in current and current[pk] != display:
+                await conn.execute(
+                    update(members)
+                    .where(members.c.group_pk == group_pk, members.c.member_pk == pk)
+                    .values(display=display)
+                )
+        return {*removed, *added}
+
+    async def _write_emails(self, conn: AsyncConnection, owner_pk: int, document: dict[str, Any]) -> None:
+        await conn.execute(delete(emails).where(emails.c.owner_pk == owner_pk))
+        values = {
+            fold(email["value"]) for email in document.get("emails", []) if isinstance(email.get("value"), str)
+        }
+        if values:
+            await conn.execute(insert(emails), [{"owner_pk": owner_pk, "value_ci": value} for value in values])
+
+    def _user_ids_of(self, member_pks: Iterable[int]) -> Select[Any]:
+        pks = list(member_pks)
+        return select(resources.c.id).where(resources.c.pk.in_(pks), resources.c.resource_type == "User")
+
+    async def _mark_members(self, conn: AsyncConnection, member_pks: Iterable[int]) -> None:
+        pks = list(member_pks)
+        for start in range(0, len(pks), CHUNK):
+            await self.mark_dirty(conn, self._user_ids_of(pks[start : start + CHUNK]))
+
+    async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        name = resource_type.name
+        document = self._document(resource)
+        now = now_iso()
+        resource_id = str(uuid.uuid4())
+        async with self.db.transaction(write=True) as conn:
+            try:
+                async with conn.begin_nested():
+                    result = await conn.execute(
+                        insert(resources).values(
+                            source=self.source,
+                            resource_type=name,
+                            id=resource_id,
+                            created=now,
+                            last_modified=now,
+                            version=1,
+                            **self._columns(name, document),
+                        )
+                    )
+            except IntegrityError as error:
+                raise UniquenessException(detail="userName is already taken") from error
+            pk = result.inserted_primary_key[0]
+            member_values = getattr(resource, "members", None)
+            if name == "Group" and member_values:
+                wanted = await self._resolve_members(conn, [m.model_dump(mode="json") for m in member_values])
+                await self._write_members(conn, pk, wanted, replace=False)
+                await self._mark_members(conn, wanted)
+            if name == "User":
+                await self._write_emails(conn, pk, document)
+                await self.mark_dirty(conn, [resource_id])
+            row = await self._row(conn, name, resource_id)
+            (created,) = await self._resources(conn, [row])
+            return created
+
+    async def update(
+        self,
+        resource_type: ResourceType,
+        resource: Resource[Any],
+        *,
+        expected_version: str | None = None,
+    ) -> Resource[Any]:
+        name = resource_type.name
+        if resource.id is None:
+            raise NotFoundException(detail="The resource has no id")
+        document = self._document(resource)
+        async with self.db.transaction(write=True) as conn:
+            row = await self._row(conn, name, resource.id)
+            self._check_version(row, expected_version)
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(
+                        update(resources)
+                        .where(resources.c.pk == row.pk)
+                        .values(version=row.version + 1, last_modified=now_iso(), **self._columns(name, document))
+                    )
+            except IntegrityError as error:
+                raise UniquenessException(detail="userName is already taken") from error
+            if name == "Group":
+                given = [m.model_dump(mode="json") for m in getattr(resource, "members", None) or []]
+                wanted = await self._resolve_members(conn, given)
+                changed = await self._write_members(conn, row.pk, wanted, replace=True)
+                renamed = row.data.get("displayName") != document.get("displayName") or (
+                    row.external_id != document.get("externalId")
+                )
+                await self._mark_members(conn, set(wanted) | changed if renamed else changed)
+            else:
+                await self._write_emails(conn, row.pk, document)
+                await self.mark_dirty(conn, [resource.id])
+            row = await self._row(conn, name, resource.id)
+            (updated,) = await self._resources(conn, [row])
+            return updated
+
+    async def change_members(
+        self,
+        group_id: str,
+        *,
+        add: list[dict[str, Any]],
+        remove: list[str],
+        replace_all: bool,
+        document: dict[str, Any] | None,
+        expected_version: str | None,
+    ) -> int:
+        """Apply a membership delta to a group without loading its members (the fast PATCH path).
+
+        ``document`` replaces the group's other attributes when given. Returns the new version.
+        """
+        async with self.db.transaction(write=True) as conn:
+            row = await self._row(conn, "Group", group_id)
+            self._check_version(row, expected_version)
+            changed: set[int] = set()
+            if replace_all:
+                changed |= await self._write_members(conn, row.pk, await self._resolve_members(conn, add), True)
+            else:
+                if remove:
+                    # Removing a non-member is a no-op, so that IdP retries are idempotent.
+                    gone = await self._lookup(conn, remove)
+                    changed |= await self._delete_members(conn, row.pk, list(gone.values()))
+                if add:
+                    wanted = await self._resolve_members(conn, add)
+                    existing = await self._existing_members(conn, row.pk, list(wanted))
+                    new = {pk: display for pk, display in wanted.items() if pk not in existing}
+                    if new:
+                        await conn.execute(
+                            insert(members),
+                            [{"group_pk": row.pk, "member_pk": pk, "display": d} for pk, d in new.items()],
+                        )
+                    changed |= set(new)
+            values: dict[str, Any] = {"version": row.version + 1, "last_modified": now_iso()}
+            renamed = False
+            if document is not None:
+                values.update(self._columns("Group", document))
+                renamed = row.data.get("displayName") != document.get("displayName") or (
+                    row.external_id != document.get("externalId")
+                )
+            if not changed and not renamed and (document is None or document == row.data):
+                return int(row.version)
+            await conn.execute(update(resources).where(resources.c.pk == row.pk).values(**values))
+            if renamed:
+                await self.mark_dirty(
+                    conn,
+                    select(resources.c.id)
+                    .join(members, members.c.member_pk == resources.c.pk)
+                    .where(members.c.group_pk == row.pk, resources.c.resource_type == "User"),
+                )
+            else:
+                await self._mark_members(conn, changed)
+            return int(row.version) + 1
+
+    async def delete(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        expected_version: str | None = None,
+    ) -> None:
+        name = resource_type.name
+        async with self.db.transaction(write=True) as conn:
+            row = await self._row(conn, name, resource_id)
+            self._check_version(row, expected_version)
+            if name == "Group":
+                await self.mark_dirty(
+                    conn,
+                    select(resources.c.id)
+                    .join(members, members.c.member_pk == resources.c.pk)
+                    .where(members.c.group_pk == row.pk, resources.c.resource_type == "User"),
+                )
+            else:
+                await self.mark_dirty(conn, [resource_id])
+            # A member that disappears changes its groups (RFC 7644 §3.6: removed from every group).
+            await conn.execute(
+                update(resources)
+                .where(resources.c.pk.in_(select(members.c.group_pk).where(members.c.member_pk == row.pk)))
+                .values(version=resources.c.version + 1, last_modified=now_iso())
+            )
+            await conn.execute(delete(resources).where(resources.c.pk == row.pk))

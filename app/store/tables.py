@@ -1,0 +1,104 @@
+"""The relational schema of the store (SQLAlchemy Core).
+
+One ``resources`` table holds Users and Groups of every source, so that a search at the SCIM root
+(RFC 7644 §3.4.2.1) is a single query. The attributes clients filter on have their own indexed columns;
+the rest of the resource lives in the ``data`` JSON document. Group membership is a relation table so
+that adding one member to a large group writes one row.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(100), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("id", String(64), nullable=False, unique=True),
+    # userName folded as RFC 7643 §4.1.1 compares it (caseExact false), unique per source.
+    Column("user_name_ci", Text),
+    Column("display_name_ci", Text),
+    Column("external_id", Text),
+    Column("data", JsonDocument, nullable=False),
+    Column("created", String(40), nullable=False),
+    Column("last_modified", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("ix_resources_user_name", "source", "resource_type", "user_name_ci", unique=True),
+    Index("ix_resources_external_id", "source", "resource_type", "external_id"),
+    Index("ix_resources_display_name", "source", "resource_type", "display_name_ci"),
+    Index("ix_resources_type", "source", "resource_type", "pk"),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("group_pk", Integer, ForeignKey("resources.pk", ondelete="CASCADE"), primary_key=True),
+    Column("member_pk", Integer, ForeignKey("resources.pk", ondelete="CASCADE"), primary_key=True),
+    Column("display", Text),
+    Index("ix_members_member", "member_pk"),
+)
+
+emails = Table(
+    "emails",
+    metadata,
+    Column("owner_pk", Integer, ForeignKey("resources.pk", ondelete="CASCADE"), nullable=False),
+    Column("value_ci", Text, nullable=False),
+    Index("ix_emails_value", "value_ci"),
+    Index("ix_emails_owner", "owner_pk"),
+)
+
+# The reconciler's work list: a user whose desired state changed and whose identity has not yet
+# converged. Keyed by SCIM id, not by pk, because a deleted user still has an identity to remove.
+dirty = Table(
+    "dirty",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("generation", Integer, nullable=False, default=1),
+    Column("due_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_until", Float),
+    Index("ix_dirty_due", "due_at"),
+)
+
+# What the reconciler knows of each user's identity on the controller.
+provisioning = Table(
+    "provisioning",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("identity_id", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("last_error", Text),
+    Column("fingerprint", String(64)),
+    Column("adopted", Boolean, nullable=False, default=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_provisioning_identity", "identity_id"),
+)
+
+# Small key/value facts the service keeps about itself (pause flag, last full sync, ...).
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", JsonDocument, nullable=False),
+)

@@ -1,0 +1,101 @@
+"""Shared pieces of the webhook receivers: result type, clock, header lookup, JSON and HMAC helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.webhooks.errors import WebhookInvalid
+from app.webhooks.events import WebhookEvent
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "Clock",
+    "WebhookResult",
+    "body_digest",
+    "constant_time_in",
+    "get_header",
+    "load_json_object",
+    "require_secrets",
+]
+
+#: Webhook bodies are small (< 2 KiB in every trace); anything above this is refused before parsing.
+MAX_BODY_BYTES = 1024 * 1024
+
+#: Returns the current time as Unix seconds; injected so tests can pin "now" to a trace's timestamp.
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """What one accepted delivery means.
+
+    ``events``: what to apply, in order. ``delivery_id``: the IdP's identity of the event, for idempotency
+    and logs (ZITADEL ``instanceID:aggregateID:sequence``, Asgardeo ``jti``, authentik ``event_uuid``).
+    ``replay_key``: the key claimed in the ``ReplayGuard``; pass it to ``ReplayGuard.forget`` if the
+    delivery could not be processed and a retry of the same delivery must be let through.
+    """
+
+    source: str
+    events: tuple[WebhookEvent, ...]
+    delivery_id: str | None = None
+    replay_key: str | None = None
+
+
+def get_header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup (RFC 9110 §5.1) on a plain dict or a Starlette ``Headers``."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    for key, val in headers.items():
+        if key.lower() == wanted:
+            return val
+    return None
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object (RFC 8259), or raise ``WebhookInvalid``."""
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookInvalid("body too large", status=413)
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise WebhookInvalid("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise WebhookInvalid("body must be a JSON object")
+    return data
+
+
+def body_digest(*parts: bytes) -> str:
+    """SHA-256 hex of the concatenated parts; used to derive replay keys from signed content."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+def constant_time_in(candidate: bytes, accepted: Sequence[bytes]) -> bool:
+    """True if ``candidate`` equals one of ``accepted``; every comparison is done, in constant time.
+
+    Values are hashed first so that the comparison time does not depend on their lengths either.
+    """
+    probe = hashlib.sha256(candidate).digest()
+    found = False
+    for value in accepted:
+        found |= hmac.compare_digest(probe, hashlib.sha256(value).digest())
+    return found
+
+
+def require_secrets(secrets: Sequence[str] | str, what: str) -> tuple[bytes, ...]:
+    """Validate configured secrets (several allowed for rotation) and encode them as UTF-8."""
+    if isinstance(secrets, str):
+        secrets = (secrets,)
+    encoded = tuple(s.encode("utf-8") for s in secrets if s)
+    if not encoded or len(encoded) != len(secrets):
+        raise ValueError(f"{what}: at least one non-empty secret is required and none may be empty")
+    return encoded

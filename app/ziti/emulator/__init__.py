@@ -1,0 +1,48 @@
+"""An in-process emulator of the OpenZiti controller's Edge Management and Client APIs (ziti 1.6.x / 2.0.x).
+
+It implements the contract written up in ``shared/research/ziti-api.md`` (§11 "Emulator checklist"), quirks
+included, so that ziti-scim's controller client can be tested against real HTTP without a controller.
+
+Public API:
+
+* :func:`create_emulator_app` - the Starlette app; its state is ``app.state.emulator``;
+* :class:`EmulatorState` - entities, sessions, fault injection, ``spec_violations``, ``auth_failures``;
+* :func:`serve_emulator` / :func:`make_server` / :class:`EmulatorThread` - running it under uvicorn;
+* :func:`load_spec` / :func:`validate_request_body` - request validation against the real OpenAPI spec.
+"""
+
+from __future__ import annotations
+
+from .app import CLIENT_BASE, MANAGEMENT_BASE, create_emulator_app
+from .entities import ApiSession, AuthFailure, AuthPolicy, ExtJwtSigner, Identity, Policy, RequestRecord
+from .errors import ApiError
+from .faults import Fault, FaultInjector
+from .runner import EmulatorThread, make_server, run_emulator, serve_emulator
+from .spec import LoadedSpec, check_request_body, load_spec, validate_request_body
+from .state import EmulatorState, Flavor
+
+__all__ = [
+    "CLIENT_BASE",
+    "MANAGEMENT_BASE",
+    "ApiError",
+    "ApiSession",
+    "AuthFailure",
+    "AuthPolicy",
+    "EmulatorState",
+    "EmulatorThread",
+    "ExtJwtSigner",
+    "Fault",
+    "FaultInjector",
+    "Flavor",
+    "Identity",
+    "LoadedSpec",
+    "Policy",
+    "RequestRecord",
+    "check_request_body",
+    "create_emulator_app",
+    "load_spec",
+    "make_server",
+    "run_emulator",
+    "serve_emulator",
+    "validate_request_body",
+]

@@ -1,0 +1,183 @@
+"""Per-request plumbing: body reading (1 MiB cap), JSON decoding, spec validation, sessions, permissions.
+
+Implements ziti-api.md §1 "Request bodies" (413 ``REQUEST_ENTITY_TOO_LARGE`` over 1 MiB,
+``COULD_NOT_PARSE_BODY`` for malformed JSON, JSON only), §2.1/§2.5 (``zt-session`` header, 401
+``UNAUTHORIZED``; 1.6 ignores tokens that are not UUIDs; 2.0 adds ``WWW-Authenticate``) and §2.6 (1.6: admins
+only; 2.0: ``permissions``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .entities import ApiSession, Identity
+from .errors import (
+    ApiError,
+    could_not_parse_body,
+    field_error,
+    request_entity_too_large,
+    unauthorized,
+)
+from .ids import new_id
+from .spec import LoadedSpec, check_request_body
+from .state import EmulatorState
+
+MAX_BODY = 1024 * 1024
+JSON = dict[str, Any]
+
+_ACTIONS = {"GET": "read", "POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+_CHALLENGE_INVALID = 'zt-session realm="zt-session" error="invalid" error_description="token is invalid"'
+_CHALLENGE_NONE = 'zt-session realm="zt-session", Bearer realm="openziti-oidc"'
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refusing more than 1 MiB without buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise request_entity_too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise request_entity_too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def envelope(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"data": data, "meta": {}}, status_code=status, headers=headers)
+
+
+def empty_ok() -> JSONResponse:
+    return envelope({})
+
+
+def created(collection: str, entity_id: str) -> JSONResponse:
+    """§1: 201 ``{"data":{"id","_links":{"self":{"href":"./<collection>/<id>"}}},"meta":{}}``."""
+    data = {"id": entity_id, "_links": {"self": {"href": f"./{collection}/{entity_id}"}}}
+    return envelope(data, status=201)
+
+
+def error_response(err: ApiError, request: Request) -> Response:
+    """The error envelope; JSON only if the client accepts it (§1 "Accept header")."""
+    accept = request.headers.get("accept", "")
+    headers = dict(err.headers)
+    if accept and not any(
+        a.strip().split(";")[0] in ("*/*", "application/json", "application/*") for a in accept.split(",")
+    ):
+        return Response(status_code=err.status, headers=headers)
+    return JSONResponse(err.body(new_id()), status_code=err.status, headers=headers)
+
+
+class Ctx:
+    """What a handler needs about the current request."""
+
+    def __init__(
+        self, state: EmulatorState, request: Request, api: str, template: str, raw_body: bytes
+    ) -> None:
+        self.state = state
+        self.request = request
+        self.api = api
+        self.template = template
+        self.raw_body = raw_body
+        self.session: ApiSession | None = None
+        self.identity: Identity | None = None
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+    @property
+    def client_ip(self) -> str:
+        return self.request.client.host if self.request.client else ""
+
+    def _spec(self) -> LoadedSpec | None:
+        if self.api == "client":
+            return self.state.client_spec or self.state.spec
+        return self.state.spec
+
+    def _violation(self, error: str) -> None:
+        self.state.record_violation(self.request.method, self.request.url.path, error, template=self.template)
+
+    def json_body(self) -> Any:
+        """Decode and validate the body; None when no body was sent."""
+        spec = self._spec()
+        op = spec.find_operation(self.request.method, self.template) if spec else None
+        param = op.param_name if op else "body"
+        if not self.raw_body.strip():
+            if spec is not None:
+                problems = check_request_body(spec, self.request.method, self.template, None, present=False)
+                if problems:
+                    self._violation(problems[0].reason)
+                    raise field_error(problems[0].field, problems[0].reason, "")
+            return None
+        content_type = self.request.headers.get("content-type", "")
+        media = content_type.split(";")[0].strip().lower()
+        if media != "application/json":
+            reason = f'unsupported media type "{content_type}", only [application/json] are allowed'
+            self._violation(reason)
+            raise field_error("Content-Type", reason, content_type)
+        try:
+            data = json.loads(self.raw_body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            message = f'parsing {param} body from "" failed, because {exc}'
+            self._violation(message)
+            raise could_not_parse_body(message) from exc
+        if spec is not None:
+            problems = check_request_body(spec, self.request.method, self.template, data)
+            for problem in problems:
+                self._violation(problem.reason)
+            if problems:
+                first = problems[0]
+                if first.kind == "parse":
+                    raise could_not_parse_body(first.reason)
+                raise field_error(first.field, first.reason, first.value)
+        return data
+
+    def authenticate(self) -> Identity:
+        """Resolve ``zt-session`` to a live session (refreshing it) or raise 401 UNAUTHORIZED."""
+        token = self.request.headers.get("zt-session")
+        flavor2 = self.state.flavor != "1.6"
+        if token is not None and not flavor2:
+            try:
+                uuid.UUID(token)
+            except ValueError:
+                token = None  # 1.6 silently ignores a zt-session that is not a UUID
+        if not token:
+            raise unauthorized(headers={"WWW-Authenticate": _CHALLENGE_NONE} if flavor2 else None)
+        session = self.state.session_for_token(token)
+        identity = self.state.identities.get(session.identity_id) if session else None
+        if session is None or identity is None:
+            raise unauthorized(headers={"WWW-Authenticate": _CHALLENGE_INVALID} if flavor2 else None)
+        self.session, self.identity = session, identity
+        return identity
+
+    def is_full_admin(self) -> bool:
+        return self.identity is not None and (self.identity.is_admin or self.identity.is_default_admin)
+
+    def require(self, resource: str) -> None:
+        """§2.6: admins may do anything; in 2.0 ``permissions`` grant ``resource[.action]``."""
+        if self.is_full_admin():
+            return
+        perms = (
+            set(self.identity.permissions or []) if self.identity and self.state.flavor != "1.6" else set()
+        )
+        action = _ACTIONS.get(self.request.method, "read")
+        if action == "create" and self.template.endswith(("/disable", "/enable")):
+            action = "update"
+        if (
+            resource in perms
+            or f"{resource}.{action}" in perms
+            or (action == "read" and "admin_readonly" in perms)
+        ):
+            return
+        raise unauthorized()
+
+
+Handler = Callable[[Ctx], Awaitable[Response]]

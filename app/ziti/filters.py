@@ -1,0 +1,92 @@
+"""Builders for ZitiQL filter expressions (the ``filter`` query parameter of list endpoints).
+
+Grammar: openziti/storage ``zitiql/ZitiQl.g4`` (research notes ziti-api.md §3.2):
+
+* ``STRING: '"' (ESC | SAFECODEPOINT)* '"'`` with ``ESC: '\\' ["\\fnrt]`` and ``SAFECODEPOINT`` any code point
+  except ``"``, ``\\`` and U+0000..U+001F. So ``"`` and ``\\`` must be escaped, the five control characters
+  with an escape are written as ``\\f \\n \\r \\t``, and every other control character cannot be expressed
+  at all (:class:`ValueError`).
+* ``IDENTIFIER``: ``[A-Za-z][A-Za-z_]*`` segments separated by ``.`` (later segments may also contain
+  ``-`` per the research notes). Digits are not allowed, so a tag key like ``scim2`` cannot be filtered on.
+
+Comparisons are exact and case-sensitive on the controller.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ziti_quote",
+    "ziti_identifier",
+    "ziti_filter_eq",
+    "ziti_filter_tag_eq",
+    "ziti_filter_and",
+]
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z_]*(?:\.[A-Za-z][A-Za-z_\-]*)*")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+FilterValue = str | bool | int | None
+
+
+def ziti_quote(value: str) -> str:
+    """Return ``value`` as a double-quoted ZitiQL string literal.
+
+    Raises :class:`ValueError` for control characters the grammar cannot express.
+    """
+    out: list[str] = ['"']
+    for ch in value:
+        escaped = _ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
+        elif ord(ch) < 0x20:
+            raise ValueError(f"control character U+{ord(ch):04X} cannot appear in a Ziti filter string")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def ziti_identifier(field: str) -> str:
+    """Validate a ZitiQL field name (e.g. ``externalId``, ``tags.scimId``) and return it unchanged."""
+    if not _IDENTIFIER.fullmatch(field):
+        raise ValueError(
+            f"{field!r} is not a valid Ziti filter field: use letters and '_' in dot-separated segments"
+        )
+    return field
+
+
+def _literal(value: FilterValue) -> str:
+    # bool before int: bool is a subclass of int.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return ziti_quote(value)
+    raise TypeError(f"unsupported Ziti filter value type {type(value).__name__}")
+
+
+def ziti_filter_eq(field: str, value: FilterValue) -> str:
+    """``field = value``; strings quoted and escaped, ``None`` as ``null``, bools as ``true``/``false``."""
+    return f"{ziti_identifier(field)} = {_literal(value)}"
+
+
+def ziti_filter_tag_eq(key: str, value: FilterValue) -> str:
+    """``tags.<key> = value``; ``key`` must be a single identifier segment (no ``.``)."""
+    if "." in key:
+        raise ValueError(f"tag key {key!r} must not contain '.'")
+    return ziti_filter_eq(f"tags.{key}", value)
+
+
+def ziti_filter_and(*clauses: str) -> str:
+    """Join non-empty clauses with ``and``, each parenthesised so ``or`` inside one stays local."""
+    parts = [c for c in clauses if c]
+    if not parts:
+        raise ValueError("ziti_filter_and needs at least one clause")
+    if len(parts) == 1:
+        return parts[0]
+    return " and ".join(f"({c})" for c in parts)

@@ -1,0 +1,354 @@
+"""authentik notification webhooks: traces 15/16 through the secret check and parser, plus rejections,
+and the API fetcher against a real HTTP server impersonating authentik."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from scim2_models import User
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+from webhook_support import FrozenClock, load_trace, trace_names
+
+from app.webhooks import (
+    AuthentikUserFetcher,
+    AuthentikWebhook,
+    FetchUser,
+    IdpFetchError,
+    Ignored,
+    InMemoryReplayGuard,
+    UserDelete,
+    UserGroups,
+    UserUpsert,
+    WebhookInvalid,
+    WebhookRejected,
+    authentik_user_to_scim,
+    parse_authentik,
+)
+
+SECRET_HEADER = "Bearer whk_1b9d7f3a5c2e4a6b8d0f"
+DEFAULT = "15-webhook-model-created-user-default.json"
+CUSTOM = "16-webhook-model-created-user-custom-mapping.json"
+CREATED = 1776762843.512345  # trace 16 "created": 2026-04-21T09:14:03.512345Z
+
+JDOE = {
+    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+    "externalId": "7",
+    "userName": "jdoe",
+    "name": {"formatted": "Jane Doe", "givenName": "Jane", "familyName": "Doe"},
+    "displayName": "Jane Doe",
+    "emails": [{"value": "jane.doe@example.com", "primary": True, "type": "work"}],
+    "active": True,
+}
+
+
+def _delivery(name: str) -> tuple[dict[str, str], bytes, dict[str, Any]]:
+    trace = load_trace("authentik", name)
+    # authentik posts with requests' json=, i.e. json.dumps() with default separators.
+    body = json.dumps(trace["body"]).encode()
+    assert len(body) == int(trace["headers"]["Content-Length"])
+    return dict(trace["headers"]), body, trace
+
+
+def _hook(now: float = CREATED, values: list[str] | str = SECRET_HEADER, **kw: Any) -> AuthentikWebhook:
+    clock = FrozenClock(now)
+    return AuthentikWebhook("Authorization", values, InMemoryReplayGuard(clock=clock), clock=clock, **kw)
+
+
+def test_every_webhook_trace_is_covered() -> None:
+    assert trace_names("authentik") == [DEFAULT, CUSTOM]
+
+
+async def test_trace_16_custom_mapping() -> None:
+    headers, body, trace = _delivery(CUSTOM)
+    assert headers["Authorization"] == SECRET_HEADER
+    result = await _hook().handle(headers, body)
+    assert result.source == "authentik"
+    assert result.events == (UserUpsert("7", JDOE), UserGroups("7", ("ziti-admins",)))
+    assert result.delivery_id == trace["body"]["event_uuid"]
+    assert result.replay_key == "authentik:" + trace["body"]["event_uuid"]
+    assert User.model_validate(JDOE).user_name == "jdoe"
+
+
+async def test_trace_15_default_body_needs_the_header_mapping() -> None:
+    headers, body, _ = _delivery(DEFAULT)
+    # As recorded (no header mapping configured) the delivery carries no secret: rejected.
+    with pytest.raises(WebhookRejected) as err:
+        await _hook().handle(headers, body)
+    assert err.value.reason == "missing shared-secret header"
+    # With the header mapping added, the default body names the user by pk only.
+    result = await _hook().handle({**headers, "authorization": SECRET_HEADER}, body)
+    assert result.events == (FetchUser("7"),)
+    assert result.delivery_id is None and result.replay_key is not None
+
+
+# --- rejections ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["Bearer whk_wrong", "whk_1b9d7f3a5c2e4a6b8d0f", "Bearer whk_1b9d7f3a5c2e4a6b8d0", ""]
+)
+async def test_wrong_secret_header_rejected(value: str) -> None:
+    headers, body, _ = _delivery(CUSTOM)
+    headers["Authorization"] = value
+    with pytest.raises(WebhookRejected, match="webhook rejected") as err:
+        await _hook().handle(headers, body)
+    assert err.value.status == 401
+    assert "whk_" not in repr(err.value)
+
+
+async def test_secret_in_another_header_name_and_rotation() -> None:
+    headers, body, _ = _delivery(CUSTOM)
+    del headers["Authorization"]
+    clock = FrozenClock(CREATED)
+    hook = AuthentikWebhook("X-Ziti-Secret", ["old", "new"], InMemoryReplayGuard(clock=clock), clock=clock)
+    with pytest.raises(WebhookRejected):
+        await hook.handle({**headers, "X-Ziti-Secret": "other"}, body)
+    assert (await hook.handle({**headers, "x-ziti-secret": "new"}, body)).events[0] == UserUpsert("7", JDOE)
+
+
+async def test_replayed_delivery_rejected() -> None:
+    for name in (CUSTOM, DEFAULT):
+        headers, body, _ = _delivery(name)
+        headers["Authorization"] = SECRET_HEADER
+        hook = _hook()
+        await hook.handle(headers, body)
+        with pytest.raises(WebhookRejected) as err:
+            await hook.handle(headers, body)
+        assert err.value.reason == "replayed delivery"
+
+
+async def test_same_event_uuid_with_another_body_is_a_replay() -> None:
+    headers, body, trace = _delivery(CUSTOM)
+    hook = _hook()
+    await hook.handle(headers, body)
+    other = json.dumps({**trace["body"], "action": "model_updated"}).encode()
+    with pytest.raises(WebhookRejected):
+        await hook.handle(headers, other)
+
+
+async def test_old_and_future_created_rejected() -> None:
+    headers, body, _ = _delivery(CUSTOM)
+    with pytest.raises(WebhookRejected) as old:
+        await _hook(CREATED + 86401).handle(headers, body)
+    assert old.value.reason == "delivery too old"
+    with pytest.raises(WebhookRejected) as future:
+        await _hook(CREATED - 301).handle(headers, body)
+    assert future.value.reason == "delivery timestamp in the future"
+    assert (await _hook(CREATED + 86399).handle(headers, body)).events
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ValueError):
+        AuthentikWebhook("Authorization", [], InMemoryReplayGuard())
+    with pytest.raises(ValueError):
+        AuthentikWebhook("", ["x"], InMemoryReplayGuard())
+
+
+# --- parsing variants ----------------------------------------------------------------------------
+
+
+def _summary(text: str) -> bytes:
+    return json.dumps(
+        {"body": text, "severity": "notice", "user_email": "a@b", "user_username": "ak"}
+    ).encode()
+
+
+def test_default_body_variants() -> None:
+    _, body, trace = _delivery(DEFAULT)
+    deleted = trace["body"]["body"].replace("model_created", "model_deleted", 1)
+    assert parse_authentik(_summary(deleted)).events == (UserDelete("7"),)
+    updated = trace["body"]["body"].replace("model_created", "model_updated", 1)
+    assert parse_authentik(_summary(updated)).events == (FetchUser("7"),)
+    group = trace["body"]["body"].replace("'model_name': 'user'", "'model_name': 'group'")
+    assert isinstance(parse_authentik(_summary(group)).events[0], Ignored)
+    # Non-literal values in the context repr: fall back to extracting the model reference.
+    odd = (
+        "model_updated: {'model': {'app': 'authentik_core', 'model_name': 'user', 'pk': 12, 'name': 'X'}, "
+        "'when': datetime.datetime(2026, 1, 1)}"
+    )
+    assert parse_authentik(_summary(odd)).events == (FetchUser("12"),)
+    for text in (
+        "Hello from a custom message",
+        "login: {'auth_method': 'password'}",
+        "model_created: {'model': (1",
+    ):
+        assert isinstance(parse_authentik(_summary(text)).events[0], Ignored)
+
+
+def test_custom_body_variants() -> None:
+    _, _, trace = _delivery(CUSTOM)
+    base = trace["body"]
+    deleted = {**base, "action": "model_deleted", "user": None}
+    assert parse_authentik(json.dumps(deleted).encode()).events == (UserDelete("7"),)
+    gone = {**base, "user": None}
+    assert parse_authentik(json.dumps(gone).encode()).events == (FetchUser("7"),)
+    inactive = {**base, "user": {**base["user"], "is_active": False, "name": "Cher", "email": ""}}
+    upsert, _groups = parse_authentik(json.dumps(inactive).encode()).events
+    assert isinstance(upsert, UserUpsert)
+    assert upsert.user["active"] is False
+    assert upsert.user["name"] == {"formatted": "Cher", "givenName": "Cher"}
+    assert "emails" not in upsert.user
+    other = {**base, "model": {"app": "authentik_core", "model_name": "group", "pk": "u-1"}}
+    assert isinstance(parse_authentik(json.dumps(other).encode()).events[0], Ignored)
+    login = {**base, "action": "login"}
+    assert isinstance(parse_authentik(json.dumps(login).encode()).events[0], Ignored)
+    assert isinstance(parse_authentik(b'{"unexpected": true}').events[0], Ignored)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"nope",
+        b"[]",
+        json.dumps(
+            {"action": "model_created", "model": {"app": "authentik_core", "model_name": "user"}}
+        ).encode(),
+        json.dumps(
+            {
+                "action": "model_created",
+                "model": {"app": "authentik_core", "model_name": "user", "pk": 7},
+                "user": {"pk": 7},
+            }
+        ).encode(),
+    ],
+)
+def test_invalid_bodies(body: bytes) -> None:
+    with pytest.raises(WebhookInvalid):
+        parse_authentik(body)
+
+
+async def test_naive_created_is_utc() -> None:
+    headers, _, trace = _delivery(CUSTOM)
+    body = json.dumps({**trace["body"], "created": "2026-04-21T09:14:03.512345"}).encode()
+    with pytest.raises(WebhookRejected, match="webhook rejected"):
+        await _hook(CREATED + 86401).handle(headers, body)
+    assert (await _hook(CREATED + 86399).handle(headers, body)).events
+
+
+async def test_invalid_created_timestamp() -> None:
+    headers, _, trace = _delivery(CUSTOM)
+    body = json.dumps({**trace["body"], "created": "yesterday"}).encode()
+    with pytest.raises(WebhookInvalid):
+        await _hook().handle(headers, body)
+
+
+# --- API fetcher over real HTTP --------------------------------------------------------------------
+
+API_TOKEN = "ak-api-token-5f1e9c"
+API_USER = {
+    "pk": 7,
+    "username": "jdoe",
+    "name": "Jane Doe",
+    "is_active": True,
+    "last_login": None,
+    "is_superuser": False,
+    "groups": ["0b1d8c1e-3c0e-4a55-9f0e-6d1b7c9a2f10"],
+    "groups_obj": [
+        {
+            "pk": "0b1d8c1e-3c0e-4a55-9f0e-6d1b7c9a2f10",
+            "num_pk": 3,
+            "name": "ziti-admins",
+            "is_superuser": False,
+            "parent": None,
+            "parent_name": None,
+            "attributes": {},
+        },
+    ],
+    "email": "jane.doe@example.com",
+    "avatar": "",
+    "attributes": {},
+    "uid": "d1e178d29df82553538238a6042b7f596ef4d4e188a5d8eea9c54c0a22cc49ef",
+    "path": "users",
+    "type": "internal",
+    "uuid": "3f6d1b2a-9c8e-4a7b-b5d4-2e1f0a9b8c7d",
+}
+
+
+def authentik_api(seen: list[str]) -> ASGIApp:
+    async def user(request: Request) -> Response:
+        seen.append(request.url.path)
+        if request.headers.get("authorization") != f"Bearer {API_TOKEN}":
+            return JSONResponse({"detail": "Token invalid/expired"}, status_code=403)
+        pk = request.path_params["pk"]
+        if pk == "7":
+            return JSONResponse(API_USER)
+        if pk == "500":
+            return PlainTextResponse("boom", status_code=500)
+        if pk == "66":
+            return PlainTextResponse("<html>not json</html>")
+        if pk == "67":
+            return JSONResponse({**API_USER, "pk": 1})
+        return JSONResponse({"detail": "Not found."}, status_code=404)
+
+    return Starlette(routes=[Route("/api/v3/core/users/{pk}/", user)])
+
+
+async def test_fetcher_reads_user_over_http(serve: Callable[[ASGIApp], str]) -> None:
+    seen: list[str] = []
+    base = serve(authentik_api(seen))
+    async with httpx.AsyncClient() as client:
+        fetcher = AuthentikUserFetcher(base + "/", API_TOKEN, client=client)
+        assert await fetcher.resolve(FetchUser("7")) == (
+            UserUpsert("7", JDOE),
+            UserGroups("7", ("ziti-admins",)),
+        )
+        assert await fetcher.fetch("8") == (UserDelete("8"),)
+        await fetcher.aclose()  # shared client stays open
+        assert not client.is_closed
+    assert seen == ["/api/v3/core/users/7/", "/api/v3/core/users/8/"]
+
+
+@pytest.mark.parametrize("pk", ["500", "66", "67", "../7", "7/../../x"])
+async def test_fetcher_errors(serve: Callable[[ASGIApp], str], pk: str) -> None:
+    base = serve(authentik_api([]))
+    fetcher = AuthentikUserFetcher(base, API_TOKEN)
+    try:
+        with pytest.raises(IdpFetchError):
+            await fetcher.fetch(pk)
+    finally:
+        await fetcher.aclose()
+
+
+async def test_fetcher_bad_token_never_leaks_it(serve: Callable[[ASGIApp], str]) -> None:
+    base = serve(authentik_api([]))
+    fetcher = AuthentikUserFetcher(base, "wrong-token-xyz")
+    try:
+        with pytest.raises(IdpFetchError) as err:
+            await fetcher.fetch("7")
+    finally:
+        await fetcher.aclose()
+    assert "403" in str(err.value) and "wrong-token-xyz" not in str(err.value)
+
+
+async def test_fetcher_unreachable() -> None:
+    fetcher = AuthentikUserFetcher("http://127.0.0.1:9", API_TOKEN, timeout=2)
+    try:
+        with pytest.raises(IdpFetchError, match="unreachable"):
+            await fetcher.fetch("7")
+    finally:
+        await fetcher.aclose()
+
+
+def test_fetcher_configuration() -> None:
+    with pytest.raises(ValueError):
+        AuthentikUserFetcher("authentik.local", API_TOKEN)
+    with pytest.raises(ValueError):
+        AuthentikUserFetcher("http://x", "")
+
+
+def test_user_mapping_without_name() -> None:
+    user = authentik_user_to_scim({"pk": 9, "username": "svc", "name": "", "is_active": True})
+    assert user == {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "externalId": "9",
+        "userName": "svc",
+        "active": True,
+    }
