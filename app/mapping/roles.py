@@ -100,8 +100,14 @@ def _candidates(
         if extension is not None and not isinstance(extension, Mapping):
             warnings.append(f"{ZITI_EXTENSION} is not an object; ignored")
         elif extension is not None:
+            # Published as one comma-separated string (IdP custom attributes are single-valued);
+            # a list is accepted too.
             for value in _multi_values(extension, "roleAttributes"):
-                yield "extension", value
+                if isinstance(value, str):
+                    for part in value.split(","):
+                        yield "extension", part.strip()
+                else:
+                    yield "extension", value
 
 
 def _drop_reason(value: str, config: MappingConfig) -> DropReason | None:

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from scim2_models import PayloadTooLargeException, SCIMException, UnauthorizedException
 from scim2_server.applications.asgi import ASGIApplication
@@ -26,7 +26,7 @@ from app.scim.handler import ZitiScimHandler
 from app.scim.provider import load_provider
 from app.scim.service import ZitiScimService
 from app.store.db import Database
-from app.store.storage import SqlStorage
+from app.store.storage import SERVER_MANAGED, TOUCHED, ZITI_EXTENSION, SqlStorage, UserHooks
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -51,15 +51,29 @@ class ServiceUnavailable(SCIMException):
     _default_detail = "The service is temporarily unavailable, retry later"
 
 
+class AfterWrite(Protocol):
+    """Called once a SCIM write committed, with the users it marked dirty (the inline reconcile)."""
+
+    async def __call__(self, users: set[tuple[str, str]]) -> None: ...
+
+
 class SourceApplication(ASGIApplication):
     """scim2-server's ASGI application for one source."""
 
-    def __init__(self, source: SourceConfig, db: Database) -> None:
+    def __init__(
+        self,
+        source: SourceConfig,
+        db: Database,
+        hooks: UserHooks | None = None,
+        after_write: AfterWrite | None = None,
+    ) -> None:
         provider = load_provider(source.policy)
-        storage = SqlStorage(db, provider, source.name)
+        storage = SqlStorage(db, provider, source.name, hooks)
         super().__init__(storage, provider, ZitiScimService(provider))
         self.source = source
         self.db = db
+        self.hooks = hooks
+        self.after_write = after_write
         self.sql_storage = storage
         self.handler = ZitiScimHandler(self.service, storage)
 
@@ -68,8 +82,32 @@ class SourceApplication(ASGIApplication):
             operation = self.service.match(request).operation
         except SCIMException:
             operation = None
-        self.db.set_write_intent(operation in WRITES)
-        return await self.handler.handle(request)
+        write = operation in WRITES
+        self.db.set_write_intent(write)
+        touched: set[tuple[str, str]] = set()
+        token = TOUCHED.set(touched)
+        try:
+            response = await self.handler.handle(request)
+        finally:
+            TOUCHED.reset(token)
+        if write and touched and self.after_write is not None:
+            await self.after_write(touched)
+            await self._refresh_provisioning_view(response)
+        return response
+
+    async def _refresh_provisioning_view(self, response: ScimResponse) -> None:
+        """Show the provisioning state reached by the inline reconcile in the response body."""
+        body = response.body
+        if self.hooks is None or not body or body.get("meta", {}).get("resourceType") != "User":
+            return
+        async with self.db.transaction() as conn:
+            view = await self.hooks.view(conn, self.source.name, [str(body.get("id"))])
+        if body.get("id") in view:
+            extension = dict(body.get(ZITI_EXTENSION) or {})
+            for key in SERVER_MANAGED:
+                extension.pop(key, None)
+            extension.update(view[str(body["id"])])
+            body[ZITI_EXTENSION] = extension
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
         if isinstance(exception, OperationalError | DBAPIError):
@@ -93,8 +131,16 @@ class Credential:
 class ScimRouter:
     """Authenticate, bound the body, and hand the request to the source's application."""
 
-    def __init__(self, sources: Iterable[SourceConfig], db: Database, *, max_body_bytes: int = 1024 * 1024) -> None:
-        self.apps = {source.name: SourceApplication(source, db) for source in sources}
+    def __init__(
+        self,
+        sources: Iterable[SourceConfig],
+        db: Database,
+        *,
+        max_body_bytes: int = 1024 * 1024,
+        hooks: UserHooks | None = None,
+        after_write: AfterWrite | None = None,
+    ) -> None:
+        self.apps = {source.name: SourceApplication(source, db, hooks, after_write) for source in sources}
         self.credentials = [
             Credential(token_hash, name) for name, app in self.apps.items() for token_hash in app.source.token_hashes
         ]

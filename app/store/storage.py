@@ -12,7 +12,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 from scim2_models import (
     InvalidValueException,
@@ -37,6 +38,8 @@ from app.store.filters import Dialect, Translator, where_clause
 from app.store.tables import dirty, emails, members, resources
 
 CHUNK = 500
+TOUCHED: ContextVar[set[tuple[str, str]] | None] = ContextVar("ziti_scim_touched", default=None)
+"""The (source, user id) pairs a request marked dirty, for the inline reconcile after it commits."""
 NEVER_STORED = ("password",)
 """Attributes that are never persisted, whatever the schema says (RFC 7643 §4.1.1: password is writeOnly)."""
 
@@ -81,13 +84,33 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+class UserHooks(Protocol):
+    """What the provisioning stage adds to user writes and reads, inside the SCIM transaction."""
+
+    async def admit(
+        self, conn: AsyncConnection, source: str, user_id: str, document: dict[str, Any], groups: list[dict[str, Any]]
+    ) -> None:
+        """Check a user's new state can be provisioned (raise a SCIMException to refuse the write)."""
+
+    async def release(self, conn: AsyncConnection, source: str, user_id: str) -> None:
+        """The user is being deleted."""
+
+    async def view(self, conn: AsyncConnection, source: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Server-managed attributes to show on each user (the ziti extension's readOnly ones)."""
+
+
+SERVER_MANAGED = {"identityId", "provisioningState", "lastError"}
+ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+
+
 class SqlStorage(AsyncScimStorage):
     """Users and Groups of one source, in SQLite or PostgreSQL."""
 
-    def __init__(self, db: Database, provider: ScimProvider, source: str) -> None:
+    def __init__(self, db: Database, provider: ScimProvider, source: str, hooks: UserHooks | None = None) -> None:
         self.db = db
         self.provider = provider
         self.source = source
+        self.hooks = hooks
         self.dialect = Dialect(is_sqlite=db.is_sqlite)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -129,6 +152,9 @@ class SqlStorage(AsyncScimStorage):
         document = resource.model_dump(mode="json")
         for key in ("id", "meta", "members", "groups", *NEVER_STORED):
             document.pop(key, None)
+        extension = document.get(ZITI_EXTENSION)
+        if isinstance(extension, dict):
+            document[ZITI_EXTENSION] = {k: v for k, v in extension.items() if k not in SERVER_MANAGED}
         return _compact(document)
 
     @staticmethod
@@ -146,26 +172,28 @@ class SqlStorage(AsyncScimStorage):
         return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(table)
 
     async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> None:
-        """Record that these users' identities must be (re)converged: one upsert, same transaction."""
-        now = time.time()
+        """Record that these users' identities must be (re)converged: an upsert in the same transaction."""
         if isinstance(user_ids, Select):
-            source = user_ids.add_columns(literal(self.source), literal(1), literal(now), literal(0))
-            statement = self._insert(dirty).from_select(
-                ["user_id", "source", "generation", "due_at", "attempts"], source
-            )
+            ids = [row[0] for row in await conn.execute(user_ids)]
         else:
+            ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return
+        touched = TOUCHED.get()
+        if touched is not None:
+            touched.update((self.source, user_id) for user_id in ids)
+        now = time.time()
+        for start in range(0, len(ids), CHUNK):
             rows = [
                 {"source": self.source, "user_id": user_id, "generation": 1, "due_at": now, "attempts": 0}
-                for user_id in dict.fromkeys(user_ids)
+                for user_id in ids[start : start + CHUNK]
             ]
-            if not rows:
-                return
             statement = self._insert(dirty).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=["source", "user_id"],
-            set_={"generation": dirty.c.generation + 1, "due_at": now, "attempts": 0},
-        )
-        await conn.execute(statement)
+            statement = statement.on_conflict_do_update(
+                index_elements=["source", "user_id"],
+                set_={"generation": dirty.c.generation + 1, "due_at": now, "attempts": 0},
+            )
+            await conn.execute(statement)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -222,6 +250,9 @@ class SqlStorage(AsyncScimStorage):
         users = [row.pk for row in rows if row.resource_type == "User"]
         group_members = await self._members(conn, groups) if wants_refs and groups else {}
         user_groups = await self._groups(conn, users) if wants_refs and users else {}
+        managed: dict[str, dict[str, Any]] = {}
+        if self.hooks is not None and users:
+            managed = await self.hooks.view(conn, self.source, [row.id for row in rows if row.resource_type == "User"])
         result = []
         for row in rows:
             document = dict(row.data)
@@ -235,6 +266,12 @@ class SqlStorage(AsyncScimStorage):
             refs = group_members.get(row.pk) if row.resource_type == "Group" else user_groups.get(row.pk)
             if refs:
                 document["members" if row.resource_type == "Group" else "groups"] = refs
+            if row.id in managed:
+                extension = dict(document.get(ZITI_EXTENSION) or {})
+                extension.update(managed[row.id])
+                document[ZITI_EXTENSION] = extension
+                if ZITI_EXTENSION not in document.setdefault("schemas", []):
+                    document["schemas"].append(ZITI_EXTENSION)
             result.append(self._model(row.resource_type).model_validate(document))
         return result
 
@@ -411,6 +448,8 @@ class SqlStorage(AsyncScimStorage):
                 await self._mark_members(conn, wanted)
             if name == "User":
                 await self._write_emails(conn, pk, document)
+                if self.hooks is not None:
+                    await self.hooks.admit(conn, self.source, resource_id, document, [])
                 await self.mark_dirty(conn, [resource_id])
             row = await self._row(conn, name, resource_id)
             (created,) = await self._resources(conn, [row])
@@ -449,6 +488,9 @@ class SqlStorage(AsyncScimStorage):
                 await self._mark_members(conn, set(wanted) | changed if renamed else changed)
             else:
                 await self._write_emails(conn, row.pk, document)
+                if self.hooks is not None:
+                    groups = (await self._groups(conn, [row.pk]))[row.pk]
+                    await self.hooks.admit(conn, self.source, resource.id, document, groups)
                 await self.mark_dirty(conn, [resource.id])
             row = await self._row(conn, name, resource.id)
             (updated,) = await self._resources(conn, [row])
@@ -529,6 +571,8 @@ class SqlStorage(AsyncScimStorage):
                     .where(members.c.group_pk == row.pk, resources.c.resource_type == "User"),
                 )
             else:
+                if self.hooks is not None:
+                    await self.hooks.release(conn, self.source, resource_id)
                 await self.mark_dirty(conn, [resource_id])
             # A member that disappears changes its groups (RFC 7644 §3.6: removed from every group).
             await conn.execute(

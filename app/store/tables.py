@@ -87,12 +87,17 @@ provisioning = Table(
     Column("source", String(100), primary_key=True),
     Column("user_id", String(64), primary_key=True),
     Column("identity_id", String(64)),
+    # The externalId the mapping gives this user: unique across sources, so that two users can never
+    # claim the identity one IdP token resolves to. NULL once the user is deleted.
+    Column("external_id", Text),
     Column("state", String(16), nullable=False),
     Column("last_error", Text),
-    Column("fingerprint", String(64)),
+    # The identity fields (and disabled flag) last written to the controller: an update sends the diff.
+    Column("applied", JsonDocument),
     Column("adopted", Boolean, nullable=False, default=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_provisioning_identity", "identity_id"),
+    Index("ix_provisioning_external_id", "external_id", unique=True),
 )
 
 # Small key/value facts the service keeps about itself (pause flag, last full sync, ...).

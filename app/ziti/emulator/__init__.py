@@ -7,7 +7,8 @@ Public API:
 
 * :func:`create_emulator_app` - the Starlette app; its state is ``app.state.emulator``;
 * :class:`EmulatorState` - entities, sessions, fault injection, ``spec_violations``, ``auth_failures``;
-* :func:`serve_emulator` / :func:`make_server` / :class:`EmulatorThread` - running it under uvicorn;
+* :func:`serve_emulator` / :func:`build_emulator_server` / :func:`make_server` / :class:`EmulatorThread` -
+  running it under uvicorn;
 * :func:`load_spec` / :func:`validate_request_body` - request validation against the real OpenAPI spec.
 """
 
@@ -17,7 +18,7 @@ from .app import CLIENT_BASE, MANAGEMENT_BASE, create_emulator_app
 from .entities import ApiSession, AuthFailure, AuthPolicy, ExtJwtSigner, Identity, Policy, RequestRecord
 from .errors import ApiError
 from .faults import Fault, FaultInjector
-from .runner import EmulatorThread, make_server, run_emulator, serve_emulator
+from .runner import EmulatorThread, build_emulator_server, make_server, run_emulator, serve_emulator
 from .spec import LoadedSpec, check_request_body, load_spec, validate_request_body
 from .state import EmulatorState, Flavor
 
@@ -38,6 +39,7 @@ __all__ = [
     "LoadedSpec",
     "Policy",
     "RequestRecord",
+    "build_emulator_server",
     "check_request_body",
     "create_emulator_app",
     "load_spec",

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import routes_auth, routes_config, routes_identities, routes_policies
+from . import routes_auth, routes_config, routes_enroll, routes_identities, routes_policies
 from .entities import RequestRecord
 from .errors import ApiError, method_not_allowed, not_found, unhandled
 from .ids import new_id
@@ -101,6 +101,7 @@ for _coll, _res in (("/service-policies", "service-policy"), ("/edge-router-poli
 
 _CLIENT: list[_R] = [
     ("/external-jwt-signers", "GET", routes_config.list_client_signers, False, None),
+    ("/enroll/token", "POST", routes_enroll.enroll_token, False, None),
 ]
 
 
@@ -161,12 +162,15 @@ class EmulatorMiddleware:
             return
         state = self.state
         method, path = str(scope["method"]), str(scope["path"])
+        query = scope.get("query_string", b"").decode("latin-1")
         status = 0
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                # logged before the client can see the answer, so tests never race the log
+                state.requests.append(RequestRecord(state.now(), method, path, query, status))
             await send(message)
 
         try:
@@ -192,9 +196,6 @@ class EmulatorMiddleware:
             if status == 0:
                 body = unhandled("internal emulator error").body(new_id())
                 await JSONResponse(body, 500)(scope, receive, send_wrapper)
-        finally:
-            query = scope.get("query_string", b"").decode("latin-1")
-            state.requests.append(RequestRecord(time.time(), method, path, query, status))
 
 
 def create_emulator_app(

@@ -105,7 +105,8 @@ class JwksCache:
             raise ExtJwtFailure("jwks endpoint address is blocked (link-local)", endpoint=endpoint)
         self.fetch_count += 1
         try:
-            async with httpx.AsyncClient(verify=self.verify, timeout=self.timeout) as client:
+            # trust_env=False: a proxy from the environment must not intercept loopback test IdPs
+            async with httpx.AsyncClient(verify=self.verify, timeout=self.timeout, trust_env=False) as client:
                 response = await client.get(endpoint, headers={"Accept": "application/json"})
             response.raise_for_status()
             document = response.json()
@@ -168,7 +169,8 @@ def _check_times(claims: dict[str, Any], now: float) -> None:
         raise ExtJwtFailure("jwt not yet valid", nbf=nbf)
 
 
-async def _verify(state: EmulatorState, token: str) -> ExtJwtResult:
+async def verify_jwt(state: EmulatorState, token: str) -> tuple[ExtJwtSigner, dict[str, Any]]:
+    """Steps 1-2: select the signer by ``iss``, verify kid, signature, times and audience."""
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -200,6 +202,11 @@ async def _verify(state: EmulatorState, token: str) -> ExtJwtResult:
         auds = aud if isinstance(aud, list) else [aud]
         if signer.audience not in auds:
             raise ExtJwtFailure("jwt audience does not match the signer", audience=signer.audience)
+    return signer, claims
+
+
+async def _verify(state: EmulatorState, token: str) -> ExtJwtResult:
+    signer, claims = await verify_jwt(state, token)
     value = resolve_claim(claims, signer.claims_property, state.flavor)
     if not isinstance(value, str) or not value:
         raise ExtJwtFailure(

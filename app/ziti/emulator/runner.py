@@ -45,6 +45,32 @@ def make_server(
     return uvicorn.Server(config)
 
 
+def build_emulator_server(
+    host: str = "127.0.0.1",
+    port: int = 1280,
+    *,
+    admin_password: str,
+    admin_username: str = "admin",
+    spec_path: str | Path | None = None,
+    session_timeout: float = 1800.0,
+    flavor: Flavor = "2.0",
+    ssl_certfile: str | Path | None = None,
+    ssl_keyfile: str | Path | None = None,
+    log_level: str = "info",
+) -> uvicorn.Server:
+    """A configured, not yet started server running a fresh emulator (its app is ``server.config.app``)."""
+    app = create_emulator_app(
+        admin_username=admin_username,
+        admin_password=admin_password,
+        session_timeout=session_timeout,
+        spec_path=spec_path,
+        flavor=flavor,
+    )
+    return make_server(
+        app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, log_level=log_level
+    )
+
+
 async def serve_emulator(
     host: str = "127.0.0.1",
     port: int = 1280,
@@ -59,15 +85,17 @@ async def serve_emulator(
     log_level: str = "info",
 ) -> None:
     """Serve the emulator until interrupted (what ``ziti-scim emulator --port P --admin-password X`` runs)."""
-    app = create_emulator_app(
-        admin_username=admin_username,
+    server = build_emulator_server(
+        host,
+        port,
         admin_password=admin_password,
-        session_timeout=session_timeout,
+        admin_username=admin_username,
         spec_path=spec_path,
+        session_timeout=session_timeout,
         flavor=flavor,
-    )
-    server = make_server(
-        app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, log_level=log_level
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        log_level=log_level,
     )
     await server.serve()
 
@@ -83,10 +111,26 @@ class EmulatorThread:
     """
 
     def __init__(
-        self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 10.0
+        self,
+        app: Starlette,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_certfile: str | Path | None = None,
+        ssl_keyfile: str | Path | None = None,
+        startup_timeout: float = 10.0,
     ) -> None:
         self.app = app
-        self.server = make_server(app, host=host, port=port, log_level="warning", configure_logging=False)
+        self.server = make_server(
+            app,
+            host=host,
+            port=port,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            log_level="warning",
+            configure_logging=False,
+        )
+        self.scheme = "https" if ssl_certfile else "http"
         self._startup_timeout = startup_timeout
         self._thread = threading.Thread(target=self._run, name="ziti-emulator", daemon=True)
         self._error: BaseException | None = None
@@ -118,7 +162,7 @@ class EmulatorThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def management_url(self) -> str:

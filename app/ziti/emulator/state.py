@@ -163,7 +163,9 @@ class EmulatorState:
     def record_violation(self, method: str, path: str, error: str, *, template: str = "") -> None:
         """Record a request that the real controller's spec rejects (``template`` is the spec path)."""
         with self.lock:
-            self.spec_violations.append({"method": method, "path": path, "template": template, "error": error})
+            self.spec_violations.append(
+                {"method": method, "path": path, "template": template, "error": error}
+            )
         log.warning("spec violation: %s %s: %s", method, path, error)
 
     # ---- out-of-band seeding (as an admin or Ziti's token enrollment would) ------------------------

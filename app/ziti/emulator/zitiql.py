@@ -9,7 +9,8 @@ Implements ziti-api.md §3.2 "Filter language" (grammar of openziti/storage ``zi
 * ``and``, ``or``, ``not``, parentheses; set functions ``anyOf(f)``, ``allOf(f)``, ``isEmpty(f)``,
   ``count(f)``;
 * suffixes ``sort by f [asc|desc], ...``, ``skip N``, ``limit N|none``;
-* identifiers ``[A-Za-z][A-Za-z_]*`` with ``.``-separated segments (later ones may contain ``-``): no digits.
+* identifiers ``[A-Za-z][A-Za-z_]*`` with ``.``-separated segments (later ones may contain ``-``), optionally
+  in single quotes: no digits; a bare boolean field (``isAdmin``) is a predicate.
 
 Unknown fields, set fields used as scalars and parse errors raise :class:`FilterError` (400 INVALID_FILTER).
 Keywords are case-insensitive. Sub-queries (``from x where``) are not supported.
@@ -41,6 +42,7 @@ class _Tok:
 
 
 _IDENT = re.compile(r"[A-Za-z][A-Za-z_]*(?:\.[A-Za-z_\-]+)*")
+_QUOTED_IDENT = re.compile(r"'([A-Za-z][A-Za-z_]*(?:\.[A-Za-z_\-]+)*)'")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _DATETIME = re.compile(r"datetime\(\s*([^)]*?)\s*\)", re.IGNORECASE)
 _OPS = ("!=", "<=", ">=", "=", "<", ">")
@@ -106,6 +108,11 @@ def _tokenize(text: str) -> list[_Tok]:
         m = _IDENT.match(text, i)
         if m:
             toks.append(_Tok("ident", m.group(0), i))
+            i = m.end()
+            continue
+        m = _QUOTED_IDENT.match(text, i)
+        if m:
+            toks.append(_Tok("ident", m.group(1), i))
             i = m.end()
             continue
         raise FilterError(f"unexpected character {ch!r} at position {i}")
@@ -292,7 +299,11 @@ class _Parser:
             if tok.kind != "op":
                 raise FilterError(f"expected comparison operator at position {tok.pos}")
             return Count(name, tok.value, self.value())
-        return self.op_tail(FieldRef(self.ident(), None))
+        name = self.ident()
+        nxt = self.peek()
+        if nxt is None or self.is_punct(")") or self.is_kw("and", "or", "sort", "skip", "limit"):
+            return Cmp(FieldRef(name, None), "=", True)  # a bare boolean symbol, e.g. ``isAdmin``
+        return self.op_tail(FieldRef(name, None))
 
     def op_tail(self, ref: FieldRef) -> Cmp:
         negate = False

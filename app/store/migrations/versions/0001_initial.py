@@ -72,13 +72,15 @@ def upgrade() -> None:
         sa.Column("source", sa.String(100), primary_key=True),
         sa.Column("user_id", sa.String(64), primary_key=True),
         sa.Column("identity_id", sa.String(64)),
+        sa.Column("external_id", sa.Text),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("last_error", sa.Text),
-        sa.Column("fingerprint", sa.String(64)),
+        sa.Column("applied", Json),
         sa.Column("adopted", sa.Boolean, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
     op.create_index("ix_provisioning_identity", "provisioning", ["identity_id"])
+    op.create_index("ix_provisioning_external_id", "provisioning", ["external_id"], unique=True)
     op.create_table(
         "settings",
         sa.Column("key", sa.String(100), primary_key=True),

@@ -1,0 +1,1 @@
+"""Level-triggered reconciliation: converge each dirty user's OpenZiti identity to its desired state."""

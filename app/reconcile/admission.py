@@ -1,0 +1,87 @@
+"""Admission of a user write: the mapping must yield an identity, and its externalId must be free.
+
+Runs inside the SCIM transaction (a storage hook), so a refused user is never stored: a missing
+mapped value is 400 ``invalidValue`` naming the attribute, an externalId another user already claims
+(in any source) is 409 ``uniqueness``. The claim is a unique index, so two concurrent writes cannot
+both win.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from scim2_models import InvalidValueException, UniquenessException
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.mapping import GroupRef, MappingError, map_user
+from app.reconcile.settings import SourceSettings
+from app.store.tables import dirty, provisioning
+
+
+class ProvisioningHooks:
+    """The storage hooks (:class:`app.store.storage.UserHooks`) of the provisioning stage."""
+
+    def __init__(self, settings: dict[str, SourceSettings], *, is_sqlite: bool) -> None:
+        self.settings = settings
+        self.is_sqlite = is_sqlite
+
+    async def admit(
+        self, conn: AsyncConnection, source: str, user_id: str, document: dict[str, Any], groups: list[dict[str, Any]]
+    ) -> None:
+        settings = self.settings[source]
+        refs = [GroupRef(id=g["value"], display_name=g.get("display") or "") for g in groups]
+        try:
+            desired = map_user(document, refs, settings.mapping).identity
+        except MappingError as error:
+            raise InvalidValueException(
+                detail=f"{error.attribute}: {error.detail} (needed for the OpenZiti identity)"
+            ) from error
+        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(provisioning)
+        statement = insert.values(
+            source=source,
+            user_id=user_id,
+            external_id=desired.external_id,
+            state="pending",
+            adopted=False,
+            updated_at=time.time(),
+        ).on_conflict_do_update(
+            index_elements=["source", "user_id"], set_={"external_id": desired.external_id}
+        )
+        try:
+            async with conn.begin_nested():
+                await conn.execute(statement)
+        except IntegrityError as error:
+            raise UniquenessException(
+                detail=f"externalId {desired.external_id!r} is already provisioned for another user"
+            ) from error
+
+    async def release(self, conn: AsyncConnection, source: str, user_id: str) -> None:
+        await conn.execute(
+            update(provisioning)
+            .where(provisioning.c.source == source, provisioning.c.user_id == user_id)
+            .values(external_id=None)
+        )
+
+    async def view(self, conn: AsyncConnection, source: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        pending = exists().where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id))
+        query = select(
+            provisioning.c.user_id,
+            provisioning.c.identity_id,
+            provisioning.c.state,
+            provisioning.c.last_error,
+            pending.label("dirty"),
+        ).where(provisioning.c.source == source, provisioning.c.user_id.in_(user_ids))
+        view: dict[str, dict[str, Any]] = {}
+        for row in await conn.execute(query):
+            state = "pending" if row.dirty else row.state
+            entry: dict[str, Any] = {"provisioningState": state}
+            if row.identity_id:
+                entry["identityId"] = row.identity_id
+            if row.last_error and state != "synced":
+                entry["lastError"] = row.last_error
+            view[row.user_id] = entry
+        return view

@@ -1,0 +1,66 @@
+"""The provisioning stage assembled from configuration: controller client, hooks, reconciler, worker."""
+
+from __future__ import annotations
+
+import logging
+
+from app.config import Config, ConfigError
+from app.reconcile.admission import ProvisioningHooks
+from app.reconcile.reconciler import Reconciler
+from app.reconcile.settings import SourceSettings, source_settings
+from app.reconcile.worker import Worker
+from app.store.db import Database
+from app.ziti.client import ZitiClient
+from app.ziti.retry import RetryPolicy
+from app.ziti.session import CertCredentials, Credentials, PasswordCredentials
+
+log = logging.getLogger("ziti_scim")
+
+
+def ziti_client(config: Config, *, retry: RetryPolicy | None = None) -> ZitiClient:
+    ziti = config.ziti
+    if not ziti.url:
+        raise ConfigError("[ziti] url is not set")
+    credentials: Credentials
+    if ziti.cert_file and ziti.key_file:
+        credentials = CertCredentials(ziti.cert_file, ziti.key_file)
+    elif ziti.password:
+        credentials = PasswordCredentials(ziti.username, ziti.password)
+    else:
+        raise ConfigError(
+            "[ziti] needs a password (password_env / password_file) or a client certificate (cert_file, key_file)"
+        )
+    return ZitiClient(
+        ziti.url,
+        credentials,
+        ca_bundle=ziti.ca_bundle,
+        insecure=ziti.insecure,
+        max_concurrency=ziti.max_in_flight,
+        retry=retry,
+    )
+
+
+class Provisioner:
+    """Everything between the store and the controller, started and stopped with the service."""
+
+    def __init__(self, config: Config, db: Database, client: ZitiClient | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.settings: dict[str, SourceSettings] = {
+            name: source_settings(source) for name, source in config.sources.items()
+        }
+        self.hooks = ProvisioningHooks(self.settings, is_sqlite=db.is_sqlite)
+        self.client = client or ziti_client(config)
+        self.reconciler = Reconciler(db, self.client, self.settings)
+        self.worker = Worker(self.reconciler)
+
+    async def after_write(self, users: set[tuple[str, str]]) -> None:
+        await self.worker.converge_now(sorted(users), self.config.ziti.reconcile_deadline)
+        self.worker.wake()
+
+    def start(self) -> None:
+        self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        await self.client.close()

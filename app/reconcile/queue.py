@@ -1,0 +1,109 @@
+"""The dirty marks as a work queue: claim, finish, retry with backoff.
+
+A claim is a lease (``claimed_until``) so that a crashed worker's rows come back by themselves; the
+row's ``generation`` tells whether the user changed again while it was being converged, in which
+case the row stays for another pass. On PostgreSQL the batch claim uses ``FOR UPDATE SKIP LOCKED`` so
+that several processes share the queue without converging one user twice at the same time.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, func, or_, select, update
+
+from app.store.db import Database
+from app.store.tables import dirty
+
+LEASE_SECONDS = 120.0
+MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    source: str
+    user_id: str
+    generation: int
+    attempts: int
+
+
+def backoff(attempts: int, *, base: float = 1.0, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter, capped at five minutes."""
+    ceiling = min(MAX_BACKOFF, base * 2 ** min(attempts, 16))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def _claimable(now: float) -> object:
+    return or_(dirty.c.claimed_until.is_(None), dirty.c.claimed_until < now)
+
+
+async def claim(db: Database, source: str, user_id: str) -> Claim | None:
+    """Claim one user's row, due or not (the inline path); None when it is not dirty or already claimed."""
+    now = time.time()
+    async with db.transaction(write=True) as conn:
+        row = (
+            await conn.execute(
+                update(dirty)
+                .where(dirty.c.source == source, dirty.c.user_id == user_id, _claimable(now))
+                .values(claimed_until=now + LEASE_SECONDS)
+                .returning(dirty.c.generation, dirty.c.attempts)
+            )
+        ).first()
+    return None if row is None else Claim(source, user_id, row.generation, row.attempts)
+
+
+async def claim_due(db: Database, limit: int) -> list[Claim]:
+    """Claim up to ``limit`` rows that are due."""
+    now = time.time()
+    async with db.transaction(write=True) as conn:
+        query = (
+            select(dirty.c.source, dirty.c.user_id)
+            .where(dirty.c.due_at <= now, _claimable(now))
+            .order_by(dirty.c.due_at)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        rows = (await conn.execute(query)).all()
+        claims = []
+        for source, user_id in rows:
+            claimed = (
+                await conn.execute(
+                    update(dirty)
+                    .where(dirty.c.source == source, dirty.c.user_id == user_id)
+                    .values(claimed_until=now + LEASE_SECONDS)
+                    .returning(dirty.c.generation, dirty.c.attempts)
+                )
+            ).first()
+            if claimed is not None:
+                claims.append(Claim(source, user_id, claimed.generation, claimed.attempts))
+        return claims
+
+
+async def finish(db: Database, claim: Claim) -> None:
+    """The user converged at ``claim.generation``: drop the mark, unless it changed meanwhile."""
+    async with db.transaction(write=True) as conn:
+        where = and_(dirty.c.source == claim.source, dirty.c.user_id == claim.user_id)
+        result = await conn.execute(delete(dirty).where(where, dirty.c.generation == claim.generation))
+        if result.rowcount == 0:
+            await conn.execute(update(dirty).where(where).values(claimed_until=None))
+
+
+async def retry_later(db: Database, claim: Claim, delay: float) -> None:
+    """A transient failure: try again after ``delay`` (now, if the user changed meanwhile)."""
+    async with db.transaction(write=True) as conn:
+        where = and_(dirty.c.source == claim.source, dirty.c.user_id == claim.user_id)
+        result = await conn.execute(
+            update(dirty)
+            .where(where, dirty.c.generation == claim.generation)
+            .values(claimed_until=None, attempts=claim.attempts + 1, due_at=time.time() + delay)
+        )
+        if result.rowcount == 0:
+            await conn.execute(update(dirty).where(where).values(claimed_until=None))
+
+
+async def pending_count(db: Database) -> int:
+    async with db.transaction() as conn:
+        return int((await conn.execute(select(func.count()).select_from(dirty))).scalar_one())

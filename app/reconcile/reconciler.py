@@ -1,0 +1,344 @@
+"""Converge one user's OpenZiti identity to the user's desired state (create, patch, disable, delete).
+
+Idempotent and level-triggered: it compares the desired identity with what was last applied and sends
+only the difference, so an unchanged user costs no controller call and a created one costs one. It
+never touches an identity it did not create or explicitly adopt: every identity it writes carries the
+provenance tags of :mod:`app.reconcile.settings`, and it only acts on identity ids it recorded.
+
+Controller quirks handled here (ziti-api.md §3.5, §3.7): identities are PATCHed, never PUT (PUT clears
+omitted fields and re-enables); a rename onto a taken name is silently dropped by the controller and an
+externalId collision on PATCH is a 500, so both are checked before patching; a create whose outcome is
+unknown is resolved by looking the identity up by externalId and tags on the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
+from app.reconcile import queue
+from app.reconcile.desired import UserState, read_user_state
+from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE, SourceSettings
+from app.store.db import Database
+from app.store.tables import provisioning
+from app.ziti.client import ZitiClient
+from app.ziti.errors import (
+    ZitiDuplicate,
+    ZitiError,
+    ZitiNotFound,
+    ZitiOutcomeUnknown,
+    ZitiRateLimited,
+    ZitiUnauthorized,
+    ZitiUnavailable,
+)
+
+log = logging.getLogger("ziti_scim.reconcile")
+
+Outcome = Literal["synced", "deprovisioned", "pending", "failed", "busy", "clean"]
+MAX_NAME_SUFFIX = 50
+FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
+
+
+class Permanent(Exception):
+    """A failure that retrying will not fix (shown as provisioningState=failed with this message)."""
+
+
+@dataclass
+class Applied:
+    """What is on the controller for a user, as far as ziti-scim manages it."""
+
+    identity_id: str
+    fields: dict[str, Any]
+    adopted: bool = False
+
+
+def target_fields(identity: DesiredIdentity) -> dict[str, Any]:
+    return {
+        "name": identity.name,
+        "externalId": identity.external_id,
+        "roleAttributes": sorted(identity.role_attributes),
+        "authPolicyId": identity.auth_policy_id,
+        "isAdmin": identity.is_admin,
+    }
+
+
+def observed_fields(identity: dict[str, Any]) -> dict[str, Any]:
+    """The managed fields of a controller identity detail (ziti-api.md §3.4)."""
+    return {
+        "name": identity.get("name"),
+        "externalId": identity.get("externalId"),
+        "roleAttributes": sorted(identity.get("roleAttributes") or []),
+        "authPolicyId": identity.get("authPolicyId") or "default",
+        "isAdmin": bool(identity.get("isAdmin")),
+        "disabled": bool(identity.get("disabled")),
+    }
+
+
+def is_ours(identity: dict[str, Any], source: str, user_id: str) -> bool:
+    tags = identity.get("tags") or {}
+    return bool(
+        tags.get(TAG_MANAGED_BY) == MANAGER and tags.get(TAG_SOURCE) == source and tags.get(TAG_ID) == user_id
+    )
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, ZitiUnavailable | ZitiRateLimited | ZitiOutcomeUnknown | ZitiUnauthorized | OSError)
+
+
+class Reconciler:
+    """Converges users, one at a time per user, many users at once."""
+
+    def __init__(
+        self,
+        db: Database,
+        client: ZitiClient,
+        settings: dict[str, SourceSettings],
+        *,
+        on_outcome: Callable[[str, str, Outcome, str | None], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.settings = settings
+        self.on_outcome = on_outcome
+        # One lock per user being converged in this process; entries vanish when nobody holds them.
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    async def converge_claimed(self, claim: queue.Claim) -> Outcome:
+        """Converge a user whose dirty mark this process holds, then settle the mark."""
+        async with self._lock((claim.source, claim.user_id)):
+            outcome, error = await self._converge(claim.source, claim.user_id)
+            if outcome == "pending":
+                await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
+            else:
+                await queue.finish(self.db, claim)
+        await self._report(claim, outcome, error)
+        return outcome
+
+    async def converge(self, source: str, user_id: str) -> Outcome:
+        """Claim and converge one user now (the inline path); 'busy' if another worker holds it."""
+        claim = await queue.claim(self.db, source, user_id)
+        if claim is None:
+            return "busy"
+        return await self.converge_claimed(claim)
+
+    async def _report(self, claim: queue.Claim, outcome: Outcome, error: str | None) -> None:
+        if self.on_outcome is not None:
+            result = self.on_outcome(claim.source, claim.user_id, outcome, error)
+            if result is not None:
+                await result
+
+    # -- the algorithm ------------------------------------------------------------------------------
+
+    async def _converge(self, source: str, user_id: str) -> tuple[Outcome, str | None]:
+        settings = self.settings.get(source)
+        if settings is None:
+            return "failed", f"unknown source {source}"
+        async with self.db.transaction() as conn:
+            state = await read_user_state(conn, source, user_id)
+        try:
+            if state.document is None:
+                await self._deprovision(settings, user_id, state)
+                return "deprovisioned", None
+            await self._provision(settings, user_id, state)
+            return "synced", None
+        except Permanent as error:
+            await self._record_failure(source, user_id, str(error), failed=True)
+            log.warning("user %s/%s failed: %s", source, user_id, error)
+            return "failed", str(error)
+        except Exception as error:  # noqa: BLE001 - any other error is retried, never lost
+            if not _transient(error) and isinstance(error, ZitiError):
+                await self._record_failure(source, user_id, str(error), failed=True)
+                log.warning("user %s/%s failed: %s", source, user_id, error)
+                return "failed", str(error)
+            await self._record_failure(source, user_id, str(error) or type(error).__name__, failed=False)
+            log.info("user %s/%s pending: %s", source, user_id, error)
+            return "pending", str(error)
+
+    async def _provision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
+        assert state.document is not None
+        try:
+            desired = map_user(state.document, list(state.groups), settings.mapping).identity
+        except MappingError as error:
+            raise Permanent(f"{error.attribute}: {error.detail}") from error
+        target = target_fields(desired)
+        target["disabled"] = state.document.get("active") is False
+        record = state.provisioning or {}
+        applied = record.get("applied") or {}
+        if record.get("identity_id") and record.get("state") == "synced" and applied.get("target") == target:
+            return
+        current = (
+            Applied(record["identity_id"], dict(applied.get("fields") or {}), bool(record.get("adopted")))
+            if record.get("identity_id")
+            else None
+        )
+        if current is None:
+            current = await self._create_or_adopt(settings, user_id, desired, target)
+        try:
+            await self._update(settings, user_id, current, target)
+        except ZitiNotFound:
+            # Deleted out of band: create it again.
+            current = await self._create_or_adopt(settings, user_id, desired, target)
+            await self._update(settings, user_id, current, target)
+        await self._record_success(settings.name, user_id, current, target)
+
+    async def _create_or_adopt(
+        self, settings: SourceSettings, user_id: str, desired: DesiredIdentity, target: dict[str, Any]
+    ) -> Applied:
+        body: dict[str, Any] = {
+            "type": "User",
+            "isAdmin": desired.is_admin,
+            "externalId": desired.external_id,
+            "authPolicyId": desired.auth_policy_id,
+            "roleAttributes": sorted(desired.role_attributes),
+            "tags": settings.tags(user_id),
+        }
+        names = (
+            candidate_names(desired.name, MAX_NAME_SUFFIX)
+            if settings.mapping.name_conflict == "suffix"
+            else iter([desired.name])
+        )
+        for name in names:
+            try:
+                identity_id = await self.client.create_identity({**body, "name": name})
+            except ZitiDuplicate as error:
+                if error.field == "name":
+                    continue
+                return await self._claim_existing(settings, user_id, desired)
+            fields = {k: v for k, v in target.items() if k != "disabled"}
+            fields["name"] = name
+            return Applied(identity_id, {**fields, "disabled": False})
+        raise Permanent(f"identity name {desired.name!r} is taken by an identity ziti-scim does not manage")
+
+    async def _claim_existing(self, settings: SourceSettings, user_id: str, desired: DesiredIdentity) -> Applied:
+        """An identity already has this externalId: ours (a lost create), a deleted user's, or unmanaged."""
+        found = await self.client.find_identities_by_external_id(desired.external_id)
+        if not found:
+            raise ZitiUnavailable("identity create conflicted but the identity cannot be found; retrying")
+        identity = found[0]
+        tags = identity.get("tags") or {}
+        if is_ours(identity, settings.name, user_id):
+            return Applied(identity["id"], observed_fields(identity), bool(tags.get("scimAdopted")))
+        if tags.get(TAG_MANAGED_BY) == MANAGER:
+            # Managed for another user; the externalId claim index guarantees that user is gone.
+            log.info("taking over identity %s of deleted user %s", identity["id"], tags.get(TAG_ID))
+        elif settings.adopt == "refuse":
+            raise Permanent(
+                f"identity {identity['id']} ({identity.get('name')}) already has externalId "
+                f"{desired.external_id!r} and is not managed by ziti-scim (adopt = refuse)"
+            )
+        else:
+            log.info("adopting unmanaged identity %s for %s/%s", identity["id"], settings.name, user_id)
+        merged = {**tags, **settings.tags(user_id)}
+        if tags.get(TAG_MANAGED_BY) != MANAGER:
+            merged["scimAdopted"] = True
+        await self.client.patch_identity(identity["id"], {"tags": merged})
+        return Applied(identity["id"], observed_fields(identity), adopted=bool(merged.get("scimAdopted")))
+
+    async def _free_name(self, base: str, identity_id: str, suffix: bool) -> str | None:
+        """A name for this identity: the base, or the first free suffixed one (None if refused)."""
+        for name in candidate_names(base, MAX_NAME_SUFFIX if suffix else 1):
+            holders = await self.client.find_identities_by_name(name)
+            if not holders or all(h.get("id") == identity_id for h in holders):
+                return name
+        return None
+
+    async def _update(self, settings: SourceSettings, user_id: str, current: Applied, target: dict[str, Any]) -> None:
+        fields = current.fields
+        diff = {k: target[k] for k in FIELDS if k != "name" and fields.get(k) != target[k]}
+        base = target["name"]
+        same_name = fields.get("name") in set(candidate_names(base, MAX_NAME_SUFFIX))
+        if not same_name:
+            name = await self._free_name(base, current.identity_id, settings.mapping.name_conflict == "suffix")
+            if name is None:
+                raise Permanent(f"identity name {base!r} is taken by another identity (name_conflict = refuse)")
+            diff["name"] = name
+        if "externalId" in diff:
+            holders = await self.client.find_identities_by_external_id(target["externalId"])
+            if any(h.get("id") != current.identity_id for h in holders):
+                raise Permanent(f"externalId {target['externalId']!r} is already used by another identity")
+        if diff:
+            await self.client.patch_identity(current.identity_id, diff)
+            fields.update(diff)
+        if bool(fields.get("disabled")) != target["disabled"]:
+            if target["disabled"]:
+                await self.client.disable_identity(current.identity_id)
+            else:
+                await self.client.enable_identity(current.identity_id)
+            fields["disabled"] = target["disabled"]
+
+    async def _deprovision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
+        record = state.provisioning
+        identity_id = record.get("identity_id") if record else None
+        if identity_id:
+            try:
+                identity = await self.client.get_identity(identity_id)
+            except ZitiNotFound:
+                identity = None
+            if identity is not None and not is_ours(identity, settings.name, user_id):
+                log.warning("identity %s is no longer tagged for %s/%s: left untouched", identity_id, settings.name, user_id)
+            elif identity is not None and settings.on_delete == "disable":
+                if not identity.get("disabled"):
+                    await self.client.disable_identity(identity_id)
+                async with self.db.transaction(write=True) as conn:
+                    await conn.execute(
+                        update(provisioning)
+                        .where(provisioning.c.source == settings.name, provisioning.c.user_id == user_id)
+                        .values(state="disabled", last_error=None, updated_at=time.time())
+                    )
+                return
+            elif identity is not None:
+                await self.client.delete_identity(identity_id, missing_ok=True)
+        async with self.db.transaction(write=True) as conn:
+            await conn.execute(
+                delete(provisioning).where(provisioning.c.source == settings.name, provisioning.c.user_id == user_id)
+            )
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+
+    def _upsert(self) -> Any:
+        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(provisioning)
+
+    async def _record_success(self, source: str, user_id: str, current: Applied, target: dict[str, Any]) -> None:
+        values = {
+            "identity_id": current.identity_id,
+            "state": "synced",
+            "last_error": None,
+            "applied": {"fields": current.fields, "target": target},
+            "adopted": current.adopted,
+            "updated_at": time.time(),
+        }
+        async with self.db.transaction(write=True) as conn:
+            await conn.execute(
+                self._upsert()
+                .values(source=source, user_id=user_id, **values)
+                .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
+            )
+
+    async def _record_failure(self, source: str, user_id: str, message: str, *, failed: bool) -> None:
+        values: dict[str, Any] = {"last_error": message[:1000], "updated_at": time.time()}
+        if failed:
+            values["state"] = "failed"
+        async with self.db.transaction(write=True) as conn:
+            await conn.execute(
+                update(provisioning)
+                .where(provisioning.c.source == source, provisioning.c.user_id == user_id)
+                .values(**values)
+            )

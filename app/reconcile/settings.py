@@ -1,0 +1,40 @@
+"""Per-source provisioning settings, read from ``[sources.<name>]`` options and its mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from app.config import ConfigError, SourceConfig
+from app.mapping import MappingConfig, MappingConfigError, load_mapping
+
+TAG_MANAGED_BY = "managedBy"
+TAG_SOURCE = "scimSource"
+TAG_ID = "scimId"
+MANAGER = "ziti-scim"
+"""Provenance tags written on every identity ziti-scim creates or adopts (flat map, ziti-api.md §1)."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    mapping: MappingConfig
+    on_delete: Literal["delete", "disable"] = "delete"
+    adopt: Literal["adopt", "refuse"] = "adopt"
+
+    def tags(self, user_id: str) -> dict[str, str]:
+        return {TAG_MANAGED_BY: MANAGER, TAG_SOURCE: self.name, TAG_ID: user_id}
+
+
+def source_settings(source: SourceConfig) -> SourceSettings:
+    try:
+        mapping = load_mapping(source.mapping or {"preset": source.kind})
+    except MappingConfigError as error:
+        raise ConfigError(f"sources.{source.name}.mapping: {error}") from error
+    on_delete = source.options.get("on_delete", "delete")
+    adopt = source.options.get("adopt", "adopt")
+    if on_delete not in ("delete", "disable"):
+        raise ConfigError(f"sources.{source.name}.on_delete must be 'delete' or 'disable'")
+    if adopt not in ("adopt", "refuse"):
+        raise ConfigError(f"sources.{source.name}.adopt must be 'adopt' or 'refuse'")
+    return SourceSettings(name=source.name, mapping=mapping, on_delete=on_delete, adopt=adopt)

@@ -1,0 +1,143 @@
+"""Issue 3 acceptance: SCIM writes become OpenZiti identities, and ext-jwt login follows the IdP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.provisioning.conftest import Stack
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+
+
+def user(name: str, email: str, **extra: Any) -> dict[str, Any]:
+    return {"schemas": [USER], "userName": name, "emails": [{"value": email, "primary": True}], **extra}
+
+
+def patch(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH], "Operations": list(operations)}
+
+
+def test_post_user_creates_the_mapped_identity(stack: Stack) -> None:
+    """Acceptance 1: exactly the mapped externalId, name, roleAttributes, authPolicyId, and provenance tags."""
+    with stack.client() as scim:
+        created = scim.post("/Users", json=user("alice", "Alice@Example.com",
+                                               roles=[{"value": "vpn-users"}],
+                                               **{ZITI: {"roleAttributes": "ops, lab"}}))
+    assert created.status_code == 201
+    body = created.json()
+    assert body[ZITI]["provisioningState"] == "synced"
+    identity = stack.identity("alice@example.com")
+    assert identity is not None and body[ZITI]["identityId"] == identity.id
+    assert identity.name == "alice"
+    assert sorted(identity.role_attributes) == ["lab", "ops", "vpn-users"]
+    assert identity.auth_policy_id == "default"
+    assert identity.is_admin is False
+    assert identity.tags["managedBy"] == "ziti-scim" and identity.tags["scimId"] == body["id"]
+
+
+def test_seed_scenario_first_login_works_right_after_provisioning(stack: Stack) -> None:
+    """Acceptance 2: 'identity not found by externalId' before the SCIM POST, success right after."""
+    before = stack.login(email="bob@example.com")
+    assert before.status_code == 401
+    assert stack.state.last_auth_failure == "identity not found by externalId"
+    with stack.client() as scim:
+        assert scim.post("/Users", json=user("bob", "bob@example.com")).status_code == 201
+    after = stack.login(email="bob@example.com")
+    assert after.status_code == 200, after.text
+    assert after.json()["data"]["identity"]["name"] == "bob"
+
+
+def test_group_membership_and_rename_follow_into_role_attributes(stack: Stack) -> None:
+    """Acceptance 3."""
+    with stack.client() as scim:
+        uid = scim.post("/Users", json=user("carol", "carol@example.com")).json()["id"]
+        gid = scim.post("/Groups", json={"schemas": [GROUP], "displayName": "Engineering"}).json()["id"]
+        scim.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": uid}]}))
+        assert stack.identity("carol@example.com").role_attributes == ["Engineering"]
+        scim.patch(f"/Groups/{gid}", json=patch({"op": "replace", "path": "displayName", "value": "Platform"}))
+        assert stack.identity("carol@example.com").role_attributes == ["Platform"]
+        scim.patch(f"/Groups/{gid}", json=patch({"op": "remove", "path": f'members[value eq "{uid}"]'}))
+        assert stack.identity("carol@example.com").role_attributes == []
+        scim.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": uid}]}))
+        assert scim.delete(f"/Groups/{gid}").status_code == 204
+        assert stack.identity("carol@example.com").role_attributes == []
+
+
+def test_deactivation_disables_and_reactivation_enables(stack: Stack) -> None:
+    """Acceptance 4."""
+    with stack.client() as scim:
+        uid = scim.post("/Users", json=user("dave", "dave@example.com")).json()["id"]
+        assert stack.login(email="dave@example.com").status_code == 200
+        off = scim.patch(f"/Users/{uid}", json=patch({"op": "replace", "path": "active", "value": False}))
+        assert off.status_code == 200 and off.json()["active"] is False
+        identity = stack.identity("dave@example.com")
+        assert identity.disabled_at is not None
+        assert not stack.state.has_session(identity.id), "disabling must kill the user's sessions"
+        assert stack.login(email="dave@example.com").status_code == 401
+        on = scim.patch(f"/Users/{uid}", json=patch({"op": "replace", "path": "active", "value": True}))
+        assert on.status_code == 200
+        assert stack.login(email="dave@example.com").status_code == 200
+
+
+def test_delete_removes_the_identity_and_never_touches_unmanaged_ones(stack: Stack) -> None:
+    """Acceptance 5."""
+    bystander = stack.state.create_identity("router-admin", external_id="ops@example.com", role_attributes=["x"])
+    before = (bystander.name, bystander.external_id, list(bystander.role_attributes), bystander.tags)
+    with stack.client() as scim:
+        uid = scim.post("/Users", json=user("erin", "erin@example.com")).json()["id"]
+        identity_id = stack.identity("erin@example.com").id
+        assert scim.delete(f"/Users/{uid}").status_code == 204
+    assert identity_id not in stack.state.identities
+    assert stack.login(email="erin@example.com").status_code == 401
+    kept = stack.state.identities[bystander.id]
+    assert (kept.name, kept.external_id, list(kept.role_attributes), kept.tags) == before
+
+
+def test_name_taken_by_an_unmanaged_identity_gets_a_suffix(stack: Stack) -> None:
+    stack.state.create_identity("frank")
+    with stack.client() as scim:
+        assert scim.post("/Users", json=user("frank", "frank@example.com")).status_code == 201
+    assert stack.identity("frank@example.com").name == "frank-2"
+    assert stack.state.identity_by_name("frank").external_id is None
+
+
+def test_user_without_the_mapped_attribute_is_refused_naming_it(stack: Stack) -> None:
+    with stack.client() as scim:
+        refused = scim.post("/Users", json={"schemas": [USER], "userName": "no-mail"})
+        assert refused.status_code == 400
+        assert refused.json()["scimType"] == "invalidValue"
+        assert "emails" in refused.json()["detail"]
+        assert scim.get("/Users", params={"filter": 'userName eq "no-mail"'}).json()["totalResults"] == 0
+
+
+def test_two_users_cannot_claim_the_same_external_id(stack: Stack) -> None:
+    with stack.client() as scim:
+        assert scim.post("/Users", json=user("gina", "gina@example.com")).status_code == 201
+        second = scim.post("/Users", json=user("gina2", "GINA@example.com"))
+        assert second.status_code == 409 and second.json()["scimType"] == "uniqueness"
+
+
+def test_adoption_of_an_identity_created_by_token_enrollment(stack: Stack) -> None:
+    """Acceptance 7: an identity that already has the externalId (JIT enrollment) is adopted, not duplicated."""
+    jit = stack.state.create_identity("hank@example.com", external_id="hank@example.com", role_attributes=["old"])
+    with stack.client() as scim:
+        created = scim.post("/Users", json=user("hank", "hank@example.com", roles=[{"value": "new"}]))
+    assert created.status_code == 201
+    assert created.json()[ZITI]["identityId"] == jit.id
+    adopted = stack.state.identities[jit.id]
+    assert adopted.tags["managedBy"] == "ziti-scim" and adopted.tags["scimAdopted"] is True
+    assert adopted.role_attributes == ["new"] and adopted.name == "hank"
+    assert len([i for i in stack.state.identities.values() if i.external_id == "hank@example.com"]) == 1
+
+
+def test_unchanged_update_makes_no_controller_call(stack: Stack) -> None:
+    with stack.client() as scim:
+        created = scim.post("/Users", json=user("ivy", "ivy@example.com", displayName="Ivy"))
+        calls = len(stack.state.requests)
+        replaced = scim.put(f"/Users/{created.json()['id']}", json=user("ivy", "ivy@example.com", displayName="Ivy"))
+        assert replaced.status_code == 200
+        assert replaced.json()[ZITI]["provisioningState"] == "synced"
+    assert len(stack.state.requests) == calls
