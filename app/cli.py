@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
 
 import uvicorn
 
-from app.config import Config, ConfigError, PolicyConfig, SourceConfig, hash_token, read_config
+from app.config import Config, ConfigError, PolicyConfig, SourceConfig, ZitiConfig, hash_token, read_config
+
+DEMO_SOURCE = "demo"
 
 
 def _serve(config: Config, host: str | None, port: int | None) -> int:
@@ -24,29 +28,99 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(read_config(args.config), args.host, args.port)
 
 
-def demo_config(database: str, token: str) -> Config:
-    """Embedded defaults: SQLite in a local file and one generic source."""
-    source = SourceConfig(name="demo", kind="generic", token_hashes=(hash_token(token),), policy=PolicyConfig())
-    return Config(database_url=database, sources={"demo": source})
+def demo_config(database: str, token: str, ziti_url: str | None = None, admin_password: str | None = None) -> Config:
+    """Embedded defaults: SQLite in a local file, one generic source, and the built-in controller emulator."""
+    source = SourceConfig(name=DEMO_SOURCE, kind="generic", token_hashes=(hash_token(token),), policy=PolicyConfig())
+    ziti = ZitiConfig(url=ziti_url, username="admin", password=admin_password)
+    return Config(database_url=database, sources={DEMO_SOURCE: source}, ziti=ziti)
+
+
+def _admin_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """From --admin-password, $ZITI_SCIM_EMULATOR_PASSWORD, or a fresh random one (then printed)."""
+    given = args.admin_password or os.environ.get("ZITI_SCIM_EMULATOR_PASSWORD")
+    return (given, False) if given else (secrets.token_urlsafe(12), True)
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from app.ziti.emulator.runner import build_emulator_server
+
+    password, generated = _admin_password(args)
+    print(f"OpenZiti controller emulator on http://{args.host}:{args.port}/edge/management/v1", flush=True)
+    print(f"  admin user: admin   password: {password if generated else '(as given)'}", flush=True)
+    server = build_emulator_server(args.host, args.port, admin_password=password, spec_path=args.spec)
+    asyncio.run(server.serve())
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from app.ziti.emulator import EmulatorThread, create_emulator_app
+
     token = args.token or secrets.token_urlsafe(24)
-    config = demo_config(args.database, token)
+    password, _ = _admin_password(args)
+    emulator = EmulatorThread(create_emulator_app(admin_password=password), port=args.ziti_port).start()
+    config = demo_config(args.database, token, emulator.url, password)
     base = f"http://127.0.0.1:{args.port}/scim/v2"
+    ziti = emulator.management_url
     print(
-        "\nziti-scim demo\n"
-        f"  SCIM endpoint : {base}\n"
-        f"  bearer token  : {token}\n"
-        f"  database      : {Path(args.database).resolve()}\n\n"
-        "Try:\n"
+        "\nziti-scim demo (SQLite + the built-in OpenZiti controller emulator)\n"
+        f"  SCIM endpoint       : {base}\n"
+        f"  bearer token        : {token}\n"
+        f"  database            : {Path(args.database).resolve()}\n"
+        f"  controller emulator : {ziti}  (admin / {password})\n\n"
+        "Create a user; it becomes an OpenZiti identity whose externalId is its primary email:\n"
         f"  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' \\\n"
         f"       -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"alice\","
         f"\"emails\":[{{\"value\":\"alice@example.com\",\"primary\":true}}]}}' {base}/Users\n"
-        f"  curl -s -H 'Authorization: Bearer {token}' '{base}/Users?filter=userName%20eq%20%22alice%22'\n",
+        "See the identity on the controller:\n"
+        f"  S=$(curl -s -H 'Content-Type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}' \\\n"
+        f"       '{ziti}/authenticate?method=password' | python3 -c 'import sys,json;print(json.load(sys.stdin)[\"data\"][\"token\"])')\n"
+        f"  curl -s -H \"zt-session: $S\" '{ziti}/identities?filter=externalId%3D%22alice@example.com%22'\n",
         flush=True,
     )
-    return _serve(config, "127.0.0.1", args.port)
+    try:
+        return _serve(config, "127.0.0.1", args.port)
+    finally:
+        emulator.stop()
+
+
+async def _sync(config: Config, dry_run: bool) -> int:
+    from app.reconcile import sync
+    from app.reconcile.provisioner import Provisioner
+    from app.scim.provider import load_provider
+    from app.store.db import Database
+    from app.store.storage import SqlStorage
+
+    db = Database(config.database_url)
+    await db.migrate()
+    provisioner = Provisioner(config, db)
+    try:
+        items = await sync.plan(provisioner.reconciler)
+        print(f"{len(items)} change(s) {'would be made' if dry_run else 'to make'}:")
+        for item in items:
+            print("  " + item.describe())
+        if not dry_run and items:
+            storages = {
+                name: SqlStorage(db, load_provider(source.policy), name, provisioner.hooks)
+                for name, source in config.sources.items()
+            }
+            await sync.apply(provisioner.reconciler, items, storages)
+            await provisioner.worker.drain(timeout=600)
+            remaining = await sync.plan(provisioner.reconciler)
+            print(f"after repair: {len(remaining)} difference(s) left")
+            for item in remaining:
+                print("  " + item.describe())
+            return 1 if remaining else 0
+        return 0
+    finally:
+        await provisioner.stop()
+        await db.dispose()
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    config = read_config(args.config)
+    if not config.ziti.url:
+        raise ConfigError("sync needs a [ziti] controller")
+    return asyncio.run(_sync(config, args.dry_run))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,12 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--token", help="bearer token to accept (default: a random one, printed)")
     demo.add_argument("--database", default="ziti-scim-demo.db", help="SQLite file (default: %(default)s)")
+    demo.add_argument("--ziti-port", type=int, default=1280, help="controller emulator port (default: %(default)s)")
+    demo.add_argument("--admin-password", help="emulator admin password (default: random, printed)")
     demo.set_defaults(func=cmd_demo)
+
+    emulator = commands.add_parser("emulator", help="run the OpenZiti controller emulator alone")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=1280)
+    emulator.add_argument("--admin-password", help="admin password (default: $ZITI_SCIM_EMULATOR_PASSWORD or random)")
+    emulator.add_argument("--spec", help="management.yml to validate request bodies against")
+    emulator.set_defaults(func=cmd_emulator)
+
+    sync = commands.add_parser("sync", help="compare every user with its identity and repair drift")
+    sync.add_argument("--config", help="TOML configuration (default: $ZITI_SCIM_CONFIG)")
+    sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sync.set_defaults(func=cmd_sync)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -51,7 +51,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         if migrate:
             await db.migrate()
         if provisioner is not None:
-            provisioner.start()
+            await provisioner.start()
         else:
             log.warning("no [ziti] controller configured: SCIM state is stored but nothing is provisioned")
         log.info("ziti-scim ready: %d source(s), database %s", len(config.sources), db.engine.url.drivername)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from app.config import Config, ConfigError
+from app.reconcile import queue
 from app.reconcile.admission import ProvisioningHooks
 from app.reconcile.reconciler import Reconciler
 from app.reconcile.settings import SourceSettings, source_settings
@@ -58,7 +59,10 @@ class Provisioner:
         await self.worker.converge_now(sorted(users), self.config.ziti.reconcile_deadline)
         self.worker.wake()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self.db.is_sqlite:
+            # One process owns a SQLite store: claims left by a killed predecessor are stale.
+            await queue.release_all(self.db)
         self.worker.start()
 
     async def stop(self) -> None:

@@ -17,7 +17,8 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from app.store.db import Database
 from app.store.tables import dirty
 
-LEASE_SECONDS = 120.0
+LEASE_SECONDS = 20.0
+"""How long a claim holds without renewal; a live worker renews its claims (:func:`renew`)."""
 MAX_BACKOFF = 300.0
 
 
@@ -102,6 +103,26 @@ async def retry_later(db: Database, claim: Claim, delay: float) -> None:
         )
         if result.rowcount == 0:
             await conn.execute(update(dirty).where(where).values(claimed_until=None))
+
+
+async def renew(db: Database, claims: list[Claim]) -> None:
+    """Extend the leases of the claims this process still works on."""
+    if not claims:
+        return
+    until = time.time() + LEASE_SECONDS
+    async with db.transaction(write=True) as conn:
+        for claim in claims:
+            await conn.execute(
+                update(dirty)
+                .where(dirty.c.source == claim.source, dirty.c.user_id == claim.user_id)
+                .values(claimed_until=until)
+            )
+
+
+async def release_all(db: Database) -> None:
+    """Drop every claim: only for a single-process store (SQLite), where no other worker can hold one."""
+    async with db.transaction(write=True) as conn:
+        await conn.execute(update(dirty).values(claimed_until=None))
 
 
 async def pending_count(db: Database) -> int:

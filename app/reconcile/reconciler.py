@@ -110,6 +110,8 @@ class Reconciler:
         self.settings = settings
         self.on_outcome = on_outcome
         # One lock per user being converged in this process; entries vanish when nobody holds them.
+        self.held: dict[tuple[str, str], queue.Claim] = {}
+        """The claims being worked on, whose leases the worker renews."""
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
@@ -124,11 +126,15 @@ class Reconciler:
     async def converge_claimed(self, claim: queue.Claim) -> Outcome:
         """Converge a user whose dirty mark this process holds, then settle the mark."""
         async with self._lock((claim.source, claim.user_id)):
-            outcome, error = await self._converge(claim.source, claim.user_id)
-            if outcome == "pending":
-                await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
-            else:
-                await queue.finish(self.db, claim)
+            self.held[(claim.source, claim.user_id)] = claim
+            try:
+                outcome, error = await self._converge(claim.source, claim.user_id)
+                if outcome == "pending":
+                    await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
+                else:
+                    await queue.finish(self.db, claim)
+            finally:
+                self.held.pop((claim.source, claim.user_id), None)
         await self._report(claim, outcome, error)
         return outcome
 

@@ -24,19 +24,32 @@ class Worker:
         self.poll = poll
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Outcome]] = set()
         self.paused = False
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="ziti-scim-reconciler")
+            self._renewer = asyncio.create_task(self._renew(), name="ziti-scim-lease-renewal")
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(queue.LEASE_SECONDS / 4)
+            try:
+                await queue.renew(self.reconciler.db, list(self.reconciler.held.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("lease renewal failed; retrying")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._renewer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._renewer = None
         for task in list(self._inflight):
             task.cancel()
         if self._inflight:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import jwt
@@ -41,7 +42,11 @@ def test_token_enrollment(emu: Emu, admin: httpx.Client, signing_key: SigningKey
             "enrollAttributeClaimsSelector": "/groups",
         },
     ).json()["data"]["id"]
-    claims = {"email": "new@example.com", "preferred_username": "newbie", "groups": ["eng", ""]}
+    claims: dict[str, Any] = {
+        "email": "new@example.com",
+        "preferred_username": "newbie",
+        "groups": ["eng", ""],
+    }
     token = signing_key.token(emu.clock.now, **claims)
     not_allowed = _enroll(emu, token)
     assert (

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from starlette.applications import Starlette
 
 from app.ziti.emulator import EmulatorThread, build_emulator_server, create_emulator_app
 
@@ -45,7 +46,8 @@ def test_build_emulator_server_serves_the_configured_admin(spec_path: Path) -> N
             base + "/authenticate?method=password", json={"username": "root", "password": "cli-password"}
         )
         assert ok.status_code == 200
-        assert server.config.app.state.emulator.spec is not None
+        app = server.config.app
+        assert isinstance(app, Starlette) and app.state.emulator.spec is not None
     finally:
         server.should_exit = True
         thread.join(timeout=10)

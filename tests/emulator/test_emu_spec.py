@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from emu_support import Emu, error_of
 
 from app.ziti.emulator import load_spec, validate_request_body
@@ -117,3 +118,17 @@ def test_unknown_paths_verbs_and_accept(emu: Emu, admin: httpx.Client) -> None:
     assert not_json.status_code == 401 and not_json.content == b""
     types = admin.get("/identity-types").json()["data"]
     assert [t["id"] for t in types] == ["Default", "Router"]
+
+
+def test_an_emulator_bug_is_a_500_envelope_not_a_traceback(
+    emu: Emu, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(identity_id: str) -> bool:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(emu.state, "has_session", broken)
+    response = admin.get("/identities")
+    assert response.status_code == 500
+    assert error_of(response)["code"] == "UNHANDLED"
+    assert "Traceback" not in response.text and "boom" not in response.text
+    assert admin.head("/identity-types").status_code == 200

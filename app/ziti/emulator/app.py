@@ -131,6 +131,8 @@ def _routes(table: list[_R], api: str) -> list[Route]:
         by_path.setdefault(template, {})[method] = _endpoint(handler, template, api, auth, resource)
     routes = []
     for template, handlers in by_path.items():
+        if "GET" in handlers:
+            handlers["HEAD"] = handlers["GET"]  # Starlette routes HEAD to GET endpoints
         routes.append(Route(template, _dispatch(handlers), methods=list(handlers)))
     return routes
 

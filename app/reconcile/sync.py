@@ -1,0 +1,149 @@
+"""Full comparison of desired users with managed identities, and the repair of drift (``ziti-scim sync``).
+
+Only identities carrying ziti-scim's provenance tags are considered, so an identity ziti-scim does not
+manage is never listed, changed or deleted. The repair goes through the reconciler: a drifted user's
+record is set to what the controller really holds and the user is marked dirty, so the reconciler
+sends exactly the difference; orphans (managed identities whose user no longer exists) are deleted or
+disabled per their source's policy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+
+from app.mapping import MappingError, map_user
+from app.reconcile.desired import read_user_state
+from app.reconcile.reconciler import Reconciler, is_ours, observed_fields, target_fields
+from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE
+from app.store.storage import SqlStorage
+from app.store.tables import provisioning, resources
+from app.ziti.filters import ziti_filter_tag_eq
+
+Action = Literal["create", "patch", "enable", "disable", "delete-orphan", "disable-orphan", "unmappable"]
+
+
+@dataclass
+class PlanItem:
+    action: Action
+    source: str
+    user_id: str | None
+    identity_id: str | None
+    changes: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+    def describe(self) -> str:
+        who = f"{self.source}/{self.user_id}" if self.user_id else self.source
+        changes = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in self.changes.items())
+        target = f" identity {self.identity_id}" if self.identity_id else ""
+        return f"{self.action:<15} {who}{target}" + (f"  [{changes}]" if changes else "") + (
+            f"  {self.detail}" if self.detail else ""
+        )
+
+
+async def plan(reconciler: Reconciler) -> list[PlanItem]:
+    """What ``sync`` would change, without changing anything."""
+    client, db = reconciler.client, reconciler.db
+    managed = {
+        identity["id"]: identity
+        async for identity in client.iter_identities(ziti_filter_tag_eq(TAG_MANAGED_BY, MANAGER))
+    }
+    items: list[PlanItem] = []
+    claimed: set[str] = set()
+    for source, settings in reconciler.settings.items():
+        async with db.transaction() as conn:
+            user_ids = [
+                row.id
+                for row in await conn.execute(
+                    select(resources.c.id).where(resources.c.source == source, resources.c.resource_type == "User")
+                )
+            ]
+        for user_id in user_ids:
+            async with db.transaction() as conn:
+                state = await read_user_state(conn, source, user_id)
+            assert state.document is not None
+            try:
+                desired = map_user(state.document, list(state.groups), settings.mapping).identity
+            except MappingError as error:
+                items.append(PlanItem("unmappable", source, user_id, None, detail=f"{error.attribute}: {error.detail}"))
+                continue
+            target = target_fields(desired)
+            disabled = state.document.get("active") is False
+            record = state.provisioning or {}
+            identity = managed.get(record.get("identity_id") or "")
+            if identity is None or not is_ours(identity, source, user_id):
+                items.append(PlanItem("create", source, user_id, None, detail=f"externalId {desired.external_id!r}"))
+                continue
+            claimed.add(identity["id"])
+            observed = observed_fields(identity)
+            changes = {k: (observed[k], target[k]) for k in target if k != "name" and observed[k] != target[k]}
+            applied_name = ((record.get("applied") or {}).get("fields") or {}).get("name")
+            if observed["name"] != applied_name and observed["name"] != target["name"]:
+                changes["name"] = (observed["name"], applied_name or target["name"])
+            if changes:
+                items.append(PlanItem("patch", source, user_id, identity["id"], changes))
+            if observed["disabled"] != disabled:
+                items.append(PlanItem("disable" if disabled else "enable", source, user_id, identity["id"]))
+    for identity_id, identity in managed.items():
+        if identity_id in claimed:
+            continue
+        tags = identity.get("tags") or {}
+        settings = reconciler.settings.get(str(tags.get(TAG_SOURCE)))
+        if settings is None:
+            continue  # managed for a source this configuration does not serve: not ours to judge
+        user = str(tags.get(TAG_ID))
+        async with db.transaction() as conn:
+            state = await read_user_state(conn, settings.name, user)
+        if state.document is not None:
+            continue  # the user exists but points at another identity: its own item covers it
+        action: Action = "delete-orphan" if settings.on_delete == "delete" else "disable-orphan"
+        if action == "disable-orphan" and identity.get("disabled"):
+            continue
+        items.append(PlanItem(action, settings.name, user, identity_id, detail=str(identity.get("name"))))
+    return items
+
+
+async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict[str, SqlStorage]) -> None:
+    """Repair what :func:`plan` found; the reconciler converges the marked users afterwards."""
+    client, db = reconciler.client, reconciler.db
+    for item in items:
+        if item.action in ("delete-orphan", "disable-orphan"):
+            assert item.identity_id is not None
+            identity = await client.get_identity(item.identity_id)
+            if not (identity.get("tags") or {}).get(TAG_MANAGED_BY) == MANAGER:
+                continue
+            if item.action == "delete-orphan":
+                await client.delete_identity(item.identity_id, missing_ok=True)
+            else:
+                await client.disable_identity(item.identity_id)
+            continue
+        if item.user_id is None or item.action == "unmappable":
+            continue
+        async with db.transaction(write=True) as conn:
+            if item.action == "create":
+                values: dict[str, Any] = {"identity_id": None, "applied": None, "state": "pending"}
+            else:
+                assert item.identity_id is not None
+                identity = await client.get_identity(item.identity_id)
+                record = (
+                    await conn.execute(
+                        select(provisioning.c.applied).where(
+                            provisioning.c.source == item.source, provisioning.c.user_id == item.user_id
+                        )
+                    )
+                ).scalar_one_or_none() or {}
+                fields = observed_fields(identity)
+                base = (record.get("fields") or {}).get("name")
+                if base and item.changes.get("name") is None:
+                    fields["name"] = base
+                values = {"applied": {"fields": fields, "target": None}, "state": "pending"}
+            values["updated_at"] = time.time()
+            await conn.execute(
+                update(provisioning)
+                .where(provisioning.c.source == item.source, provisioning.c.user_id == item.user_id)
+                .values(**values)
+            )
+            await storage_for[item.source].mark_dirty(conn, [item.user_id])

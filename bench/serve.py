@@ -1,0 +1,77 @@
+"""Subprocess entry point: run one server under test under uvicorn on 127.0.0.1.
+
+    python -m bench.serve ziti --port P --db URL [--ziti-url U] [--source-kind generic] [--max-in-flight 8]
+    python -m bench.serve reference --port P
+    python -m bench.serve emulator --port P
+
+Access logs are off for every server (the same for all, so that logging is not what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import uvicorn
+
+from bench.common import EMULATOR_PASSWORD, SOURCE, TOKEN
+
+
+def ziti_app(args: argparse.Namespace) -> Any:
+    from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
+    from app.server import create_app
+
+    source = SourceConfig(
+        name=SOURCE,
+        kind=args.source_kind,
+        token_hashes=(hash_token(TOKEN),),
+        policy=PolicyConfig(),
+        mapping={"preset": args.source_kind},
+    )
+    ziti = ZitiConfig()
+    if args.ziti_url:
+        ziti = ZitiConfig(
+            url=args.ziti_url,
+            username="admin",
+            password=EMULATOR_PASSWORD,
+            max_in_flight=args.max_in_flight,
+        )
+    config = Config(database_url=args.db, sources={SOURCE: source}, ziti=ziti)
+    return create_app(config)
+
+
+def reference_app() -> Any:
+    """scim2-server's own in-memory reference server, as its documentation assembles it."""
+    from scim2_server.applications.asgi import ASGIApplication
+    from scim2_server.memory import AsyncInMemoryStorage
+    from scim2_server.utils import load_default_provider
+
+    return ASGIApplication(AsyncInMemoryStorage(), load_default_provider())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench.serve")
+    parser.add_argument("server", choices=["ziti", "reference", "emulator"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", default="bench.db")
+    parser.add_argument("--ziti-url")
+    parser.add_argument("--source-kind", default="generic")
+    parser.add_argument("--max-in-flight", type=int, default=8)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    lifespan = "on"
+    if args.server == "ziti":
+        app = ziti_app(args)
+    elif args.server == "reference":
+        app = reference_app()
+    else:
+        from bench.emulator_app import BenchEmulator
+
+        app = BenchEmulator(EMULATOR_PASSWORD)
+        lifespan = "off"
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan=lifespan)
+
+
+if __name__ == "__main__":
+    main()
