@@ -18,9 +18,13 @@ DEMO_SOURCE = "demo"
 
 
 def _serve(config: Config, host: str | None, port: int | None) -> int:
+    from app.observability import logs
     from app.server import create_app
 
-    uvicorn.run(create_app(config), host=host or config.host, port=port or config.port, log_level="info")
+    logs.configure(json_logs=config.json_logs)
+    uvicorn.run(
+        create_app(config), host=host or config.host, port=port or config.port, log_config=None, access_log=False
+    )
     return 0
 
 
@@ -123,6 +127,55 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return asyncio.run(_sync(config, args.dry_run))
 
 
+async def _with_db(config: Config, action: str, args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from app.observability import audit
+    from app.reconcile import safety
+    from app.store.db import Database
+
+    db = Database(config.database_url)
+    try:
+        await db.migrate()
+        if action == "pause":
+            await safety.write_setting(db, safety.PAUSED, {"since": time.time()})
+            print("provisioning paused: SCIM writes are stored, nothing reaches the controller")
+        elif action == "resume":
+            brake = await safety.read_setting(db, safety.BRAKE)
+            await safety.resume(db)
+            print("provisioning resumed" + (f"; brake released ({brake.get('reason')})" if brake else ""))
+        else:
+            since = time.time() - _duration(args.since) if args.since else None
+            rows = await audit.read(db, since=since, user=args.user, limit=args.limit)
+            for row in reversed(rows):
+                if args.json:
+                    print(json.dumps(row))
+                else:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["at"]))
+                    print(f"{stamp}Z {row['source']:<12} {row['action']:<8} {row['outcome']:<8} "
+                          f"user={row['user_name'] or row['user_id']} identity={row['identity_id'] or '-'} "
+                          f"request={row['request_id'] or '-'} {row['operation'] or ''} {row['error'] or ''}".rstrip())
+        return 0
+    finally:
+        await db.dispose()
+
+
+def _duration(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``7d`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError) as error:
+        raise ConfigError(f"--since: {text!r} is not a duration like 15m, 2h or 7d") from error
+
+
+def cmd_db_action(args: argparse.Namespace) -> int:
+    return asyncio.run(_with_db(read_config(args.config), args.command, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ziti-scim", description="SCIM 2.0 provisioning bridge for OpenZiti")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.set_defaults(func=cmd_sync)
 
+    for name, text in (("pause", "stop provisioning (SCIM writes are still accepted and stored)"),
+                       ("resume", "resume provisioning and release the mass-deprovision brake")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--config", help="TOML configuration (default: $ZITI_SCIM_CONFIG)")
+        command.set_defaults(func=cmd_db_action)
+
+    audit = commands.add_parser("audit", help="show what ziti-scim did on the controller")
+    audit.add_argument("--config", help="TOML configuration (default: $ZITI_SCIM_CONFIG)")
+    audit.add_argument("--since", help="only entries newer than this (15m, 2h, 7d)")
+    audit.add_argument("--user", help="SCIM id, userName or identity id")
+    audit.add_argument("--limit", type=int, default=200)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=cmd_db_action)
     return parser
 
 

@@ -6,7 +6,10 @@ Secrets never need to be written in the file:
   load), or ``token_sha256`` hashes in the file;
 - the controller password: ``password_env`` (default ``ZITI_SCIM_ZITI_PASSWORD``) or ``password_file``;
 - the admin token of ``/admin``: ``ZITI_SCIM_ADMIN_TOKEN``;
-- the database URL: ``ZITI_SCIM_DATABASE_URL``.
+- the database URL: ``ZITI_SCIM_DATABASE_URL``;
+- a source's webhook and IdP API secrets (:data:`SECRET_OPTIONS`): ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>``, e.g.
+  ``ZITI_SCIM_SOURCE_ZITADEL_WEBHOOK_SECRET`` (comma-separated for a key rotation),
+  ``ZITI_SCIM_SOURCE_AUTHENTIK_AUTHENTIK_TOKEN``, ``ZITI_SCIM_SOURCE_ZITADEL_ZITADEL_TOKEN``.
 
 Clear-text tokens are hashed (SHA-256) as soon as they are read and never kept in clear.
 """
@@ -66,6 +69,17 @@ class ZitiConfig:
 
 
 @dataclass(frozen=True)
+class SafetyConfig:
+    """The mass-deprovision brake (see :mod:`app.reconcile.safety`) and audit retention."""
+
+    brake_max: int = 100
+    brake_share: float = 0.25
+    brake_min: int = 10
+    brake_window: float = 3600.0
+    audit_retention_days: float = 90.0
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str = "ziti-scim.db"
     host: str = "127.0.0.1"
@@ -73,12 +87,32 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     ziti: ZitiConfig = field(default_factory=ZitiConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     admin_token_hash: str | None = None
+    json_logs: bool = True
+
+
+SECRET_OPTIONS = ("webhook_secret", "authentik_token", "zitadel_token")
+"""Source options that hold secrets; each can come from ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>`` instead of the file."""
+
+
+def _env_key(name: str, suffix: str) -> str:
+    return f"ZITI_SCIM_SOURCE_{name.upper().replace('-', '_')}_{suffix.upper()}"
 
 
 def _tokens_from_env(name: str, env: dict[str, str]) -> list[str]:
-    key = f"ZITI_SCIM_SOURCE_{name.upper().replace('-', '_')}_TOKENS"
-    return [token.strip() for token in env.get(key, "").split(",") if token.strip()]
+    return [token.strip() for token in env.get(_env_key(name, "tokens"), "").split(",") if token.strip()]
+
+
+def _secret_options(name: str, options: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Apply the environment overrides of :data:`SECRET_OPTIONS` (a comma-separated value gives a list)."""
+    result = dict(options)
+    for option in SECRET_OPTIONS:
+        value = env.get(_env_key(name, option), "").strip()
+        if value:
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            result[option] = parts[0] if len(parts) == 1 else parts
+    return result
 
 
 def _source(name: str, raw: dict[str, Any], env: dict[str, str]) -> SourceConfig:
@@ -102,7 +136,7 @@ def _source(name: str, raw: dict[str, Any], env: dict[str, str]) -> SourceConfig
     if unknown_keys:
         raise ConfigError(f"sources.{name}.policy: unknown keys {sorted(unknown_keys)}")
     known = {"kind", "token_sha256", "tokens", "policy", "mapping"}
-    options = {k: v for k, v in raw.items() if k not in known}
+    options = _secret_options(name, {k: v for k, v in raw.items() if k not in known}, env)
     return SourceConfig(
         name=name,
         kind=kind,
@@ -158,8 +192,20 @@ def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
         max_body_bytes=int(server.get("max_body_bytes", 1024 * 1024)),
         sources=sources,
         ziti=_ziti(data.get("ziti", {}), env),
+        safety=_safety(data.get("safety", {})),
         admin_token_hash=hash_token(admin) if admin else None,
+        json_logs=bool(server.get("json_logs", True)),
     )
+
+
+def _safety(raw: dict[str, Any]) -> SafetyConfig:
+    unknown = set(raw) - set(SafetyConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"[safety]: unknown keys {sorted(unknown)}")
+    try:
+        return SafetyConfig(**{key: type(getattr(SafetyConfig(), key))(value) for key, value in raw.items()})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"[safety]: {error}") from error
 
 
 def read_config(path: str | None, env: dict[str, str] | None = None) -> Config:

@@ -1,25 +1,35 @@
-"""The Starlette application: the SCIM endpoint at ``/scim/v2``, health probes, and the service's lifespan."""
+"""The Starlette application: SCIM at ``/scim/v2``, health, metrics, the admin API, and the lifespan."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from app.config import Config
+from app.config import Config, hash_token
+from app.observability import audit
+from app.observability.metrics import Metrics, seconds_since
+from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
+from app.reconcile.safety import BRAKE, PAUSED, read_setting
 from app.scim.router import ScimRouter
 from app.store.db import Database
+from app.webhooks.routes import webhook_routes
 from app.ziti.client import ZitiClient
 
 log = logging.getLogger("ziti_scim")
+LAST_FULL_SYNC = "last_full_sync"
 
 
 @dataclass
@@ -29,22 +39,32 @@ class Services:
     config: Config
     db: Database
     scim: ScimRouter
+    metrics: Metrics
     provisioner: Provisioner | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _admin_allowed(config: Config, request: Request) -> bool:
+    scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+    if config.admin_token_hash is None or scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(hash_token(token.strip()), config.admin_token_hash)
 
 
 def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient | None = None) -> Starlette:
     """The service. Without a ``[ziti]`` controller it stores SCIM state only (no provisioning)."""
     db = Database(config.database_url)
-    provisioner = Provisioner(config, db, ziti_client) if (config.ziti.url or ziti_client) else None
+    metrics = Metrics()
+    provisioner = Provisioner(config, db, ziti_client, metrics) if (config.ziti.url or ziti_client) else None
     scim = ScimRouter(
         config.sources.values(),
         db,
         max_body_bytes=config.max_body_bytes,
         hooks=provisioner.hooks if provisioner else None,
         after_write=provisioner.after_write if provisioner else None,
+        metrics=metrics,
     )
-    services = Services(config=config, db=db, scim=scim, provisioner=provisioner)
+    services = Services(config=config, db=db, scim=scim, metrics=metrics, provisioner=provisioner)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -65,8 +85,60 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            async with db.transaction() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:  # noqa: BLE001 - reported, not raised
+            checks["database"] = f"error: {type(error).__name__}"
+        if provisioner is not None:
+            try:
+                # One cheap authenticated read, bounded: a probe must answer even while retries back off.
+                await asyncio.wait_for(provisioner.client.get_auth_policy("default"), timeout=5)
+                checks["controller"] = "ok"
+            except TimeoutError:
+                checks["controller"] = "error: timeout"
+            except Exception as error:  # noqa: BLE001
+                checks["controller"] = f"error: {type(error).__name__}"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    async def refresh_gauges() -> None:
+        metrics.pending.set(await queue.pending_count(db))
+        last = await read_setting(db, LAST_FULL_SYNC)
+        metrics.since_full_sync.set(seconds_since(float(last) if last is not None else None))
+        metrics.brake.set(1 if await read_setting(db, BRAKE) else 0)
+        metrics.paused.set(1 if await read_setting(db, PAUSED) else 0)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body = await metrics.render(refresh_gauges)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def admin_audit(request: Request) -> JSONResponse:
+        if not _admin_allowed(config, request):
+            return JSONResponse({"detail": "admin token required"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Bearer realm="ziti-scim-admin"'})
+        try:
+            limit = min(max(int(request.query_params.get("count", 100)), 1), 1000)
+            offset = max(int(request.query_params.get("startIndex", 1)), 1) - 1
+            since = float(request.query_params["since"]) if "since" in request.query_params else None
+        except ValueError:
+            return JSONResponse({"detail": "count, startIndex and since must be numbers"}, status_code=400)
+        rows = await audit.read(db, since=since, user=request.query_params.get("user"), limit=limit, offset=offset)
+        return JSONResponse({"startIndex": offset + 1, "itemsPerPage": len(rows), "entries": rows,
+                             "generatedAt": time.time()})
+
     app = Starlette(
-        routes=[Route("/healthz", healthz), Mount("/scim", app=scim)],
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+            Route("/admin/audit", admin_audit),
+            Mount("/scim", app=scim),
+            *webhook_routes(config, db, scim),
+        ],
         lifespan=lifespan,
     )
     app.state.services = services

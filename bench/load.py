@@ -25,6 +25,7 @@ class LoadResult:
     errors: int = 0
     first_error: str | None = None
     responses: list[Any] = field(default_factory=list)
+    server_cpu: float = 0.0
 
     @property
     def count(self) -> int:

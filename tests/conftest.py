@@ -15,6 +15,8 @@ from app.store.db import Database
 PG_ADMIN_URL = os.environ.get("ZITI_SCIM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
+pytest_plugins = ["tests.support.stack"]
+
 
 def _postgres_available() -> bool:
     import asyncpg  # type: ignore[import-untyped]

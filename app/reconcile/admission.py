@@ -41,15 +41,18 @@ class ProvisioningHooks:
                 detail=f"{error.attribute}: {error.detail} (needed for the OpenZiti identity)"
             ) from error
         insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(provisioning)
+        user_name = document.get("userName")
         statement = insert.values(
             source=source,
             user_id=user_id,
             external_id=desired.external_id,
+            user_name=user_name,
             state="pending",
             adopted=False,
             updated_at=time.time(),
         ).on_conflict_do_update(
-            index_elements=["source", "user_id"], set_={"external_id": desired.external_id}
+            index_elements=["source", "user_id"],
+            set_={"external_id": desired.external_id, "user_name": user_name},
         )
         try:
             async with conn.begin_nested():

@@ -7,7 +7,9 @@ import logging
 from app.config import Config, ConfigError
 from app.reconcile import queue
 from app.reconcile.admission import ProvisioningHooks
+from app.observability.metrics import Metrics
 from app.reconcile.reconciler import Reconciler
+from app.reconcile.safety import BrakeConfig, Safety
 from app.reconcile.settings import SourceSettings, source_settings
 from app.reconcile.worker import Worker
 from app.store.db import Database
@@ -18,7 +20,9 @@ from app.ziti.session import CertCredentials, Credentials, PasswordCredentials
 log = logging.getLogger("ziti_scim")
 
 
-def ziti_client(config: Config, *, retry: RetryPolicy | None = None) -> ZitiClient:
+def ziti_client(
+    config: Config, *, retry: RetryPolicy | None = None, metrics: Metrics | None = None
+) -> ZitiClient:
     ziti = config.ziti
     if not ziti.url:
         raise ConfigError("[ziti] url is not set")
@@ -38,25 +42,40 @@ def ziti_client(config: Config, *, retry: RetryPolicy | None = None) -> ZitiClie
         insecure=ziti.insecure,
         max_concurrency=ziti.max_in_flight,
         retry=retry,
+        on_request=metrics.controller_call if metrics is not None else None,
     )
 
 
 class Provisioner:
     """Everything between the store and the controller, started and stopped with the service."""
 
-    def __init__(self, config: Config, db: Database, client: ZitiClient | None = None) -> None:
+    def __init__(
+        self, config: Config, db: Database, client: ZitiClient | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.db = db
+        self.metrics = metrics
         self.settings: dict[str, SourceSettings] = {
             name: source_settings(source) for name, source in config.sources.items()
         }
         self.hooks = ProvisioningHooks(self.settings, is_sqlite=db.is_sqlite)
-        self.client = client or ziti_client(config)
-        self.reconciler = Reconciler(db, self.client, self.settings)
-        self.worker = Worker(self.reconciler)
+        self.client = client or ziti_client(config, metrics=metrics)
+        safety = config.safety
+        self.safety = Safety(
+            db,
+            BrakeConfig(
+                max_count=safety.brake_max,
+                max_share=safety.brake_share,
+                min_count=safety.brake_min,
+                window=safety.brake_window,
+            ),
+        )
+        self.reconciler = Reconciler(db, self.client, self.settings, safety=self.safety, metrics=metrics)
+        self.worker = Worker(self.reconciler, audit_retention_days=safety.audit_retention_days)
 
     async def after_write(self, users: set[tuple[str, str]]) -> None:
-        await self.worker.converge_now(sorted(users), self.config.ziti.reconcile_deadline)
+        if not await self.safety.paused():
+            await self.worker.converge_now(sorted(users), self.config.ziti.reconcile_deadline)
         self.worker.wake()
 
     async def start(self) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.store.db import Database
 from app.store.tables import dirty
 
@@ -81,6 +83,18 @@ async def claim_due(db: Database, limit: int) -> list[Claim]:
             if claimed is not None:
                 claims.append(Claim(source, user_id, claimed.generation, claimed.attempts))
         return claims
+
+
+async def request_info(conn: AsyncConnection, claim: Claim) -> tuple[str | None, str | None]:
+    """The request id and SCIM operation that last marked this user (for the audit log)."""
+    row = (
+        await conn.execute(
+            select(dirty.c.request_id, dirty.c.operation).where(
+                dirty.c.source == claim.source, dirty.c.user_id == claim.user_id
+            )
+        )
+    ).first()
+    return (row.request_id, row.operation) if row is not None else (None, None)
 
 
 async def finish(db: Database, claim: Claim) -> None:

@@ -17,7 +17,8 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,7 +26,10 @@ from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
+from app.observability import audit
+from app.observability.metrics import Metrics
 from app.reconcile import queue
+from app.reconcile.safety import Held, Safety
 from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE, SourceSettings
 from app.store.db import Database
@@ -43,9 +47,27 @@ from app.ziti.errors import (
 
 log = logging.getLogger("ziti_scim.reconcile")
 
-Outcome = Literal["synced", "deprovisioned", "pending", "failed", "busy", "clean"]
+Outcome = Literal["synced", "deprovisioned", "pending", "failed", "held", "busy"]
 MAX_NAME_SUFFIX = 50
 FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
+
+
+HELD_RECHECK = 60.0
+DESTRUCTIVE = ("disable", "delete")
+
+
+@dataclass
+class _Context:
+    """What the audit log needs to know about the converge in progress."""
+
+    claim: queue.Claim
+    user_name: str | None
+    request_id: str | None
+    operation: str | None
+    attempt: tuple[str, str | None] | None = None
+
+
+_CONTEXT: ContextVar[_Context | None] = ContextVar("ziti_scim_converge", default=None)
 
 
 class Permanent(Exception):
@@ -103,12 +125,14 @@ class Reconciler:
         client: ZitiClient,
         settings: dict[str, SourceSettings],
         *,
-        on_outcome: Callable[[str, str, Outcome, str | None], Awaitable[None] | None] | None = None,
+        safety: Safety | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.client = client
         self.settings = settings
-        self.on_outcome = on_outcome
+        self.safety = safety
+        self.metrics = metrics
         # One lock per user being converged in this process; entries vanish when nobody holds them.
         self.held: dict[tuple[str, str], queue.Claim] = {}
         """The claims being worked on, whose leases the worker renews."""
@@ -128,14 +152,17 @@ class Reconciler:
         async with self._lock((claim.source, claim.user_id)):
             self.held[(claim.source, claim.user_id)] = claim
             try:
-                outcome, error = await self._converge(claim.source, claim.user_id)
+                outcome = await self._converge(claim)
                 if outcome == "pending":
                     await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
+                elif outcome == "held":
+                    await queue.retry_later(self.db, claim, HELD_RECHECK)
                 else:
                     await queue.finish(self.db, claim)
             finally:
                 self.held.pop((claim.source, claim.user_id), None)
-        await self._report(claim, outcome, error)
+        if self.metrics is not None:
+            self.metrics.reconcile_outcomes.labels(claim.source, outcome).inc()
         return outcome
 
     async def converge(self, source: str, user_id: str) -> Outcome:
@@ -145,38 +172,104 @@ class Reconciler:
             return "busy"
         return await self.converge_claimed(claim)
 
-    async def _report(self, claim: queue.Claim, outcome: Outcome, error: str | None) -> None:
-        if self.on_outcome is not None:
-            result = self.on_outcome(claim.source, claim.user_id, outcome, error)
-            if result is not None:
-                await result
+    async def _audit(self, action: str, outcome: str, identity_id: str | None = None, error: str | None = None) -> None:
+        context = _CONTEXT.get()
+        if context is None:
+            return
+        await audit.record(self.db, [
+            audit.AuditEntry(
+                source=context.claim.source,
+                user_id=context.claim.user_id,
+                user_name=context.user_name,
+                request_id=context.request_id,
+                operation=context.operation,
+                identity_id=identity_id,
+                action=action,
+                outcome=outcome,
+                error=error,
+            )
+        ])
+        if self.metrics is not None and outcome == "done":
+            self.metrics.controller_actions.labels(action).inc()
+        log.info(
+            "controller action",
+            extra={"source": context.claim.source, "user_id": context.claim.user_id, "action": action,
+                   "identity_id": identity_id, "outcome": outcome, "request_id": context.request_id},
+        )
+
+    async def _act(self, action: str, identity_id: str | None, call: Awaitable[Any]) -> Any:
+        """Run one controller call and audit it; destructive ones go through the brake first."""
+        context = _CONTEXT.get()
+        if context is not None:
+            context.attempt = (action, identity_id)
+        destructive = action in DESTRUCTIVE and self.safety is not None
+        if destructive:
+            assert self.safety is not None
+            try:
+                await self.safety.acquire_destructive(action)
+            except Held:
+                if asyncio.iscoroutine(call):
+                    call.close()
+                raise
+        try:
+            result = await call
+            await self._audit(action, "done", identity_id if identity_id else result if isinstance(result, str) else None)
+            return result
+        finally:
+            if destructive:
+                assert self.safety is not None
+                self.safety.release_destructive()
+            if context is not None:
+                context.attempt = None
 
     # -- the algorithm ------------------------------------------------------------------------------
 
-    async def _converge(self, source: str, user_id: str) -> tuple[Outcome, str | None]:
+    async def _converge(self, claim: queue.Claim) -> Outcome:
+        source, user_id = claim.source, claim.user_id
         settings = self.settings.get(source)
         if settings is None:
-            return "failed", f"unknown source {source}"
+            return "failed"
         async with self.db.transaction() as conn:
             state = await read_user_state(conn, source, user_id)
+            info = await queue.request_info(conn, claim)
+        record = state.provisioning or {}
+        context = _Context(claim, record.get("user_name"), *info)
+        token = _CONTEXT.set(context)
         try:
+            if self.safety is not None and await self.safety.paused():
+                return "held"
             if state.document is None:
                 await self._deprovision(settings, user_id, state)
-                return "deprovisioned", None
+                return "deprovisioned"
             await self._provision(settings, user_id, state)
-            return "synced", None
+            return "synced"
+        except Held as error:
+            await self._record_failure(source, user_id, str(error), failed=False)
+            await self._audit(context.attempt[0] if context.attempt else "none", "held", None, str(error))
+            log.warning("user %s/%s held: %s", source, user_id, error)
+            return "held"
         except Permanent as error:
             await self._record_failure(source, user_id, str(error), failed=True)
+            await self._audit(*self._attempted(context), "failed", str(error))
             log.warning("user %s/%s failed: %s", source, user_id, error)
-            return "failed", str(error)
+            return "failed"
         except Exception as error:  # noqa: BLE001 - any other error is retried, never lost
+            message = str(error) or type(error).__name__
             if not _transient(error) and isinstance(error, ZitiError):
-                await self._record_failure(source, user_id, str(error), failed=True)
+                await self._record_failure(source, user_id, message, failed=True)
+                await self._audit(*self._attempted(context), "failed", message)
                 log.warning("user %s/%s failed: %s", source, user_id, error)
-                return "failed", str(error)
-            await self._record_failure(source, user_id, str(error) or type(error).__name__, failed=False)
+                return "failed"
+            await self._record_failure(source, user_id, message, failed=False)
+            await self._audit(*self._attempted(context), "retry", message)
             log.info("user %s/%s pending: %s", source, user_id, error)
-            return "pending", str(error)
+            return "pending"
+        finally:
+            _CONTEXT.reset(token)
+
+    @staticmethod
+    def _attempted(context: _Context) -> tuple[str, str | None]:
+        return context.attempt if context.attempt else ("none", None)
 
     async def _provision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
         assert state.document is not None
@@ -223,7 +316,7 @@ class Reconciler:
         )
         for name in names:
             try:
-                identity_id = await self.client.create_identity({**body, "name": name})
+                identity_id = await self._act("create", None, self.client.create_identity({**body, "name": name}))
             except ZitiDuplicate as error:
                 if error.field == "name":
                     continue
@@ -255,7 +348,7 @@ class Reconciler:
         merged = {**tags, **settings.tags(user_id)}
         if tags.get(TAG_MANAGED_BY) != MANAGER:
             merged["scimAdopted"] = True
-        await self.client.patch_identity(identity["id"], {"tags": merged})
+        await self._act("adopt", identity["id"], self.client.patch_identity(identity["id"], {"tags": merged}))
         return Applied(identity["id"], observed_fields(identity), adopted=bool(merged.get("scimAdopted")))
 
     async def _free_name(self, base: str, identity_id: str, suffix: bool) -> str | None:
@@ -281,13 +374,13 @@ class Reconciler:
             if any(h.get("id") != current.identity_id for h in holders):
                 raise Permanent(f"externalId {target['externalId']!r} is already used by another identity")
         if diff:
-            await self.client.patch_identity(current.identity_id, diff)
+            await self._act("patch", current.identity_id, self.client.patch_identity(current.identity_id, diff))
             fields.update(diff)
         if bool(fields.get("disabled")) != target["disabled"]:
             if target["disabled"]:
-                await self.client.disable_identity(current.identity_id)
+                await self._act("disable", current.identity_id, self.client.disable_identity(current.identity_id))
             else:
-                await self.client.enable_identity(current.identity_id)
+                await self._act("enable", current.identity_id, self.client.enable_identity(current.identity_id))
             fields["disabled"] = target["disabled"]
 
     async def _deprovision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
@@ -302,7 +395,7 @@ class Reconciler:
                 log.warning("identity %s is no longer tagged for %s/%s: left untouched", identity_id, settings.name, user_id)
             elif identity is not None and settings.on_delete == "disable":
                 if not identity.get("disabled"):
-                    await self.client.disable_identity(identity_id)
+                    await self._act("disable", identity_id, self.client.disable_identity(identity_id))
                 async with self.db.transaction(write=True) as conn:
                     await conn.execute(
                         update(provisioning)
@@ -311,7 +404,7 @@ class Reconciler:
                     )
                 return
             elif identity is not None:
-                await self.client.delete_identity(identity_id, missing_ok=True)
+                await self._act("delete", identity_id, self.client.delete_identity(identity_id, missing_ok=True))
         async with self.db.transaction(write=True) as conn:
             await conn.execute(
                 delete(provisioning).where(provisioning.c.source == settings.name, provisioning.c.user_id == user_id)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
+from app.observability import audit
 from app.reconcile import queue
 from app.reconcile.reconciler import Outcome, Reconciler
 
@@ -18,8 +19,12 @@ log = logging.getLogger("ziti_scim.reconcile")
 
 
 class Worker:
-    def __init__(self, reconciler: Reconciler, *, batch: int = 64, poll: float = 1.0) -> None:
+    def __init__(
+        self, reconciler: Reconciler, *, batch: int = 64, poll: float = 1.0, audit_retention_days: float = 90.0
+    ) -> None:
         self.reconciler = reconciler
+        self.audit_retention_days = audit_retention_days
+        self._last_prune = 0.0
         self.batch = batch
         self.poll = poll
         self._wake = asyncio.Event()
@@ -85,10 +90,20 @@ class Worker:
                 return
             await asyncio.gather(*(self.reconciler.converge_claimed(claim) for claim in claims))
 
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_prune > 3600:
+            self._last_prune = loop.time()
+            removed = await audit.prune(self.reconciler.db, self.audit_retention_days)
+            if removed:
+                log.info("pruned %d audit rows older than %s days", removed, self.audit_retention_days)
+
     async def _run(self) -> None:
         while True:
             try:
-                if self.paused:
+                await self._housekeeping()
+                safety = self.reconciler.safety
+                if self.paused or (safety is not None and await safety.paused()):
                     claims = []
                 else:
                     claims = await queue.claim_due(self.reconciler.db, self.batch)

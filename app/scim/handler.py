@@ -7,10 +7,17 @@ operations touch ``members`` only through add, remove (by value list, by ``membe
 or all) and replace is applied here as a delta on the membership table instead; its other operations
 are applied by scim2-models on the group without its members, so the semantics stay the library's.
 Anything else falls back to the generic path. Both run in one transaction (RFC 7644 §3.5.2: atomic).
+
+Two more client accommodations live here: a Group always shows ``members`` (``[]`` when empty) unless the
+request excluded it, since authentik and Okta read a missing list as "unknown" (authentik.md §3); and a
+source with ``partial_put`` merges a User PUT into the stored resource (Asgardeo sends only the changed
+attributes, asgardeo.md §A3), so omitted attributes are kept.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -22,7 +29,7 @@ from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
 
-from app.scim.service import NothingToPatch
+from app.scim.service import NothingToPatch, ZitiScimService
 from app.store.storage import SqlStorage
 
 
@@ -101,10 +108,67 @@ def member_delta(patch_op: PatchOp[Any], policy: ScimPolicy) -> MemberDelta | No
     return delta
 
 
+def _wants_members(query: Mapping[str, str]) -> bool:
+    def names(key: str) -> set[str]:
+        parts = query.get(key, "").split(",")
+        return {part.strip().rsplit(":", 1)[-1].lower() for part in parts if part.strip()}
+
+    attributes = names("attributes")
+    return "members" not in names("excludedAttributes") and (not attributes or "members" in attributes)
+
+
+def with_empty_members(body: dict[str, Any] | None, query: Mapping[str, str]) -> None:
+    """Give each Group of a response body ``members: []`` when it has none, unless the client excluded it."""
+    if not body or not _wants_members(query):
+        return
+    for resource in body.get("Resources", [body]):
+        if isinstance(resource, dict) and resource.get("meta", {}).get("resourceType") == "Group":
+            resource.setdefault("members", [])
+
+
 class ZitiScimHandler(AsyncScimHandler):
-    """AsyncScimHandler with the membership fast path."""
+    """AsyncScimHandler with the membership fast path, partial PUT and the ``members: []`` rule."""
 
     storage: SqlStorage
+    service: ZitiScimService
+
+    async def handle(self, request: ScimRequest) -> ScimResponse:
+        response = await super().handle(request)
+        with_empty_members(response.body, request.query)
+        return response
+
+    async def replace(self, request: ScimRequest) -> ScimResponse:
+        if not self.service.quirks.partial_put:
+            return await super().replace(request)
+        with self.service.provider:
+            target = self.service.route(request, Operation.replace)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+        if resource_type.name != "User":
+            return await super().replace(request)
+        async with self.storage.operation():
+            current = await self.storage.get(resource_type, cast(str, target.resource_id))
+            merged = self._merged_body(current, request)
+            rewritten = ScimRequest(
+                request.method, request.base_url, request.path, request.query, request.headers, merged
+            )
+            return await super().replace(rewritten)
+
+    def _merged_body(self, current: Any, request: ScimRequest) -> bytes:
+        """The stored user with the PUT body's attributes over it (top-level keys, case-insensitive)."""
+        with self.service.provider:
+            resource_type = self.service.get_resource_type("User")
+            model = self.service.get_model(resource_type)
+            decoded = self.service.decode_body(request.body, request.header("Content-Type"))
+            payload = self.service.normalize(model, decoded)
+        if not isinstance(payload, dict):
+            return request.body
+        stored = current.model_dump(mode="json", exclude={"meta", "groups"})
+        given = {key.lower() for key in payload}
+        merged = {key: value for key, value in stored.items() if key.lower() not in given}
+        merged.update(payload)
+        schemas = [*stored.get("schemas", []), *[s for s in payload.get("schemas", []) if isinstance(s, str)]]
+        merged["schemas"] = list(dict.fromkeys(schemas))
+        return json.dumps(merged).encode()
 
     async def patch(self, request: ScimRequest) -> ScimResponse:
         try:

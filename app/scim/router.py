@@ -7,11 +7,10 @@ not found (404). Discovery (RFC 7644 §4) needs no token.
 
 from __future__ import annotations
 
-import hmac
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scim2_models import PayloadTooLargeException, SCIMException, UnauthorizedException
@@ -21,12 +20,16 @@ from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.config import SourceConfig, hash_token
+from app.config import SourceConfig
+from app.observability.metrics import Metrics
+from app.scim.auth import Authenticator
 from app.scim.handler import ZitiScimHandler
 from app.scim.provider import load_provider
+from app.scim.quirks import quirks_for
+from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
-from app.store.storage import SERVER_MANAGED, TOUCHED, ZITI_EXTENSION, SqlStorage, UserHooks
+from app.store.storage import REQUEST, SERVER_MANAGED, TOUCHED, ZITI_EXTENSION, SqlStorage, UserHooks
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -69,7 +72,8 @@ class SourceApplication(ASGIApplication):
     ) -> None:
         provider = load_provider(source.policy)
         storage = SqlStorage(db, provider, source.name, hooks)
-        super().__init__(storage, provider, ZitiScimService(provider))
+        self.quirks = quirks_for(source)
+        super().__init__(storage, provider, ZitiScimService(provider, self.quirks))
         self.source = source
         self.db = db
         self.hooks = hooks
@@ -122,12 +126,6 @@ class SourceApplication(ASGIApplication):
         return self.service.error_response(exception)
 
 
-@dataclass(frozen=True)
-class Credential:
-    token_hash: str
-    source: str
-
-
 class ScimRouter:
     """Authenticate, bound the body, and hand the request to the source's application."""
 
@@ -139,27 +137,27 @@ class ScimRouter:
         max_body_bytes: int = 1024 * 1024,
         hooks: UserHooks | None = None,
         after_write: AfterWrite | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.apps = {source.name: SourceApplication(source, db, hooks, after_write) for source in sources}
-        self.credentials = [
-            Credential(token_hash, name) for name, app in self.apps.items() for token_hash in app.source.token_hashes
-        ]
+        self.authenticator = Authenticator(
+            [app.source for app in self.apps.values()],
+            raw_token_sources=[name for name, app in self.apps.items() if app.quirks.raw_token],
+        )
         self.max_body_bytes = max_body_bytes
         self.discovery = SourceApplication(SourceConfig(name="-discovery-"), db)
+        self.metrics = metrics
+        # Off unless a source sets rate_limit (requests/s); IdP full syncs are bursty by nature.
+        self.buckets = {
+            name: TokenBucket(rate, float(app.source.options.get("rate_burst", 2 * rate)))
+            for name, app in self.apps.items()
+            if (rate := float(app.source.options.get("rate_limit", 0))) > 0
+        }
 
-    def authenticate(self, authorization: str | None) -> SourceApplication | None:
-        """The source whose token this is; every stored hash is compared, in constant time each."""
-        if not authorization:
-            return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        presented = hash_token(token.strip())
-        found: str | None = None
-        for credential in self.credentials:
-            if hmac.compare_digest(presented, credential.token_hash):
-                found = credential.source
-        return self.apps[found] if found is not None else None
+    async def authenticate(self, authorization: str | None) -> SourceApplication | None:
+        """The source this static token or IdP access token belongs to (see :mod:`app.scim.auth`)."""
+        name = await self.authenticator.authenticate(authorization)
+        return self.apps[name] if name is not None else None
 
     async def _body(self, receive: Receive) -> bytes | None:
         """Read the body, or None once it exceeds the limit (the rest is drained, not kept)."""
@@ -196,12 +194,20 @@ class ScimRouter:
             operation = None
         response: ScimResponse | None = None
         if operation not in DISCOVERY:
-            source_app = self.authenticate(request.header("Authorization"))
+            source_app = await self.authenticate(request.header("Authorization"))
             if source_app is None:
                 response = app.service.error_response(UnauthorizedException(detail="A valid bearer token is required"))
                 response.headers["WWW-Authenticate"] = 'Bearer realm="ziti-scim"'
             else:
                 app = source_app
+        if response is None and (bucket := self.buckets.get(app.source.name)) is not None:
+            wait = bucket.take()
+            if wait:
+                response = app.service.error_response(TooManyRequests())
+                response.headers["Retry-After"] = retry_after(wait)
+                if self.metrics is not None:
+                    self.metrics.rate_limited.labels(app.source.name).inc()
+        started = time.perf_counter()
         if response is None:
             length = request.header("Content-Length")
             body = None if length and length.isdigit() and int(length) > self.max_body_bytes else await self._body(receive)
@@ -210,10 +216,24 @@ class ScimRouter:
                     PayloadTooLargeException(detail=f"The body exceeds {self.max_body_bytes} bytes")
                 )
             else:
-                response = await app.serve(await app.read_request(scope, _replay(body)))
+                label = f"{request.method} {operation.value if operation else '-'}"
+                token = REQUEST.set((request_id, label))
+                try:
+                    response = await app.serve(await app.read_request(scope, _replay(body)))
+                finally:
+                    REQUEST.reset(token)
         response = app.finalize_response(request, response)
         response.headers["X-Request-Id"] = request_id
         await app.send_response(response, send)
+        source = app.source.name if app is not self.discovery else "-"
+        status = int(response.status)
+        if self.metrics is not None:
+            self.metrics.scim_requests.labels(source, operation.value if operation else "unknown", str(status)).inc()
+        log.info(
+            "scim request",
+            extra={"request_id": request_id, "source": source, "method": request.method, "path": request.path,
+                   "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+        )
 
 
 def _replay(body: bytes) -> Receive:

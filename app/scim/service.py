@@ -4,16 +4,31 @@
   expect the resource).
 - ``password`` is dropped from every payload before validation: it is never stored nor logged
   (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly).
+- The source's :class:`~app.scim.quirks.Quirks` normalise bodies and filters before validation, and a
+  group PATCH answers 204 for the clients that expect it (Entra, Okta).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from scim2_models import Context, InvalidValueException, ResponseParameters
-from scim2_server.service import ScimService, scim_exception_of
+from scim2_models import (
+    Context,
+    InvalidValueException,
+    PatchOp,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    ScimProvider,
+    SearchRequest,
+)
 from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService, scim_exception_of
+
+from app.scim.quirks import Quirks
 
 ModelT = TypeVar("ModelT")
 
@@ -49,6 +64,26 @@ class NothingToPatch(Exception):
 class ZitiScimService(ScimService):
     """ScimService with the response and payload rules above."""
 
+    def __init__(self, provider: ScimProvider, quirks: Quirks | None = None, **kwargs: Any) -> None:
+        super().__init__(provider, **kwargs)
+        self.quirks = quirks or Quirks()
+        self.known_schemas = frozenset(str(schema.id) for schema in provider.schemas)
+
+    def normalize(self, model: type[Any], payload: Any) -> Any:
+        """Apply the source's quirks to a decoded body validated next with ``model``."""
+        if isinstance(model, type) and issubclass(model, PatchOp):
+            return self.quirks.patch(payload)
+        if isinstance(model, type) and issubclass(model, Resource):
+            return self.quirks.resource(payload, str(model.__schema__), self.known_schemas)
+        return payload
+
+    def read_search_query(
+        self, resource_types: list[ResourceType], query: Mapping[str, str]
+    ) -> tuple[SearchRequest[Any], Any]:
+        if "filter" in query:
+            query = {**query, "filter": self.quirks.filter(query["filter"])}
+        return super().read_search_query(resource_types, query)
+
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         self.ensure_patch_supported()
         payload = self.decode_body(body, content_type)
@@ -60,8 +95,10 @@ class ZitiScimService(ScimService):
                 raise NothingToPatch
         return super().read_patch(resource_type, body, content_type)
 
-    def read_body(self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context) -> ModelT:
-        payload = _without_secrets(self.decode_body(body, content_type))
+    def read_body(
+        self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context
+    ) -> ModelT:
+        payload = self.normalize(model, _without_secrets(self.decode_body(body, content_type)))
         try:
             return model.model_validate(payload, scim_ctx=scim_ctx)  # type: ignore[attr-defined, no-any-return]
         except ValidationError as exception:
@@ -73,4 +110,13 @@ class ZitiScimService(ScimService):
         self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]
     ) -> ScimResponse:
         published = self.publish(base_url, resource)
+        if (
+            self.quirks.group_patch_no_content
+            and published.meta is not None
+            and published.meta.resource_type == "Group"
+            and not response_parameters.attributes
+            and not response_parameters.excluded_attributes
+        ):
+            headers = {"ETag": published.meta.version} if published.meta.version else {}
+            return ScimResponse(HTTPStatus.NO_CONTENT, None, headers)
         return self.resource_response(published, Context.RESOURCE_REPLACEMENT_RESPONSE, response_parameters)

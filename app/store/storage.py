@@ -40,6 +40,8 @@ from app.store.tables import dirty, emails, members, resources
 CHUNK = 500
 TOUCHED: ContextVar[set[tuple[str, str]] | None] = ContextVar("ziti_scim_touched", default=None)
 """The (source, user id) pairs a request marked dirty, for the inline reconcile after it commits."""
+REQUEST: ContextVar[tuple[str | None, str | None]] = ContextVar("ziti_scim_request", default=(None, None))
+"""(request id, operation) of the request being served, recorded with the dirty marks it makes."""
 NEVER_STORED = ("password",)
 """Attributes that are never persisted, whatever the schema says (RFC 7643 §4.1.1: password is writeOnly)."""
 
@@ -183,15 +185,18 @@ class SqlStorage(AsyncScimStorage):
         if touched is not None:
             touched.update((self.source, user_id) for user_id in ids)
         now = time.time()
+        request_id, operation = REQUEST.get()
         for start in range(0, len(ids), CHUNK):
             rows = [
-                {"source": self.source, "user_id": user_id, "generation": 1, "due_at": now, "attempts": 0}
+                {"source": self.source, "user_id": user_id, "generation": 1, "due_at": now, "attempts": 0,
+                 "request_id": request_id, "operation": operation}
                 for user_id in ids[start : start + CHUNK]
             ]
             statement = self._insert(dirty).values(rows)
             statement = statement.on_conflict_do_update(
                 index_elements=["source", "user_id"],
-                set_={"generation": dirty.c.generation + 1, "due_at": now, "attempts": 0},
+                set_={"generation": dirty.c.generation + 1, "due_at": now, "attempts": 0,
+                      "request_id": request_id, "operation": operation},
             )
             await conn.execute(statement)
 

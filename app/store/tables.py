@@ -77,6 +77,9 @@ dirty = Table(
     Column("due_at", Float, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("claimed_until", Float),
+    # The SCIM request that last marked the user, for the audit log of the reconcile it causes.
+    Column("request_id", String(64)),
+    Column("operation", String(100)),
     Index("ix_dirty_due", "due_at"),
 )
 
@@ -90,6 +93,7 @@ provisioning = Table(
     # The externalId the mapping gives this user: unique across sources, so that two users can never
     # claim the identity one IdP token resolves to. NULL once the user is deleted.
     Column("external_id", Text),
+    Column("user_name", Text),
     Column("state", String(16), nullable=False),
     Column("last_error", Text),
     # The identity fields (and disabled flag) last written to the controller: an update sends the diff.
@@ -106,4 +110,56 @@ settings = Table(
     metadata,
     Column("key", String(100), primary_key=True),
     Column("value", JsonDocument, nullable=False),
+)
+
+# What ziti-scim did on the controller and why: one row per controller action (or failed attempt).
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("request_id", String(64)),
+    Column("operation", String(100)),
+    Column("user_id", String(64)),
+    Column("user_name", Text),
+    Column("identity_id", String(64)),
+    Column("action", String(32), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("error", Text),
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_user", "source", "user_id"),
+    Index("ix_audit_action_at", "action", "at"),
+)
+
+# Webhook deliveries already accepted (replay protection), kept until their timestamp window closes.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_webhook_deliveries_expires", "expires_at"),
+)
+
+# ZITADEL user grants: later grant events carry only the grant id, so the grant's user is remembered here.
+idp_grants = Table(
+    "idp_grants",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("grant_id", String(200), primary_key=True),
+    Column("idp_user_id", String(200), nullable=False),
+    Column("role_keys", JsonDocument, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Index("ix_idp_grants_user", "source", "idp_user_id"),
+)
+
+# Per-user IdP state that SCIM has no attribute for: administrative activation and lockout are kept apart,
+# so that an unlock never re-enables a deactivated user (SCIM ``active`` = active and not locked).
+idp_user_flags = Table(
+    "idp_user_flags",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("idp_user_id", String(200), primary_key=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("locked", Boolean, nullable=False, default=False),
 )

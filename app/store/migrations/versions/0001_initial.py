@@ -65,6 +65,8 @@ def upgrade() -> None:
         sa.Column("due_at", sa.Float, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("claimed_until", sa.Float),
+        sa.Column("request_id", sa.String(64)),
+        sa.Column("operation", sa.String(100)),
     )
     op.create_index("ix_dirty_due", "dirty", ["due_at"])
     op.create_table(
@@ -73,6 +75,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(64), primary_key=True),
         sa.Column("identity_id", sa.String(64)),
         sa.Column("external_id", sa.Text),
+        sa.Column("user_name", sa.Text),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("last_error", sa.Text),
         sa.Column("applied", Json),
@@ -82,6 +85,23 @@ def upgrade() -> None:
     op.create_index("ix_provisioning_identity", "provisioning", ["identity_id"])
     op.create_index("ix_provisioning_external_id", "provisioning", ["external_id"], unique=True)
     op.create_table(
+        "audit",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("source", sa.String(100), nullable=False),
+        sa.Column("request_id", sa.String(64)),
+        sa.Column("operation", sa.String(100)),
+        sa.Column("user_id", sa.String(64)),
+        sa.Column("user_name", sa.Text),
+        sa.Column("identity_id", sa.String(64)),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("outcome", sa.String(32), nullable=False),
+        sa.Column("error", sa.Text),
+    )
+    op.create_index("ix_audit_at", "audit", ["at"])
+    op.create_index("ix_audit_user", "audit", ["source", "user_id"])
+    op.create_index("ix_audit_action_at", "audit", ["action", "at"])
+    op.create_table(
         "settings",
         sa.Column("key", sa.String(100), primary_key=True),
         sa.Column("value", Json, nullable=False),
@@ -89,5 +109,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("settings", "provisioning", "dirty", "emails", "members", "resources"):
+    for table in ("settings", "audit", "provisioning", "dirty", "emails", "members", "resources"):
         op.drop_table(table)

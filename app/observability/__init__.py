@@ -1,0 +1,1 @@
+"""What the service tells operators: audit log, Prometheus metrics, structured logs."""

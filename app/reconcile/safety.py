@@ -1,0 +1,143 @@
+"""Safety brakes: pause, and the mass-deprovision brake.
+
+Both live in the database (``settings`` table) so that every process and the CLI see them. While
+paused, SCIM writes are stored and marked dirty but nothing reaches the controller. The brake engages
+when more than ``brake_max`` identities, or more than ``brake_share`` of the managed ones (once at least
+``brake_min`` are involved), would be disabled or deleted within ``brake_window`` seconds — the shape of
+an IdP bug or a mis-scoped group. Held actions stay queued (nothing is lost) until ``ziti-scim resume``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.store.db import Database
+from app.store.tables import audit, dirty, provisioning, settings
+
+DESTRUCTIVE = ("disable", "delete")
+PAUSED, BRAKE, RELEASE = "paused", "brake", "brake_release"
+
+
+@dataclass(frozen=True)
+class BrakeConfig:
+    max_count: int = 100
+    max_share: float = 0.25
+    min_count: int = 10
+    window: float = 3600.0
+
+
+class Held(Exception):
+    """A destructive action withheld by the brake; the user stays queued."""
+
+
+async def read_setting(db: Database, key: str) -> Any:
+    async with db.transaction() as conn:
+        return (await conn.execute(select(settings.c.value).where(settings.c.key == key))).scalar_one_or_none()
+
+
+async def write_setting(db: Database, key: str, value: Any) -> None:
+    async with db.transaction(write=True) as conn:
+        if value is None:
+            await conn.execute(delete(settings).where(settings.c.key == key))
+            return
+        insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(settings)
+        await conn.execute(
+            insert.values(key=key, value=value).on_conflict_do_update(index_elements=["key"], set_={"value": value})
+        )
+
+
+async def resume(db: Database) -> None:
+    """Lift pause and brake, and make every queued user due now.
+
+    Releasing the brake lets the actions it held through: they become an allowance on top of the
+    limits, counted from the release, so the brake does not trip again on the very actions reviewed.
+    """
+    held = 0
+    if await read_setting(db, BRAKE) is not None:
+        async with db.transaction() as conn:
+            held = int(
+                (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(provisioning)
+                        .join(dirty, (dirty.c.source == provisioning.c.source) & (dirty.c.user_id == provisioning.c.user_id))
+                        .where(provisioning.c.last_error.like("%brake%"))
+                    )
+                ).scalar_one()
+            )
+        await write_setting(db, RELEASE, {"released_at": time.time(), "allowance": held})
+    await write_setting(db, PAUSED, None)
+    await write_setting(db, BRAKE, None)
+    async with db.transaction(write=True) as conn:
+        await conn.execute(update(dirty).values(due_at=time.time(), claimed_until=None))
+
+
+class Safety:
+    def __init__(self, db: Database, brake: BrakeConfig, *, cache_seconds: float = 1.0) -> None:
+        self.db = db
+        self.config = brake
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = asyncio.Lock()
+        self._reserved = 0
+
+    async def _setting(self, key: str) -> Any:
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        value = await read_setting(self.db, key)
+        self._cache[key] = (now, value)
+        return value
+
+    async def paused(self) -> bool:
+        return bool(await self._setting(PAUSED))
+
+    async def brake(self) -> dict[str, Any] | None:
+        value = await self._setting(BRAKE)
+        return value if isinstance(value, dict) else None
+
+    async def acquire_destructive(self, action: str) -> None:
+        """Reserve one destructive action, or raise :class:`Held` (engaging the brake if this one trips it)."""
+        async with self._lock:
+            if await self.brake() is not None:
+                raise Held("held by the mass-deprovision brake (ziti-scim resume releases it)")
+            since = time.time() - self.config.window
+            allowance = 0
+            release = await self._setting(RELEASE)
+            if isinstance(release, dict) and release.get("released_at", 0) > since:
+                since = float(release["released_at"])
+                allowance = int(release.get("allowance", 0))
+            async with self.db.transaction() as conn:
+                done = (
+                    await conn.execute(
+                        select(func.count()).select_from(audit).where(
+                            audit.c.at >= since, audit.c.action.in_(DESTRUCTIVE), audit.c.outcome == "done"
+                        )
+                    )
+                ).scalar_one()
+                managed = (
+                    await conn.execute(
+                        select(func.count()).select_from(provisioning).where(provisioning.c.identity_id.is_not(None))
+                    )
+                ).scalar_one()
+            count = max(0, int(done) + self._reserved + 1 - allowance)
+            share = count / managed if managed else 1.0
+            if count > self.config.max_count or (count > self.config.min_count and share > self.config.max_share):
+                reason = (
+                    f"{count} disable/delete actions within {int(self.config.window)} s "
+                    f"({share:.0%} of {managed} managed identities)"
+                )
+                await write_setting(self.db, BRAKE, {"engaged_at": time.time(), "reason": reason, "action": action})
+                self._cache.pop(BRAKE, None)
+                raise Held(f"mass-deprovision brake engaged: {reason}")
+            self._reserved += 1
+
+    def release_destructive(self) -> None:
+        self._reserved = max(0, self._reserved - 1)

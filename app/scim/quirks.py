@@ -1,0 +1,188 @@
+"""Per-IdP tolerance of SCIM clients that do not follow RFC 7643/7644 to the letter, selected by source kind.
+
+Most deviations are already absorbed by scim2-models' tolerant ``ScimPolicy`` (case-insensitive ``op``,
+``"False"`` strings, path-less replace with dotted keys, remove-with-value, ``$ref: null``). What is left is
+normalised here, before validation, and only for the kinds that need it (research/*.md):
+
+* ``asgardeo`` (WSO2 SCIM2 outbound connector, asgardeo.md §A3): ``"schemas": []``; ``emails`` as plain
+  strings; a ``DOMAIN/`` user-store prefix on ``userName``; the unquoted ``userName Eq x`` filter; PUT
+  bodies that carry only the changed attributes (``partial_put``); the API-key mode that sends the key
+  as ``Authorization: <key>`` without a scheme (``raw_token``).
+* ``entra`` (entra-okta.md §1.3): unknown schema URNs (``…/ADSCIM/2.0/Group``) dropped; unquoted filter
+  values; group PATCH answered 204 (item 14).
+* ``okta`` (entra-okta.md §2.3): a raw token without ``Bearer``; group PATCH answered 204.
+* ``authentik`` (authentik.md §1, §3): every compatibility mode already works on the standard paths; the
+  ``sfdc`` mode's ``/ServiceProviderConfigs`` is served by the router for every source.
+
+Source options override the defaults of the kind: ``partial_put``, ``raw_token``, ``group_patch_no_content``.
+Every normaliser is idempotent: it may run twice on the same payload (partial PUT merges, then validates).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from typing import Any
+
+from app.config import ConfigError, SourceConfig
+
+__all__ = ["Quirks", "quirks_for"]
+
+_STRING_LISTS = ("emails", "phoneNumbers")
+_DOMAIN_PREFIX = re.compile(r"^[A-Z0-9_.-]+/(?=.)")
+_OPERATORS = "eq|ne|co|sw|ew|gt|ge|lt|le"
+_COMPARISON = re.compile(
+    rf"^\s*(?P<attr>[A-Za-z][\w:.$-]*(?:\[[^\]]*\][\w.]*)?)\s+(?P<op>{_OPERATORS})\s+(?P<value>.+?)\s*$",
+    re.IGNORECASE,
+)
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_LITERALS = {"true", "false", "null"}
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """What one source's SCIM client needs; the default (``generic``) changes nothing."""
+
+    kind: str = "generic"
+    fill_schemas: bool = False
+    string_emails: bool = False
+    strip_domain: bool = False
+    drop_unknown_schemas: bool = False
+    unquoted_filters: bool = False
+    partial_put: bool = False
+    raw_token: bool = False
+    group_patch_no_content: bool = False
+
+    # -- resources (POST / PUT bodies) --------------------------------------------------------
+
+    def resource(self, payload: Any, core_schema: str, known_schemas: Collection[str]) -> Any:
+        """Normalise a User or Group body before validation."""
+        if not isinstance(payload, dict):
+            return payload
+        result = dict(payload)
+        schemas_key = _key(result, "schemas")
+        if self.fill_schemas and (schemas_key is None or result[schemas_key] in ([], None)):
+            result[schemas_key or "schemas"] = [core_schema]
+        if self.drop_unknown_schemas and schemas_key is not None and isinstance(result[schemas_key], list):
+            known = {schema.lower() for schema in known_schemas}
+            kept = [s for s in result[schemas_key] if not isinstance(s, str) or s.lower() in known]
+            result[schemas_key] = kept or [core_schema]
+        if self.string_emails:
+            for name in _STRING_LISTS:
+                key = _key(result, name)
+                if key is not None:
+                    result[key] = _complex_values(result[key])
+        if self.strip_domain:
+            key = _key(result, "userName")
+            if key is not None and isinstance(result[key], str):
+                result[key] = _DOMAIN_PREFIX.sub("", result[key])
+        return result
+
+    def patch(self, payload: Any) -> Any:
+        """Normalise a PatchOp body: the same value fixes, applied to each operation's value."""
+        if not isinstance(payload, dict) or not (self.string_emails or self.strip_domain):
+            return payload
+        operations_key = _key(payload, "Operations")
+        if operations_key is None or not isinstance(payload[operations_key], list):
+            return payload
+        operations = []
+        for operation in payload[operations_key]:
+            if isinstance(operation, dict):
+                operation = dict(operation)
+                path = operation.get("path")
+                value = operation.get("value")
+                if isinstance(path, str) and path.lower() in {n.lower() for n in _STRING_LISTS}:
+                    operation["value"] = _complex_values(value)
+                elif isinstance(path, str) and path.lower() == "username" and isinstance(value, str):
+                    operation["value"] = _DOMAIN_PREFIX.sub("", value) if self.strip_domain else value
+                elif path is None and isinstance(value, dict):
+                    operation["value"] = self.resource(value, "", ())
+            operations.append(operation)
+        return {**payload, operations_key: operations}
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def filter(self, text: str) -> str:
+        """Quote the unquoted values of simple comparisons (``userName Eq alice@example.com``)."""
+        if not self.unquoted_filters or '"' in text or "(" in text:
+            return text
+        parts = _AND.split(text)
+        quoted = []
+        for part in parts:
+            match = _COMPARISON.match(part)
+            if match is None:
+                return text
+            value = match["value"]
+            if value.lower() not in _LITERALS:
+                if self.strip_domain and match["attr"].lower() == "username":
+                    value = _DOMAIN_PREFIX.sub("", value)
+                value = json.dumps(value)
+            quoted.append(f"{match['attr']} {match['op']} {value}")
+        return " and ".join(quoted)
+
+
+def _key(mapping: dict[str, Any], name: str) -> str | None:
+    """The key of ``mapping`` that names ``name``, compared case-insensitively (RFC 7643 §2.1)."""
+    return next((key for key in mapping if key.lower() == name.lower()), None)
+
+
+def _complex_values(value: Any) -> Any:
+    """``["a@x", "b@x"]`` → ``[{"value": "a@x", "primary": true}, {"value": "b@x"}]`` (first one primary)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return value
+    has_primary = any(
+        isinstance(item, dict) and item.get("primary") in (True, "true", "True") for item in value
+    )
+    result: list[Any] = []
+    for item in value:
+        if isinstance(item, str):
+            entry: dict[str, Any] = {"value": item}
+            if not has_primary:
+                entry["primary"] = True
+                has_primary = True
+            result.append(entry)
+        else:
+            result.append(item)
+    return result
+
+
+_KINDS: dict[str, Quirks] = {
+    "generic": Quirks(),
+    "authentik": Quirks(kind="authentik"),
+    "zitadel": Quirks(kind="zitadel"),
+    "asgardeo": Quirks(
+        kind="asgardeo",
+        fill_schemas=True,
+        string_emails=True,
+        strip_domain=True,
+        unquoted_filters=True,
+        partial_put=True,
+        raw_token=True,
+    ),
+    "entra": Quirks(
+        kind="entra",
+        fill_schemas=True,
+        drop_unknown_schemas=True,
+        unquoted_filters=True,
+        group_patch_no_content=True,
+    ),
+    "okta": Quirks(kind="okta", raw_token=True, group_patch_no_content=True),
+}
+_OVERRIDABLE = ("partial_put", "raw_token", "group_patch_no_content")
+
+
+def quirks_for(source: SourceConfig) -> Quirks:
+    """The quirks of a source's kind, with the overrides its options give."""
+    quirks = _KINDS.get(source.kind, Quirks(kind=source.kind))
+    overrides: dict[str, Any] = {}
+    for option in _OVERRIDABLE:
+        if option in source.options:
+            value = source.options[option]
+            if not isinstance(value, bool):
+                raise ConfigError(f"sources.{source.name}.{option} must be true or false")
+            overrides[option] = value
+    return replace(quirks, **overrides) if overrides else quirks

@@ -1,0 +1,256 @@
+"""``POST /webhooks/{source}`` (and ``GET`` for Asgardeo's WebSub handshake): IdP push notifications.
+
+Per source, by its ``kind`` and options (``[sources.<name>]`` in the configuration):
+
+=========== ============================================================ ===============================
+kind        authenticity                                                 options
+=========== ============================================================ ===============================
+zitadel     ``ZITADEL-Signature`` HMAC-SHA256 over ``t.body``, 300 s      ``webhook_secret`` (signing
+            (research/zitadel.md §4)                                      key, a list during rotation),
+                                                                          ``webhook_tolerance``,
+                                                                          ``zitadel_url`` +
+                                                                          ``zitadel_token`` (PAT)
+asgardeo    ``X-Hub-Signature: sha256=`` HMAC of the raw body, ``iat``    ``webhook_secret``,
+            age, ``jti`` replay key; ``GET`` answers ``hub.challenge``    ``webhook_max_age``,
+            (asgardeo.md §B)                                              ``webhook_topic_prefix``
+authentik   a shared secret in a header set by a header mapping           ``webhook_secret``,
+            (authentik signs nothing, authentik.md §6)                    ``webhook_secret_header``
+                                                                          (``Authorization``: the value
+                                                                          is ``Bearer <secret>``),
+                                                                          ``authentik_url`` +
+                                                                          ``authentik_token``
+=========== ============================================================ ===============================
+
+Secrets can come from the environment (``ZITI_SCIM_SOURCE_<NAME>_WEBHOOK_SECRET``, …, see
+:mod:`app.config`). A source without ``webhook_secret`` has no receiver (404). Answers: 200 once the
+events are applied; 401 ``webhook rejected`` for a bad or missing signature or secret, a stale
+timestamp or a replay (nothing is changed, the reason is only logged); 400/413 for a body that cannot
+be read; 422 when the store refuses the change; 503 (``Retry-After``) on a transient failure. A delivery
+that was not applied releases its replay key, so the IdP's retry of it is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from app.config import Config, ConfigError, SourceConfig
+from app.scim.router import ScimRouter
+from app.store.db import Database
+from app.store.webhook_state import IdpState, SqlReplayGuard
+from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier, UserResolver
+from app.webhooks.asgardeo import AsgardeoWebhook
+from app.webhooks.authentik import AuthentikWebhook
+from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError
+from app.webhooks.common import MAX_BODY_BYTES, WebhookResult
+from app.webhooks.errors import WebhookError, WebhookInvalid, WebhookRejected
+from app.webhooks.events import Challenge
+from app.webhooks.replay import ReplayGuard
+from app.webhooks.zitadel import ZitadelWebhook
+from app.webhooks.zitadel_api import ZitadelApi
+from app.webhooks.zitadel_pull import ZitadelPuller
+
+__all__ = ["WebhookReceiver", "webhook_receiver", "webhook_routes"]
+
+log = logging.getLogger("ziti_scim.webhooks")
+
+WEBHOOK_KINDS = ("zitadel", "asgardeo", "authentik")
+Verifier = ZitadelWebhook | AsgardeoWebhook | AuthentikWebhook
+
+
+@dataclass
+class SourceReceiver:
+    source: SourceConfig
+    verifier: Verifier
+    applier: EventApplier
+    api: ZitadelApi | None = None
+
+
+def _secrets(source: SourceConfig) -> list[str]:
+    value = source.options.get("webhook_secret")
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) and item for item in values):
+        raise ConfigError(
+            f"sources.{source.name}.webhook_secret must be a non-empty string or a list of them"
+        )
+    return [str(item) for item in values]
+
+
+def _number(source: SourceConfig, option: str, default: float) -> float:
+    value = source.options.get(option, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"sources.{source.name}.{option} must be a positive number of seconds")
+    return float(value)
+
+
+def _api_pair(source: SourceConfig, url_option: str, token_option: str) -> tuple[str, str] | None:
+    url, token = source.options.get(url_option), source.options.get(token_option)
+    if url is None and token is None:
+        return None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not isinstance(token, str):
+        raise ConfigError(
+            f"sources.{source.name}: {url_option} (an http(s) URL) and {token_option} must be set together"
+        )
+    return url, token
+
+
+class WebhookReceiver:
+    """The receivers of every webhook-enabled source; ``clock`` is read at each delivery (tests pin it)."""
+
+    def __init__(
+        self, config: Config, db: Database, scim: ScimRouter, *, clock: Callable[[], float] = time.time
+    ):
+        self.clock = clock
+        self.guard: ReplayGuard = SqlReplayGuard(db, clock=self._now)
+        self.sources: dict[str, SourceReceiver] = {}
+        for source in config.sources.values():
+            if source.kind in WEBHOOK_KINDS and source.options.get("webhook_secret") is not None:
+                self.sources[source.name] = self._receiver(source, db, scim)
+
+    def _now(self) -> float:
+        return self.clock()
+
+    def _receiver(self, source: SourceConfig, db: Database, scim: ScimRouter) -> SourceReceiver:
+        secrets = _secrets(source)
+        resolver: UserResolver | None = None
+        api: ZitadelApi | None = None
+        verifier: Verifier
+        # No keep-alive: IdP API reads are occasional, and no connection outlives its request.
+        client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0))
+        if source.kind == "zitadel":
+            verifier = ZitadelWebhook(
+                secrets, self.guard, tolerance=_number(source, "webhook_tolerance", 300.0), clock=self._now
+            )
+            if (pair := _api_pair(source, "zitadel_url", "zitadel_token")) is not None:
+                api = resolver = ZitadelApi(*pair, client=client)
+        elif source.kind == "asgardeo":
+            prefix = source.options.get("webhook_topic_prefix")
+            verifier = AsgardeoWebhook(
+                secrets,
+                self.guard,
+                max_age=_number(source, "webhook_max_age", 86400.0),
+                topic_prefix=prefix if isinstance(prefix, str) else None,
+                clock=self._now,
+            )
+        else:
+            header = str(source.options.get("webhook_secret_header", "Authorization"))
+            values = [f"Bearer {s}" if header.lower() == "authorization" else s for s in secrets]
+            verifier = AuthentikWebhook(
+                header,
+                values,
+                self.guard,
+                max_age=_number(source, "webhook_max_age", 86400.0),
+                clock=self._now,
+            )
+            if (pair := _api_pair(source, "authentik_url", "authentik_token")) is not None:
+                resolver = AuthentikUserFetcher(*pair, client=client)
+        applier = EventApplier(scim.apps[source.name], IdpState(db, source.name), resolver=resolver)
+        return SourceReceiver(source, verifier, applier, api)
+
+    def pullers(self) -> list[ZitadelPuller]:
+        """The periodic ZITADEL repairs (sources with ``zitadel_url`` and ``zitadel_token``); start once."""
+        return [
+            ZitadelPuller(r.applier, r.api, _number(r.source, "zitadel_pull_interval", 900.0))
+            for r in self.sources.values()
+            if r.api is not None
+        ]
+
+    async def endpoint(self, request: Request) -> Response:
+        receiver = self.sources.get(request.path_params["source"])
+        if receiver is None:
+            return JSONResponse({"error": "no webhook receiver for this source"}, status_code=404)
+        if request.method == "GET":
+            return self._subscription(receiver, request)
+        body = await _read_body(request)
+        if body is None:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            result = await receiver.verifier.handle(request.headers, body)
+        except WebhookRejected as rejected:
+            log.warning("webhook for source %s rejected: %s", receiver.source.name, rejected.reason)
+            return JSONResponse({"error": rejected.public_message}, status_code=rejected.status)
+        except WebhookInvalid as invalid:
+            log.info("webhook for source %s invalid: %s", receiver.source.name, invalid.reason)
+            return JSONResponse({"error": invalid.public_message}, status_code=invalid.status)
+        return await self._apply(receiver, result)
+
+    async def _apply(self, receiver: SourceReceiver, result: WebhookResult) -> Response:
+        name = receiver.source.name
+        try:
+            outcome = await receiver.applier.apply(result.events)
+        except ApplyFailed as failure:
+            await self._release(result)
+            log.warning("webhook %s for source %s not applied: %s", result.delivery_id, name, failure.detail)
+            return JSONResponse({"error": failure.detail}, status_code=422)
+        except (ApplyRetry, IdpFetchError, OperationalError, DBAPIError) as error:
+            await self._release(result)
+            log.warning(
+                "webhook %s for source %s deferred: %s", result.delivery_id, name, type(error).__name__
+            )
+            return JSONResponse(
+                {"error": "temporarily unavailable"}, status_code=503, headers={"Retry-After": "5"}
+            )
+        log.info(
+            "webhook %s for source %s: applied %s", result.delivery_id, name, outcome.applied or "nothing"
+        )
+        return JSONResponse({"status": "ok", "applied": outcome.applied, "skipped": outcome.skipped})
+
+    async def _release(self, result: WebhookResult) -> None:
+        if result.replay_key is not None:
+            try:
+                await self.guard.forget(result.replay_key)
+            except (OperationalError, DBAPIError):
+                log.warning("could not release a webhook replay key")
+
+    @staticmethod
+    def _subscription(receiver: SourceReceiver, request: Request) -> Response:
+        verifier = receiver.verifier
+        if not isinstance(verifier, AsgardeoWebhook):
+            return JSONResponse({"error": "method not allowed"}, status_code=405, headers={"Allow": "POST"})
+        try:
+            answer = verifier.verify_subscription(dict(request.query_params))
+        except WebhookError as error:
+            return JSONResponse({"error": error.public_message}, status_code=error.status)
+        if isinstance(answer, Challenge):
+            return PlainTextResponse(answer.response_body, media_type=answer.media_type)
+        return Response(status_code=200)
+
+
+async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The raw body (signatures cover these exact bytes), or None past ``limit``."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def webhook_routes(
+    config: Config, db: Database, scim: ScimRouter, *, clock: Callable[[], float] = time.time
+) -> list[Route]:
+    """The routes to add to the application (``create_app``): ``/webhooks/{source}``, GET and POST."""
+    receiver = WebhookReceiver(config, db, scim, clock=clock)
+    return [Route("/webhooks/{source}", receiver.endpoint, methods=["GET", "POST"])]
+
+
+def webhook_receiver(app: Starlette) -> WebhookReceiver | None:
+    """The receiver mounted in ``app`` (to start its ZITADEL pullers, or to pin its clock in tests)."""
+    for route in app.routes:
+        endpoint: Any = getattr(route, "endpoint", None)
+        if isinstance(route, Route) and isinstance(getattr(endpoint, "__self__", None), WebhookReceiver):
+            return endpoint.__self__  # type: ignore[no-any-return]
+    return None

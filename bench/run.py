@@ -1,0 +1,94 @@
+"""``python -m bench.run [--quick] [--db sqlite|postgres|both] [--out bench/results/latest.json]``
+
+Runs every section, prints each table as soon as its section is done, and writes the JSON results and a
+markdown rendering next to it (``latest.md`` for ``latest.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import s1_crud, s2_growth, s3_groups, s4_bulk, s5_e2e
+from bench.common import machine_info
+from bench.procs import Workdir, pg_available
+from bench.results import Results, render_text
+
+SECTIONS: dict[str, Callable[..., None]] = {
+    "crud": s1_crud.run,
+    "growth": s2_growth.run,
+    "groups": s3_groups.run,
+    "bulk": s4_bulk.run,
+    "e2e": s5_e2e.run,
+}
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: about 3 minutes on 2 cores")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both",
+                        help="databases for ziti-scim (default: both; PostgreSQL is skipped if unreachable)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
+    parser.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
+    args = parser.parse_args(argv)
+
+    databases = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    machine = machine_info()
+    if "postgres" in databases:
+        version = pg_available()
+        if version is None:
+            log("PostgreSQL is not reachable on 127.0.0.1:5432 (set ZITI_SCIM_BENCH_PG): skipping it")
+            databases.remove("postgres")
+            if not databases:
+                return 2
+        machine["postgresql"] = version
+    results = Results(mode="quick" if args.quick else "full", databases=databases, machine=machine)
+    workdir = Workdir()
+    began = time.perf_counter()
+    failures = 0
+    try:
+        for name, section_run in SECTIONS.items():
+            if args.only and name not in args.only:
+                continue
+            log(f"section {name} ...")
+            section_began = time.perf_counter()
+            try:
+                section_run(results, databases, workdir, args.quick, log)
+            except Exception:  # noqa: BLE001 - one broken section must not lose the others' numbers
+                failures += 1
+                error = traceback.format_exc()
+                log(f"section {name} FAILED:\n{error}")
+                results.section(f"{name}-error", f"{name}: failed").note(error.strip().splitlines()[-1])
+            log(f"section {name} done in {time.perf_counter() - section_began:.0f} s")
+            for section in results.sections:
+                if section.id.split("-")[0] == name:
+                    _print_section(section)
+    finally:
+        workdir.cleanup()
+    results.duration = time.perf_counter() - began
+    results.write_json(args.out)
+    args.out.with_suffix(".md").write_text(results.markdown())
+    log(f"wrote {args.out} and {args.out.with_suffix('.md')} ({results.duration:.0f} s)")
+    return 1 if failures else 0
+
+
+def _print_section(section: Any) -> None:
+    print(f"\n== {section.title} ==", flush=True)
+    for table in section.tables:
+        print("\n" + render_text(table), flush=True)
+    for note in section.notes:
+        print(f"  * {note}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Fixtures for operating the service: a stack with configurable safety settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from app.config import SafetyConfig, hash_token
+from app.server import create_app
+from app.ziti.emulator import EmulatorThread
+from tests.provisioning.conftest import Stack, add_signer, make_stack_config
+from tests.support.idp import TestIdp
+from tests.support.live import live_server
+
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+
+
+@pytest.fixture
+def make_stack(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
+) -> Callable[..., Any]:
+    @contextmanager
+    def build(safety: SafetyConfig | None = None, **options: Any) -> Iterator[Stack]:
+        config = make_stack_config(database_url, source_name, emulator.url, **options)
+        config = replace(config, safety=safety or SafetyConfig(), admin_token_hash=hash_token(ADMIN_TOKEN))
+        app = create_app(config)
+        with live_server(app) as url:
+            yield Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=app,
+                        signer_id=add_signer(emulator, idp), extra={"url": url, "config": config})
+
+    return build
