@@ -142,9 +142,10 @@ async def _with_db(config: Config, action: str, args: argparse.Namespace) -> int
             await safety.write_setting(db, safety.PAUSED, {"since": time.time()})
             print("provisioning paused: SCIM writes are stored, nothing reaches the controller")
         elif action == "resume":
-            brake = await safety.read_setting(db, safety.BRAKE)
-            await safety.resume(db)
-            print("provisioning resumed" + (f"; brake released ({brake.get('reason')})" if brake else ""))
+            released = await safety.resume(db)
+            print("provisioning resumed")
+            for source, brake in released.items():
+                print(f"brake released for source {source} ({brake.get('reason')})")
         else:
             since = time.time() - _duration(args.since) if args.since else None
             rows = await audit.read(db, since=since, user=args.user, limit=args.limit)

@@ -22,7 +22,7 @@ from app.observability import audit
 from app.observability.metrics import Metrics, seconds_since
 from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
-from app.reconcile.safety import BRAKE, PAUSED, read_setting
+from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
 from app.scim.router import ScimRouter
 from app.store.db import Database
 from app.webhooks.routes import webhook_routes
@@ -109,7 +109,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         metrics.pending.set(await queue.pending_count(db))
         last = await read_setting(db, LAST_FULL_SYNC)
         metrics.since_full_sync.set(seconds_since(float(last) if last is not None else None))
-        metrics.brake.set(1 if await read_setting(db, BRAKE) else 0)
+        metrics.brake.set(len(await engaged_brakes(db)))
         metrics.paused.set(1 if await read_setting(db, PAUSED) else 0)
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -60,7 +60,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return f"{self.user.user_name!r} (source {self.user.source}, SCIM id {self.user.user_id})"
+        return f"{self.user.user_name!r} of source {self.user.source} (SCIM id {self.user.user_id})"
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,13 @@ async def _find_identity(
             )
             out.step("fail", text)
             out.fail("use-external-id", text, fixes.update_signer(name, use_external_id=True))
-            if ctx.pool is not None:
+            by_external_id = await ctx.client.find_identities_by_external_id(value)
+            if by_external_id:
+                out.closest = (
+                    f"identity {by_external_id[0].get('name')!r} has externalId {value!r}: it would match if "
+                    "the signer had useExternalId=true"
+                )
+            elif ctx.pool is not None:
                 match = find_closest(value, decoded.claims, name, prop, ctx.pool)
                 out.closest = match.detail if match is not None else None
             return None
@@ -283,7 +289,7 @@ def _check_identity(
     ctx: _Context, out: Explanation, identity: JSONObject, owner: Candidate | None, signer: JSONObject
 ) -> None:
     label = f"identity {identity.get('name')!r}"
-    who = f" (SCIM user {owner.label})" if owner is not None else " (not managed by ziti-scim)"
+    who = f", SCIM user {owner.label}," if owner is not None else " (not managed by ziti-scim)"
     if _is_disabled(identity):
         if owner is not None and not owner.user.active:
             why = "the IdP deactivated the user (SCIM active=false), so ziti-scim disabled the identity"

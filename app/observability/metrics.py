@@ -43,7 +43,7 @@ class Metrics:
             registry=self.registry,
         )
         self.brake = Gauge(
-            "ziti_scim_brake_engaged", "1 while the mass-deprovision brake holds destructive actions",
+            "ziti_scim_brake_engaged", "Sources whose mass-deprovision brake holds destructive actions",
             registry=self.registry,
         )
         self.paused = Gauge("ziti_scim_paused", "1 while provisioning is paused", registry=self.registry)

@@ -206,7 +206,7 @@ class Reconciler:
         if destructive:
             assert self.safety is not None
             try:
-                await self.safety.acquire_destructive(action)
+                await self.safety.acquire_destructive(context.claim.source if context else "-", action)
             except Held:
                 if asyncio.iscoroutine(call):
                     call.close()

@@ -21,7 +21,22 @@ from app.store.db import Database
 from app.store.tables import audit, dirty, provisioning, settings
 
 DESTRUCTIVE = ("disable", "delete")
-PAUSED, BRAKE, RELEASE = "paused", "brake", "brake_release"
+PAUSED = "paused"
+
+
+def brake_key(source: str) -> str:
+    return f"brake:{source}"
+
+
+def release_key(source: str) -> str:
+    return f"brake_release:{source}"
+
+
+async def engaged_brakes(db: Database) -> dict[str, dict[str, Any]]:
+    """The engaged brakes, by source (each source has its own: one IdP's mistake is held on its own)."""
+    async with db.transaction() as conn:
+        rows = await conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("brake:%")))
+        return {key.split(":", 1)[1]: value for key, value in rows}
 
 
 @dataclass(frozen=True)
@@ -52,14 +67,14 @@ async def write_setting(db: Database, key: str, value: Any) -> None:
         )
 
 
-async def resume(db: Database) -> None:
-    """Lift pause and brake, and make every queued user due now.
+async def resume(db: Database) -> dict[str, dict[str, Any]]:
+    """Lift pause and every brake, and make every queued user due now; return the brakes released.
 
-    Releasing the brake lets the actions it held through: they become an allowance on top of the
-    limits, counted from the release, so the brake does not trip again on the very actions reviewed.
+    Releasing a brake lets the actions it held through: they become an allowance on top of the limits,
+    counted from the release, so the brake does not trip again on the very actions reviewed.
     """
-    held = 0
-    if await read_setting(db, BRAKE) is not None:
+    released = await engaged_brakes(db)
+    for source in released:
         async with db.transaction() as conn:
             held = int(
                 (
@@ -67,15 +82,16 @@ async def resume(db: Database) -> None:
                         select(func.count())
                         .select_from(provisioning)
                         .join(dirty, (dirty.c.source == provisioning.c.source) & (dirty.c.user_id == provisioning.c.user_id))
-                        .where(provisioning.c.last_error.like("%brake%"))
+                        .where(provisioning.c.source == source, provisioning.c.last_error.like("%brake%"))
                     )
                 ).scalar_one()
             )
-        await write_setting(db, RELEASE, {"released_at": time.time(), "allowance": held})
+        await write_setting(db, release_key(source), {"released_at": time.time(), "allowance": held})
+        await write_setting(db, brake_key(source), None)
     await write_setting(db, PAUSED, None)
-    await write_setting(db, BRAKE, None)
     async with db.transaction(write=True) as conn:
         await conn.execute(update(dirty).values(due_at=time.time(), claimed_until=None))
+    return released
 
 
 class Safety:
@@ -99,18 +115,18 @@ class Safety:
     async def paused(self) -> bool:
         return bool(await self._setting(PAUSED))
 
-    async def brake(self) -> dict[str, Any] | None:
-        value = await self._setting(BRAKE)
+    async def brake(self, source: str) -> dict[str, Any] | None:
+        value = await self._setting(brake_key(source))
         return value if isinstance(value, dict) else None
 
-    async def acquire_destructive(self, action: str) -> None:
+    async def acquire_destructive(self, source: str, action: str) -> None:
         """Reserve one destructive action, or raise :class:`Held` (engaging the brake if this one trips it)."""
         async with self._lock:
-            if await self.brake() is not None:
+            if await self.brake(source) is not None:
                 raise Held("held by the mass-deprovision brake (ziti-scim resume releases it)")
             since = time.time() - self.config.window
             allowance = 0
-            release = await self._setting(RELEASE)
+            release = await self._setting(release_key(source))
             if isinstance(release, dict) and release.get("released_at", 0) > since:
                 since = float(release["released_at"])
                 allowance = int(release.get("allowance", 0))
@@ -118,13 +134,18 @@ class Safety:
                 done = (
                     await conn.execute(
                         select(func.count()).select_from(audit).where(
-                            audit.c.at >= since, audit.c.action.in_(DESTRUCTIVE), audit.c.outcome == "done"
+                            audit.c.source == source,
+                            audit.c.at >= since,
+                            audit.c.action.in_(DESTRUCTIVE),
+                            audit.c.outcome == "done",
                         )
                     )
                 ).scalar_one()
                 managed = (
                     await conn.execute(
-                        select(func.count()).select_from(provisioning).where(provisioning.c.identity_id.is_not(None))
+                        select(func.count())
+                        .select_from(provisioning)
+                        .where(provisioning.c.source == source, provisioning.c.identity_id.is_not(None))
                     )
                 ).scalar_one()
             count = max(0, int(done) + self._reserved + 1 - allowance)
@@ -134,8 +155,10 @@ class Safety:
                     f"{count} disable/delete actions within {int(self.config.window)} s "
                     f"({share:.0%} of {managed} managed identities)"
                 )
-                await write_setting(self.db, BRAKE, {"engaged_at": time.time(), "reason": reason, "action": action})
-                self._cache.pop(BRAKE, None)
+                await write_setting(
+                    self.db, brake_key(source), {"engaged_at": time.time(), "reason": reason, "action": action}
+                )
+                self._cache.pop(brake_key(source), None)
                 raise Held(f"mass-deprovision brake engaged: {reason}")
             self._reserved += 1
 

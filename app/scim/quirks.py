@@ -5,7 +5,8 @@ Most deviations are already absorbed by scim2-models' tolerant ``ScimPolicy`` (c
 normalised here, before validation, and only for the kinds that need it (research/*.md):
 
 * ``asgardeo`` (WSO2 SCIM2 outbound connector, asgardeo.md §A3): ``"schemas": []``; ``emails`` as plain
-  strings; a ``DOMAIN/`` user-store prefix on ``userName``; the unquoted ``userName Eq x`` filter; PUT
+  strings; no ``active`` (a created user is active: ``default_active``); a ``DOMAIN/`` user-store prefix on
+  ``userName``; the unquoted ``userName Eq x`` filter; PUT
   bodies that carry only the changed attributes (``partial_put``); the API-key mode that sends the key
   as ``Authorization: <key>`` without a scheme (``raw_token``).
 * ``entra`` (entra-okta.md §1.3): unknown schema URNs (``…/ADSCIM/2.0/Group``) dropped; unquoted filter
@@ -48,6 +49,7 @@ class Quirks:
     kind: str = "generic"
     fill_schemas: bool = False
     string_emails: bool = False
+    default_active: bool = False
     strip_domain: bool = False
     drop_unknown_schemas: bool = False
     unquoted_filters: bool = False
@@ -57,11 +59,15 @@ class Quirks:
 
     # -- resources (POST / PUT bodies) --------------------------------------------------------
 
-    def resource(self, payload: Any, core_schema: str, known_schemas: Collection[str]) -> Any:
-        """Normalise a User or Group body before validation."""
+    def resource(
+        self, payload: Any, core_schema: str, known_schemas: Collection[str], *, creating: bool = False
+    ) -> Any:
+        """Normalise a User or Group body before validation (``creating``: the body of a POST)."""
         if not isinstance(payload, dict):
             return payload
         result = dict(payload)
+        if self.default_active and creating and core_schema.endswith(":User") and _key(result, "active") is None:
+            result["active"] = True
         schemas_key = _key(result, "schemas")
         if self.fill_schemas and (schemas_key is None or result[schemas_key] in ([], None)):
             result[schemas_key or "schemas"] = [core_schema]
@@ -158,6 +164,7 @@ _KINDS: dict[str, Quirks] = {
         kind="asgardeo",
         fill_schemas=True,
         string_emails=True,
+        default_active=True,
         strip_domain=True,
         unquoted_filters=True,
         partial_put=True,

@@ -69,12 +69,13 @@ class ZitiScimService(ScimService):
         self.quirks = quirks or Quirks()
         self.known_schemas = frozenset(str(schema.id) for schema in provider.schemas)
 
-    def normalize(self, model: type[Any], payload: Any) -> Any:
+    def normalize(self, model: type[Any], payload: Any, scim_ctx: Context | None = None) -> Any:
         """Apply the source's quirks to a decoded body validated next with ``model``."""
         if isinstance(model, type) and issubclass(model, PatchOp):
             return self.quirks.patch(payload)
         if isinstance(model, type) and issubclass(model, Resource):
-            return self.quirks.resource(payload, str(model.__schema__), self.known_schemas)
+            creating = scim_ctx == Context.RESOURCE_CREATION_REQUEST
+            return self.quirks.resource(payload, str(model.__schema__), self.known_schemas, creating=creating)
         return payload
 
     def read_search_query(
@@ -98,7 +99,7 @@ class ZitiScimService(ScimService):
     def read_body(
         self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context
     ) -> ModelT:
-        payload = self.normalize(model, _without_secrets(self.decode_body(body, content_type)))
+        payload = self.normalize(model, _without_secrets(self.decode_body(body, content_type)), scim_ctx)
         try:
             return model.model_validate(payload, scim_ctx=scim_ctx)  # type: ignore[attr-defined, no-any-return]
         except ValidationError as exception:

@@ -67,6 +67,7 @@ class Lab:
     ziti_url: str | None = None
     password: str = ADMIN_PASSWORD
     signer_id: str = ""
+    user_ids: list[str] = field(default_factory=list)
 
     @property
     def state(self) -> EmulatorState:
@@ -76,8 +77,15 @@ class Lab:
     def db_path(self) -> Path:
         return self.tmp / "store.db"
 
-    def add_signer(self, claims_property: str = "email", *, use_external_id: bool = True, name: str = "test-idp",
-                   idp: TestIdp | None = None, jwks_url: str | None = None) -> str:
+    def add_signer(
+        self,
+        claims_property: str = "email",
+        *,
+        use_external_id: bool = True,
+        name: str = "test-idp",
+        idp: TestIdp | None = None,
+        jwks_url: str | None = None,
+    ) -> str:
         idp = idp or self.idp
         signer = self.state.create_signer(
             {
@@ -130,11 +138,14 @@ class Lab:
     def scim(self) -> Iterator[httpx.Client]:
         """ziti-scim serving SCIM (and provisioning to the emulator) while the block runs."""
         app = create_app(read_config(str(self.config_path()), env={}))
-        with live_server(app) as url, httpx.Client(
-            base_url=f"{url}/scim/v2",
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"},
-            timeout=30,
-        ) as client:
+        with (
+            live_server(app) as url,
+            httpx.Client(
+                base_url=f"{url}/scim/v2",
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"},
+                timeout=30,
+            ) as client,
+        ):
             yield client
 
     def provision(self, *users: dict[str, Any]) -> list[str]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 from sqlalchemy import insert
 
 from app.store.db import Database
 from app.store.tables import settings
 from tests.diagnostics.conftest import Lab, user
+from tests.support.idp import TestIdp
 
 AUTHENTIK_UID = hashlib.sha256(b"7-install-id").hexdigest()
 
@@ -18,12 +20,12 @@ def authentik_user() -> dict[str, object]:
     return {**user("akadmin", "admin@example.com"), "externalId": AUTHENTIK_UID}
 
 
-def codes(result_json: dict[str, object]) -> list[str]:
-    return [f["code"] for f in result_json["findings"]]  # type: ignore[index, union-attr]
+def codes(report: Any) -> list[str]:
+    return [str(finding["code"]) for finding in report["findings"]]
 
 
 def test_seed_setup_signer_reads_email_while_mapping_writes_hashed_sub(lab: Lab) -> None:
-    """The seed's failing setup: claimsProperty 'email' on the signer, authentik's hashed uid as externalId."""
+    """The seed's failing setup: signer claimsProperty 'email', authentik's hashed uid as externalId."""
     lab.kind, lab.mapping = "authentik", {"preset": "authentik"}
     lab.add_signer("email")
     lab.provision(authentik_user())
@@ -86,11 +88,15 @@ def test_pointer_on_1x_is_an_error_with_the_plain_name_as_fix(lab_1x: Lab) -> No
     assert fixed.code == 0 and "(ziti v1.6.20, from GET /version)" in fixed.out
 
 
-def test_auth_policy_that_allows_another_signer_only(lab: Lab, other_idp: object) -> None:
+def test_auth_policy_that_allows_another_signer_only(lab: Lab, other_idp: TestIdp) -> None:
     lab.add_signer("email")
-    other = lab.add_signer("email", name="other", idp=other_idp)  # type: ignore[arg-type]
+    other = lab.add_signer("email", name="other", idp=other_idp)
     policy = lab.state.create_auth_policy(
-        {"name": "only-other", "primary": {"extJwt": {"allowed": True, "allowedSigners": [other]}}, "secondary": {}}
+        {
+            "name": "only-other",
+            "primary": {"extJwt": {"allowed": True, "allowedSigners": [other]}},
+            "secondary": {},
+        }
     )
     lab.mapping = {"preset": "generic", "auth_policy_id": policy.id}
     lab.options = {"signer": "test-idp"}
@@ -112,7 +118,7 @@ def test_missing_auth_policy_and_no_signer(lab: Lab) -> None:
     assert "signer-missing" in found and "auth-policy-missing" in found
     text = lab.doctor().out
     assert "ziti edge create ext-jwt-signer corp '<issuer>' --jwks-endpoint '<jwks-url>'" in text
-    assert '--claims-property email --external-id' in text
+    assert "--claims-property email --external-id" in text
     assert 'set auth_policy_id = "default"' in text
 
 
@@ -136,18 +142,25 @@ def test_brake_and_pause_are_shown(lab: Lab) -> None:
     async def engage() -> None:
         db = Database(str(lab.db_path))
         async with db.transaction(write=True) as conn:
-            await conn.execute(insert(settings).values(
-                key="brake", value={"engaged_at": 1767225600.0, "reason": "12 disable/delete actions within 3600 s"}
-            ))
+            await conn.execute(
+                insert(settings).values(
+                    key="brake",
+                    value={"engaged_at": 1767225600.0, "reason": "12 disable/delete actions within 3600 s"},
+                )
+            )
             await conn.execute(insert(settings).values(key="paused", value=True))
         await db.dispose()
 
     asyncio.run(engage())
     result = lab.doctor()
     assert result.code == 0  # warnings never fail
-    assert ("the mass-deprovision brake is ENGAGED (12 disable/delete actions within 3600 s; "
-            "since 2026-01-01 00:00:00 UTC)") in result.out
-    assert "fix: review what would be removed (ziti-scim audit), then release it: ziti-scim resume" in result.out
+    assert (
+        "the mass-deprovision brake is ENGAGED (12 disable/delete actions within 3600 s; "
+        "since 2026-01-01 00:00:00 UTC)"
+    ) in result.out
+    assert (
+        "fix: review what would be removed (ziti-scim audit), then release it: ziti-scim resume" in result.out
+    )
     assert "provisioning is PAUSED" in result.out
 
 

@@ -15,11 +15,11 @@ BOB = user("bob", "bob@example.com", roles=[{"value": "vpn-users"}])
 
 @pytest.fixture
 def bob_lab(lab: Lab) -> Lab:
-    """The generic preset (externalId = lower-cased primary email), a signer reading 'email', bob provisioned."""
+    """Generic preset (externalId = lower-cased primary email), a signer reading 'email', bob provisioned."""
     lab.add_signer("email")
     lab.add_policy("service", "vpn-dial", ["#vpn-users"])
     lab.add_policy("edge-router", "routers", ["#all"])
-    lab.extra_ids = lab.provision(BOB)  # type: ignore[attr-defined]
+    lab.user_ids = lab.provision(BOB)
     return lab
 
 
@@ -66,7 +66,7 @@ def test_stored_user_whose_provisioning_failed(bob_lab: Lab) -> None:
     code, out, data = explain(bob_lab, token)
     assert code == 1
     assert data["reason"] == "not-provisioned"
-    assert "SCIM user 'dana' (source corp" in out and "has this externalId, but provisioning failed" in out
+    assert "SCIM user 'dana' of source corp" in out and "has this externalId, but provisioning failed" in out
     bob_lab.state.faults.clear()
     assert bob_lab.login(token).status_code == 401
 
@@ -96,7 +96,7 @@ def test_case_difference(bob_lab: Lab) -> None:
 
 def test_disabled_identity(bob_lab: Lab) -> None:
     with bob_lab.scim() as scim:
-        uid = bob_lab.extra_ids[0]  # type: ignore[attr-defined]
+        uid = bob_lab.user_ids[0]
         off = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": False}]}
         assert scim.patch(f"/Users/{uid}", json=off).status_code == 200
     token = bob_lab.idp.token(email="bob@example.com")
@@ -113,7 +113,9 @@ def test_unknown_issuer(bob_lab: Lab, other_idp: TestIdp) -> None:
     code, out, data = explain(bob_lab, token)
     assert code == 1
     assert data["reason"] == "unknown-issuer"
-    assert "no ext-jwt signer has issuer 'https://other-idp.test/' (known issuers: 'https://idp.test/')" in out
+    assert (
+        "no ext-jwt signer has issuer 'https://other-idp.test/' (known issuers: 'https://idp.test/')" in out
+    )
     assert "the token appears to belong to SCIM user 'bob'" in out
     assert "ziti edge create ext-jwt-signer '<name>' https://other-idp.test/" in out
     assert bob_lab.login(token).status_code == 401
@@ -145,7 +147,12 @@ def test_use_external_id_false(bob_lab: Lab) -> None:
     code, out, data = explain(bob_lab, token)
     assert code == 1 and data["reason"] == "use-external-id"
     assert "fix: ziti edge update ext-jwt-signer test-idp --use-external-id" in out
+    assert (
+        "identity 'bob' has externalId 'bob@example.com': it would match if the signer had useExternalId=true"
+        in out
+    )
     assert bob_lab.login(token).status_code == 401
+    assert bob_lab.state.last_auth_failure == "identity not found by id"
 
 
 def test_expired_token_and_wrong_audience(bob_lab: Lab) -> None:
