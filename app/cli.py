@@ -90,31 +90,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 async def _sync(config: Config, dry_run: bool) -> int:
     from app.reconcile import sync
     from app.reconcile.provisioner import Provisioner
-    from app.scim.provider import load_provider
     from app.store.db import Database
-    from app.store.storage import SqlStorage
 
     db = Database(config.database_url)
     await db.migrate()
     provisioner = Provisioner(config, db)
     try:
-        items = await sync.plan(provisioner.reconciler)
-        print(f"{len(items)} change(s) {'would be made' if dry_run else 'to make'}:")
-        for item in items:
-            print("  " + item.describe())
-        if not dry_run and items:
-            storages = {
-                name: SqlStorage(db, load_provider(source.policy), name, provisioner.hooks)
-                for name, source in config.sources.items()
-            }
-            await sync.apply(provisioner.reconciler, items, storages)
-            await provisioner.worker.drain(timeout=600)
-            remaining = await sync.plan(provisioner.reconciler)
-            print(f"after repair: {len(remaining)} difference(s) left")
-            for item in remaining:
-                print("  " + item.describe())
-            return 1 if remaining else 0
-        return 0
+        async with sync.exclusive(db):
+            return await sync.run(provisioner, dry_run=dry_run, report=print)
     finally:
         await provisioner.stop()
         await db.dispose()

@@ -23,13 +23,13 @@ from app.observability.metrics import Metrics, seconds_since
 from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
 from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
+from app.reconcile.sync import LAST_FULL_SYNC
 from app.scim.router import ScimRouter
 from app.store.db import Database
 from app.webhooks.routes import webhook_routes
 from app.ziti.client import ZitiClient
 
 log = logging.getLogger("ziti_scim")
-LAST_FULL_SYNC = "last_full_sync"
 
 
 @dataclass

@@ -58,16 +58,16 @@ async def mixed_reads(target: Target, ids: list[str], stored: int, scale: int) -
 
 def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
     section = results.section("bulk", "4. Bulk create with 8 clients, and memory with 100,000 users stored")
-    count, warmup = (2_000, 50) if quick else (10_000, 100)
-    scale = 100 if quick else 300
+    count, warmup = (1_000, 30) if quick else (10_000, 100)
+    scale = 50 if quick else 300
     section.note(f"{count:,} POST /Users with 8 concurrent clients after {warmup} warm-up creates"
-                 + (" (--quick: 2,000 instead of 10,000)." if quick else "."))
+                 + (" (--quick: 1,000 instead of 10,000)." if quick else "."))
     section.note(f"Memory: the server keeps running after the creates, the database is topped up to {STORED:,} "
                  f"users with bulk SQL, then it serves {3 * scale} GET by id, {3 * scale} userName filters, "
                  f"{scale // 5} list pages of 200 and {scale} creates across the directory; VmRSS and VmHWM (peak) "
                  "come from /proc/<pid>/status of the server process (PostgreSQL's own memory is not included).")
     table = section.table(f"{count:,} creates, 8 clients", ["server", "req/s", "p50 ms", "p99 ms", "errors",
-                                                           "server CPU ms/req", f"RSS after, MB"])
+                                                           "server CPU ms/req", "RSS after, MB"])
     memory = section.table(f"Server memory with {STORED:,} users stored (goal < {RSS_GOAL_MB:.0f} MB)",
                            ["server", "RSS at start, MB", f"RSS with {STORED:,} users, MB", "peak (VmHWM), MB",
                             "goal"])

@@ -1,2 +1,352 @@
-"""placeholder"""
-def run(*a): pass
+"""Section 5: end to end with the controller emulator — SCIM requests in, OpenZiti identities out.
+
+The emulator runs in its own process behind a counting middleware (``bench/emulator_app.py``): every
+controller call is counted by method and path template, and the number of calls in flight at once is
+tracked. Convergence is read from the emulator: an identity counts once it exists with exactly the
+expected role attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bench.common import add_members_body, dumps, external_id, group_body, user_body
+from bench.load import LoadResult, client, run_load, timed
+from bench.procs import Server, Workdir
+from bench.results import Results, Section
+from bench.targets import LABELS, Target, ziti_target
+
+IDENTITIES = "/edge/management/v1/identities"
+AUTHENTICATE = "POST /edge/management/v1/authenticate"
+MAX_BODY = 1024 * 1024
+MAX_IN_FLIGHT = 8
+
+
+class Controller:
+    """The bench's view of the emulator: counters, latency knob, convergence."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.http = httpx.Client(base_url=server.url + "/__bench", timeout=60)
+
+    def reset(self) -> None:
+        self.http.post("/reset").raise_for_status()
+
+    def latency(self, seconds: float) -> None:
+        self.http.post("/latency", json={"seconds": seconds}).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.http.get("/stats").json())
+
+    def expect(self, expected: dict[str, list[str]], add: bool = False) -> None:
+        self.http.post("/expect", params={"add": "1"} if add else None, content=json.dumps(expected)).raise_for_status()
+
+    def converged(self) -> dict[str, int]:
+        return dict(self.http.get("/converged").json())
+
+    def wait_converged(self, timeout: float) -> tuple[float | None, dict[str, int]]:
+        """Poll until every expected identity matches; the time it did (None on timeout)."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            state = self.converged()
+            now = time.perf_counter()
+            if state["matched"] >= state["expected"]:
+                return now, state
+            if now > deadline:
+                return None, state
+            time.sleep(0.05)
+
+    def wait_quiet(self, quiet: float = 1.5, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait until no controller call arrived for ``quiet`` seconds, then return the counters."""
+        deadline = time.perf_counter() + timeout
+        last = self.stats()
+        since = time.perf_counter()
+        while time.perf_counter() < deadline:
+            time.sleep(0.25)
+            stats = self.stats()
+            if stats["total"] != last["total"] or stats["in_flight"]:
+                last, since = stats, time.perf_counter()
+            elif time.perf_counter() - since >= quiet:
+                return stats
+        return last
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def calls(stats: dict[str, Any]) -> tuple[int, int, Counter[str]]:
+    """(controller calls excluding logins, logins, calls by kind)."""
+    by_kind = Counter({k: v for k, v in stats["calls"].items()})
+    logins = by_kind.pop(AUTHENTICATE, 0)
+    return sum(by_kind.values()), logins, by_kind
+
+
+@dataclass
+class Stack:
+    emulator: Server
+    target: Target
+    controller: Controller
+
+    def stop(self) -> None:
+        self.controller.close()
+        self.target.cleanup()
+        self.emulator.stop()
+
+
+def start_stack(db: str, workdir: Workdir, name: str) -> Stack:
+    emulator = Server("emulator", log_name=f"emulator-{name}").start()
+    target = ziti_target(db, workdir, name, "--ziti-url", emulator.url, "--source-kind", "authentik",
+                         "--max-in-flight", str(MAX_IN_FLIGHT))
+    target.start()
+    return Stack(emulator, target, Controller(emulator))
+
+
+def describe(by_kind: Counter[str]) -> str:
+    return ", ".join(f"{kind} ×{count}" for kind, count in by_kind.most_common()) or "none"
+
+
+def _converge_metrics(section: Section, phase: str, began: float, done: float | None, state: dict[str, int],
+                      count: int, unit_name: str, **labels: Any) -> float | None:
+    seconds = (done - began) if done is not None else None
+    section.metric("time_to_converge", seconds, "s", phase=phase, **labels)
+    section.metric("converged", state["matched"], "count", phase=phase, expected=state["expected"], **labels)
+    if seconds:
+        section.metric(f"{unit_name}_per_second", count / seconds, f"{unit_name}/s", phase=phase, **labels)
+    if done is None:
+        section.note(f"{phase}: NOT converged within the timeout ({state['matched']:,} of {state['expected']:,}).")
+    return seconds
+
+
+async def post_users(stack: Stack, prefix: str, count: int, concurrency: int) -> tuple[LoadResult, list[str]]:
+    ids: dict[int, str] = {}
+
+    def create(i: int) -> tuple[str, str, bytes]:
+        return "POST", "/Users", dumps(user_body(prefix, i))
+
+    result = await run_load(stack.target.base, stack.target.headers, create, count, concurrency, expect=(201,),
+                            keep=lambda i, r: ids.__setitem__(i, r.json()["id"]))
+    return result, [ids[i] for i in sorted(ids)]
+
+
+def patch_bodies(member_ids: list[str]) -> list[bytes]:
+    """authentik's one-PATCH-per-group member push, split only if the body would exceed the 1 MiB limit."""
+    bodies: list[bytes] = []
+    chunk = len(member_ids)
+    while True:
+        bodies = [dumps(add_members_body(member_ids[i:i + chunk])) for i in range(0, len(member_ids), chunk)]
+        if all(len(b) <= MAX_BODY for b in bodies):
+            return bodies
+        chunk = (chunk + 1) // 2
+
+
+def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: Any) -> None:
+    count = 1_000 if quick else 5_000
+    section = results.section("e2e", f"5a. End to end: {count:,} users provisioned, unchanged updates, "
+                                     f"{count:,} members added to a group")
+    if quick:
+        section.note("--quick: 1,000 users and a 1,000-member group instead of 5,000.")
+    section.note(f"ziti-scim on {db}, source kind authentik (externalId = authentik's uid), controller emulator "
+                 f"in its own process, [ziti] max_in_flight = {MAX_IN_FLIGHT}. Controller calls are counted at "
+                 "the emulator; logins (POST /authenticate) are counted apart.")
+    section.note("The emulator checks name and externalId uniqueness by scanning all identities (O(n) per "
+                 "create, unlike the real controller's indexes): its own time is reported as 'emulator busy'.")
+    table = section.table("Provisioning", ["phase", "SCIM requests", "SCIM req/s", "p50 ms", "p99 ms",
+                                           "converged in s", "items/s", "controller calls", "calls per item",
+                                           "max in flight", "emulator busy s"])
+    stack = start_stack(db, workdir, "e2e")
+    ctl = stack.controller
+    prefix = "e"
+    try:
+        # -- A: creates ------------------------------------------------------------------------------
+        log(f"  e2e: {count:,} users, 8 clients")
+        ctl.expect({external_id(prefix, i): [] for i in range(count)})
+        ctl.reset()
+        began = time.perf_counter()
+        result, user_ids = asyncio.run(post_users(stack, prefix, count, 8))
+        done, state = ctl.wait_converged(timeout=600)
+        stats = ctl.wait_quiet()
+        total, logins, by_kind = calls(stats)
+        seconds = _converge_metrics(section, "create", began, done, state, count, "users")
+        section.metric("scim_throughput", result.throughput, "req/s", phase="create")
+        section.metric("latency_p50", result.p50, "ms", phase="create")
+        section.metric("latency_p99", result.p99, "ms", phase="create")
+        section.metric("controller_calls", total, "count", phase="create")
+        section.metric("controller_calls_per_create", total / count, "calls", goal=("<=", 1.0), phase="create")
+        section.metric("controller_logins", logins, "count", phase="create")
+        section.metric("max_in_flight", stats["max_in_flight"], "count", goal=("<=", MAX_IN_FLIGHT), phase="create")
+        section.metric("errors", result.errors, "count", phase="create")
+        section.note(f"create: controller calls: {describe(by_kind)}; logins: {logins}.")
+        if result.errors:
+            section.note(f"create: {result.errors} errors, first: {result.first_error}")
+        table.add(f"create {count:,} users (8 clients)", result.count, result.throughput, result.p50, result.p99,
+                  seconds, count / seconds if seconds else None, total, total / count, stats["max_in_flight"],
+                  stats["busy_seconds"])
+
+        # -- B: unchanged PUT ---------------------------------------------------------------------------
+        updates = min(count, 1_000)
+        log(f"  e2e: {updates:,} unchanged PUTs")
+        ctl.reset()
+
+        def put(i: int) -> tuple[str, str, bytes]:
+            return "PUT", f"/Users/{user_ids[i]}", dumps({"id": user_ids[i], **user_body(prefix, i)})
+
+        result = asyncio.run(run_load(stack.target.base, stack.target.headers, put, updates, 8, expect=(200,)))
+        stats = ctl.wait_quiet()
+        total, logins, by_kind = calls(stats)
+        section.metric("scim_throughput", result.throughput, "req/s", phase="unchanged put")
+        section.metric("latency_p50", result.p50, "ms", phase="unchanged put")
+        section.metric("latency_p99", result.p99, "ms", phase="unchanged put")
+        section.metric("controller_calls_per_unchanged_update", total / updates, "calls", goal=("<=", 0.0),
+                       phase="unchanged put")
+        section.metric("errors", result.errors, "count", phase="unchanged put")
+        if total:
+            section.note(f"unchanged PUT: controller calls: {describe(by_kind)}.")
+        table.add(f"PUT {updates:,} unchanged users (8 clients)", result.count, result.throughput, result.p50,
+                  result.p99, None, None, total, total / updates, stats["max_in_flight"], stats["busy_seconds"])
+
+        # -- C: one PATCH adding every user to a group, without and with controller latency ------------------
+        roles: list[str] = []
+        for latency in (0.0, 0.005):
+            name = f"all-users-{int(latency * 1000)}ms"
+            roles.append(name)
+            log(f"  e2e: add {count:,} members to a group in one PATCH (controller latency {latency * 1000:.0f} ms)")
+
+            async def add_group() -> tuple[float, list[int], list[int], int]:
+                async with client(stack.target.base, stack.target.headers) as http:
+                    response = await http.post("/Groups", content=dumps(group_body(name)))
+                    response.raise_for_status()
+                    group_id = response.json()["id"]
+                    bodies = patch_bodies(user_ids)
+                    ctl.reset()
+                    ctl.latency(latency)
+                    began = time.perf_counter()
+                    statuses, sizes = [], []
+                    for body in bodies:
+                        took, response = await timed(http, "PATCH", f"/Groups/{group_id}", body)
+                        statuses.append(response.status_code)
+                        sizes.append(len(body))
+                    return began, statuses, sizes, len(response.content)
+
+            ctl.expect({external_id(prefix, i): roles for i in range(count)})
+            began, statuses, sizes, response_size = asyncio.run(add_group())
+            responded = time.perf_counter()
+            done, state = ctl.wait_converged(timeout=600)
+            stats = ctl.wait_quiet()
+            ctl.latency(0.0)
+            total, logins, by_kind = calls(stats)
+            phase = f"group add, controller latency {latency * 1000:.0f} ms"
+            seconds = _converge_metrics(section, phase, began, done, state, count, "members")
+            section.metric("patch_requests", len(statuses), "count", phase=phase, body_bytes=max(sizes))
+            section.metric("patch_response_time", responded - began, "s", phase=phase)
+            section.metric("patch_response_bytes", response_size, "bytes", phase=phase)
+            section.metric("controller_calls", total, "count", phase=phase)
+            section.metric("controller_calls_per_member", total / count, "calls", phase=phase)
+            section.metric("max_in_flight", stats["max_in_flight"], "count", goal=("<=", MAX_IN_FLIGHT), phase=phase)
+            if any(s != 200 for s in statuses):
+                section.note(f"{phase}: PATCH statuses {statuses}")
+            section.note(f"{phase}: {len(statuses)} PATCH request(s) of {max(sizes) / 1024:,.0f} KiB "
+                         f"({'within' if len(statuses) == 1 else 'split to stay under'} the 1 MiB body limit), "
+                         f"answered in {responded - began:.2f} s with a {response_size / 1024:,.0f} KiB body; "
+                         f"controller calls: {describe(by_kind)}.")
+            table.add(f"PATCH +{count:,} members, controller +{latency * 1000:.0f} ms/call", len(statuses), None,
+                      (responded - began) * 1000, None, seconds, count / seconds if seconds else None, total,
+                      total / count, stats["max_in_flight"], stats["busy_seconds"])
+    finally:
+        stack.stop()
+
+
+def initial_sync(results: Results, db: str, workdir: Workdir, quick: bool, log: Any) -> None:
+    users, groups = (1_000, 20) if quick else (10_000, 200)
+    section = results.section("sync", f"5b. Initial sync shaped like authentik's full sync: {users:,} users, "
+                                      f"{groups} groups")
+    if quick:
+        section.note("--quick: 1,000 users and 20 groups instead of 10,000 and 200.")
+    section.note("One client, sequential requests as authentik's sync task sends them: GET /ServiceProviderConfig, "
+                 "POST every user, then for each group POST /Groups (no members) followed by one PATCH with one "
+                 "add operation per member. Each user is in 2 groups (about "
+                 f"{2 * users // groups:,} members per group). Converged = every identity exists with exactly its "
+                 "2 group names as role attributes.")
+    stack = start_stack(db, workdir, "sync")
+    ctl = stack.controller
+    prefix = "s"
+    membership: dict[int, set[int]] = {g: set() for g in range(groups)}
+    expected: dict[str, list[str]] = {}
+    for i in range(users):
+        mine = {i % groups, (i * 7 + 3) % groups}
+        for g in mine:
+            membership[g].add(i)
+        expected[external_id(prefix, i)] = sorted(f"group-{g:03d}" for g in mine)
+    try:
+        log(f"  sync: {users:,} users, {groups} groups, sequential")
+        ctl.expect(expected)
+        ctl.reset()
+        began = time.perf_counter()
+        cpu = stack.target.server.cpu()
+
+        async def sync() -> tuple[LoadResult, list[float], list[float]]:
+            async with client(stack.target.base, stack.target.headers) as http:
+                (await http.get("/ServiceProviderConfig")).raise_for_status()
+            created, ids = await post_users(stack, prefix, users, 1)
+            group_posts, group_patches = [], []
+            async with client(stack.target.base, stack.target.headers) as http:
+                for g in range(groups):
+                    took, response = await timed(http, "POST", "/Groups", dumps(group_body(f"group-{g:03d}")))
+                    response.raise_for_status()
+                    group_posts.append(took)
+                    for body in patch_bodies([ids[i] for i in sorted(membership[g])]):
+                        took, patched = await timed(http, "PATCH", f"/Groups/{response.json()['id']}", body)
+                        patched.raise_for_status()
+                        group_patches.append(took)
+            return created, group_posts, group_patches
+
+        created, group_posts, group_patches = asyncio.run(sync())
+        scim_done = time.perf_counter()
+        done, state = ctl.wait_converged(timeout=1200)
+        stats = ctl.wait_quiet()
+        server_cpu = stack.target.server.cpu() - cpu
+        total, logins, by_kind = calls(stats)
+        seconds = _converge_metrics(section, "initial sync", began, done, state, users, "users")
+        requests = 1 + users + 2 * groups
+        section.metric("scim_requests", requests, "count")
+        section.metric("scim_phase_seconds", scim_done - began, "s")
+        section.metric("user_post_p50", created.p50, "ms")
+        section.metric("user_post_p99", created.p99, "ms")
+        section.metric("group_patch_median", sorted(group_patches)[len(group_patches) // 2] * 1000, "ms")
+        section.metric("controller_calls", total, "count")
+        section.metric("controller_calls_per_user", total / users, "calls")
+        section.metric("identity_creates", by_kind.get(f"POST {IDENTITIES}", 0), "count")
+        section.metric("identity_patches", by_kind.get(f"PATCH {IDENTITIES}/{{id}}", 0), "count")
+        section.metric("max_in_flight", stats["max_in_flight"], "count", goal=("<=", MAX_IN_FLIGHT))
+        section.metric("server_cpu_per_user", server_cpu / users * 1000, "ms")
+        section.metric("emulator_busy", stats["busy_seconds"], "s")
+        table = section.table("Initial sync", ["metric", "value"])
+        table.add("SCIM requests (sequential)", requests)
+        table.add("time for the SCIM requests, s", scim_done - began)
+        table.add("time until every identity converged, s", seconds)
+        table.add("users converged per second", users / seconds if seconds else None)
+        table.add("POST /Users p50 / p99, ms", f"{created.p50:.1f} / {created.p99:.1f}")
+        table.add("group member PATCH median, ms", sorted(group_patches)[len(group_patches) // 2] * 1000)
+        table.add("controller calls (without logins)", total)
+        table.add("controller calls per user", total / users)
+        table.add("  identity creates / patches", f"{by_kind.get(f'POST {IDENTITIES}', 0):,} / "
+                                                   f"{by_kind.get(f'PATCH {IDENTITIES}/{{id}}', 0):,}")
+        table.add("max controller calls in flight", stats["max_in_flight"])
+        table.add("ziti-scim server CPU per user, ms", server_cpu / users * 1000)
+        table.add("emulator busy, s", stats["busy_seconds"])
+        section.note(f"controller calls: {describe(by_kind)}; logins: {logins}.")
+    finally:
+        stack.stop()
+
+
+def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
+    db = databases[0]
+    log(f"  e2e on {LABELS['ziti-' + db]}")
+    provisioning(results, db, workdir, quick, log)
+    initial_sync(results, db, workdir, quick, log)

@@ -13,15 +13,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+from contextlib import asynccontextmanager
+
+from sqlalchemy import select, text, update
 
 from app.mapping import MappingError, map_user
 from app.reconcile.desired import read_user_state
 from app.reconcile.reconciler import Reconciler, is_ours, observed_fields, target_fields
+from app.reconcile.safety import write_setting
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE
+from app.scim.provider import load_provider
+from app.store.db import Database
 from app.store.storage import SqlStorage
 from app.store.tables import provisioning, resources
 from app.ziti.filters import ziti_filter_tag_eq
+
+if TYPE_CHECKING:
+    from app.reconcile.provisioner import Provisioner
 
 Action = Literal["create", "patch", "enable", "disable", "delete-orphan", "disable-orphan", "unmappable"]
 
@@ -42,6 +52,24 @@ class PlanItem:
         return f"{self.action:<15} {who}{target}" + (f"  [{changes}]" if changes else "") + (
             f"  {self.detail}" if self.detail else ""
         )
+
+
+SYNC_LOCK = 0x5A17_5C13
+"""The PostgreSQL advisory lock key a full sync holds, so that replicas never run two at once."""
+
+
+@asynccontextmanager
+async def exclusive(db: Database) -> AsyncIterator[None]:
+    """Hold the full-sync lock (PostgreSQL advisory lock; SQLite has a single process)."""
+    if db.is_sqlite:
+        yield
+        return
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SYNC_LOCK})
+        try:
+            yield
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SYNC_LOCK})
 
 
 async def plan(reconciler: Reconciler) -> list[PlanItem]:
@@ -147,3 +175,32 @@ async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict
                 .values(**values)
             )
             await storage_for[item.source].mark_dirty(conn, [item.user_id])
+
+
+LAST_FULL_SYNC = "last_full_sync"
+
+
+async def run(provisioner: Provisioner, *, dry_run: bool, report: Callable[[str], None]) -> int:
+    """Plan, print, and (unless ``dry_run``) repair; 0 when nothing is left to repair."""
+    reconciler = provisioner.reconciler
+    items = await plan(reconciler)
+    report(f"{len(items)} change(s) {'would be made' if dry_run else 'to make'}:")
+    for item in items:
+        report("  " + item.describe())
+    if dry_run:
+        return 0
+    if items:
+        storages = {
+            name: SqlStorage(reconciler.db, load_provider(source.policy), name, provisioner.hooks)
+            for name, source in provisioner.config.sources.items()
+        }
+        await apply(reconciler, items, storages)
+        await provisioner.worker.drain(timeout=600)
+        remaining = await plan(reconciler)
+        report(f"after repair: {len(remaining)} difference(s) left")
+        for item in remaining:
+            report("  " + item.describe())
+        if remaining:
+            return 1
+    await write_setting(reconciler.db, LAST_FULL_SYNC, time.time())
+    return 0

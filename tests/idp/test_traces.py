@@ -9,6 +9,7 @@ deleted (signer: ``claimsProperty`` of the source's preset, ``useExternalId: tru
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -267,7 +268,7 @@ def test_okta_sequence(make_stack: StackFactory) -> None:
 
 def test_every_trace_file_is_replayed() -> None:
     """The sequences above name every trace in ../shared/traces (a new trace must get a step)."""
-    source_text = open(__file__).read()
+    source_text = Path(__file__).read_text()
     for folder in ("authentik", "zitadel", "asgardeo", "entra-okta"):
         for name, _ in load(folder):
             assert name in source_text, f"trace {folder}/{name} is not replayed"

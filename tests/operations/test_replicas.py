@@ -1,0 +1,94 @@
+"""Issue 5 acceptance 5: two ziti-scim processes on one PostgreSQL share the work without losing an
+update or creating a duplicate identity."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.ziti.emulator import EmulatorThread
+from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
+from tests.support.configfile import command, environment, write_config
+from tests.support.live import free_port
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+USERS = 30
+
+
+@pytest.fixture
+def replicas(emulator: EmulatorThread, postgres_url: str, source_name: str, tmp_path: Path) -> Iterator[list[str]]:
+    env = environment(source_name, TOKEN, ADMIN_PASSWORD)
+    processes, urls = [], []
+    for index in range(2):
+        port = free_port()
+        config = write_config(tmp_path / f"replica{index}.toml", database_url=postgres_url, source=source_name,
+                              ziti_url=emulator.url, port=port)
+        processes.append(subprocess.Popen(command("serve", "--config", str(config)), env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        for url in urls:
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "replica did not start"
+                time.sleep(0.1)
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+@pytest.mark.postgres
+def test_two_processes_on_one_postgres(replicas: list[str], emulator: EmulatorThread) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
+
+    async def scenario() -> dict[str, str]:
+        clients = [httpx.AsyncClient(base_url=f"{url}/scim/v2", headers=headers, timeout=60) for url in replicas]
+        try:
+            created = await asyncio.gather(*(
+                clients[i % 2].post("/Users", json={"schemas": [USER], "userName": f"r{i}",
+                                                    "emails": [{"value": f"r{i}@example.com"}]})
+                for i in range(USERS)
+            ))
+            assert all(r.status_code == 201 for r in created)
+            ids = {f"r{i}@example.com": r.json()["id"] for i, r in enumerate(created)}
+            # Both processes change the same users concurrently; each user's last write must win.
+            for round_ in range(3):
+                await asyncio.gather(*(
+                    clients[(i + round_) % 2].patch(f"/Users/{uid}", json={"schemas": [PATCH], "Operations": [
+                        {"op": "replace", "path": "roles", "value": [{"value": f"round-{round_}"}]}]})
+                    for i, uid in enumerate(ids.values())
+                ))
+            return ids
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    ids = asyncio.run(scenario())
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=f"{replicas[0]}/scim/v2", headers=headers, timeout=30) as scim:
+        while True:
+            states = [scim.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] for uid in ids.values()]
+            if all(state == "synced" for state in states):
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.2)
+    for external_id in ids:
+        matches = [i for i in emulator.state.identities.values() if i.external_id == external_id]
+        assert len(matches) == 1, f"{external_id}: {len(matches)} identities"
+        assert matches[0].role_attributes == ["round-2"], (external_id, matches[0].role_attributes)
