@@ -118,6 +118,7 @@ def is_reference(value: str) -> bool:
         or value.startswith(("/run/secrets/", "/", "./", "deploy/", "${"))
         or bool(_ENV_NAME.match(value))
         or bool(_PLACEHOLDER.match(value))
+        or value.lower() in ("true", "false", "yes", "no", "null", "~")
     )
 
 
