@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from app.config import Config, ConfigError, PolicyConfig, SourceConfig, ZitiConfig, hash_token, read_config
+from app.diagnostics.cli import register as register_diagnostics
 
 DEMO_SOURCE = "demo"
 
@@ -23,7 +24,11 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
 
     logs.configure(json_logs=config.json_logs)
     uvicorn.run(
-        create_app(config), host=host or config.host, port=port or config.port, log_config=None, access_log=False
+        create_app(config),
+        host=host or config.host,
+        port=port or config.port,
+        log_config=None,
+        access_log=False,
     )
     return 0
 
@@ -32,9 +37,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(read_config(args.config), args.host, args.port)
 
 
-def demo_config(database: str, token: str, ziti_url: str | None = None, admin_password: str | None = None) -> Config:
+def demo_config(
+    database: str, token: str, ziti_url: str | None = None, admin_password: str | None = None
+) -> Config:
     """Embedded defaults: SQLite in a local file, one generic source, and the built-in controller emulator."""
-    source = SourceConfig(name=DEMO_SOURCE, kind="generic", token_hashes=(hash_token(token),), policy=PolicyConfig())
+    source = SourceConfig(
+        name=DEMO_SOURCE, kind="generic", token_hashes=(hash_token(token),), policy=PolicyConfig()
+    )
     ziti = ZitiConfig(url=ziti_url, username="admin", password=admin_password)
     return Config(database_url=database, sources={DEMO_SOURCE: source}, ziti=ziti)
 
@@ -73,11 +82,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  controller emulator : {ziti}  (admin / {password})\n\n"
         "Create a user; it becomes an OpenZiti identity whose externalId is its primary email:\n"
         f"  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' \\\n"
-        f"       -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"alice\","
-        f"\"emails\":[{{\"value\":\"alice@example.com\",\"primary\":true}}]}}' {base}/Users\n"
+        f'       -d \'{{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice",'
+        f'"emails":[{{"value":"alice@example.com","primary":true}}]}}\' {base}/Users\n'
         "See the identity on the controller:\n"
-        f"  S=$(curl -s -H 'Content-Type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}' \\\n"
-        f"       '{ziti}/authenticate?method=password' | python3 -c 'import sys,json;print(json.load(sys.stdin)[\"data\"][\"token\"])')\n"
+        f"  S=$(curl -s -H 'Content-Type: application/json' \\\n"
+        f"       -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}' \\\n"
+        f"       '{ziti}/authenticate?method=password' \\\n"
+        "       | python3 -c 'import sys,json;print(json.load(sys.stdin)[\"data\"][\"token\"])')\n"
         f"  curl -s -H \"zt-session: $S\" '{ziti}/identities?filter=externalId%3D%22alice@example.com%22'\n",
         flush=True,
     )
@@ -137,9 +148,12 @@ async def _with_db(config: Config, action: str, args: argparse.Namespace) -> int
                     print(json.dumps(row))
                 else:
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["at"]))
-                    print(f"{stamp}Z {row['source']:<12} {row['action']:<8} {row['outcome']:<8} "
-                          f"user={row['user_name'] or row['user_id']} identity={row['identity_id'] or '-'} "
-                          f"request={row['request_id'] or '-'} {row['operation'] or ''} {row['error'] or ''}".rstrip())
+                    print(
+                        f"{stamp}Z {row['source']:<12} {row['action']:<8} {row['outcome']:<8} "
+                        f"user={row['user_name'] or row['user_id']} identity={row['identity_id'] or '-'} "
+                        f"request={row['request_id'] or '-'} {row['operation'] or ''} "
+                        f"{row['error'] or ''}".rstrip()
+                    )
         return 0
     finally:
         await db.dispose()
@@ -161,7 +175,9 @@ def cmd_db_action(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ziti-scim", description="SCIM 2.0 provisioning bridge for OpenZiti")
+    parser = argparse.ArgumentParser(
+        prog="ziti-scim", description="SCIM 2.0 provisioning bridge for OpenZiti"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the service from a configuration file")
@@ -174,14 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--token", help="bearer token to accept (default: a random one, printed)")
     demo.add_argument("--database", default="ziti-scim-demo.db", help="SQLite file (default: %(default)s)")
-    demo.add_argument("--ziti-port", type=int, default=1280, help="controller emulator port (default: %(default)s)")
+    demo.add_argument(
+        "--ziti-port", type=int, default=1280, help="controller emulator port (default: %(default)s)"
+    )
     demo.add_argument("--admin-password", help="emulator admin password (default: random, printed)")
     demo.set_defaults(func=cmd_demo)
 
     emulator = commands.add_parser("emulator", help="run the OpenZiti controller emulator alone")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=1280)
-    emulator.add_argument("--admin-password", help="admin password (default: $ZITI_SCIM_EMULATOR_PASSWORD or random)")
+    emulator.add_argument(
+        "--admin-password", help="admin password (default: $ZITI_SCIM_EMULATOR_PASSWORD or random)"
+    )
     emulator.add_argument("--spec", help="management.yml to validate request bodies against")
     emulator.set_defaults(func=cmd_emulator)
 
@@ -190,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.set_defaults(func=cmd_sync)
 
-    for name, text in (("pause", "stop provisioning (SCIM writes are still accepted and stored)"),
-                       ("resume", "resume provisioning and release the mass-deprovision brake")):
+    for name, text in (
+        ("pause", "stop provisioning (SCIM writes are still accepted and stored)"),
+        ("resume", "resume provisioning and release the mass-deprovision brake"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--config", help="TOML configuration (default: $ZITI_SCIM_CONFIG)")
         command.set_defaults(func=cmd_db_action)
@@ -203,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=200)
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.set_defaults(func=cmd_db_action)
+
+    register_diagnostics(commands)
     return parser
 
 

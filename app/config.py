@@ -93,7 +93,7 @@ class Config:
 
 
 SECRET_OPTIONS = ("webhook_secret", "authentik_token", "zitadel_token")
-"""Source options that hold secrets; each can come from ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>`` instead of the file."""
+"""Source options holding secrets; each may come from ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>`` instead."""
 
 
 def _env_key(name: str, suffix: str) -> str:
@@ -131,7 +131,9 @@ def _source(name: str, raw: dict[str, Any], env: dict[str, str]) -> SourceConfig
             raise ConfigError(f"sources.{name}: a bearer token must have at least 16 characters")
     hashes += [hash_token(token) for token in clear]
     policy_raw = raw.get("policy", {})
-    policy = PolicyConfig(**{k: str(v) for k, v in policy_raw.items() if k in PolicyConfig.__dataclass_fields__})
+    policy = PolicyConfig(
+        **{k: str(v) for k, v in policy_raw.items() if k in PolicyConfig.__dataclass_fields__}
+    )
     unknown_keys = set(policy_raw) - set(PolicyConfig.__dataclass_fields__)
     if unknown_keys:
         raise ConfigError(f"sources.{name}.policy: unknown keys {sorted(unknown_keys)}")

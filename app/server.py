@@ -9,13 +9,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from app.config import Config, hash_token
 from app.observability import audit
@@ -118,17 +119,23 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
 
     async def admin_audit(request: Request) -> JSONResponse:
         if not _admin_allowed(config, request):
-            return JSONResponse({"detail": "admin token required"}, status_code=401,
-                                headers={"WWW-Authenticate": 'Bearer realm="ziti-scim-admin"'})
+            return JSONResponse(
+                {"detail": "admin token required"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="ziti-scim-admin"'},
+            )
         try:
             limit = min(max(int(request.query_params.get("count", 100)), 1), 1000)
             offset = max(int(request.query_params.get("startIndex", 1)), 1) - 1
             since = float(request.query_params["since"]) if "since" in request.query_params else None
         except ValueError:
             return JSONResponse({"detail": "count, startIndex and since must be numbers"}, status_code=400)
-        rows = await audit.read(db, since=since, user=request.query_params.get("user"), limit=limit, offset=offset)
-        return JSONResponse({"startIndex": offset + 1, "itemsPerPage": len(rows), "entries": rows,
-                             "generatedAt": time.time()})
+        rows = await audit.read(
+            db, since=since, user=request.query_params.get("user"), limit=limit, offset=offset
+        )
+        return JSONResponse(
+            {"startIndex": offset + 1, "itemsPerPage": len(rows), "entries": rows, "generatedAt": time.time()}
+        )
 
     app = Starlette(
         routes=[
@@ -136,7 +143,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route("/admin/audit", admin_audit),
-            Mount("/scim", app=scim),
+            Mount("/scim", app=cast(ASGIApp, scim)),
             *webhook_routes(config, db, scim),
         ],
         lifespan=lifespan,

@@ -76,19 +76,21 @@ async def run_load(
     keep: Callable[[int, httpx.Response], Any] | None = None,
     warmup: int = 0,
     start: int = 0,
+    deadline: float | None = None,
 ) -> LoadResult:
     """Send requests ``make(start + warmup .. start + warmup + count - 1)``; the first ``warmup`` are not measured.
 
     ``keep(index, response)`` is called for every measured response (e.g. to collect created ids).
+    No new request starts after ``deadline`` (a ``time.perf_counter()`` value), if given.
     """
     clients = [client(base_url, headers) for _ in range(concurrency)]
     try:
         if warmup:
-            await _drive(clients, make, range(start, start + warmup), expect, None, None)
+            await _drive(clients, make, range(start, start + warmup), expect, None, None, None)
         latencies: list[float] = []
         result = LoadResult(latencies=latencies, elapsed=0.0)
         began = time.perf_counter()
-        await _drive(clients, make, range(start + warmup, start + warmup + count), expect, result, keep)
+        await _drive(clients, make, range(start + warmup, start + warmup + count), expect, result, keep, deadline)
         result.elapsed = time.perf_counter() - began
         return result
     finally:
@@ -102,11 +104,14 @@ async def _drive(
     expect: tuple[int, ...],
     result: LoadResult | None,
     keep: Callable[[int, httpx.Response], Any] | None,
+    deadline: float | None,
 ) -> None:
     iterator = iter(indices)
 
     async def worker(http: httpx.AsyncClient) -> None:
         for index in iterator:
+            if deadline is not None and time.perf_counter() > deadline:
+                return
             method, url, body = make(index)
             began = time.perf_counter()
             response = await http.request(method, url, content=body)

@@ -7,6 +7,7 @@ markdown rendering next to it (``latest.md`` for ``latest.json``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -27,6 +28,11 @@ SECTIONS: dict[str, Callable[..., None]] = {
     "e2e": s5_e2e.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def loadavg() -> float:
+    """The 1-minute load average: other work on the machine shows here (2 cores: above ~2 means contention)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def log(message: str) -> None:
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             if not databases:
                 return 2
         machine["postgresql"] = version
+    machine["loadavg_1m_at_start"] = loadavg()
     results = Results(mode="quick" if args.quick else "full", databases=databases, machine=machine)
     workdir = Workdir()
     began = time.perf_counter()
@@ -62,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             log(f"section {name} ...")
             section_began = time.perf_counter()
+            known = len(results.sections)
+            load_before = loadavg()
             try:
                 section_run(results, databases, workdir, args.quick, log)
             except Exception:  # noqa: BLE001 - one broken section must not lose the others' numbers
@@ -70,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"section {name} FAILED:\n{error}")
                 results.section(f"{name}-error", f"{name}: failed").note(error.strip().splitlines()[-1])
             log(f"section {name} done in {time.perf_counter() - section_began:.0f} s")
-            for section in results.sections:
-                if section.id.split("-")[0] == name:
-                    _print_section(section)
+            for section in results.sections[known:]:
+                section.loadavg = [load_before, loadavg()]
+                section.seconds = time.perf_counter() - section_began
+            for section in results.sections[known:]:
+                _print_section(section)
     finally:
         workdir.cleanup()
     results.duration = time.perf_counter() - began
+    results.machine["loadavg_1m_at_end"] = loadavg()
     results.write_json(args.out)
     args.out.with_suffix(".md").write_text(results.markdown())
     log(f"wrote {args.out} and {args.out.with_suffix('.md')} ({results.duration:.0f} s)")

@@ -74,7 +74,7 @@ async def measure_target(target: Target, plan: Plan) -> dict[tuple[str, int], Lo
 
 def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
     section = results.section("crud", "1. SCIM operations: ziti-scim vs scim2-server's in-memory reference")
-    plan = Plan(requests=200 if quick else 1000, warmup=20 if quick else 50)
+    plan = Plan(requests=100 if quick else 500, warmup=10 if quick else 50)
     section.note(f"{plan.requests} measured requests per cell after {plan.warmup} warm-up requests; each client is "
                  "an httpx.AsyncClient with one keep-alive connection; the server runs in its own process.")
     section.note("ziti-scim runs here without a [ziti] controller (SCIM storage only, the same work as the "

@@ -48,7 +48,7 @@ async def measure(target: Target, seeded: Seeded, size: int, requests: int, warm
 def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
     section = results.section("growth", "2. Lookups as the directory grows (SQLite)")
     sizes = [1_000, 10_000, 100_000]
-    requests, warmup = (100, 10) if quick else (400, 40)
+    requests, warmup = (60, 10) if quick else (400, 40)
     section.note(f"{requests} requests per cell, 1 client, random existing users; median (p50) and p99 latency. "
                  "Users are seeded straight into the tables (bulk SQL, same rows as the storage writes).")
     section.note("The list page is informative: SCIM's totalResults needs a COUNT over the source's users, which "

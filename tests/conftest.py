@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +24,28 @@ def _postgres_available() -> bool:
 
     async def probe() -> bool:
         try:
-            connection = await asyncpg.connect(PG_ADMIN_URL.replace("postgresql://", "postgres://"), timeout=3)
+            connection = await asyncpg.connect(
+                PG_ADMIN_URL.replace("postgresql://", "postgres://"), timeout=3
+            )
         except (OSError, asyncpg.PostgresError):
             return False
         await connection.close()
         return True
 
     return asyncio.run(probe())
+
+
+def _admin(statement: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
 
 
 def _create_database(name: str) -> str:
@@ -49,22 +65,40 @@ def _create_database(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A migrated PostgreSQL database for this test session; skipped without PostgreSQL, except on CI."""
+def postgres_template() -> str:
+    """A migrated PostgreSQL database that every test copies; skipped without PostgreSQL, except on CI."""
     if not _postgres_available():
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL on 127.0.0.1:5432 is required on CI")
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    url = _create_database(f"ziti_scim_test_{os.getpid()}")
-    database = Database(url)
-    asyncio.run(_migrate_and_dispose(database))
-    return url
+    name = f"ziti_scim_tpl_{os.getpid()}"
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    url = _create_database(name)
+    asyncio.run(_migrate_and_dispose(Database(url)))
+    return name
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test (a copy of the template)."""
+    name = f"ziti_scim_t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("db") / "store.db"
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "store.db"
     asyncio.run(_migrate_and_dispose(Database(str(path))))
+    return path
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite file for one test (a copy of the template)."""
+    path = tmp_path / "store.db"
+    shutil.copyfile(sqlite_template, path)
     return str(path)
 
 
@@ -73,10 +107,32 @@ async def _migrate_and_dispose(database: Database) -> None:
     await database.dispose()
 
 
+@pytest.fixture(scope="session")
+def postgres_shared(postgres_template: str) -> str:
+    name = f"ziti_scim_shared_{os.getpid()}"
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def sqlite_shared(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("shared") / "store.db"
+    shutil.copyfile(sqlite_template, path)
+    return str(path)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest) -> str:
-    """Both databases, each already migrated."""
+    """A fresh migrated database of each kind, for tests whose state spans sources (provisioning)."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_database_url(request: pytest.FixtureRequest) -> str:
+    """One migrated database of each kind for the whole session; tests isolate by source."""
+    name = "sqlite_shared" if request.param == "sqlite" else "postgres_shared"
     return str(request.getfixturevalue(name))
 
 

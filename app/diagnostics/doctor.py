@@ -19,7 +19,14 @@ from app.diagnostics.controller import ControllerFacts, Unreachable, gather, ope
 from app.diagnostics.findings import Findings, Severity
 from app.diagnostics.role_checks import check_provisioning, check_roles
 from app.diagnostics.source_checks import check_auth_policy, check_signer
-from app.diagnostics.store import StoredUser, StoreUnavailable, load_users, open_existing, read_setting
+from app.diagnostics.store import (
+    StoredUser,
+    StoreUnavailable,
+    load_users,
+    open_existing,
+    read_setting,
+    read_settings_like,
+)
 from app.reconcile.settings import SourceSettings, source_settings
 from app.ziti.client import ZitiClient
 
@@ -124,26 +131,37 @@ def brake_engaged(value: Any) -> bool:
     return True
 
 
+def _brake_details(brake: Any) -> str:
+    if not isinstance(brake, dict):
+        return ""
+    parts = []
+    if brake.get("reason"):
+        parts.append(str(brake["reason"]))
+    if brake.get("engaged_at") is not None:
+        parts.append(f"since {_when(brake['engaged_at'])}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 async def _check_store_flags(findings: Findings, db: Any) -> None:
-    brake = await read_setting(db, BRAKE_KEY)
-    if brake_engaged(brake):
-        details = ""
-        if isinstance(brake, dict):
-            parts = []
-            if brake.get("reason"):
-                parts.append(str(brake["reason"]))
-            if brake.get("engaged_at") is not None:
-                parts.append(f"since {_when(brake['engaged_at'])}")
-            details = f" ({'; '.join(parts)})" if parts else ""
+    """The brake rows of :mod:`app.reconcile.safety`: ``brake:<source>`` per source (``brake`` for all)."""
+    brakes = await read_settings_like(db, BRAKE_KEY)
+    engaged = {
+        key: value
+        for key, value in sorted(brakes.items())
+        if (key == BRAKE_KEY or key.startswith(BRAKE_KEY + ":")) and brake_engaged(value)
+    }
+    for key, value in engaged.items():
+        whose = f" of source {key.split(':', 1)[1]}" if ":" in key else ""
         findings.add(
             Severity.WARN,
             "safety",
-            f"the mass-deprovision brake is ENGAGED{details}: disable/delete actions are held, not lost",
+            f"the mass-deprovision brake{whose} is ENGAGED{_brake_details(value)}: disable/delete actions "
+            "are held, not lost",
             "review what would be removed (ziti-scim audit), then release it: ziti-scim resume",
             code="brake-engaged",
         )
-    else:
-        findings.add(Severity.OK, "safety", "the mass-deprovision brake is not engaged", code="brake-off")
+    if not engaged:
+        findings.add(Severity.OK, "safety", "no mass-deprovision brake is engaged", code="brake-off")
     if await read_setting(db, PAUSED_KEY):
         findings.add(
             Severity.WARN,

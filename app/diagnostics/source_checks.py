@@ -117,6 +117,13 @@ def judge_signer(
     return SignerVerdict(signer, tuple(problems), tuple(commands))
 
 
+def allowed_signer_ids(facts: ControllerFacts, policy_id: str) -> list[str]:
+    """``primary.extJwt.allowedSigners`` of the auth policy (empty: any signer, or no such policy)."""
+    policy = facts.auth_policy(policy_id) or {}
+    ext = (policy.get("primary") or {}).get("extJwt") or {}
+    return [str(s) for s in ext.get("allowedSigners") or []]
+
+
 def check_signer(
     findings: Findings,
     source: SourceConfig,
@@ -162,6 +169,9 @@ def check_signer(
         judge_signer(s, expectation, facts, source.name, settings.mapping.external_id) for s in candidates
     ]
     good = [v for v in verdicts if v.ok]
+    # prefer a signer the source's auth policy admits (an empty allowedSigners admits every signer)
+    admitted = allowed_signer_ids(facts, settings.mapping.auth_policy_id)
+    good.sort(key=lambda v: bool(admitted) and str(v.signer.get("id")) not in admitted)
     if good:
         signer = good[0].signer
         prop = str(signer.get("claimsProperty"))

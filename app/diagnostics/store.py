@@ -132,6 +132,20 @@ async def read_setting(db: Database, key: str) -> Any | None:
     return row.value if row is not None else None
 
 
+async def read_settings_like(db: Database, prefix: str) -> dict[str, Any]:
+    """``{key: value}`` of the settings whose key starts with ``prefix``."""
+    try:
+        async with db.engine.connect() as conn:
+            rows = await conn.execute(
+                select(settings.c.key, settings.c.value).where(
+                    settings.c.key.startswith(prefix, autoescape=True)
+                )
+            )
+            return {row.key: row.value for row in rows}
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreUnavailable(_describe(error)) from error
+
+
 def _describe(error: SQLAlchemyError | OSError) -> str:
     text = str(getattr(error, "orig", None) or error).splitlines()[0]
     if "no such table" in text or "does not exist" in text:

@@ -18,8 +18,9 @@ from typing import Any, Literal, cast
 from app.mapping.errors import MappingConfigError, PathSyntaxError
 from app.mapping.scim_path import AttrPath, parse_path
 from app.mapping.template import Template, parse_template
+from app.resources import schemas_dir
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "schemas" / "mappings"
+PRESET_DIR = schemas_dir() / "mappings"
 DEFAULT_PRESET = "generic"
 RESERVED_ROLE_PREFIXES = ("#", "@")  # ziti-api.md §3.3/§6: rejected by the controller
 

@@ -44,7 +44,9 @@ async def read(
     if since is not None:
         query = query.where(audit.c.at >= since)
     if user:
-        query = query.where((audit.c.user_id == user) | (audit.c.user_name == user) | (audit.c.identity_id == user))
+        query = query.where(
+            (audit.c.user_id == user) | (audit.c.user_name == user) | (audit.c.identity_id == user)
+        )
     async with db.transaction() as conn:
         return [dict(row._mapping) for row in await conn.execute(query)]
 

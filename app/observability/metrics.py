@@ -36,23 +36,31 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.pending = Gauge("ziti_scim_pending_users", "Users waiting to be converged", registry=self.registry)
+        self.pending = Gauge(
+            "ziti_scim_pending_users", "Users waiting to be converged", registry=self.registry
+        )
         self.since_full_sync = Gauge(
             "ziti_scim_seconds_since_last_full_sync",
             "Seconds since the last successful full sync (-1 if never)",
             registry=self.registry,
         )
         self.brake = Gauge(
-            "ziti_scim_brake_engaged", "Sources whose mass-deprovision brake holds destructive actions",
+            "ziti_scim_brake_engaged",
+            "Sources whose mass-deprovision brake holds destructive actions",
             registry=self.registry,
         )
         self.paused = Gauge("ziti_scim_paused", "1 while provisioning is paused", registry=self.registry)
         self.rate_limited = Counter(
-            "ziti_scim_rate_limited_total", "Requests refused with 429, by source", ["source"], registry=self.registry
+            "ziti_scim_rate_limited_total",
+            "Requests refused with 429, by source",
+            ["source"],
+            registry=self.registry,
         )
 
     def controller_call(self, method: str, path: str, status: int | None, seconds: float) -> None:
-        self.controller_latency.labels(method, path, str(status) if status is not None else "error").observe(seconds)
+        self.controller_latency.labels(method, path, str(status) if status is not None else "error").observe(
+            seconds
+        )
 
     async def render(self, refresh: Callable[[], Awaitable[None]] | None = None) -> bytes:
         if refresh is not None:

@@ -30,7 +30,12 @@ class ProvisioningHooks:
         self.is_sqlite = is_sqlite
 
     async def admit(
-        self, conn: AsyncConnection, source: str, user_id: str, document: dict[str, Any], groups: list[dict[str, Any]]
+        self,
+        conn: AsyncConnection,
+        source: str,
+        user_id: str,
+        document: dict[str, Any],
+        groups: list[dict[str, Any]],
     ) -> None:
         settings = self.settings[source]
         refs = [GroupRef(id=g["value"], display_name=g.get("display") or "") for g in groups]
@@ -69,8 +74,12 @@ class ProvisioningHooks:
             .values(external_id=None)
         )
 
-    async def view(self, conn: AsyncConnection, source: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
-        pending = exists().where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id))
+    async def view(
+        self, conn: AsyncConnection, source: str, user_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        pending = exists().where(
+            and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)
+        )
         query = select(
             provisioning.c.user_id,
             provisioning.c.identity_id,

@@ -39,7 +39,11 @@ async def read_user_state(conn: AsyncConnection, source: str, user_id: str) -> U
             .order_by(group.c.pk)
         )
         for group_id, data, external_id in await conn.execute(query):
-            groups.append(GroupRef(id=group_id, display_name=str(data.get("displayName") or ""), external_id=external_id))
+            groups.append(
+                GroupRef(
+                    id=group_id, display_name=str(data.get("displayName") or ""), external_id=external_id
+                )
+            )
     record = (
         await conn.execute(
             select(provisioning).where(provisioning.c.source == source, provisioning.c.user_id == user_id)

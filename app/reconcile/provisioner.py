@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from app.config import Config, ConfigError
+from app.observability.metrics import Metrics
 from app.reconcile import queue
 from app.reconcile.admission import ProvisioningHooks
-from app.observability.metrics import Metrics
 from app.reconcile.reconciler import Reconciler
 from app.reconcile.safety import BrakeConfig, Safety
 from app.reconcile.settings import SourceSettings, source_settings
@@ -33,7 +33,8 @@ def ziti_client(
         credentials = PasswordCredentials(ziti.username, ziti.password)
     else:
         raise ConfigError(
-            "[ziti] needs a password (password_env / password_file) or a client certificate (cert_file, key_file)"
+            "[ziti] needs a password (password_env / password_file) "
+            "or a client certificate (cert_file, key_file)"
         )
     return ZitiClient(
         ziti.url,

@@ -12,8 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, or_, select, update
-
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.store.db import Database
@@ -38,7 +37,7 @@ def backoff(attempts: int, *, base: float = 1.0, rng: random.Random | None = Non
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
-def _claimable(now: float) -> object:
+def _claimable(now: float) -> ColumnElement[bool]:
     return or_(dirty.c.claimed_until.is_(None), dirty.c.claimed_until < now)
 
 

@@ -29,8 +29,8 @@ from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
 from app.observability import audit
 from app.observability.metrics import Metrics
 from app.reconcile import queue
-from app.reconcile.safety import Held, Safety
 from app.reconcile.desired import UserState, read_user_state
+from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE, SourceSettings
 from app.store.db import Database
 from app.store.tables import provisioning
@@ -113,7 +113,9 @@ def is_ours(identity: dict[str, Any], source: str, user_id: str) -> bool:
 
 
 def _transient(error: BaseException) -> bool:
-    return isinstance(error, ZitiUnavailable | ZitiRateLimited | ZitiOutcomeUnknown | ZitiUnauthorized | OSError)
+    return isinstance(
+        error, ZitiUnavailable | ZitiRateLimited | ZitiOutcomeUnknown | ZitiUnauthorized | OSError
+    )
 
 
 class Reconciler:
@@ -136,7 +138,9 @@ class Reconciler:
         # One lock per user being converged in this process; entries vanish when nobody holds them.
         self.held: dict[tuple[str, str], queue.Claim] = {}
         """The claims being worked on, whose leases the worker renews."""
-        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -172,29 +176,38 @@ class Reconciler:
             return "busy"
         return await self.converge_claimed(claim)
 
-    async def _audit(self, action: str, outcome: str, identity_id: str | None = None, error: str | None = None) -> None:
+    async def _audit(self, action: str, identity_id: str | None, outcome: str, error: str | None = None) -> None:
         context = _CONTEXT.get()
         if context is None:
             return
-        await audit.record(self.db, [
-            audit.AuditEntry(
-                source=context.claim.source,
-                user_id=context.claim.user_id,
-                user_name=context.user_name,
-                request_id=context.request_id,
-                operation=context.operation,
-                identity_id=identity_id,
-                action=action,
-                outcome=outcome,
-                error=error,
-            )
-        ])
+        await audit.record(
+            self.db,
+            [
+                audit.AuditEntry(
+                    source=context.claim.source,
+                    user_id=context.claim.user_id,
+                    user_name=context.user_name,
+                    request_id=context.request_id,
+                    operation=context.operation,
+                    identity_id=identity_id,
+                    action=action,
+                    outcome=outcome,
+                    error=error,
+                )
+            ],
+        )
         if self.metrics is not None and outcome == "done":
             self.metrics.controller_actions.labels(action).inc()
         log.info(
             "controller action",
-            extra={"source": context.claim.source, "user_id": context.claim.user_id, "action": action,
-                   "identity_id": identity_id, "outcome": outcome, "request_id": context.request_id},
+            extra={
+                "source": context.claim.source,
+                "user_id": context.claim.user_id,
+                "action": action,
+                "identity_id": identity_id,
+                "outcome": outcome,
+                "request_id": context.request_id,
+            },
         )
 
     async def _act(self, action: str, identity_id: str | None, call: Awaitable[Any]) -> Any:
@@ -213,7 +226,8 @@ class Reconciler:
                 raise
         try:
             result = await call
-            await self._audit(action, "done", identity_id if identity_id else result if isinstance(result, str) else None)
+            created = result if isinstance(result, str) else None
+            await self._audit(action, identity_id or created, "done")
             return result
         finally:
             if destructive:
@@ -245,7 +259,7 @@ class Reconciler:
             return "synced"
         except Held as error:
             await self._record_failure(source, user_id, str(error), failed=False)
-            await self._audit(context.attempt[0] if context.attempt else "none", "held", None, str(error))
+            await self._audit(*self._attempted(context), "held", str(error))
             log.warning("user %s/%s held: %s", source, user_id, error)
             return "held"
         except Permanent as error:
@@ -316,7 +330,9 @@ class Reconciler:
         )
         for name in names:
             try:
-                identity_id = await self._act("create", None, self.client.create_identity({**body, "name": name}))
+                identity_id = await self._act(
+                    "create", None, self.client.create_identity({**body, "name": name})
+                )
             except ZitiDuplicate as error:
                 if error.field == "name":
                     continue
@@ -326,7 +342,9 @@ class Reconciler:
             return Applied(identity_id, {**fields, "disabled": False})
         raise Permanent(f"identity name {desired.name!r} is taken by an identity ziti-scim does not manage")
 
-    async def _claim_existing(self, settings: SourceSettings, user_id: str, desired: DesiredIdentity) -> Applied:
+    async def _claim_existing(
+        self, settings: SourceSettings, user_id: str, desired: DesiredIdentity
+    ) -> Applied:
         """An identity already has this externalId: ours (a lost create), a deleted user's, or unmanaged."""
         found = await self.client.find_identities_by_external_id(desired.external_id)
         if not found:
@@ -359,28 +377,40 @@ class Reconciler:
                 return name
         return None
 
-    async def _update(self, settings: SourceSettings, user_id: str, current: Applied, target: dict[str, Any]) -> None:
+    async def _update(
+        self, settings: SourceSettings, user_id: str, current: Applied, target: dict[str, Any]
+    ) -> None:
         fields = current.fields
         diff = {k: target[k] for k in FIELDS if k != "name" and fields.get(k) != target[k]}
         base = target["name"]
         same_name = fields.get("name") in set(candidate_names(base, MAX_NAME_SUFFIX))
         if not same_name:
-            name = await self._free_name(base, current.identity_id, settings.mapping.name_conflict == "suffix")
+            name = await self._free_name(
+                base, current.identity_id, settings.mapping.name_conflict == "suffix"
+            )
             if name is None:
-                raise Permanent(f"identity name {base!r} is taken by another identity (name_conflict = refuse)")
+                raise Permanent(
+                    f"identity name {base!r} is taken by another identity (name_conflict = refuse)"
+                )
             diff["name"] = name
         if "externalId" in diff:
             holders = await self.client.find_identities_by_external_id(target["externalId"])
             if any(h.get("id") != current.identity_id for h in holders):
                 raise Permanent(f"externalId {target['externalId']!r} is already used by another identity")
         if diff:
-            await self._act("patch", current.identity_id, self.client.patch_identity(current.identity_id, diff))
+            await self._act(
+                "patch", current.identity_id, self.client.patch_identity(current.identity_id, diff)
+            )
             fields.update(diff)
         if bool(fields.get("disabled")) != target["disabled"]:
             if target["disabled"]:
-                await self._act("disable", current.identity_id, self.client.disable_identity(current.identity_id))
+                await self._act(
+                    "disable", current.identity_id, self.client.disable_identity(current.identity_id)
+                )
             else:
-                await self._act("enable", current.identity_id, self.client.enable_identity(current.identity_id))
+                await self._act(
+                    "enable", current.identity_id, self.client.enable_identity(current.identity_id)
+                )
             fields["disabled"] = target["disabled"]
 
     async def _deprovision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
@@ -392,7 +422,12 @@ class Reconciler:
             except ZitiNotFound:
                 identity = None
             if identity is not None and not is_ours(identity, settings.name, user_id):
-                log.warning("identity %s is no longer tagged for %s/%s: left untouched", identity_id, settings.name, user_id)
+                log.warning(
+                    "identity %s is no longer tagged for %s/%s: left untouched",
+                    identity_id,
+                    settings.name,
+                    user_id,
+                )
             elif identity is not None and settings.on_delete == "disable":
                 if not identity.get("disabled"):
                     await self._act("disable", identity_id, self.client.disable_identity(identity_id))
@@ -404,10 +439,14 @@ class Reconciler:
                     )
                 return
             elif identity is not None:
-                await self._act("delete", identity_id, self.client.delete_identity(identity_id, missing_ok=True))
+                await self._act(
+                    "delete", identity_id, self.client.delete_identity(identity_id, missing_ok=True)
+                )
         async with self.db.transaction(write=True) as conn:
             await conn.execute(
-                delete(provisioning).where(provisioning.c.source == settings.name, provisioning.c.user_id == user_id)
+                delete(provisioning).where(
+                    provisioning.c.source == settings.name, provisioning.c.user_id == user_id
+                )
             )
 
     # -- bookkeeping ---------------------------------------------------------------------------------
@@ -415,7 +454,9 @@ class Reconciler:
     def _upsert(self) -> Any:
         return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(provisioning)
 
-    async def _record_success(self, source: str, user_id: str, current: Applied, target: dict[str, Any]) -> None:
+    async def _record_success(
+        self, source: str, user_id: str, current: Applied, target: dict[str, Any]
+    ) -> None:
         values = {
             "identity_id": current.identity_id,
             "state": "synced",

@@ -35,7 +35,9 @@ def release_key(source: str) -> str:
 async def engaged_brakes(db: Database) -> dict[str, dict[str, Any]]:
     """The engaged brakes, by source (each source has its own: one IdP's mistake is held on its own)."""
     async with db.transaction() as conn:
-        rows = await conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("brake:%")))
+        rows = await conn.execute(
+            select(settings.c.key, settings.c.value).where(settings.c.key.like("brake:%"))
+        )
         return {key.split(":", 1)[1]: value for key, value in rows}
 
 
@@ -53,7 +55,9 @@ class Held(Exception):
 
 async def read_setting(db: Database, key: str) -> Any:
     async with db.transaction() as conn:
-        return (await conn.execute(select(settings.c.value).where(settings.c.key == key))).scalar_one_or_none()
+        return (
+            await conn.execute(select(settings.c.value).where(settings.c.key == key))
+        ).scalar_one_or_none()
 
 
 async def write_setting(db: Database, key: str, value: Any) -> None:
@@ -63,7 +67,9 @@ async def write_setting(db: Database, key: str, value: Any) -> None:
             return
         insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(settings)
         await conn.execute(
-            insert.values(key=key, value=value).on_conflict_do_update(index_elements=["key"], set_={"value": value})
+            insert.values(key=key, value=value).on_conflict_do_update(
+                index_elements=["key"], set_={"value": value}
+            )
         )
 
 
@@ -81,7 +87,11 @@ async def resume(db: Database) -> dict[str, dict[str, Any]]:
                     await conn.execute(
                         select(func.count())
                         .select_from(provisioning)
-                        .join(dirty, (dirty.c.source == provisioning.c.source) & (dirty.c.user_id == provisioning.c.user_id))
+                        .join(
+                            dirty,
+                            (dirty.c.source == provisioning.c.source)
+                            & (dirty.c.user_id == provisioning.c.user_id),
+                        )
                         .where(provisioning.c.source == source, provisioning.c.last_error.like("%brake%"))
                     )
                 ).scalar_one()
@@ -120,7 +130,7 @@ class Safety:
         return value if isinstance(value, dict) else None
 
     async def acquire_destructive(self, source: str, action: str) -> None:
-        """Reserve one destructive action, or raise :class:`Held` (engaging the brake if this one trips it)."""
+        """Reserve one destructive action, or raise :class:`Held` (engaging the brake if it trips)."""
         async with self._lock:
             if await self.brake(source) is not None:
                 raise Held("held by the mass-deprovision brake (ziti-scim resume releases it)")
@@ -133,7 +143,9 @@ class Safety:
             async with self.db.transaction() as conn:
                 done = (
                     await conn.execute(
-                        select(func.count()).select_from(audit).where(
+                        select(func.count())
+                        .select_from(audit)
+                        .where(
                             audit.c.source == source,
                             audit.c.at >= since,
                             audit.c.action.in_(DESTRUCTIVE),
@@ -150,13 +162,17 @@ class Safety:
                 ).scalar_one()
             count = max(0, int(done) + self._reserved + 1 - allowance)
             share = count / managed if managed else 1.0
-            if count > self.config.max_count or (count > self.config.min_count and share > self.config.max_share):
+            if count > self.config.max_count or (
+                count > self.config.min_count and share > self.config.max_share
+            ):
                 reason = (
                     f"{count} disable/delete actions within {int(self.config.window)} s "
                     f"({share:.0%} of {managed} managed identities)"
                 )
                 await write_setting(
-                    self.db, brake_key(source), {"engaged_at": time.time(), "reason": reason, "action": action}
+                    self.db,
+                    brake_key(source),
+                    {"engaged_at": time.time(), "reason": reason, "action": action},
                 )
                 self._cache.pop(brake_key(source), None)
                 raise Held(f"mass-deprovision brake engaged: {reason}")

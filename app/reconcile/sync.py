@@ -10,12 +10,10 @@ disabled per their source's policy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select, text, update
 
@@ -49,8 +47,10 @@ class PlanItem:
         who = f"{self.source}/{self.user_id}" if self.user_id else self.source
         changes = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in self.changes.items())
         target = f" identity {self.identity_id}" if self.identity_id else ""
-        return f"{self.action:<15} {who}{target}" + (f"  [{changes}]" if changes else "") + (
-            f"  {self.detail}" if self.detail else ""
+        return (
+            f"{self.action:<15} {who}{target}"
+            + (f"  [{changes}]" if changes else "")
+            + (f"  {self.detail}" if self.detail else "")
         )
 
 
@@ -86,7 +86,9 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
             user_ids = [
                 row.id
                 for row in await conn.execute(
-                    select(resources.c.id).where(resources.c.source == source, resources.c.resource_type == "User")
+                    select(resources.c.id).where(
+                        resources.c.source == source, resources.c.resource_type == "User"
+                    )
                 )
             ]
         for user_id in user_ids:
@@ -96,18 +98,24 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
             try:
                 desired = map_user(state.document, list(state.groups), settings.mapping).identity
             except MappingError as error:
-                items.append(PlanItem("unmappable", source, user_id, None, detail=f"{error.attribute}: {error.detail}"))
+                items.append(
+                    PlanItem("unmappable", source, user_id, None, detail=f"{error.attribute}: {error.detail}")
+                )
                 continue
             target = target_fields(desired)
             disabled = state.document.get("active") is False
             record = state.provisioning or {}
             identity = managed.get(record.get("identity_id") or "")
             if identity is None or not is_ours(identity, source, user_id):
-                items.append(PlanItem("create", source, user_id, None, detail=f"externalId {desired.external_id!r}"))
+                items.append(
+                    PlanItem("create", source, user_id, None, detail=f"externalId {desired.external_id!r}")
+                )
                 continue
             claimed.add(identity["id"])
             observed = observed_fields(identity)
-            changes = {k: (observed[k], target[k]) for k in target if k != "name" and observed[k] != target[k]}
+            changes = {
+                k: (observed[k], target[k]) for k in target if k != "name" and observed[k] != target[k]
+            }
             applied_name = ((record.get("applied") or {}).get("fields") or {}).get("name")
             if observed["name"] != applied_name and observed["name"] != target["name"]:
                 changes["name"] = (observed["name"], applied_name or target["name"])
@@ -119,18 +127,18 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
         if identity_id in claimed:
             continue
         tags = identity.get("tags") or {}
-        settings = reconciler.settings.get(str(tags.get(TAG_SOURCE)))
-        if settings is None:
+        owner = reconciler.settings.get(str(tags.get(TAG_SOURCE)))
+        if owner is None:
             continue  # managed for a source this configuration does not serve: not ours to judge
         user = str(tags.get(TAG_ID))
         async with db.transaction() as conn:
-            state = await read_user_state(conn, settings.name, user)
+            state = await read_user_state(conn, owner.name, user)
         if state.document is not None:
             continue  # the user exists but points at another identity: its own item covers it
-        action: Action = "delete-orphan" if settings.on_delete == "delete" else "disable-orphan"
+        action: Action = "delete-orphan" if owner.on_delete == "delete" else "disable-orphan"
         if action == "disable-orphan" and identity.get("disabled"):
             continue
-        items.append(PlanItem(action, settings.name, user, identity_id, detail=str(identity.get("name"))))
+        items.append(PlanItem(action, owner.name, user, identity_id, detail=str(identity.get("name"))))
     return items
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 from app.observability import audit
 from app.reconcile import queue
@@ -20,7 +21,12 @@ log = logging.getLogger("ziti_scim.reconcile")
 
 class Worker:
     def __init__(
-        self, reconciler: Reconciler, *, batch: int = 64, poll: float = 1.0, audit_retention_days: float = 90.0
+        self,
+        reconciler: Reconciler,
+        *,
+        batch: int = 64,
+        poll: float = 1.0,
+        audit_retention_days: float = 90.0,
     ) -> None:
         self.reconciler = reconciler
         self.audit_retention_days = audit_retention_days
@@ -49,11 +55,11 @@ class Worker:
                 log.exception("lease renewal failed; retrying")
 
     async def stop(self) -> None:
-        for task in (self._task, self._renewer):
-            if task is not None:
-                task.cancel()
+        for loop_task in (self._task, self._renewer):
+            if loop_task is not None:
+                loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await loop_task
         self._task = self._renewer = None
         for task in list(self._inflight):
             task.cancel()
@@ -63,8 +69,8 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
-    def _spawn(self, coroutine: object) -> asyncio.Task[Outcome]:
-        task: asyncio.Task[Outcome] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
+        task = asyncio.ensure_future(coroutine)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return task

@@ -21,7 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from scim2_models import Context, PatchOp, ResourceType, ResponseParameters, ScimPolicy
+from scim2_models import (
+    Context,
+    PatchOp,
+    ResourceType,
+    ResponseParameters,
+    ScimPolicy,
+    SearchRequest,
+    UniquenessException,
+)
 from scim2_models.path import AttrPath, CompareOperator, Comparison, ValuePath
 from scim2_server.conditions import Conditions
 from scim2_server.handler import AsyncScimHandler
@@ -136,6 +144,25 @@ class ZitiScimHandler(AsyncScimHandler):
         response = await super().handle(request)
         with_empty_members(response.body, request.query)
         return response
+
+    async def create(self, request: ScimRequest) -> ScimResponse:
+        if self.service.quirks.unique_group_names:
+            with self.service.provider:
+                target = self.service.route(request, Operation.create)
+                resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+                payload = self.service.decode_body(request.body, request.header("Content-Type"))
+            if resource_type.name == "Group" and isinstance(payload, dict):
+                await self._refuse_duplicate_group(resource_type, payload)
+        return await super().create(request)
+
+    async def _refuse_duplicate_group(self, resource_type: ResourceType, payload: dict[str, Any]) -> None:
+        """409 for a second group of the same name (checked before the insert: not race-proof)."""
+        name = next((v for k, v in payload.items() if k.lower() == "displayname"), None)
+        if isinstance(name, str):
+            query = {"filter": f"displayName eq {json.dumps(name)}", "count": 1}
+            search = SearchRequest[Any].model_validate(query)
+            if (await self.storage.search([resource_type], search)).total:
+                raise UniquenessException(detail=f"a group named {name!r} already exists")
 
     async def replace(self, request: ScimRequest) -> ScimResponse:
         if not self.service.quirks.partial_put:

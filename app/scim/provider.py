@@ -7,7 +7,6 @@ what the models accept and what the store keeps.
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,10 @@ from typing import Any
 from scim2_models import ResourceType, Schema, ScimPolicy, ScimProvider, ServiceProviderConfig
 
 from app.config import PolicyConfig
+from app.resources import schemas_dir
 
 ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 ENTERPRISE_EXTENSION = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-
-
-def schemas_dir() -> Path:
-    """``$ZITI_SCIM_SCHEMAS``, or the ``schemas/`` folder beside the package."""
-    configured = os.environ.get("ZITI_SCIM_SCHEMAS")
-    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "schemas"
 
 
 @cache

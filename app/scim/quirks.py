@@ -15,7 +15,10 @@ normalised here, before validation, and only for the kinds that need it (researc
 * ``authentik`` (authentik.md §1, §3): every compatibility mode already works on the standard paths; the
   ``sfdc`` mode's ``/ServiceProviderConfigs`` is served by the router for every source.
 
-Source options override the defaults of the kind: ``partial_put``, ``raw_token``, ``group_patch_no_content``.
+Every IdP kind refuses a second Group with the same ``displayName`` (409): Entra and Asgardeo find groups
+by name, and authentik links a duplicate POST to the existing group through the filter lookup
+(``unique_group_names``). Source options override the defaults of the kind: ``partial_put``,
+``raw_token``, ``group_patch_no_content``, ``unique_group_names``.
 Every normaliser is idempotent: it may run twice on the same payload (partial PUT merges, then validates).
 """
 
@@ -56,6 +59,7 @@ class Quirks:
     partial_put: bool = False
     raw_token: bool = False
     group_patch_no_content: bool = False
+    unique_group_names: bool = False
 
     # -- resources (POST / PUT bodies) --------------------------------------------------------
 
@@ -66,7 +70,8 @@ class Quirks:
         if not isinstance(payload, dict):
             return payload
         result = dict(payload)
-        if self.default_active and creating and core_schema.endswith(":User") and _key(result, "active") is None:
+        is_user = core_schema.endswith(":User")
+        if self.default_active and creating and is_user and _key(result, "active") is None:
             result["active"] = True
         schemas_key = _key(result, "schemas")
         if self.fill_schemas and (schemas_key is None or result[schemas_key] in ([], None)):
@@ -158,8 +163,8 @@ def _complex_values(value: Any) -> Any:
 
 _KINDS: dict[str, Quirks] = {
     "generic": Quirks(),
-    "authentik": Quirks(kind="authentik"),
-    "zitadel": Quirks(kind="zitadel"),
+    "authentik": Quirks(kind="authentik", unique_group_names=True),
+    "zitadel": Quirks(kind="zitadel", unique_group_names=True),
     "asgardeo": Quirks(
         kind="asgardeo",
         fill_schemas=True,
@@ -169,6 +174,7 @@ _KINDS: dict[str, Quirks] = {
         unquoted_filters=True,
         partial_put=True,
         raw_token=True,
+        unique_group_names=True,
     ),
     "entra": Quirks(
         kind="entra",
@@ -176,10 +182,11 @@ _KINDS: dict[str, Quirks] = {
         drop_unknown_schemas=True,
         unquoted_filters=True,
         group_patch_no_content=True,
+        unique_group_names=True,
     ),
-    "okta": Quirks(kind="okta", raw_token=True, group_patch_no_content=True),
+    "okta": Quirks(kind="okta", raw_token=True, group_patch_no_content=True, unique_group_names=True),
 }
-_OVERRIDABLE = ("partial_put", "raw_token", "group_patch_no_content")
+_OVERRIDABLE = ("partial_put", "raw_token", "group_patch_no_content", "unique_group_names")
 
 
 def quirks_for(source: SourceConfig) -> Quirks:

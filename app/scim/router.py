@@ -38,6 +38,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("ziti_scim.scim")
 
 WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete}
+PLURAL_SPC = "/ServiceProviderConfigs"
 DISCOVERY = {
     Operation.service_provider_config,
     Operation.resource_types,
@@ -179,6 +180,9 @@ class ScimRouter:
         if scope["type"] == "lifespan":
             await self.discovery.serve_lifespan(receive, send)
             return
+        if scope["path"].endswith(PLURAL_SPC):
+            # authentik's sfdc compatibility mode asks for the plural form (authentik.md §1).
+            scope = {**scope, "path": scope["path"][: -len(PLURAL_SPC)] + "/ServiceProviderConfig"}
         app = self.discovery
         request = ScimRequest(
             method=scope["method"],

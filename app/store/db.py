@@ -37,7 +37,11 @@ def database_url(url_or_path: str) -> str:
     if "://" not in url_or_path:
         return f"sqlite+aiosqlite:///{Path(url_or_path).expanduser().resolve()}"
     url = make_url(url_or_path)
-    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+    driver = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+    }
     if url.drivername in driver:
         url = url.set(drivername=driver[url.drivername])
     return url.render_as_string(hide_password=False)

@@ -97,14 +97,17 @@ class Dialect:
         return expr if self.is_sqlite else expr.collate("C")
 
     def json_scalar(self, doc: ColumnElement[Any], path: list[str], kind: Kind) -> ColumnElement[Any]:
-        node = doc[tuple(path)] if len(path) > 1 else doc[path[0]]
+        node: Any = doc[tuple(path)] if len(path) > 1 else doc[path[0]]
+        result: ColumnElement[Any]
         if kind is bool:
-            return node.as_boolean()
-        if kind is int:
-            return node.as_integer()
-        if kind is float:
-            return node.as_float()
-        return node.as_string()
+            result = node.as_boolean()
+        elif kind is int:
+            result = node.as_integer()
+        elif kind is float:
+            result = node.as_float()
+        else:
+            result = node.as_string()
+        return result
 
     def elements(self, doc: ColumnElement[Any], path: list[str]) -> TableValuedAlias:
         """The values of a JSON array as rows with ``value`` and ``idx`` columns."""
@@ -151,7 +154,7 @@ class Elements:
         self.primary = primary
 
     def exists(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
-        query = select(literal_column("1"))
+        query: Any = select(literal_column("1"))
         if self.source is not None:
             query = query.select_from(self.source)
         return exists(query.where(self.owner, condition))
@@ -184,7 +187,7 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         self.terms = 0
         # Set while translating the inner filter of a value path: the element being tested.
         self.element: Elements | None = None
-        self.element_model: type[BaseModel] | None = None
+        self.element_model: type[Any] | None = None
 
     # -- attribute addressing ---------------------------------------------------------------
 
@@ -196,7 +199,10 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
                 host, rest = [ext_urn], urn[len(ext_urn) + 1 :]
                 break
         else:
-            host, rest = [], urn[len(self.core_urn) + 1 :] if urn.lower().startswith(self.core_urn.lower()) else urn
+            host, rest = (
+                [],
+                urn[len(self.core_urn) + 1 :] if urn.lower().startswith(self.core_urn.lower()) else urn,
+            )
         head, _, sub = rest.partition(".")
         return host, head, sub or None
 
@@ -245,7 +251,7 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
             return self.element.columns(head if sub is None else sub, kind)
         row = self.row
         if not host and sub is None:
-            column = {"id": row.c.id, "externalId": row.c.external_id}.get(head)
+            column: ColumnElement[Any] | None = {"id": row.c.id, "externalId": row.c.external_id}.get(head)
             if column is not None:
                 return column
         if not host and head == "meta":
@@ -253,7 +259,7 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
                 "created": row.c.created,
                 "lastModified": row.c.last_modified,
                 "resourceType": row.c.resource_type,
-                "version": literal("W/\"") + type_coerce(row.c.version, String()) + literal('"'),
+                "version": literal('W/"') + type_coerce(row.c.version, String()) + literal('"'),
             }.get(sub or "")
         return self.dialect.json_scalar(row.c.data, [*host, head] + ([sub] if sub else []), kind)
 
@@ -350,12 +356,21 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         self, binding: AttributeBinding, op: CompareOperator, value: Any, kind: Kind, folded: bool
     ) -> ColumnElement[bool]:
         host, head, sub = self._names(binding)
-        if not host and head == "emails" and sub == "value" and isinstance(value, str) and op in (
-            CompareOperator.eq,
-            CompareOperator.ne,
+        if (
+            not host
+            and head == "emails"
+            and sub == "value"
+            and isinstance(value, str)
+            and op
+            in (
+                CompareOperator.eq,
+                CompareOperator.ne,
+            )
         ):
             # The indexed shortcut for the e-mail lookups IdPs make.
-            hit = self.row.c.pk.in_(select(emails.c.owner_pk).where(emails.c.value_ci == fold(value)))
+            hit: ColumnElement[bool] = self.row.c.pk.in_(
+                select(emails.c.owner_pk).where(emails.c.value_ci == fold(value))
+            )
             return hit if op is CompareOperator.eq else not_(hit)
         elements = self._elements(host, head)
         column = elements.columns(sub, kind)
@@ -379,8 +394,11 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
             if column is None:
                 return elements.exists(true())
             return elements.exists(self._present(column, kind))
-        if self.element is None and binding.sub_field_name is None and binding.field_type is not None and (
-            isinstance(binding.field_type, type) and issubclass(binding.field_type, BaseModel)
+        if (
+            self.element is None
+            and binding.sub_field_name is None
+            and binding.field_type is not None
+            and (isinstance(binding.field_type, type) and issubclass(binding.field_type, BaseModel))
         ):
             # A complex attribute is stored only when one of its sub-attributes is present.
             return self.dialect.json_scalar(self.row.c.data, [*host, head], str).is_not(None)
@@ -410,9 +428,9 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         elements = self._elements(host, head)
         element_type = binding.field_type
         self.element = elements
-        self.element_model = element_type if isinstance(element_type, type) and issubclass(
-            element_type, BaseModel
-        ) else None
+        self.element_model = (
+            element_type if isinstance(element_type, type) and issubclass(element_type, BaseModel) else None
+        )
         try:
             if self.element_model is None:
                 return elements.exists(self._scalar_element_filter(node.val_filter, binding))

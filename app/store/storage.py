@@ -27,7 +27,7 @@ from scim2_models import (
     UniquenessException,
 )
 from scim2_server.storage import AsyncScimStorage, SearchPage
-from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
@@ -90,14 +90,21 @@ class UserHooks(Protocol):
     """What the provisioning stage adds to user writes and reads, inside the SCIM transaction."""
 
     async def admit(
-        self, conn: AsyncConnection, source: str, user_id: str, document: dict[str, Any], groups: list[dict[str, Any]]
+        self,
+        conn: AsyncConnection,
+        source: str,
+        user_id: str,
+        document: dict[str, Any],
+        groups: list[dict[str, Any]],
     ) -> None:
         """Check a user's new state can be provisioned (raise a SCIMException to refuse the write)."""
 
     async def release(self, conn: AsyncConnection, source: str, user_id: str) -> None:
         """The user is being deleted."""
 
-    async def view(self, conn: AsyncConnection, source: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def view(
+        self, conn: AsyncConnection, source: str, user_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
         """Server-managed attributes to show on each user (the ziti extension's readOnly ones)."""
 
 
@@ -108,7 +115,9 @@ ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 class SqlStorage(AsyncScimStorage):
     """Users and Groups of one source, in SQLite or PostgreSQL."""
 
-    def __init__(self, db: Database, provider: ScimProvider, source: str, hooks: UserHooks | None = None) -> None:
+    def __init__(
+        self, db: Database, provider: ScimProvider, source: str, hooks: UserHooks | None = None
+    ) -> None:
         self.db = db
         self.provider = provider
         self.source = source
@@ -164,7 +173,9 @@ class SqlStorage(AsyncScimStorage):
         user_name = document.get("userName")
         display_name = document.get("displayName")
         return {
-            "user_name_ci": fold(user_name) if isinstance(user_name, str) and resource_type == "User" else None,
+            "user_name_ci": fold(user_name)
+            if isinstance(user_name, str) and resource_type == "User"
+            else None,
             "display_name_ci": fold(display_name) if isinstance(display_name, str) else None,
             "external_id": document.get("externalId"),
             "data": document,
@@ -188,21 +199,35 @@ class SqlStorage(AsyncScimStorage):
         request_id, operation = REQUEST.get()
         for start in range(0, len(ids), CHUNK):
             rows = [
-                {"source": self.source, "user_id": user_id, "generation": 1, "due_at": now, "attempts": 0,
-                 "request_id": request_id, "operation": operation}
+                {
+                    "source": self.source,
+                    "user_id": user_id,
+                    "generation": 1,
+                    "due_at": now,
+                    "attempts": 0,
+                    "request_id": request_id,
+                    "operation": operation,
+                }
                 for user_id in ids[start : start + CHUNK]
             ]
             statement = self._insert(dirty).values(rows)
             statement = statement.on_conflict_do_update(
                 index_elements=["source", "user_id"],
-                set_={"generation": dirty.c.generation + 1, "due_at": now, "attempts": 0,
-                      "request_id": request_id, "operation": operation},
+                set_={
+                    "generation": dirty.c.generation + 1,
+                    "due_at": now,
+                    "attempts": 0,
+                    "request_id": request_id,
+                    "operation": operation,
+                },
             )
             await conn.execute(statement)
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _members(self, conn: AsyncConnection, group_pks: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    async def _members(
+        self, conn: AsyncConnection, group_pks: Sequence[int]
+    ) -> dict[int, list[dict[str, Any]]]:
         found: dict[int, list[dict[str, Any]]] = {pk: [] for pk in group_pks}
         member = resources.alias("member")
         for start in range(0, len(group_pks), CHUNK):
@@ -219,7 +244,9 @@ class SqlStorage(AsyncScimStorage):
                 found[group_pk].append(entry)
         return found
 
-    async def _groups(self, conn: AsyncConnection, user_pks: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    async def _groups(
+        self, conn: AsyncConnection, user_pks: Sequence[int]
+    ) -> dict[int, list[dict[str, Any]]]:
         found: dict[int, list[dict[str, Any]]] = {pk: [] for pk in user_pks}
         group = resources.alias("owner_group")
         for start in range(0, len(user_pks), CHUNK):
@@ -243,7 +270,10 @@ class SqlStorage(AsyncScimStorage):
             return True
         name = attribute.lower()
         if response_parameters.attributes:
-            return any(str(path).lower().split(".")[0].split(":")[-1] == name for path in response_parameters.attributes)
+            return any(
+                str(path).lower().split(".")[0].split(":")[-1] == name
+                for path in response_parameters.attributes
+            )
         if response_parameters.excluded_attributes:
             return not any(str(path).lower() == name for path in response_parameters.excluded_attributes)
         return True
@@ -257,7 +287,9 @@ class SqlStorage(AsyncScimStorage):
         user_groups = await self._groups(conn, users) if wants_refs and users else {}
         managed: dict[str, dict[str, Any]] = {}
         if self.hooks is not None and users:
-            managed = await self.hooks.view(conn, self.source, [row.id for row in rows if row.resource_type == "User"])
+            managed = await self.hooks.view(
+                conn, self.source, [row.id for row in rows if row.resource_type == "User"]
+            )
         result = []
         for row in rows:
             document = dict(row.data)
@@ -288,7 +320,7 @@ class SqlStorage(AsyncScimStorage):
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
         async with self.db.transaction() as conn:
-            row = await self._row(conn, resource_type.name, resource_id)
+            row = await self._row(conn, str(resource_type.name), resource_id)
             attribute = "members" if row.resource_type == "Group" else "groups"
             (resource,) = await self._resources(conn, [row], self._wants(response_parameters, attribute))
             return resource
@@ -300,13 +332,15 @@ class SqlStorage(AsyncScimStorage):
         *,
         position: Any = None,
     ) -> SearchPage:
-        models = {resource_type.name: self._model(resource_type) for resource_type in resource_types}
+        models = {str(resource_type.name): self._model(resource_type) for resource_type in resource_types}
         scim_filter = search_request.filter.ast if search_request.filter is not None else None
         condition = and_(
             resources.c.source == self.source, where_clause(scim_filter, models, resources, self.dialect)
         )
         async with self.db.transaction() as conn:
-            total = (await conn.execute(select(func.count()).select_from(resources).where(condition))).scalar_one()
+            total = (
+                await conn.execute(select(func.count()).select_from(resources).where(condition))
+            ).scalar_one()
             count = search_request.count
             if count == 0:
                 return SearchPage(total=total, resources=[])
@@ -322,7 +356,9 @@ class SqlStorage(AsyncScimStorage):
             rows = (await conn.execute(query)).all()
             return SearchPage(total=total, resources=await self._resources(conn, rows))
 
-    def _ordering(self, search_request: SearchRequest[Any], models: dict[str, type[Resource[Any]]]) -> list[Any]:
+    def _ordering(
+        self, search_request: SearchRequest[Any], models: dict[str, type[Resource[Any]]]
+    ) -> list[Any]:
         keys: list[tuple[str, ColumnElement[Any]]] = []
         for name, model in models.items():
             key = Translator(model, resources, self.dialect).sort_key(search_request.sort_binding(model))
@@ -379,7 +415,9 @@ class SqlStorage(AsyncScimStorage):
         gone = list(present)
         for start in range(0, len(gone), CHUNK):
             await conn.execute(
-                delete(members).where(members.c.group_pk == group_pk, members.c.member_pk.in_(gone[start : start + CHUNK]))
+                delete(members).where(
+                    members.c.group_pk == group_pk, members.c.member_pk.in_(gone[start : start + CHUNK])
+                )
             )
         return present
 
@@ -396,7 +434,8 @@ class SqlStorage(AsyncScimStorage):
         await self._delete_members(conn, group_pk, removed)
         if added:
             await conn.execute(
-                insert(members), [{"group_pk": group_pk, "member_pk": pk, "display": wanted[pk]} for pk in added]
+                insert(members),
+                [{"group_pk": group_pk, "member_pk": pk, "display": wanted[pk]} for pk in added],
             )
         for pk, display in wanted.items():
             if pk in current and current[pk] != display:
@@ -410,10 +449,14 @@ class SqlStorage(AsyncScimStorage):
     async def _write_emails(self, conn: AsyncConnection, owner_pk: int, document: dict[str, Any]) -> None:
         await conn.execute(delete(emails).where(emails.c.owner_pk == owner_pk))
         values = {
-            fold(email["value"]) for email in document.get("emails", []) if isinstance(email.get("value"), str)
+            fold(email["value"])
+            for email in document.get("emails", [])
+            if isinstance(email.get("value"), str)
         }
         if values:
-            await conn.execute(insert(emails), [{"owner_pk": owner_pk, "value_ci": value} for value in values])
+            await conn.execute(
+                insert(emails), [{"owner_pk": owner_pk, "value_ci": value} for value in values]
+            )
 
     def _user_ids_of(self, member_pks: Iterable[int]) -> Select[Any]:
         pks = list(member_pks)
@@ -425,7 +468,7 @@ class SqlStorage(AsyncScimStorage):
             await self.mark_dirty(conn, self._user_ids_of(pks[start : start + CHUNK]))
 
     async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
-        name = resource_type.name
+        name = str(resource_type.name)
         document = self._document(resource)
         now = now_iso()
         resource_id = str(uuid.uuid4())
@@ -445,7 +488,7 @@ class SqlStorage(AsyncScimStorage):
                     )
             except IntegrityError as error:
                 raise UniquenessException(detail="userName is already taken") from error
-            pk = result.inserted_primary_key[0]
+            pk = result.inserted_primary_key[0]  # type: ignore[index]
             member_values = getattr(resource, "members", None)
             if name == "Group" and member_values:
                 wanted = await self._resolve_members(conn, [m.model_dump(mode="json") for m in member_values])
@@ -467,7 +510,7 @@ class SqlStorage(AsyncScimStorage):
         *,
         expected_version: str | None = None,
     ) -> Resource[Any]:
-        name = resource_type.name
+        name = str(resource_type.name)
         if resource.id is None:
             raise NotFoundException(detail="The resource has no id")
         document = self._document(resource)
@@ -479,7 +522,9 @@ class SqlStorage(AsyncScimStorage):
                     await conn.execute(
                         update(resources)
                         .where(resources.c.pk == row.pk)
-                        .values(version=row.version + 1, last_modified=now_iso(), **self._columns(name, document))
+                        .values(
+                            version=row.version + 1, last_modified=now_iso(), **self._columns(name, document)
+                        )
                     )
             except IntegrityError as error:
                 raise UniquenessException(detail="userName is already taken") from error
@@ -520,7 +565,9 @@ class SqlStorage(AsyncScimStorage):
             self._check_version(row, expected_version)
             changed: set[int] = set()
             if replace_all:
-                changed |= await self._write_members(conn, row.pk, await self._resolve_members(conn, add), True)
+                changed |= await self._write_members(
+                    conn, row.pk, await self._resolve_members(conn, add), True
+                )
             else:
                 if remove:
                     # Removing a non-member is a no-op, so that IdP retries are idempotent.
@@ -564,7 +611,7 @@ class SqlStorage(AsyncScimStorage):
         *,
         expected_version: str | None = None,
     ) -> None:
-        name = resource_type.name
+        name = str(resource_type.name)
         async with self.db.transaction(write=True) as conn:
             row = await self._row(conn, name, resource_id)
             self._check_version(row, expected_version)

@@ -94,7 +94,7 @@ def test_pod_runs_as_the_image_user_and_probes_real_routes(manifests: dict[str, 
     config = load_config(tomllib.loads(manifests["ConfigMap"]["data"]["config.toml"]), {})
     assert config.port == 8080
     # the routes do not depend on the controller; leave it out so no client is built
-    app = create_app(dataclasses.replace(config, ziti=ZitiConfig(), database_url=":memory:"))
+    app = create_app(dataclasses.replace(config, ziti=ZitiConfig(), database_url="sqlite+aiosqlite://"))
     routes = {getattr(route, "path", None) for route in app.routes}
     assert spec["livenessProbe"]["httpGet"]["path"] in routes
     assert spec["readinessProbe"]["httpGet"]["path"] in routes

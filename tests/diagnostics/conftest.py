@@ -66,6 +66,7 @@ class Lab:
     options: dict[str, Any] = field(default_factory=dict)
     ziti_url: str | None = None
     password: str = ADMIN_PASSWORD
+    ca_bundle: str | None = None
     signer_id: str = ""
     user_ids: list[str] = field(default_factory=list)
 
@@ -119,10 +120,11 @@ class Lab:
             "[database]",
             f"url = {json.dumps(str(self.db_path))}",
             "[ziti]",
-            f"url = {json.dumps(self.ziti_url or self.emulator.url)}",
+            f"url = {json.dumps(self.emulator.url if self.ziti_url is None else self.ziti_url)}",
             'username = "admin"',
             f"password_file = {json.dumps(str(secret))}",
             "reconcile_deadline = 5.0",
+            *([f"ca_bundle = {json.dumps(self.ca_bundle)}"] if self.ca_bundle else []),
             f"[sources.{self.source}]",
             f"kind = {json.dumps(self.kind)}",
             f"token_sha256 = [{json.dumps(hash_token(TOKEN))}]",
@@ -205,6 +207,14 @@ def other_idp() -> Iterator[TestIdp]:
 def _emulator(flavor: Flavor, version: str | None) -> EmulatorThread:
     app = create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=SPEC, flavor=flavor)
     return EmulatorThread(with_version(app, version) if version else app)
+
+
+@pytest.fixture(scope="module")
+def module_emulator() -> Iterator[EmulatorThread]:
+    """One emulator for a module's read-only tests (they must not change its state)."""
+    with _emulator("2.0", None) as emulator:
+        yield emulator
+        assert emulator.state.spec_violations == []
 
 
 @pytest.fixture

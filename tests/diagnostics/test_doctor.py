@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
-
+from app.reconcile import safety
 from app.store.db import Database
-from app.store.tables import settings
-from tests.diagnostics.conftest import Lab, user
+from app.ziti.emulator import EmulatorThread, create_emulator_app
+from tests.diagnostics.conftest import ADMIN_PASSWORD, Lab, user
 from tests.support.idp import TestIdp
+from tests.ziti_client.ziti_support import make_tls_files
 
 AUTHENTIK_UID = hashlib.sha256(b"7-install-id").hexdigest()
 
@@ -108,6 +109,11 @@ def test_auth_policy_that_allows_another_signer_only(lab: Lab, other_idp: TestId
         f"--primary-ext-jwt-allowed-signers {other} --primary-ext-jwt-allowed-signers {lab.signer_id}"
     )
     assert expected in result.out
+    # without the pin, the signer the policy admits is the one the users log in with: no error
+    lab.options = {}
+    unpinned = lab.doctor()
+    assert unpinned.code == 0, unpinned.out
+    assert "signer 'other' (issuer https://other-idp.test/) reads claim 'email'" in unpinned.out
 
 
 def test_missing_auth_policy_and_no_signer(lab: Lab) -> None:
@@ -136,32 +142,34 @@ def test_unused_role_attributes_warn_with_the_case_hint_and_do_not_fail(lab: Lab
 
 
 def test_brake_and_pause_are_shown(lab: Lab) -> None:
+    """The rows the safety module writes (app.reconcile.safety) show in doctor until `resume`."""
     lab.add_signer("email")
     lab.provision(user("erin", "erin@example.com"))
 
-    async def engage() -> None:
+    async def run(step: str) -> None:
         db = Database(str(lab.db_path))
-        async with db.transaction(write=True) as conn:
-            await conn.execute(
-                insert(settings).values(
-                    key="brake",
-                    value={"engaged_at": 1767225600.0, "reason": "12 disable/delete actions within 3600 s"},
-                )
-            )
-            await conn.execute(insert(settings).values(key="paused", value=True))
+        if step == "engage":
+            brake = {"engaged_at": 1767225600.0, "reason": "12 disable/delete actions within 3600 s"}
+            await safety.write_setting(db, safety.brake_key("corp"), brake)
+            await safety.write_setting(db, safety.PAUSED, True)
+        else:
+            await safety.resume(db)
         await db.dispose()
 
-    asyncio.run(engage())
+    asyncio.run(run("engage"))
     result = lab.doctor()
     assert result.code == 0  # warnings never fail
     assert (
-        "the mass-deprovision brake is ENGAGED (12 disable/delete actions within 3600 s; "
+        "the mass-deprovision brake of source corp is ENGAGED (12 disable/delete actions within 3600 s; "
         "since 2026-01-01 00:00:00 UTC)"
     ) in result.out
     assert (
         "fix: review what would be removed (ziti-scim audit), then release it: ziti-scim resume" in result.out
     )
     assert "provisioning is PAUSED" in result.out
+    asyncio.run(run("resume"))
+    released = lab.doctor()
+    assert "no mass-deprovision brake is engaged" in released.out and "PAUSED" not in released.out
 
 
 def test_unreachable_controller_and_bad_credentials(lab: Lab) -> None:
@@ -185,3 +193,27 @@ def test_missing_database_is_a_warning_not_a_crash(lab: Lab) -> None:
     assert result.code == 0
     assert f"the SQLite database {lab.db_path} does not exist" in result.out
     assert not lab.db_path.exists(), "doctor must not create the database"
+
+
+def test_tls_verification_failure_names_the_ca_bundle_fix(tmp_path: Path, idp: TestIdp) -> None:
+    tls = make_tls_files(tmp_path)
+    app = create_emulator_app(admin_password=ADMIN_PASSWORD)
+    with EmulatorThread(app, ssl_certfile=tls.server_cert, ssl_keyfile=tls.server_key) as emulator:
+        lab = Lab(tmp_path, emulator, idp)
+        assert emulator.url.startswith("https://")
+        untrusted = lab.doctor("--json").json()
+        assert "controller-tls" in codes(untrusted)
+        text = lab.doctor().out
+        assert f"TLS verification of {emulator.url} failed" in text
+        assert 'fix: in [ziti] set ca_bundle = "/path/to/controller-ca.pem"' in text
+        lab.ca_bundle = str(tls.ca_cert)
+        trusted = lab.doctor("--json").json()
+        assert "controller-ok" in codes(trusted) and "controller-tls" not in codes(trusted)
+
+
+def test_invalid_mapping_is_reported_per_source(lab: Lab) -> None:
+    lab.add_signer("email")
+    lab.mapping = {"preset": "no-such-preset"}
+    result = lab.doctor()
+    assert result.code == 1
+    assert "unknown preset 'no-such-preset'" in result.out

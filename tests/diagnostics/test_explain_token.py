@@ -7,20 +7,34 @@ from __future__ import annotations
 
 import pytest
 
+from app.ziti.emulator import EmulatorThread
 from tests.diagnostics.conftest import PATCH, Lab, user
 from tests.support.idp import TestIdp
 
 BOB = user("bob", "bob@example.com", roles=[{"value": "vpn-users"}])
 
 
-@pytest.fixture
-def bob_lab(lab: Lab) -> Lab:
+def setup_bob(lab: Lab) -> Lab:
     """Generic preset (externalId = lower-cased primary email), a signer reading 'email', bob provisioned."""
     lab.add_signer("email")
     lab.add_policy("service", "vpn-dial", ["#vpn-users"])
     lab.add_policy("edge-router", "routers", ["#all"])
     lab.user_ids = lab.provision(BOB)
     return lab
+
+
+@pytest.fixture
+def bob_lab(lab: Lab) -> Lab:
+    """For tests that change the controller or the store."""
+    return setup_bob(lab)
+
+
+@pytest.fixture(scope="module")
+def shared_bob(
+    module_emulator: EmulatorThread, idp: TestIdp, tmp_path_factory: pytest.TempPathFactory
+) -> Lab:
+    """For read-only tests: one emulator and one store for the module."""
+    return setup_bob(Lab(tmp_path_factory.mktemp("shared"), module_emulator, idp))
 
 
 def explain(lab: Lab, token: str) -> tuple[int, str, dict[str, object]]:
@@ -30,33 +44,33 @@ def explain(lab: Lab, token: str) -> tuple[int, str, dict[str, object]]:
     return text.code, text.out, data.json()
 
 
-def test_provisioned_user_succeeds(bob_lab: Lab) -> None:
-    token = bob_lab.idp.token(email="bob@example.com")
-    code, out, data = explain(bob_lab, token)
+def test_provisioned_user_succeeds(shared_bob: Lab) -> None:
+    token = shared_bob.idp.token(email="bob@example.com")
+    code, out, data = explain(shared_bob, token)
     assert code == 0, out
     assert data["outcome"] == "success" and data["reason"] == "ok"
     assert "signature verified with key" in out
     assert "claimsProperty 'email' selects claim 'email' = 'bob@example.com'" in out
     assert "RESULT: an ext-jwt login with this token would SUCCEED as identity 'bob', SCIM user 'bob'" in out
     assert token not in out, "the token is a credential and is never printed"
-    assert bob_lab.login(token).status_code == 200
+    assert shared_bob.login(token).status_code == 200
 
 
-def test_token_from_stdin(bob_lab: Lab) -> None:
-    token = bob_lab.idp.token(email="bob@example.com")
-    result = bob_lab.run("explain-token", "-", stdin=f"Bearer {token}\n")
+def test_token_from_stdin(shared_bob: Lab) -> None:
+    token = shared_bob.idp.token(email="bob@example.com")
+    result = shared_bob.run("explain-token", "-", stdin=f"Bearer {token}\n")
     assert result.code == 0 and "would SUCCEED" in result.out
 
 
-def test_unprovisioned_user_is_explained(bob_lab: Lab) -> None:
-    token = bob_lab.idp.token(email="carol@example.com")
-    code, out, data = explain(bob_lab, token)
+def test_unprovisioned_user_is_explained(shared_bob: Lab) -> None:
+    token = shared_bob.idp.token(email="carol@example.com")
+    code, out, data = explain(shared_bob, token)
     assert code == 1
     assert data["reason"] == "no-identity"
     assert "no identity has externalId 'carol@example.com'" in out
     assert "the user was never provisioned through ziti-scim" in out
-    assert bob_lab.login(token).status_code == 401
-    assert bob_lab.state.last_auth_failure == "identity not found by externalId"
+    assert shared_bob.login(token).status_code == 401
+    assert shared_bob.state.last_auth_failure == "identity not found by externalId"
 
 
 def test_stored_user_whose_provisioning_failed(bob_lab: Lab) -> None:
@@ -84,14 +98,14 @@ def test_claim_mismatch_names_the_user_and_the_claim(bob_lab: Lab) -> None:
     assert bob_lab.login(token).status_code == 401
 
 
-def test_case_difference(bob_lab: Lab) -> None:
-    token = bob_lab.idp.token(email="Bob@Example.com")
-    code, out, data = explain(bob_lab, token)
+def test_case_difference(shared_bob: Lab) -> None:
+    token = shared_bob.idp.token(email="Bob@Example.com")
+    code, out, data = explain(shared_bob, token)
     assert code == 1
     assert data["reason"] == "case-differs"
     assert "has externalId 'bob@example.com'; the token says 'Bob@Example.com'" in out
     assert "differ only in letter case" in out
-    assert bob_lab.login(token).status_code == 401
+    assert shared_bob.login(token).status_code == 401
 
 
 def test_disabled_identity(bob_lab: Lab) -> None:
@@ -108,9 +122,9 @@ def test_disabled_identity(bob_lab: Lab) -> None:
     assert bob_lab.state.last_auth_failure == "identity is disabled"
 
 
-def test_unknown_issuer(bob_lab: Lab, other_idp: TestIdp) -> None:
+def test_unknown_issuer(shared_bob: Lab, other_idp: TestIdp) -> None:
     token = other_idp.token(email="bob@example.com")
-    code, out, data = explain(bob_lab, token)
+    code, out, data = explain(shared_bob, token)
     assert code == 1
     assert data["reason"] == "unknown-issuer"
     assert (
@@ -118,7 +132,7 @@ def test_unknown_issuer(bob_lab: Lab, other_idp: TestIdp) -> None:
     )
     assert "the token appears to belong to SCIM user 'bob'" in out
     assert "ziti edge create ext-jwt-signer '<name>' https://other-idp.test/" in out
-    assert bob_lab.login(token).status_code == 401
+    assert shared_bob.login(token).status_code == 401
 
 
 def test_issuer_that_differs_by_a_trailing_slash(bob_lab: Lab) -> None:
@@ -155,15 +169,15 @@ def test_use_external_id_false(bob_lab: Lab) -> None:
     assert bob_lab.state.last_auth_failure == "identity not found by id"
 
 
-def test_expired_token_and_wrong_audience(bob_lab: Lab) -> None:
-    expired = bob_lab.idp.token(email="bob@example.com", exp=1_000_000_000)
-    code, out, data = explain(bob_lab, expired)
+def test_expired_token_and_wrong_audience(shared_bob: Lab) -> None:
+    expired = shared_bob.idp.token(email="bob@example.com", exp=1_000_000_000)
+    code, out, data = explain(shared_bob, expired)
     assert code == 1 and data["reason"] == "expired"
-    foreign = bob_lab.idp.token(email="bob@example.com", aud="someone-else")
-    code, out, data = explain(bob_lab, foreign)
+    foreign = shared_bob.idp.token(email="bob@example.com", aud="someone-else")
+    code, out, data = explain(shared_bob, foreign)
     assert code == 1 and data["reason"] == "audience"
     assert "fix: ziti edge update ext-jwt-signer test-idp --audience someone-else" in out
-    assert bob_lab.login(foreign).status_code == 401
+    assert shared_bob.login(foreign).status_code == 401
 
 
 def test_unreachable_jwks_is_reported_not_fatal(lab: Lab) -> None:
@@ -175,16 +189,30 @@ def test_unreachable_jwks_is_reported_not_fatal(lab: Lab) -> None:
     assert "(if the signature is valid: it could not be verified here)" in out
 
 
-def test_forged_signature_is_refused(bob_lab: Lab, other_idp: TestIdp) -> None:
-    forged = other_idp.token(email="bob@example.com", iss=bob_lab.idp.issuer)
-    code, out, data = explain(bob_lab, forged)
+def test_forged_signature_is_refused(shared_bob: Lab, other_idp: TestIdp) -> None:
+    forged = other_idp.token(email="bob@example.com", iss=shared_bob.idp.issuer)
+    code, out, data = explain(shared_bob, forged)
     assert code == 1 and data["reason"] == "bad-signature"
-    assert bob_lab.login(forged).status_code == 401
+    assert shared_bob.login(forged).status_code == 401
 
 
-def test_bad_input_is_a_clear_error(bob_lab: Lab) -> None:
-    result = bob_lab.explain("not-a-jwt")
+def test_bad_input_is_a_clear_error(shared_bob: Lab) -> None:
+    result = shared_bob.explain("not-a-jwt")
     assert result.code == 2
     assert "this is not a JWT" in result.err and "Traceback" not in result.err
-    empty = bob_lab.run("explain-token", "-", stdin="")
+    empty = shared_bob.run("explain-token", "-", stdin="")
     assert empty.code == 2 and "no token given" in empty.err
+
+
+def test_without_a_store_the_controller_side_is_still_explained(lab: Lab) -> None:
+    lab.add_signer("email")
+    code, out, data = explain(lab, lab.idp.token(email="zoe@example.com"))
+    assert code == 1 and data["reason"] == "no-identity"
+    assert "SCIM users not consulted: the SQLite database" in out
+
+
+def test_no_controller_configured_means_cannot_tell(lab: Lab) -> None:
+    lab.ziti_url = ""
+    result = lab.explain(lab.idp.token(email="bob@example.com"))
+    assert result.code == 2
+    assert "RESULT: cannot tell (controller-config)" in result.out

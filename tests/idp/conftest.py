@@ -1,4 +1,4 @@
-"""The full stack per IdP: ziti-scim (SCIM + webhooks) ↔ controller emulator ↔ test IdPs shaped like the real ones.
+"""The full stack per IdP: ziti-scim (SCIM + webhooks) ↔ controller emulator ↔ test IdPs shaped as the real.
 
 Each IdP gets its own test issuer (a JWKS on loopback) named like the real one, and an ext-jwt signer on
 the emulator configured as ``docs/idp/<idp>.md`` says (``claimsProperty`` from the source's preset,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,8 +40,13 @@ ISSUERS = {
     "entra": ("https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0", "api://ziti"),
     "okta": ("https://example.okta.com/oauth2/default", "api://default"),
 }
-CLAIMS_PROPERTY = {"authentik": "sub", "zitadel": "sub", "asgardeo": "email", "entra": "preferred_username",
-                   "okta": "uid"}
+CLAIMS_PROPERTY = {
+    "authentik": "sub",
+    "zitadel": "sub",
+    "asgardeo": "email",
+    "entra": "preferred_username",
+    "okta": "uid",
+}
 
 
 @pytest.fixture(scope="session")
@@ -173,7 +179,9 @@ class Stack:
         )
 
 
-def source(name: str, kind: str, *tokens: str, mapping: dict[str, Any] | None = None, **options: Any) -> SourceConfig:
+def source(
+    name: str, kind: str, *tokens: str, mapping: dict[str, Any] | None = None, **options: Any
+) -> SourceConfig:
     return SourceConfig(
         name=name,
         kind=kind,
@@ -188,10 +196,11 @@ StackFactory = Callable[..., Stack]
 
 
 @pytest.fixture
-def make_stack(
-    emulator: EmulatorThread, idps: dict[str, TestIdp], sqlite_url: str
-) -> Iterator[StackFactory]:
-    """``make_stack(*sources, database_url=None)`` → a live ziti-scim with those sources and one signer per IdP."""
+def make_stack(emulator: EmulatorThread, idps: dict[str, TestIdp], tmp_path: Path) -> Iterator[StackFactory]:
+    """``make_stack(*sources, database_url=None)``: a live ziti-scim with those sources, a signer per IdP.
+
+    Each stack has a fresh SQLite database (migrated at start-up), so tests can reuse the IdPs' source names.
+    """
     servers: list[Any] = []
 
     def factory(*sources: SourceConfig, database_url: str | None = None) -> Stack:
@@ -210,15 +219,19 @@ def make_stack(
             )
             signers[idp_name] = str(signer.id)
         config = Config(
-            database_url=database_url or sqlite_url,
+            database_url=database_url or str(tmp_path / f"store-{len(servers)}.db"),
             sources={s.name: s for s in sources},
-            ziti=ZitiConfig(url=emulator.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=5.0),
+            ziti=ZitiConfig(
+                url=emulator.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=5.0
+            ),
         )
         app = create_app(config)
         server = live_server(app)
         url = server.__enter__()
         servers.append(server)
-        return Stack(url=url, app=app, emulator=emulator, idps=idps, sources=dict(config.sources), signers=signers)
+        return Stack(
+            url=url, app=app, emulator=emulator, idps=idps, sources=dict(config.sources), signers=signers
+        )
 
     yield factory
     for server in reversed(servers):

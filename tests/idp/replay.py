@@ -64,7 +64,11 @@ class Replayer:
         if content is not None and "signing" not in trace:
             content = self.substitute(content.decode()).encode()
         return httpx.request(
-            trace["method"], self.stack.url + self.substitute(target), content=content, headers=headers, timeout=30
+            trace["method"],
+            self.stack.url + self.substitute(target),
+            content=content,
+            headers=headers,
+            timeout=30,
         )
 
     def replay(self, name: str, trace: dict[str, Any], *, created_as: str | None = None) -> httpx.Response:
@@ -72,7 +76,9 @@ class Replayer:
         response = self.send(trace)
         expected = trace.get("expected_response") or {}
         if "status" in expected:
-            assert response.status_code == expected["status"], f"{name}: {response.status_code} {response.text}"
+            assert response.status_code == expected["status"], (
+                f"{name}: {response.status_code} {response.text}"
+            )
         body = expected.get("body")
         if isinstance(body, dict) and response.status_code < 300:
             actual = response.json()

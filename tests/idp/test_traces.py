@@ -40,7 +40,9 @@ def assert_gone(stack: Stack, external_id: str) -> None:
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_authentik_scim_sequence(make_stack: StackFactory, request: pytest.FixtureRequest, database: str) -> None:
+def test_authentik_scim_sequence(
+    make_stack: StackFactory, request: pytest.FixtureRequest, database: str
+) -> None:
     url = request.getfixturevalue("postgres_url") if database == "postgres" else None
     stack = make_stack(source("authentik", "authentik", AUTHENTIK_TOKEN), database_url=url)
     t = traces("authentik")
@@ -50,24 +52,36 @@ def test_authentik_scim_sequence(make_stack: StackFactory, request: pytest.Fixtu
     spc = r.replay("01", t["01-discovery.json"]).json()
     assert spc["patch"]["supported"] is True and spc["filter"]["supported"] is True
     assert "maxOperations" in spc["bulk"] and spc["changePassword"]["supported"] is False
-    assert "supported" in spc["sort"] and all({"name", "description"} <= set(s) for s in spc["authenticationSchemes"])
+    assert "supported" in spc["sort"] and all(
+        {"name", "description"} <= set(s) for s in spc["authenticationSchemes"]
+    )
 
     r.replay("02", t["02-create-user.json"], created_as="0b8e6a52-3c1f-4d7e-9a26-5f4b1c8d2e90")
     assert stack.identity(jdoe_uid).name == "jdoe"
     assert stack.login("authentik", sub=jdoe_uid, preferred_username="jdoe").status_code == 200
-    bob = r.replay("03", t["03-create-user-no-email-single-name.json"], created_as="7f3d2c1b-8a9e-4b6c-a5d4-e3f2a1b0c9d8")
+    bob = r.replay(
+        "03", t["03-create-user-no-email-single-name.json"], created_as="7f3d2c1b-8a9e-4b6c-a5d4-e3f2a1b0c9d8"
+    )
     assert bob.json().get("emails", []) == []
 
     # A concurrent second POST gets 409; authentik then links with the filter lookup (trace 04).
     assert r.send(t["02-create-user.json"]).status_code == 409
     found = r.replay("04", t["04-create-user-conflict-lookup.json"]).json()
-    assert found["totalResults"] == 1 and found["Resources"][0]["id"] == r.ids["0b8e6a52-3c1f-4d7e-9a26-5f4b1c8d2e90"]
+    assert (
+        found["totalResults"] == 1
+        and found["Resources"][0]["id"] == r.ids["0b8e6a52-3c1f-4d7e-9a26-5f4b1c8d2e90"]
+    )
 
     updated = r.replay("05", t["05-update-user.json"]).json()
-    assert updated["name"]["familyName"] == "Smith" and updated["emails"][0]["value"] == "jane.smith@example.com"
-    assert r.replay("06", t["06-create-group.json"], created_as="c4a1e9f2-6b3d-4e8a-b7c5-1d2e3f4a5b6c").json()[
-        "members"
-    ] == []
+    assert (
+        updated["name"]["familyName"] == "Smith" and updated["emails"][0]["value"] == "jane.smith@example.com"
+    )
+    assert (
+        r.replay("06", t["06-create-group.json"], created_as="c4a1e9f2-6b3d-4e8a-b7c5-1d2e3f4a5b6c").json()[
+            "members"
+        ]
+        == []
+    )
     for name in ("07-create-group-push-members.json", "08-add-member.json"):
         assert r.replay(name, t[name]).status_code == 200
     bob_uid = t["03-create-user-no-email-single-name.json"]["body"]["externalId"]
@@ -94,15 +108,26 @@ def test_authentik_scim_sequence(make_stack: StackFactory, request: pytest.Fixtu
 def test_authentik_webhook_sequence(make_stack: StackFactory, fake_api: FakeApi) -> None:
     secret = "whk_1b9d7f3a5c2e4a6b8d0f"
     stack = make_stack(
-        source("authentik-hooks", "authentik", INSPECT, webhook_secret=secret,
-               authentik_url=fake_api.url, authentik_token=API_TOKEN)
+        source(
+            "authentik-hooks",
+            "authentik",
+            INSPECT,
+            webhook_secret=secret,
+            authentik_url=fake_api.url,
+            authentik_token=API_TOKEN,
+        )
     )
     t = traces("authentik", "1")
     r = Replayer(stack, "authentik-hooks")
     fake_api.users["7"] = {
-        "pk": 7, "username": "jdoe", "name": "Jane Doe", "email": "jane.doe@example.com", "is_active": True,
+        "pk": 7,
+        "username": "jdoe",
+        "name": "Jane Doe",
+        "email": "jane.doe@example.com",
+        "is_active": True,
         "uid": "d1e178d29df82553538238a6042b7f596ef4d4e188a5d8eea9c54c0a22cc49ef",
-        "groups": ["5d0a6c2e-91b4-4f37-8e2a-c6b19d3f7a05"], "groups_obj": [{"name": "ziti-admins"}],
+        "groups": ["5d0a6c2e-91b4-4f37-8e2a-c6b19d3f7a05"],
+        "groups_obj": [{"name": "ziti-admins"}],
     }
     default = t["15-webhook-model-created-user-default.json"]
     # As recorded (no header mapping), the delivery carries no secret: refused, nothing created.
@@ -136,15 +161,22 @@ def test_authentik_webhook_sequence(make_stack: StackFactory, fake_api: FakeApi)
 
 
 def test_zitadel_webhook_sequence(make_stack: StackFactory) -> None:
-    stack = make_stack(source("zitadel", "zitadel", INSPECT, webhook_secret="Ns4jKxq2Wv8pZt7rLm3hYc9dFg6bTe1A"))
+    stack = make_stack(
+        source("zitadel", "zitadel", INSPECT, webhook_secret="Ns4jKxq2Wv8pZt7rLm3hYc9dFg6bTe1A")
+    )
     t = traces("zitadel")
     r = Replayer(stack, "zitadel")
     sub = "339123456789012345"
-    project_roles = {"urn:zitadel:iam:org:project:roles": {"ziti-admin": {"339100000000000001": "acme.zitadel.cloud"}}}
+    project_roles = {
+        "urn:zitadel:iam:org:project:roles": {"ziti-admin": {"339100000000000001": "acme.zitadel.cloud"}}
+    }
 
     r.replay("01", t["01-user-human-added.json"])
     assert stack.identity(sub).name == "alice@example.com" and roles(stack, sub) == []
-    assert stack.login("zitadel", sub=sub, preferred_username="alice@example.com", **project_roles).status_code == 200
+    assert (
+        stack.login("zitadel", sub=sub, preferred_username="alice@example.com", **project_roles).status_code
+        == 200
+    )
     r.replay("02", t["02-user-grant-added.json"])
     assert roles(stack, sub) == ["ops", "ziti-admin"]
     r.replay("03", t["03-user-human-email-changed.json"])
@@ -214,8 +246,12 @@ def test_entra_sequence(make_stack: StackFactory) -> None:
     t = traces("entra-okta", "entra")
     r = Replayer(stack, "entra")
     upn = "alice@contoso.com"
-    claims = {"preferred_username": upn, "oid": "0f5b1a43-7c5e-4f5a-9b1a-1a2b3c4d5e6f",
-              "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47", "ver": "2.0"}
+    claims = {
+        "preferred_username": upn,
+        "oid": "0f5b1a43-7c5e-4f5a-9b1a-1a2b3c4d5e6f",
+        "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "ver": "2.0",
+    }
 
     r.replay("01", t["entra-01-lookup-user.json"])
     r.replay("02", t["entra-02-create-user.json"])
@@ -277,6 +313,8 @@ def test_every_trace_file_is_replayed() -> None:
 def test_scim_errors_say_nothing_of_the_token(make_stack: StackFactory) -> None:
     stack = make_stack(source("okta", "okta", OKTA_TOKEN))
     for header in ("Bearer wrong-token-0123456789", OKTA_TOKEN[:-1], "Basic b2t0YTpva3Rh", ""):
-        response = httpx.get(f"{stack.url}/scim/v2/Users", headers={"Authorization": header} if header else {})
+        response = httpx.get(
+            f"{stack.url}/scim/v2/Users", headers={"Authorization": header} if header else {}
+        )
         assert response.status_code == 401
         assert OKTA_TOKEN[:8] not in response.text and "token_" not in response.text

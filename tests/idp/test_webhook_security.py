@@ -32,7 +32,9 @@ def users(stack: Stack) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def zitadel(make_stack: StackFactory) -> Stack:
-    return make_stack(source("zitadel", "zitadel", INSPECT, webhook_secret=[ZITADEL_KEY, "next-key-in-rotation-0001"]))
+    return make_stack(
+        source("zitadel", "zitadel", INSPECT, webhook_secret=[ZITADEL_KEY, "next-key-in-rotation-0001"])
+    )
 
 
 def test_zitadel_refuses_bad_missing_old_and_replayed_signatures(zitadel: Stack) -> None:
@@ -58,7 +60,10 @@ def test_zitadel_refuses_bad_missing_old_and_replayed_signatures(zitadel: Stack)
 
     zitadel.pin_clock(t + 10)
     # Any v1 of the header may match (key rotation): the second key alone signs this one.
-    rotated = {**good, "ZITADEL-Signature": sign_zitadel(body, ["old-key-000000000000", "next-key-in-rotation-0001"], t)}
+    rotated = {
+        **good,
+        "ZITADEL-Signature": sign_zitadel(body, ["old-key-000000000000", "next-key-in-rotation-0001"], t),
+    }
     assert post(zitadel, "zitadel", body, rotated).status_code == 200
     assert len(users(zitadel)) == 1
 
@@ -72,7 +77,9 @@ def test_zitadel_refuses_bad_missing_old_and_replayed_signatures(zitadel: Stack)
 
 
 def test_asgardeo_refuses_bad_missing_old_and_replayed_deliveries(make_stack: StackFactory) -> None:
-    stack = make_stack(source("asgardeo", "asgardeo", INSPECT, webhook_secret=ASGARDEO_SECRET, webhook_max_age=600))
+    stack = make_stack(
+        source("asgardeo", "asgardeo", INSPECT, webhook_secret=ASGARDEO_SECRET, webhook_max_age=600)
+    )
     created = dict(load("asgardeo", "webhook-02"))["webhook-02-user-created.json"]
     body = json.dumps(created["body"]).encode()
     iat = created["body"]["iat"] / 1000

@@ -29,7 +29,13 @@ def make_stack(
         config = replace(config, safety=safety or SafetyConfig(), admin_token_hash=hash_token(ADMIN_TOKEN))
         app = create_app(config)
         with live_server(app) as url:
-            yield Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=app,
-                        signer_id=add_signer(emulator, idp), extra={"url": url, "config": config})
+            yield Stack(
+                scim_url=f"{url}/scim/v2",
+                emulator=emulator,
+                idp=idp,
+                app=app,
+                signer_id=add_signer(emulator, idp),
+                extra={"url": url, "config": config},
+            )
 
     return build

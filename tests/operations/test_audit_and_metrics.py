@@ -27,25 +27,52 @@ def test_audit_log_and_metrics_follow_a_scripted_sequence(make_stack: Callable[.
     with make_stack() as stack:
         source = next(iter(stack.extra["config"].sources))
         with stack.client() as scim:
-            a = scim.post("/Users", json={"schemas": [USER], "userName": "ann", "emails": [{"value": "ann@example.com"}]})
-            b = scim.post("/Users", json={"schemas": [USER], "userName": "bob", "emails": [{"value": "bob@example.com"}]})
-            off = scim.patch(f"/Users/{a.json()['id']}", json={"schemas": [PATCH], "Operations": [
-                {"op": "replace", "path": "active", "value": False}]})
-            same = scim.put(f"/Users/{b.json()['id']}", json={"schemas": [USER], "userName": "bob",
-                                                              "emails": [{"value": "bob@example.com"}]})
-            group = scim.post("/Groups", json={"schemas": [GROUP], "displayName": "ops",
-                                               "members": [{"value": b.json()["id"]}]})
+            a = scim.post(
+                "/Users",
+                json={"schemas": [USER], "userName": "ann", "emails": [{"value": "ann@example.com"}]},
+            )
+            b = scim.post(
+                "/Users",
+                json={"schemas": [USER], "userName": "bob", "emails": [{"value": "bob@example.com"}]},
+            )
+            off = scim.patch(
+                f"/Users/{a.json()['id']}",
+                json={
+                    "schemas": [PATCH],
+                    "Operations": [{"op": "replace", "path": "active", "value": False}],
+                },
+            )
+            same = scim.put(
+                f"/Users/{b.json()['id']}",
+                json={"schemas": [USER], "userName": "bob", "emails": [{"value": "bob@example.com"}]},
+            )
+            group = scim.post(
+                "/Groups",
+                json={"schemas": [GROUP], "displayName": "ops", "members": [{"value": b.json()["id"]}]},
+            )
             gone = scim.delete(f"/Users/{a.json()['id']}")
             refused = scim.get("/Users/does-not-exist")
-        assert [r.status_code for r in (a, b, off, same, group, gone, refused)] == [201, 201, 200, 200, 201, 204, 404]
-        ann_identity, bob_identity = a.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["identityId"], (
-            b.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["identityId"])
+        assert [r.status_code for r in (a, b, off, same, group, gone, refused)] == [
+            201,
+            201,
+            200,
+            200,
+            201,
+            204,
+            404,
+        ]
+        ann_identity, bob_identity = (
+            a.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["identityId"],
+            (b.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["identityId"]),
+        )
 
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         assert httpx.get(f"{stack.extra['url']}/admin/audit").status_code == 401
         entries = httpx.get(f"{stack.extra['url']}/admin/audit", headers=admin).json()["entries"]
-        trail = [(e["action"], e["outcome"], e["user_name"], e["identity_id"], e["request_id"], e["operation"])
-                 for e in reversed(entries)]
+        trail = [
+            (e["action"], e["outcome"], e["user_name"], e["identity_id"], e["request_id"], e["operation"])
+            for e in reversed(entries)
+        ]
         assert trail == [
             ("create", "done", "ann", ann_identity, a.headers["X-Request-Id"], "POST create"),
             ("create", "done", "bob", bob_identity, b.headers["X-Request-Id"], "POST create"),
@@ -53,7 +80,9 @@ def test_audit_log_and_metrics_follow_a_scripted_sequence(make_stack: Callable[.
             ("patch", "done", "bob", bob_identity, group.headers["X-Request-Id"], "POST create"),
             ("delete", "done", "ann", ann_identity, gone.headers["X-Request-Id"], "DELETE delete"),
         ]
-        page = httpx.get(f"{stack.extra['url']}/admin/audit", headers=admin, params={"count": 2, "startIndex": 2})
+        page = httpx.get(
+            f"{stack.extra['url']}/admin/audit", headers=admin, params={"count": 2, "startIndex": 2}
+        )
         assert [e["action"] for e in page.json()["entries"]] == ["patch", "disable"]
         assert all(e["source"] == source for e in entries)
 
@@ -70,7 +99,12 @@ def test_audit_log_and_metrics_follow_a_scripted_sequence(make_stack: Callable[.
         assert value(scim_total, source=source, operation="query", status="404") == 1
         actions = "ziti_scim_controller_actions_total"
         assert {k: value(actions, action=k) for k in ("create", "patch", "disable", "enable", "delete")} == {
-            "create": 2, "patch": 1, "disable": 1, "enable": 0, "delete": 1}
+            "create": 2,
+            "patch": 1,
+            "disable": 1,
+            "enable": 0,
+            "delete": 1,
+        }
         outcomes = "ziti_scim_reconcile_outcomes_total"
         assert value(outcomes, source=source, outcome="synced") == 5
         assert value(outcomes, source=source, outcome="deprovisioned") == 1

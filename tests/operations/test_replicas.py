@@ -24,15 +24,28 @@ USERS = 30
 
 
 @pytest.fixture
-def replicas(emulator: EmulatorThread, postgres_url: str, source_name: str, tmp_path: Path) -> Iterator[list[str]]:
+def replicas(
+    emulator: EmulatorThread, postgres_url: str, source_name: str, tmp_path: Path
+) -> Iterator[list[str]]:
     env = environment(source_name, TOKEN, ADMIN_PASSWORD)
     processes, urls = [], []
     for index in range(2):
         port = free_port()
-        config = write_config(tmp_path / f"replica{index}.toml", database_url=postgres_url, source=source_name,
-                              ziti_url=emulator.url, port=port)
-        processes.append(subprocess.Popen(command("serve", "--config", str(config)), env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        config = write_config(
+            tmp_path / f"replica{index}.toml",
+            database_url=postgres_url,
+            source=source_name,
+            ziti_url=emulator.url,
+            port=port,
+        )
+        processes.append(
+            subprocess.Popen(
+                command("serve", "--config", str(config)),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         urls.append(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 60
@@ -58,22 +71,45 @@ def test_two_processes_on_one_postgres(replicas: list[str], emulator: EmulatorTh
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
 
     async def scenario() -> dict[str, str]:
-        clients = [httpx.AsyncClient(base_url=f"{url}/scim/v2", headers=headers, timeout=60) for url in replicas]
+        clients = [
+            httpx.AsyncClient(base_url=f"{url}/scim/v2", headers=headers, timeout=60) for url in replicas
+        ]
         try:
-            created = await asyncio.gather(*(
-                clients[i % 2].post("/Users", json={"schemas": [USER], "userName": f"r{i}",
-                                                    "emails": [{"value": f"r{i}@example.com"}]})
-                for i in range(USERS)
-            ))
+            created = await asyncio.gather(
+                *(
+                    clients[i % 2].post(
+                        "/Users",
+                        json={
+                            "schemas": [USER],
+                            "userName": f"r{i}",
+                            "emails": [{"value": f"r{i}@example.com"}],
+                        },
+                    )
+                    for i in range(USERS)
+                )
+            )
             assert all(r.status_code == 201 for r in created)
             ids = {f"r{i}@example.com": r.json()["id"] for i, r in enumerate(created)}
             # Both processes change the same users concurrently; each user's last write must win.
             for round_ in range(3):
-                await asyncio.gather(*(
-                    clients[(i + round_) % 2].patch(f"/Users/{uid}", json={"schemas": [PATCH], "Operations": [
-                        {"op": "replace", "path": "roles", "value": [{"value": f"round-{round_}"}]}]})
-                    for i, uid in enumerate(ids.values())
-                ))
+                await asyncio.gather(
+                    *(
+                        clients[(i + round_) % 2].patch(
+                            f"/Users/{uid}",
+                            json={
+                                "schemas": [PATCH],
+                                "Operations": [
+                                    {
+                                        "op": "replace",
+                                        "path": "roles",
+                                        "value": [{"value": f"round-{round_}"}],
+                                    }
+                                ],
+                            },
+                        )
+                        for i, uid in enumerate(ids.values())
+                    )
+                )
             return ids
         finally:
             for client in clients:

@@ -22,10 +22,16 @@ ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 def cli(stack: Any, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     config = stack.extra["config"]
     source = next(iter(config.sources))
-    path = write_config(tmp_path / "ops.toml", database_url=config.database_url, source=source,
-                        ziti_url=stack.emulator.url)
-    return subprocess.run(command(*args, "--config", str(path)), env=environment(source, TOKEN, ADMIN_PASSWORD),
-                          capture_output=True, text=True, timeout=60)
+    path = write_config(
+        tmp_path / "ops.toml", database_url=config.database_url, source=source, ziti_url=stack.emulator.url
+    )
+    return subprocess.run(
+        command(*args, "--config", str(path)),
+        env=environment(source, TOKEN, ADMIN_PASSWORD),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -38,14 +44,23 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 def deactivate(scim: httpx.Client, user_id: str) -> httpx.Response:
-    return scim.patch(f"/Users/{user_id}", json={"schemas": [PATCH], "Operations": [
-        {"op": "replace", "path": "active", "value": False}]})
+    return scim.patch(
+        f"/Users/{user_id}",
+        json={"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": False}]},
+    )
 
 
-def test_brake_holds_a_mass_deactivation_and_resume_releases_it(make_stack: Callable[..., Any], tmp_path: Path) -> None:
+def test_brake_holds_a_mass_deactivation_and_resume_releases_it(
+    make_stack: Callable[..., Any], tmp_path: Path
+) -> None:
     with make_stack(SafetyConfig(brake_max=3, brake_share=1.0, brake_min=3)) as stack, stack.client() as scim:
-        ids = [scim.post("/Users", json={"schemas": [USER], "userName": f"u{i}",
-                                         "emails": [{"value": f"u{i}@example.com"}]}).json()["id"] for i in range(8)]
+        ids = [
+            scim.post(
+                "/Users",
+                json={"schemas": [USER], "userName": f"u{i}", "emails": [{"value": f"u{i}@example.com"}]},
+            ).json()["id"]
+            for i in range(8)
+        ]
         responses = [deactivate(scim, user_id) for user_id in ids[:6]]
         assert all(r.status_code == 200 and r.json()["active"] is False for r in responses)
         states = [r.json()[ZITI]["provisioningState"] for r in responses]
@@ -56,23 +71,35 @@ def test_brake_holds_a_mass_deactivation_and_resume_releases_it(make_stack: Call
         metrics = httpx.get(f"{stack.extra['url']}/metrics").text
         assert "ziti_scim_brake_engaged 1.0" in metrics
         # While engaged, other work still flows: a new user is created.
-        assert scim.post("/Users", json={"schemas": [USER], "userName": "late",
-                                         "emails": [{"value": "late@example.com"}]}).json()[ZITI][
-            "provisioningState"] == "synced"
+        assert (
+            scim.post(
+                "/Users",
+                json={"schemas": [USER], "userName": "late", "emails": [{"value": "late@example.com"}]},
+            ).json()[ZITI]["provisioningState"]
+            == "synced"
+        )
 
         released = cli(stack, tmp_path, "resume")
-        assert released.returncode == 0 and "brake released" in released.stdout, released.stdout + released.stderr
+        assert released.returncode == 0 and "brake released" in released.stdout, (
+            released.stdout + released.stderr
+        )
         wait_for(lambda: all(stack.identity(f"u{i}@example.com").disabled_at is not None for i in range(6)))
         assert all(stack.identity(f"u{i}@example.com").disabled_at is None for i in (6, 7))
-        wait_for(lambda: all(scim.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced" for uid in ids))
+        wait_for(
+            lambda: all(
+                scim.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced" for uid in ids
+            )
+        )
 
 
 def test_pause_stores_writes_and_resume_applies_them(make_stack: Callable[..., Any], tmp_path: Path) -> None:
     with make_stack() as stack, stack.client() as scim:
         assert cli(stack, tmp_path, "pause").returncode == 0
         time.sleep(1.1)  # the service reads the flag with a one-second cache
-        created = scim.post("/Users", json={"schemas": [USER], "userName": "paused",
-                                            "emails": [{"value": "paused@example.com"}]})
+        created = scim.post(
+            "/Users",
+            json={"schemas": [USER], "userName": "paused", "emails": [{"value": "paused@example.com"}]},
+        )
         assert created.status_code == 201 and created.json()[ZITI]["provisioningState"] == "pending"
         time.sleep(1.5)
         assert stack.identity("paused@example.com") is None

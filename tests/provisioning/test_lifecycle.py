@@ -23,9 +23,15 @@ def patch(*operations: dict[str, Any]) -> dict[str, Any]:
 def test_post_user_creates_the_mapped_identity(stack: Stack) -> None:
     """Acceptance 1: exactly the mapped externalId, name, roleAttributes, authPolicyId, and provenance tags."""
     with stack.client() as scim:
-        created = scim.post("/Users", json=user("alice", "Alice@Example.com",
-                                               roles=[{"value": "vpn-users"}],
-                                               **{ZITI: {"roleAttributes": "ops, lab"}}))
+        created = scim.post(
+            "/Users",
+            json=user(
+                "alice",
+                "Alice@Example.com",
+                roles=[{"value": "vpn-users"}],
+                **{ZITI: {"roleAttributes": "ops, lab"}},
+            ),
+        )
     assert created.status_code == 201
     body = created.json()
     assert body[ZITI]["provisioningState"] == "synced"
@@ -57,7 +63,9 @@ def test_group_membership_and_rename_follow_into_role_attributes(stack: Stack) -
         gid = scim.post("/Groups", json={"schemas": [GROUP], "displayName": "Engineering"}).json()["id"]
         scim.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": uid}]}))
         assert stack.identity("carol@example.com").role_attributes == ["Engineering"]
-        scim.patch(f"/Groups/{gid}", json=patch({"op": "replace", "path": "displayName", "value": "Platform"}))
+        scim.patch(
+            f"/Groups/{gid}", json=patch({"op": "replace", "path": "displayName", "value": "Platform"})
+        )
         assert stack.identity("carol@example.com").role_attributes == ["Platform"]
         scim.patch(f"/Groups/{gid}", json=patch({"op": "remove", "path": f'members[value eq "{uid}"]'}))
         assert stack.identity("carol@example.com").role_attributes == []
@@ -84,7 +92,9 @@ def test_deactivation_disables_and_reactivation_enables(stack: Stack) -> None:
 
 def test_delete_removes_the_identity_and_never_touches_unmanaged_ones(stack: Stack) -> None:
     """Acceptance 5."""
-    bystander = stack.state.create_identity("router-admin", external_id="ops@example.com", role_attributes=["x"])
+    bystander = stack.state.create_identity(
+        "router-admin", external_id="ops@example.com", role_attributes=["x"]
+    )
     before = (bystander.name, bystander.external_id, list(bystander.role_attributes), bystander.tags)
     with stack.client() as scim:
         uid = scim.post("/Users", json=user("erin", "erin@example.com")).json()["id"]
@@ -122,7 +132,9 @@ def test_two_users_cannot_claim_the_same_external_id(stack: Stack) -> None:
 
 def test_adoption_of_an_identity_created_by_token_enrollment(stack: Stack) -> None:
     """Acceptance 7: an identity that already has the externalId (JIT enrollment) is adopted, not duplicated."""
-    jit = stack.state.create_identity("hank@example.com", external_id="hank@example.com", role_attributes=["old"])
+    jit = stack.state.create_identity(
+        "hank@example.com", external_id="hank@example.com", role_attributes=["old"]
+    )
     with stack.client() as scim:
         created = scim.post("/Users", json=user("hank", "hank@example.com", roles=[{"value": "new"}]))
     assert created.status_code == 201
@@ -137,7 +149,9 @@ def test_unchanged_update_makes_no_controller_call(stack: Stack) -> None:
     with stack.client() as scim:
         created = scim.post("/Users", json=user("ivy", "ivy@example.com", displayName="Ivy"))
         calls = len(stack.state.requests)
-        replaced = scim.put(f"/Users/{created.json()['id']}", json=user("ivy", "ivy@example.com", displayName="Ivy"))
+        replaced = scim.put(
+            f"/Users/{created.json()['id']}", json=user("ivy", "ivy@example.com", displayName="Ivy")
+        )
         assert replaced.status_code == 200
         assert replaced.json()[ZITI]["provisioningState"] == "synced"
     assert len(stack.state.requests) == calls

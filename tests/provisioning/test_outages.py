@@ -35,20 +35,29 @@ def test_controller_down_during_create_converges_without_another_idp_request(
     emulator: EmulatorThread, database_url: str, source_name: str
 ) -> None:
     config = make_stack_config(database_url, source_name, emulator.url)
-    config = config.__class__(**{**config.__dict__, "ziti": config.ziti.__class__(
-        **{**config.ziti.__dict__, "reconcile_deadline": 1.0})})
+    config = config.__class__(
+        **{
+            **config.__dict__,
+            "ziti": config.ziti.__class__(**{**config.ziti.__dict__, "reconcile_deadline": 1.0}),
+        }
+    )
     emulator.state.faults.set_down(True)
     with live_server(create_app(config)) as url:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
         with httpx.Client(base_url=f"{url}/scim/v2", headers=headers, timeout=30) as scim:
-            created = scim.post("/Users", json={"schemas": [USER], "userName": "outage",
-                                                "emails": [{"value": "outage@example.com"}]})
+            created = scim.post(
+                "/Users",
+                json={"schemas": [USER], "userName": "outage", "emails": [{"value": "outage@example.com"}]},
+            )
             assert created.status_code == 201
             assert created.json()[ZITI]["provisioningState"] == "pending"
             assert emulator.state.identity_by_external_id("outage@example.com") is None
             emulator.state.faults.set_down(False)
             state = wait_for(
-                lambda: scim.get(f"/Users/{created.json()['id']}").json()[ZITI].get("provisioningState") == "synced",
+                lambda: (
+                    scim.get(f"/Users/{created.json()['id']}").json()[ZITI].get("provisioningState")
+                    == "synced"
+                ),
                 what="the user to converge after the outage",
             )
             assert state
@@ -60,15 +69,24 @@ def test_service_killed_with_pending_work_converges_after_restart(
     emulator: EmulatorThread, tmp_path: Path, source_name: str
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path / "config.toml", database_url=str(tmp_path / "kill.db"), source=source_name,
-                          ziti_url=emulator.url, port=port)
+    config = write_config(
+        tmp_path / "config.toml",
+        database_url=str(tmp_path / "kill.db"),
+        source=source_name,
+        ziti_url=emulator.url,
+        port=port,
+    )
     env = environment(source_name, TOKEN, ADMIN_PASSWORD)
     base = f"http://127.0.0.1:{port}/scim/v2"
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
 
     def start() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command("serve", "--config", str(config)), env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command("serve", "--config", str(config)),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: _up(f"http://127.0.0.1:{port}/healthz"), what="the service to start")
         return process
 
@@ -77,26 +95,36 @@ def test_service_killed_with_pending_work_converges_after_restart(
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=30) as scim:
             ids = [
-                scim.post("/Users", json={"schemas": [USER], "userName": f"k{i}",
-                                          "emails": [{"value": f"k{i}@example.com"}]}).json()["id"]
+                scim.post(
+                    "/Users",
+                    json={"schemas": [USER], "userName": f"k{i}", "emails": [{"value": f"k{i}@example.com"}]},
+                ).json()["id"]
                 for i in range(5)
             ]
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    assert not any(i.external_id and i.external_id.startswith("k") for i in emulator.state.identities.values())
+    assert not any(
+        i.external_id and i.external_id.startswith("k") for i in emulator.state.identities.values()
+    )
     emulator.state.faults.set_down(False)
     second = start()
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=30) as scim:
             for user_id in ids:
-                wait_for(lambda uid=user_id: scim.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced",
-                         what="convergence after restart")
+                wait_for(
+                    lambda uid=user_id: (
+                        scim.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced"
+                    ),
+                    what="convergence after restart",
+                )
     finally:
         second.terminate()
         second.wait(timeout=30)
     for i in range(5):
-        assert len([x for x in emulator.state.identities.values() if x.external_id == f"k{i}@example.com"]) == 1
+        assert (
+            len([x for x in emulator.state.identities.values() if x.external_id == f"k{i}@example.com"]) == 1
+        )
 
 
 def _up(url: str) -> bool:
@@ -108,6 +136,8 @@ def _up(url: str) -> bool:
 
 def test_inline_reconcile_shows_synced_in_the_create_response(stack: Stack) -> None:
     with stack.client() as scim:
-        created = scim.post("/Users", json={"schemas": [USER], "userName": "quick",
-                                            "emails": [{"value": "quick@example.com"}]})
+        created = scim.post(
+            "/Users",
+            json={"schemas": [USER], "userName": "quick", "emails": [{"value": "quick@example.com"}]},
+        )
     assert created.json()[ZITI]["provisioningState"] == "synced"

@@ -11,8 +11,12 @@ from tests.support.configfile import command, environment, write_config
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
-def run_sync(stack: Stack, tmp_path: Path, source: str, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    config = write_config(tmp_path / "sync.toml", database_url=database_url, source=source, ziti_url=stack.emulator.url)
+def run_sync(
+    stack: Stack, tmp_path: Path, source: str, database_url: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    config = write_config(
+        tmp_path / "sync.toml", database_url=database_url, source=source, ziti_url=stack.emulator.url
+    )
     return subprocess.run(
         command("sync", "--config", str(config), *args),
         env=environment(source, TOKEN, ADMIN_PASSWORD),
@@ -27,20 +31,29 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
 ) -> None:
     with stack.client() as scim:
         ids = {
-            name: scim.post("/Users", json={"schemas": [USER], "userName": name,
-                                            "emails": [{"value": f"{name}@example.com"}],
-                                            "roles": [{"value": "staff"}]}).json()["id"]
+            name: scim.post(
+                "/Users",
+                json={
+                    "schemas": [USER],
+                    "userName": name,
+                    "emails": [{"value": f"{name}@example.com"}],
+                    "roles": [{"value": "staff"}],
+                },
+            ).json()["id"]
             for name in ("ann", "ben", "cid", "dot")
         }
     state = stack.state
     ann = state.identity_by_external_id("ann@example.com")
     ben = state.identity_by_external_id("ben@example.com")
     cid = state.identity_by_external_id("cid@example.com")
-    ann.role_attributes = ["staff", "injected-admin"]           # edited out of band
-    ben.disabled_at = state.now()                                 # disabled out of band
-    del state.identities[cid.id]                                  # deleted out of band
-    orphan = state.create_identity("ghost", external_id="ghost@example.com",
-                                   tags={"managedBy": "ziti-scim", "scimSource": source_name, "scimId": "gone"})
+    ann.role_attributes = ["staff", "injected-admin"]  # edited out of band
+    ben.disabled_at = state.now()  # disabled out of band
+    del state.identities[cid.id]  # deleted out of band
+    orphan = state.create_identity(
+        "ghost",
+        external_id="ghost@example.com",
+        tags={"managedBy": "ziti-scim", "scimSource": source_name, "scimId": "gone"},
+    )
     bystander = state.create_identity("hand-made", external_id="hand@example.com", role_attributes=["x"])
 
     dry = run_sync(stack, tmp_path, source_name, database_url, "--dry-run")

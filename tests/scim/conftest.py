@@ -36,20 +36,24 @@ def make_config(database_url: str, prefix: str) -> Config:
         database_url=database_url,
         sources={
             f"{prefix}a": SourceConfig(
-                name=f"{prefix}a", token_hashes=(hash_token(TOKEN_A), hash_token(TOKEN_A2)), policy=PolicyConfig()
+                name=f"{prefix}a",
+                token_hashes=(hash_token(TOKEN_A), hash_token(TOKEN_A2)),
+                policy=PolicyConfig(),
             ),
             # Source b reads payloads strictly (RFC 7644 to the letter), as an operator may choose.
             f"{prefix}b": SourceConfig(
                 name=f"{prefix}b",
                 token_hashes=(hash_token(TOKEN_B),),
-                policy=PolicyConfig(unknown="forbid", remove_value_as_filter="forbid", unmatched_path_filter="forbid"),
+                policy=PolicyConfig(
+                    unknown="forbid", remove_value_as_filter="forbid", unmatched_path_filter="forbid"
+                ),
             ),
         },
     )
 
 
 @pytest.fixture
-def live(database_url: str, source_name: str) -> Iterator[Live]:
-    app = create_app(make_config(database_url, source_name))
+def live(shared_database_url: str, source_name: str) -> Iterator[Live]:
+    app = create_app(make_config(shared_database_url, source_name))
     with live_server(app) as url:
         yield Live(url=url, scim=f"{url}/scim/v2", app=app)

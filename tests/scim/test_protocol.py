@@ -26,7 +26,9 @@ def test_concurrent_creates_with_the_same_user_name_differing_in_case(live: Live
         async with httpx.AsyncClient(base_url=live.scim, headers=headers, timeout=30) as client:
             names = [f"Racer{round_}", f"rACER{round_}"]
             return list(
-                await asyncio.gather(*(client.post("/Users", json={"schemas": [USER], "userName": n}) for n in names))
+                await asyncio.gather(
+                    *(client.post("/Users", json={"schemas": [USER], "userName": n}) for n in names)
+                )
             )
 
     async def all_rounds() -> list[list[httpx.Response]]:
@@ -47,20 +49,29 @@ def test_sources_are_isolated(live: Live) -> None:
         group = a.post("/Groups", json={"schemas": [GROUP], "displayName": "a-group"}).json()
         assert b.get("/Users").json()["totalResults"] == 0
         assert b.get("/Users", params={"filter": 'userName eq "isolated"'}).json()["totalResults"] == 0
-        assert b.post("/.search", json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}).json()[
-            "totalResults"
-        ] == 0
+        assert (
+            b.post(
+                "/.search", json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+            ).json()["totalResults"]
+            == 0
+        )
         for method, path, body in [
             ("GET", f"/Users/{user['id']}", None),
             ("PUT", f"/Users/{user['id']}", {"schemas": [USER], "userName": "stolen"}),
             ("PATCH", f"/Users/{user['id']}", patch({"op": "replace", "path": "active", "value": False})),
             ("DELETE", f"/Users/{user['id']}", None),
-            ("PATCH", f"/Groups/{group['id']}", patch({"op": "add", "path": "members", "value": [{"value": "x"}]})),
+            (
+                "PATCH",
+                f"/Groups/{group['id']}",
+                patch({"op": "add", "path": "members", "value": [{"value": "x"}]}),
+            ),
             ("DELETE", f"/Groups/{group['id']}", None),
         ]:
             assert b.request(method, path, json=body).status_code == 404, (method, path)
         # Source B cannot use A's users as members of its own groups either.
-        refused = b.post("/Groups", json={"schemas": [GROUP], "displayName": "b", "members": [{"value": user["id"]}]})
+        refused = b.post(
+            "/Groups", json={"schemas": [GROUP], "displayName": "b", "members": [{"value": user["id"]}]}
+        )
         assert refused.status_code == 400
         # Same userName in another source is another user.
         assert b.post("/Users", json={"schemas": [USER], "userName": "isolated"}).status_code == 201
@@ -74,36 +85,54 @@ def _members(client: httpx.Client, group_id: str) -> set[str]:
 
 def test_membership_patch_forms(live: Live) -> None:
     with live.client() as client:
-        ids = [client.post("/Users", json={"schemas": [USER], "userName": f"m{i}"}).json()["id"] for i in range(4)]
+        ids = [
+            client.post("/Users", json={"schemas": [USER], "userName": f"m{i}"}).json()["id"]
+            for i in range(4)
+        ]
         group = client.post("/Groups", json={"schemas": [GROUP], "displayName": "team", "members": []}).json()
         gid = group["id"]
-        added = client.patch(f"/Groups/{gid}", json=patch({"op": "Add", "path": "members",
-                                                             "value": [{"value": ids[0]}, {"value": ids[1]}]}))
+        added = client.patch(
+            f"/Groups/{gid}",
+            json=patch({"op": "Add", "path": "members", "value": [{"value": ids[0]}, {"value": ids[1]}]}),
+        )
         assert added.status_code == 200
         assert {m["value"] for m in added.json()["members"]} == {ids[0], ids[1]}
         assert added.headers["ETag"] == added.json()["meta"]["version"] != group["meta"]["version"]
         # Adding an existing member again changes nothing (IdP retries).
-        again = client.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": ids[0]}]}))
+        again = client.patch(
+            f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": ids[0]}]})
+        )
         assert again.json()["meta"]["version"] == added.json()["meta"]["version"]
         # Remove by value filter (RFC form, Authentik), and remove with a value list (Entra form).
         client.patch(f"/Groups/{gid}", json=patch({"op": "remove", "path": f'members[value eq "{ids[0]}"]'}))
         assert _members(client, gid) == {ids[1]}
-        client.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": ids[2]}]},
-                                                  {"op": "Remove", "path": "members", "value": [{"value": ids[1]}]}))
+        client.patch(
+            f"/Groups/{gid}",
+            json=patch(
+                {"op": "add", "path": "members", "value": [{"value": ids[2]}]},
+                {"op": "Remove", "path": "members", "value": [{"value": ids[1]}]},
+            ),
+        )
         assert _members(client, gid) == {ids[2]}
         # Replace all, and a rename without path with the id inside the value (Authentik).
-        client.patch(f"/Groups/{gid}", json=patch({"op": "replace", "path": "members",
-                                                   "value": [{"value": ids[3]}, {"value": ids[0]}]}))
+        client.patch(
+            f"/Groups/{gid}",
+            json=patch({"op": "replace", "path": "members", "value": [{"value": ids[3]}, {"value": ids[0]}]}),
+        )
         assert _members(client, gid) == {ids[3], ids[0]}
-        renamed = client.patch(f"/Groups/{gid}", json={"Operations": [
-            {"op": "replace", "value": {"id": gid, "displayName": "renamed"}}]})
+        renamed = client.patch(
+            f"/Groups/{gid}",
+            json={"Operations": [{"op": "replace", "value": {"id": gid, "displayName": "renamed"}}]},
+        )
         assert renamed.status_code == 200 and renamed.json()["displayName"] == "renamed"
         assert {m["value"] for m in renamed.json()["members"]} == {ids[3], ids[0]}
         # Remove all members.
         client.patch(f"/Groups/{gid}", json=patch({"op": "remove", "path": "members"}))
         assert _members(client, gid) == set()
         # A user's groups attribute follows membership.
-        client.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": ids[2]}]}))
+        client.patch(
+            f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": ids[2]}]})
+        )
         assert [g["value"] for g in client.get(f"/Users/{ids[2]}").json()["groups"]] == [gid]
         # excludedAttributes=members leaves them out.
         assert "members" not in client.get(f"/Groups/{gid}", params={"excludedAttributes": "members"}).json()
@@ -114,8 +143,14 @@ def test_deleting_a_user_removes_it_from_every_group(live: Live) -> None:
         uid = client.post("/Users", json={"schemas": [USER], "userName": "leaver"}).json()["id"]
         stay = client.post("/Users", json={"schemas": [USER], "userName": "stayer"}).json()["id"]
         groups = [
-            client.post("/Groups", json={"schemas": [GROUP], "displayName": f"g{i}",
-                                          "members": [{"value": uid}, {"value": stay}]}).json()
+            client.post(
+                "/Groups",
+                json={
+                    "schemas": [GROUP],
+                    "displayName": f"g{i}",
+                    "members": [{"value": uid}, {"value": stay}],
+                },
+            ).json()
             for i in range(2)
         ]
         assert client.delete(f"/Users/{uid}").status_code == 204
@@ -132,13 +167,21 @@ def test_etags_and_if_match(live: Live) -> None:
     with live.client() as client:
         created = client.post("/Users", json={"schemas": [USER], "userName": "etag"})
         uid, version = created.json()["id"], created.headers["ETag"]
-        stale = client.put(f"/Users/{uid}", headers={"If-Match": 'W/"41"'},
-                           json={"schemas": [USER], "userName": "etag", "displayName": "x"})
+        stale = client.put(
+            f"/Users/{uid}",
+            headers={"If-Match": 'W/"41"'},
+            json={"schemas": [USER], "userName": "etag", "displayName": "x"},
+        )
         assert stale.status_code == 412
-        fresh = client.put(f"/Users/{uid}", headers={"If-Match": version},
-                           json={"schemas": [USER], "userName": "etag", "displayName": "x"})
+        fresh = client.put(
+            f"/Users/{uid}",
+            headers={"If-Match": version},
+            json={"schemas": [USER], "userName": "etag", "displayName": "x"},
+        )
         assert fresh.status_code == 200 and fresh.headers["ETag"] != version
-        assert client.get(f"/Users/{uid}", headers={"If-None-Match": fresh.headers["ETag"]}).status_code == 304
+        assert (
+            client.get(f"/Users/{uid}", headers={"If-None-Match": fresh.headers["ETag"]}).status_code == 304
+        )
         assert client.delete(f"/Users/{uid}", headers={"If-Match": version}).status_code == 412
         assert client.delete(f"/Users/{uid}", headers={"If-Match": fresh.headers["ETag"]}).status_code == 204
 
@@ -146,23 +189,47 @@ def test_etags_and_if_match(live: Live) -> None:
 def test_filters_sorting_and_paging_over_http(live: Live) -> None:
     with live.client() as client:
         for i, (name, mail, kind) in enumerate(
-            [("Zoe", "zoe@x.example", "work"), ("adam", "adam@y.example", "home"), ("Mia", "mia@x.example", "work")]
+            [
+                ("Zoe", "zoe@x.example", "work"),
+                ("adam", "adam@y.example", "home"),
+                ("Mia", "mia@x.example", "work"),
+            ]
         ):
-            client.post("/Users", json={"schemas": [USER], "userName": name, "externalId": f"ext-{i}",
-                                        "emails": [{"value": mail, "type": kind, "primary": True}]})
-        found = client.get("/Users", params={"filter": 'emails[type eq "work" and value co "@X."]',
-                                             "sortBy": "userName", "sortOrder": "descending"}).json()
+            client.post(
+                "/Users",
+                json={
+                    "schemas": [USER],
+                    "userName": name,
+                    "externalId": f"ext-{i}",
+                    "emails": [{"value": mail, "type": kind, "primary": True}],
+                },
+            )
+        found = client.get(
+            "/Users",
+            params={
+                "filter": 'emails[type eq "work" and value co "@X."]',
+                "sortBy": "userName",
+                "sortOrder": "descending",
+            },
+        ).json()
         assert [u["userName"] for u in found["Resources"]] == ["Zoe", "Mia"]
         assert client.get("/Users", params={"filter": 'externalId eq "EXT-1"'}).json()["totalResults"] == 0
         assert client.get("/Users", params={"filter": 'externalId eq "ext-1"'}).json()["totalResults"] == 1
-        assert client.get("/Users", params={"filter": 'emails.value eq "MIA@x.example"'}).json()["totalResults"] == 1
+        assert (
+            client.get("/Users", params={"filter": 'emails.value eq "MIA@x.example"'}).json()["totalResults"]
+            == 1
+        )
         page = client.get("/Users", params={"sortBy": "userName", "startIndex": 2, "count": 1}).json()
         assert page["totalResults"] == 3 and page["startIndex"] == 2
         assert [u["userName"] for u in page["Resources"]] == ["Mia"]
-        search = client.post("/Users/.search", json={
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-            "filter": 'not (userName eq "zoe") and (userName sw "a" or userName ew "A")',
-            "attributes": ["userName"]}).json()
+        search = client.post(
+            "/Users/.search",
+            json={
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": 'not (userName eq "zoe") and (userName sw "a" or userName ew "A")',
+                "attributes": ["userName"],
+            },
+        ).json()
         assert [u["userName"] for u in search["Resources"]] == ["adam", "Mia"]
         assert set(search["Resources"][0]) <= {"schemas", "id", "userName", "meta"}
         injected = client.get("/Users", params={"filter": "userName eq \"x' OR '1'='1\""}).json()

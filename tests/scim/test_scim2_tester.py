@@ -12,7 +12,9 @@ BAD = {Status.ERROR, Status.CRITICAL, Status.DEVIATION}
 
 
 def test_scim2_tester_finds_nothing_wrong(live: Live) -> None:
-    with httpx2.Client(base_url=live.scim, headers={"Authorization": f"Bearer {TOKEN_A}"}, timeout=30) as http:
+    with httpx2.Client(
+        base_url=live.scim, headers={"Authorization": f"Bearer {TOKEN_A}"}, timeout=30
+    ) as http:
         results = check_server(SyncSCIMClient(http))
     ran = [r for r in results if r.status is not Status.SKIPPED]
     failed = [(r.title, r.resource_type, r.status.name, r.reason) for r in results if r.status in BAD]

@@ -16,9 +16,9 @@ from app.store.storage import SqlStorage
 
 class TestSqlStorageContract(AsyncScimStorageContract):
     @pytest.fixture
-    def storage(self, provider: ScimProvider, database_url: str, source_name: str) -> Iterator[Any]:
+    def storage(self, provider: ScimProvider, shared_database_url: str, source_name: str) -> Iterator[Any]:
         with asyncio.Runner() as runner:
-            database = Database(database_url)
+            database = Database(shared_database_url)
             try:
                 yield BlockingStorage(SqlStorage(database, provider, source_name), runner)
             finally:

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 
-def write_config(path: Path, *, database_url: str, source: str, ziti_url: str, port: int = 0, extra: str = "") -> Path:
+def write_config(
+    path: Path, *, database_url: str, source: str, ziti_url: str, port: int = 0, extra: str = ""
+) -> Path:
     path.write_text(
         f"""
 [server]

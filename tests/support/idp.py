@@ -36,7 +36,13 @@ class TestIdp:
 
     def token(self, **claims: Any) -> str:
         now = int(time.time())
-        body = {"iss": self.issuer, "aud": self.audience, "iat": now, "exp": now + 300, "sub": uuid.uuid4().hex}
+        body = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + 300,
+            "sub": uuid.uuid4().hex,
+        }
         body.update(claims)
         return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": self.kid})
 

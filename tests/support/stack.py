@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,11 +13,10 @@ import pytest
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
 from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
-from pathlib import Path
-
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 TOKEN = "provisioning-test-token-0123456789"
 ADMIN_PASSWORD = "emulator-admin-Pa55word"

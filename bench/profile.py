@@ -1,0 +1,148 @@
+"""Profile the ziti-scim server process (py-spy) while the bench drives one scenario.
+
+    python -m bench.profile SCENARIO [--db sqlite|postgres] [--seconds 15] [--top 30] [--out FILE]
+
+Scenarios: ``get`` (GET /Users/{id}, 1 client), ``create`` (POST /Users, 8 clients, no controller),
+``create-provisioned`` (POST /Users, 1 client, with the controller emulator), ``group-add-provisioned``
+(one PATCH adding 100 members, with the emulator), ``group-get-50k`` (GET of a 50k-member group).
+Needs ``py-spy`` (``pip install py-spy``). Prints the functions with the most samples, inclusive and
+self; the raw collapsed stacks are written to ``--out`` (flamegraph.pl / speedscope can read them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import dumps, user_body
+from bench.load import client, run_load, timed
+from bench.procs import Server, Workdir
+from bench.s5_e2e import patch_bodies, start_stack
+from bench.seed import seed
+from bench.targets import Target, ziti_target
+
+
+def summarize(path: Path, top: int) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(count)
+        total += samples
+        frames = stack.split(";")
+        own[frames[-1]] += samples
+        for frame in dict.fromkeys(f.rsplit(":", 1)[0] for f in frames):
+            inclusive[frame] += samples
+    lines = [f"{total} samples", "-- inclusive (function (file)) --"]
+    lines += [f"{100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    lines += ["-- self (function (file:line)) --"]
+    lines += [f"{100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    return "\n".join(lines)
+
+
+def record(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    process = subprocess.Popen([spy, "record", "-p", str(server.pid), "-d", str(int(seconds)), "-r", "200",
+                                "-f", "raw", "-o", str(out), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    return process
+
+
+async def drive(scenario: str, target: Target, context: dict[str, Any], until: float) -> str:
+    done = 0
+    if scenario == "get":
+        ids = context["ids"]
+        while time.perf_counter() < until:
+            result = await run_load(target.base, target.headers,
+                                    lambda i: ("GET", f"/Users/{ids[i % len(ids)]}", None), 200, 1, start=done)
+            done += result.count
+    elif scenario in ("create", "create-provisioned"):
+        concurrency = 8 if scenario == "create" else 1
+        while time.perf_counter() < until:
+            result = await run_load(target.base, target.headers,
+                                    lambda i: ("POST", "/Users", dumps(user_body("prof", i))), 50, concurrency,
+                                    start=done, expect=(201,))
+            done += result.count
+    elif scenario == "group-add-provisioned":
+        ids, group = context["ids"], context["group"]
+        async with client(target.base, target.headers) as http:
+            while time.perf_counter() < until and done + 100 <= len(ids):
+                for body in patch_bodies(ids[done:done + 100]):
+                    await timed(http, "PATCH", f"/Groups/{group}", body)
+                done += 100
+    elif scenario == "group-get-50k":
+        async with client(target.base, target.headers) as http:
+            while time.perf_counter() < until:
+                await timed(http, "GET", f"/Groups/{context['group']}")
+                done += 1
+    return f"{done} operations"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("scenario", choices=["get", "create", "create-provisioned", "group-add-provisioned",
+                                             "group-get-50k"])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ziti-scim-profile.txt")
+    args = parser.parse_args(argv)
+    workdir = Workdir()
+    context: dict[str, Any] = {}
+    stack = None
+    try:
+        if args.scenario.endswith("provisioned"):
+            stack = start_stack(args.db, workdir, "profile")
+            target = stack.target
+            if args.scenario == "group-add-provisioned":
+                async def prepare() -> None:
+                    result = await run_load(target.base, target.headers,
+                                            lambda i: ("POST", "/Users", dumps(user_body("pm", i))), 1000, 8,
+                                            expect=(201,), keep=lambda i, r: context.setdefault("ids", []).append(
+                                                r.json()["id"]))
+                    async with client(target.base, target.headers) as http:
+                        response = await http.post("/Groups", content=dumps(
+                            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "prof"}))
+                        context["group"] = response.json()["id"]
+                    assert result.errors == 0
+                asyncio.run(prepare())
+                stack.controller.wait_quiet()
+        else:
+            target = ziti_target(args.db, workdir, "profile")
+            assert target.database_url is not None
+            if args.scenario == "group-get-50k":
+                seeded = seed(target.database_url, "pg", 0, 50_000, groups={"g": 50_000})
+                context["group"] = seeded.group_ids["g"]
+            else:
+                context["ids"] = seed(target.database_url, "pu", 0, 10_000).user_ids
+            target.start()
+        spy = record(target.server, args.seconds, args.out)
+        began = time.perf_counter()
+        print(asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5)), "in",
+              f"{time.perf_counter() - began:.1f} s")
+        spy.wait()
+        print(summarize(args.out, args.top))
+        print(f"raw stacks: {args.out}")
+    finally:
+        if stack is not None:
+            stack.stop()
+        else:
+            target.cleanup()
+        workdir.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
