@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -86,9 +87,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f'"emails":[{{"value":"alice@example.com","primary":true}}]}}\' {base}/Users\n'
         "See the identity on the controller:\n"
         f"  S=$(curl -s -H 'Content-Type: application/json' \\\n"
-        f"       -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}' \\\n"
+        f'       -d \'{{"username":"admin","password":"{password}"}}\' \\\n'
         f"       '{ziti}/authenticate?method=password' \\\n"
-        "       | python3 -c 'import sys,json;print(json.load(sys.stdin)[\"data\"][\"token\"])')\n"
+        '       | python3 -c \'import sys,json;print(json.load(sys.stdin)["data"]["token"])\')\n'
         f"  curl -s -H \"zt-session: $S\" '{ziti}/identities?filter=externalId%3D%22alice@example.com%22'\n",
         flush=True,
     )
@@ -108,10 +109,23 @@ async def _sync(config: Config, dry_run: bool) -> int:
     provisioner = Provisioner(config, db)
     try:
         async with sync.exclusive(db):
+            if not dry_run:
+                await _pull_webhook_sources(config, db, provisioner)
             return await sync.run(provisioner, dry_run=dry_run, report=print)
     finally:
         await provisioner.stop()
         await db.dispose()
+
+
+async def _pull_webhook_sources(config: Config, db: Any, provisioner: Any) -> None:
+    """Sources fed by webhooks that are not retried (ZITADEL) are first re-read from the IdP's API."""
+    from app.scim.router import ScimRouter
+    from app.webhooks.routes import WebhookReceiver
+
+    scim = ScimRouter(config.sources.values(), db, hooks=provisioner.hooks)
+    for puller in WebhookReceiver(config, db, scim).pullers():
+        report = await puller.run_once()
+        print(f"zitadel pull: {'; '.join(report.changes) if report else 'failed (see log)'}")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

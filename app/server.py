@@ -27,7 +27,7 @@ from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
 from app.reconcile.sync import LAST_FULL_SYNC
 from app.scim.router import ScimRouter
 from app.store.db import Database
-from app.webhooks.routes import webhook_routes
+from app.webhooks.routes import WebhookReceiver
 from app.ziti.client import ZitiClient
 
 log = logging.getLogger("ziti_scim")
@@ -65,7 +65,9 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         after_write=provisioner.after_write if provisioner else None,
         metrics=metrics,
     )
+    webhooks = WebhookReceiver(config, db, scim)
     services = Services(config=config, db=db, scim=scim, metrics=metrics, provisioner=provisioner)
+    services.extras["webhooks"] = webhooks
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -75,10 +77,15 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             await provisioner.start()
         else:
             log.warning("no [ziti] controller configured: SCIM state is stored but nothing is provisioned")
+        pullers = webhooks.pullers()  # ZITADEL does not retry deliveries: a periodic pull repairs misses
+        for puller in pullers:
+            puller.start()
         log.info("ziti-scim ready: %d source(s), database %s", len(config.sources), db.engine.url.drivername)
         try:
             yield
         finally:
+            for puller in pullers:
+                await puller.stop()
             if provisioner is not None:
                 await provisioner.stop()
             await db.dispose()
@@ -144,7 +151,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             Route("/metrics", metrics_endpoint),
             Route("/admin/audit", admin_audit),
             Mount("/scim", app=cast(ASGIApp, scim)),
-            *webhook_routes(config, db, scim),
+            Route("/webhooks/{source}", webhooks.endpoint, methods=["GET", "POST"]),
         ],
         lifespan=lifespan,
     )

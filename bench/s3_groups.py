@@ -33,6 +33,7 @@ def add_one(member_id: str) -> bytes:
 
 
 async def measure(target: Target, seeded: Seeded, pool: list[str], reps: dict[str, int]) -> dict[tuple[str, str], Any]:
+    """{(group, operation): (latency samples in ms, median response bytes, server CPU ms per request)}"""
     out: dict[tuple[str, str], Any] = {}
     async with client(target.base, target.headers) as http:
         for group, size in SIZES.items():
@@ -41,17 +42,24 @@ async def measure(target: Target, seeded: Seeded, pool: list[str], reps: dict[st
                 samples, sizes = [], []
                 # A warm-up request first, except where one request costs seconds (the whole-group responses).
                 warm = 1 if query or size <= 1_000 else 0
+                cpu = 0.0
                 for rep in range(reps[variant] + warm):
+                    if rep == warm:
+                        cpu = target.server.cpu()
                     took, response = await timed(http, "PATCH", f"/Groups/{group_id}{query}", add_one(pool.pop()))
                     if response.status_code != 200:
                         raise RuntimeError(f"PATCH {group}: {response.status_code} {response.text[:300]}")
                     if rep >= warm:
                         samples.append(took * 1000)
                         sizes.append(len(response.content))
-                out[(group, variant)] = (samples, statistics.median(sizes))
+                cpu = (target.server.cpu() - cpu) / len(samples) * 1000
+                out[(group, variant)] = (samples, statistics.median(sizes), cpu)
             samples, sizes = [], []
             warm = 1 if size <= 1_000 else 0
+            cpu = 0.0
             for rep in range(reps["get"] + warm):
+                if rep == warm:
+                    cpu = target.server.cpu()
                 took, response = await timed(http, "GET", f"/Groups/{group_id}")
                 if response.status_code != 200:
                     raise RuntimeError(f"GET {group}: {response.status_code}")
@@ -59,7 +67,8 @@ async def measure(target: Target, seeded: Seeded, pool: list[str], reps: dict[st
                     samples.append(took * 1000)
                     sizes.append(len(response.content))
                     members = len(response.json().get("members", []))
-            out[(group, "GET whole group")] = (samples, statistics.median(sizes))
+            cpu = (target.server.cpu() - cpu) / len(samples) * 1000
+            out[(group, "GET whole group")] = (samples, statistics.median(sizes), cpu)
             if members < size:
                 raise RuntimeError(f"{group}: {members} members, expected at least {size}")
     return out
@@ -97,15 +106,22 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
         for op in ops:
             row: list[Any] = [db, op]
             for group, size in SIZES.items():
-                samples, body = cells[(group, op)]
+                samples, body, cpu = cells[(group, op)]
                 median = statistics.median(samples)
                 goal = ("<", GOAL_MS) if size == 50_000 and op != "GET whole group" else None
                 section.metric("latency_median", median, "ms", goal=goal, database=db, op=op, members=size)
                 section.metric("latency_max", max(samples), "ms", database=db, op=op, members=size)
                 section.metric("response_bytes", body, "bytes", database=db, op=op, members=size)
+                section.metric("server_cpu_per_request", cpu, "ms", database=db, op=op, members=size)
                 row.append(f"{median:.1f} ({max(samples):.0f})")
             body_50k = cells[("g50k", op)][1]
             row.append(f"{body_50k / 1024:,.0f} KiB" if body_50k >= 10_240 else f"{body_50k / 1024:.1f} KiB")
             median_50k = statistics.median(cells[("g50k", op)][0])
             row.append("–" if op == "GET whole group" else ("met" if median_50k < GOAL_MS else "NOT met"))
             table.add(*row)
+    cpu_table = section.table("Server CPU per request, ms (10 ms clock resolution; less sensitive than latency to "
+                              "other load on the machine)", ["database", "operation",
+                                                             *[f"{n:,} members" for n in SIZES.values()]])
+    for db, cells in measured.items():
+        for op in ops:
+            cpu_table.add(db, op, *[cells[(group, op)][2] for group in SIZES])

@@ -58,11 +58,11 @@ async def mixed_reads(target: Target, ids: list[str], stored: int, scale: int) -
 
 def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
     section = results.section("bulk", "4. Bulk create with 8 clients, and memory with 100,000 users stored")
-    count, warmup = (1_000, 30) if quick else (10_000, 100)
+    count, warmup = (500, 30) if quick else (10_000, 100)
     scale = 30 if quick else 200
-    pg_count = 300 if quick else 2_000
+    pg_count = 200 if quick else 2_000
     section.note(f"{count:,} POST /Users with 8 concurrent clients after {warmup} warm-up creates"
-                 + (" (--quick: 1,000 instead of 10,000)" if quick else "")
+                 + (" (--quick: 500 instead of 10,000)" if quick else "")
                  + f"; ziti-scim on PostgreSQL does {pg_count:,} (it is here for its memory; its write throughput "
                  "is in section 1).")
     section.note(f"Memory: the server keeps running after the creates, the database is topped up to {STORED:,} "

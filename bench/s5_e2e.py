@@ -147,7 +147,7 @@ def patch_bodies(member_ids: list[str]) -> list[bytes]:
 
 
 def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: Any) -> None:
-    count = 300 if quick else 5_000
+    count = 200 if quick else 5_000
     section = results.section("e2e", f"5a. End to end: {count:,} users provisioned, unchanged updates, "
                                      f"{count:,} members added to a group")
     if quick:
@@ -159,7 +159,7 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
                  "create, unlike the real controller's indexes): its own time is reported as 'emulator busy'.")
     table = section.table("Provisioning", ["phase", "SCIM requests", "SCIM req/s", "p50 ms", "p99 ms",
                                            "converged in s", "items/s", "controller calls", "calls per item",
-                                           "max in flight", "emulator busy s"])
+                                           "max in flight", "server CPU ms/item", "emulator busy s"])
     stack = start_stack(db, workdir, "e2e")
     ctl = stack.controller
     prefix = "e"
@@ -169,11 +169,14 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
         ctl.expect({external_id(prefix, i): [] for i in range(count)})
         ctl.reset()
         began = time.perf_counter()
+        cpu = stack.target.server.cpu()
         result, user_ids = asyncio.run(post_users(stack, prefix, count, 8))
         done, state = ctl.wait_converged(timeout=600)
         stats = ctl.wait_quiet()
+        cpu = (stack.target.server.cpu() - cpu) / count * 1000
         total, logins, by_kind = calls(stats)
         seconds = _converge_metrics(section, "create", began, done, state, count, "users")
+        section.metric("server_cpu_per_item", cpu, "ms", phase="create")
         section.metric("scim_throughput", result.throughput, "req/s", phase="create")
         section.metric("latency_p50", result.p50, "ms", phase="create")
         section.metric("latency_p99", result.p99, "ms", phase="create")
@@ -187,18 +190,21 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
             section.note(f"create: {result.errors} errors, first: {result.first_error}")
         table.add(f"create {count:,} users (8 clients)", result.count, result.throughput, result.p50, result.p99,
                   seconds, count / seconds if seconds else None, total, total / count, stats["max_in_flight"],
-                  stats["busy_seconds"])
+                  cpu, stats["busy_seconds"])
 
         # -- B: unchanged PUT ---------------------------------------------------------------------------
         updates = min(count, 1_000)
         log(f"  e2e: {updates:,} unchanged PUTs")
         ctl.reset()
+        cpu = stack.target.server.cpu()
 
         def put(i: int) -> tuple[str, str, bytes]:
             return "PUT", f"/Users/{user_ids[i]}", dumps({"id": user_ids[i], **user_body(prefix, i)})
 
         result = asyncio.run(run_load(stack.target.base, stack.target.headers, put, updates, 8, expect=(200,)))
         stats = ctl.wait_quiet()
+        cpu = (stack.target.server.cpu() - cpu) / updates * 1000
+        section.metric("server_cpu_per_item", cpu, "ms", phase="unchanged put")
         total, logins, by_kind = calls(stats)
         section.metric("scim_throughput", result.throughput, "req/s", phase="unchanged put")
         section.metric("latency_p50", result.p50, "ms", phase="unchanged put")
@@ -209,7 +215,7 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
         if total:
             section.note(f"unchanged PUT: controller calls: {describe(by_kind)}.")
         table.add(f"PUT {updates:,} unchanged users (8 clients)", result.count, result.throughput, result.p50,
-                  result.p99, None, None, total, total / updates, stats["max_in_flight"], stats["busy_seconds"])
+                  result.p99, None, None, total, total / updates, stats["max_in_flight"], cpu, stats["busy_seconds"])
 
         # -- C: one PATCH adding every user to a group, without and with controller latency ------------------
         roles: list[str] = []
@@ -226,6 +232,7 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
                     bodies = patch_bodies(user_ids)
                     ctl.reset()
                     ctl.latency(latency)
+                    cpu_box.append(stack.target.server.cpu())
                     began = time.perf_counter()
                     statuses, sizes = [], []
                     for body in bodies:
@@ -235,10 +242,12 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
                     return began, statuses, sizes, len(response.content)
 
             ctl.expect({external_id(prefix, i): roles for i in range(count)})
+            cpu_box: list[float] = []
             began, statuses, sizes, response_size = asyncio.run(add_group())
             responded = time.perf_counter()
             done, state = ctl.wait_converged(timeout=600)
             stats = ctl.wait_quiet()
+            cpu = (stack.target.server.cpu() - cpu_box[0]) / count * 1000
             ctl.latency(0.0)
             total, logins, by_kind = calls(stats)
             phase = f"group add, controller latency {latency * 1000:.0f} ms"
@@ -248,6 +257,7 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
             section.metric("patch_response_bytes", response_size, "bytes", phase=phase)
             section.metric("controller_calls", total, "count", phase=phase)
             section.metric("controller_calls_per_member", total / count, "calls", phase=phase)
+            section.metric("server_cpu_per_item", cpu, "ms", phase=phase)
             section.metric("max_in_flight", stats["max_in_flight"], "count", goal=("<=", MAX_IN_FLIGHT), phase=phase)
             if any(s != 200 for s in statuses):
                 section.note(f"{phase}: PATCH statuses {statuses}")
@@ -257,13 +267,13 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
                          f"controller calls: {describe(by_kind)}.")
             table.add(f"PATCH +{count:,} members, controller +{latency * 1000:.0f} ms/call", len(statuses), None,
                       (responded - began) * 1000, None, seconds, count / seconds if seconds else None, total,
-                      total / count, stats["max_in_flight"], stats["busy_seconds"])
+                      total / count, stats["max_in_flight"], cpu, stats["busy_seconds"])
     finally:
         stack.stop()
 
 
 def initial_sync(results: Results, db: str, workdir: Workdir, quick: bool, log: Any) -> None:
-    users, groups = (300, 10) if quick else (10_000, 200)
+    users, groups = (200, 10) if quick else (10_000, 200)
     budget = 90.0 if quick else 600.0
     section = results.section("sync", f"5b. Initial sync shaped like authentik's full sync: {users:,} users, "
                                       f"{groups} groups")

@@ -176,7 +176,9 @@ class Reconciler:
             return "busy"
         return await self.converge_claimed(claim)
 
-    async def _audit(self, action: str, identity_id: str | None, outcome: str, error: str | None = None) -> None:
+    async def _audit(
+        self, action: str, identity_id: str | None, outcome: str, error: str | None = None
+    ) -> None:
         context = _CONTEXT.get()
         if context is None:
             return

@@ -50,8 +50,10 @@ class MemberDelta:
 
 
 def _is_members(path: AttrPath) -> bool:
-    return path.attr.lower() == "members" and path.sub_attr is None and (
-        path.uri is None or path.uri.lower() == "urn:ietf:params:scim:schemas:core:2.0:group"
+    return (
+        path.attr.lower() == "members"
+        and path.sub_attr is None
+        and (path.uri is None or path.uri.lower() == "urn:ietf:params:scim:schemas:core:2.0:group")
     )
 
 
@@ -222,7 +224,10 @@ class ZitiScimHandler(AsyncScimHandler):
             async with self.storage.operation():
                 if delta is None:
                     resource = await self.patch_resource(
-                        resource_type, cast(str, target.resource_id), patch_op, self.service.read_conditions(request)
+                        resource_type,
+                        cast(str, target.resource_id),
+                        patch_op,
+                        self.service.read_conditions(request),
                     )
                 else:
                     resource = await self._patch_members(
@@ -244,14 +249,16 @@ class ZitiScimHandler(AsyncScimHandler):
         conditions: Conditions,
         response_parameters: ResponseParameters[Any],
     ) -> Any:
-        without_members = ResponseParameters(excluded_attributes=["members"])
+        without_members: ResponseParameters[Any] = ResponseParameters(
+            excluded_attributes=["members"]  # type: ignore[list-item]  # validated into paths by pydantic
+        )
         current = await self.storage.get(resource_type, group_id, response_parameters=without_members)
         assert current.meta is not None
         version = current.meta.version
         self.service.check_preconditions(current, "PATCH", conditions)
         document = None
         if delta.other:
-            partial = type(patch_op)(operations=delta.other)
+            partial = type(patch_op)(operations=delta.other)  # type: ignore[call-arg]  # populate by name
             if partial.patch(current):
                 document = SqlStorage._document(current)
         await self.storage.change_members(

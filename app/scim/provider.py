@@ -42,4 +42,6 @@ def scim_policy(policy: PolicyConfig) -> ScimPolicy:
 def load_provider(policy: PolicyConfig | None = None, folder: Path | None = None) -> ScimProvider:
     """The provider of one source: the published discovery documents plus that source's tolerance policy."""
     schemas, resource_types, config = _discovery(folder or schemas_dir())
-    return ScimProvider.from_discovery(schemas, resource_types, config, policy=scim_policy(policy or PolicyConfig()))
+    return ScimProvider.from_discovery(
+        schemas, resource_types, config, policy=scim_policy(policy or PolicyConfig())
+    )

@@ -121,7 +121,9 @@ class SourceApplication(ASGIApplication):
             response.headers["Retry-After"] = "1"
             return response
         if isinstance(exception, SCIMException):
-            log.info("%s %s -> %s %s", request.method, request.path, exception.status, exception.scim_type or "")
+            log.info(
+                "%s %s -> %s %s", request.method, request.path, exception.status, exception.scim_type or ""
+            )
             return self.service.error_response(exception)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return self.service.error_response(exception)
@@ -200,7 +202,9 @@ class ScimRouter:
         if operation not in DISCOVERY:
             source_app = await self.authenticate(request.header("Authorization"))
             if source_app is None:
-                response = app.service.error_response(UnauthorizedException(detail="A valid bearer token is required"))
+                response = app.service.error_response(
+                    UnauthorizedException(detail="A valid bearer token is required")
+                )
                 response.headers["WWW-Authenticate"] = 'Bearer realm="ziti-scim"'
             else:
                 app = source_app
@@ -214,7 +218,11 @@ class ScimRouter:
         started = time.perf_counter()
         if response is None:
             length = request.header("Content-Length")
-            body = None if length and length.isdigit() and int(length) > self.max_body_bytes else await self._body(receive)
+            body = (
+                None
+                if length and length.isdigit() and int(length) > self.max_body_bytes
+                else await self._body(receive)
+            )
             if body is None:
                 response = app.service.error_response(
                     PayloadTooLargeException(detail=f"The body exceeds {self.max_body_bytes} bytes")
@@ -232,11 +240,19 @@ class ScimRouter:
         source = app.source.name if app is not self.discovery else "-"
         status = int(response.status)
         if self.metrics is not None:
-            self.metrics.scim_requests.labels(source, operation.value if operation else "unknown", str(status)).inc()
+            self.metrics.scim_requests.labels(
+                source, operation.value if operation else "unknown", str(status)
+            ).inc()
         log.info(
             "scim request",
-            extra={"request_id": request_id, "source": source, "method": request.method, "path": request.path,
-                   "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            extra={
+                "request_id": request_id,
+                "source": source,
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
         )
 
 

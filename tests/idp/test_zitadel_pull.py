@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -173,3 +174,23 @@ async def test_an_event_without_payload_is_read_from_the_api(
     signed = {"ZITADEL-Signature": sign_zitadel(body, KEY, 1_800_000_000)}
     assert (await client.post("/webhooks/zitadel", content=body, headers=signed)).status_code == 200
     assert await users(client) == {}
+
+
+async def test_the_periodic_pull_runs_in_the_background_until_stopped(
+    service: tuple[httpx.AsyncClient, WebhookReceiver], fake_api: FakeApi
+) -> None:
+    client, receiver = service
+    fake_api.users["100"] = human("100", "alice@example.com")
+    background = puller(receiver)
+    background.start()
+    try:
+        for _ in range(200):
+            if await users(client):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await background.stop()
+    assert sorted(await users(client)) == ["100"]
+    calls = len(fake_api.tokens)
+    await asyncio.sleep(0.1)
+    assert len(fake_api.tokens) == calls  # stopped: no more reads

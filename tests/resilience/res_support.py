@@ -7,6 +7,7 @@ summary by ``conftest.py``) saying how many operations ran and what was verified
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -61,8 +62,21 @@ class CreateRecorder:
         self.state = app.state  # EmulatorThread reads ``app.state.emulator``
         self.lock = threading.Lock()
         self.creates: list[tuple[str | None, str]] = []
+        self.response_delay = 0.0
+        """Seconds to hold every answer *after* the request was applied: a controller that does the work
+        but answers past the client's timeout (the emulator's own ``latency`` delays before applying)."""
+
+    async def _send_late(self, send: Any) -> Any:
+        async def late(message: Any) -> None:
+            if message["type"] == "http.response.start" and self.response_delay > 0:
+                await asyncio.sleep(self.response_delay)
+            await send(message)
+
+        return late
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            send = await self._send_late(send)
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith(IDENTITIES):
             await self.app(scope, receive, send)
             return
@@ -232,18 +246,42 @@ class Sync:
 
     # -- transport ---------------------------------------------------------------------------------
 
-    def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 201, 204)) -> httpx.Response:
-        """One SCIM request; in resilient mode repeated until the service gives a definite answer."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        lookup: Callable[[], str | None] | None = None,
+    ) -> httpx.Response:
+        """One SCIM request; in resilient mode repeated until the service gives a definite answer.
+
+        ``lookup`` (creates): before repeating a create whose outcome is unknown, look for what it would
+        have created, as careful IdPs do; a found id ends the retry (``response.found_id``).
+        """
         deadline = time.monotonic() + self.give_up_after
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1 and lookup is not None:
+                try:
+                    found = lookup()
+                except httpx.TransportError:
+                    found = None
+                    attempt -= 1
+                    time.sleep(0.1)
+                    continue
+                if found is not None:
+                    response = httpx.Response(200)
+                    response.found_id = found  # type: ignore[attr-defined]
+                    return response
             try:
                 response = self.client.request(method, path, json=body)
             except httpx.TransportError:
                 if not self.resilient or time.monotonic() > deadline:
                     raise
-                self.retries += 1
+                with self.lock:
+                    self.retries += 1
                 time.sleep(0.1)
                 continue
             with self.lock:
@@ -251,7 +289,8 @@ class Sync:
             assert response.status_code != 500, f"{method} {path}: 500 {response.text[:500]}"
             if response.status_code == 503 and self.resilient and time.monotonic() < deadline:
                 assert "Retry-After" in response.headers, "503 without Retry-After"
-                self.retries += 1
+                with self.lock:
+                    self.retries += 1
                 time.sleep(0.1)
                 continue
             response.attempts = attempt  # type: ignore[attr-defined]
@@ -263,10 +302,17 @@ class Sync:
         return response
 
     def find_id(self, endpoint: str, attribute: str, value: str) -> str | None:
-        # A filter by GET query, what IdPs do after a 409.
-        response = self.client.get(f"/{endpoint}", params={"filter": f'{attribute} eq "{value}"'})
+        """A filter by GET query, what IdPs do after a 409 or an unanswered create."""
+        response = self.client.get(f"/{endpoint}", params={"filter": f"{attribute} eq {json.dumps(value)}"})
+        if response.status_code != 200:
+            raise httpx.TransportError(f"lookup answered {response.status_code}")
         resources = response.json().get("Resources", [])
         return str(resources[0]["id"]) if resources else None
+
+    def _created_id(self, response: httpx.Response, what: str) -> str:
+        if hasattr(response, "found_id"):
+            return str(response.found_id)
+        return str(self._check(response, (201,), what).json()["id"])
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -282,12 +328,9 @@ class Sync:
 
     def create_user(self, spec: UserSpec) -> str:
         self._count()
-        response = self.call("POST", "/Users", spec.resource())
-        if response.status_code == 409 and self.resilient and getattr(response, "attempts", 1) > 1:
-            user_id = self.find_id("Users", "userName", spec.user_name)
-            assert user_id is not None, f"409 for {spec.user_name} but no such user"
-        else:
-            user_id = str(self._check(response, (201,), f"create {spec.key}").json()["id"])
+        lookup = (lambda: self.find_id("Users", "userName", spec.user_name)) if self.resilient else None
+        response = self.call("POST", "/Users", spec.resource(), lookup=lookup)
+        user_id = self._created_id(response, f"create {spec.key}")
         with self.lock:
             self.expected.users[spec.key] = spec
             self.expected.user_ids[spec.key] = user_id
@@ -300,12 +343,9 @@ class Sync:
             "displayName": name,
             "members": [{"value": self.expected.user_ids[key]} for key in members],
         }
-        response = self.call("POST", "/Groups", body)
-        if response.status_code == 409 and self.resilient and getattr(response, "attempts", 1) > 1:
-            group_id = self.find_id("Groups", "displayName", name)
-            assert group_id is not None
-        else:
-            group_id = str(self._check(response, (201,), f"create group {name}").json()["id"])
+        lookup = (lambda: self.find_id("Groups", "displayName", name)) if self.resilient else None
+        response = self.call("POST", "/Groups", body, lookup=lookup)
+        group_id = self._created_id(response, f"create group {name}")
         with self.lock:
             self.expected.groups[name] = set(members)
             self.expected.group_ids[name] = group_id
@@ -484,15 +524,27 @@ def verify(
     by_external: dict[str | None, list[Any]] = {}
     for identity in identities:
         by_external.setdefault(identity.external_id, []).append(identity)
+    by_user = Counter(i.tags.get("scimId") for i in ours)
     duplicates = sum(len(v) - 1 for k, v in by_external.items() if k is not None and len(v) > 1)
+    duplicates += sum(count - 1 for count in by_user.values() if count > 1)
     if duplicates:
-        problems.append(f"{duplicates} duplicate identities by externalId")
+        problems.append(
+            f"{duplicates} duplicate identities (by externalId, or several tagged for one user): "
+            f"{[(i.name, i.external_id) for i in ours if by_user[i.tags.get('scimId')] > 1][:6]}"
+        )
     verified = 0
     for key, spec in expected.users.items():
         user = users.get(spec.user_name)
         if user is None:
             continue
-        if user.get("active", True) != spec.active or sorted(r["value"] for r in user.get("roles", [])) != spec.roles:
+        stored = (
+            user.get("active", True),
+            sorted(r["value"] for r in user.get("roles", [])),
+            user.get("displayName"),
+            [e.get("value") for e in user.get("emails", [])],
+            user.get("id"),
+        )
+        if stored != (spec.active, spec.roles, spec.display_name, [spec.email], expected.user_ids[key]):
             problems.append(f"{key}: stored user differs from the acknowledged writes: {user}")
         view = user.get(ZITI, {})
         if view.get("provisioningState") != "synced":
@@ -555,6 +607,9 @@ def wait_converged(
             return verdict
         if os.environ.get("RESILIENCE_DEBUG"):
             print(round(time.monotonic() - deadline + timeout, 1), verdict.problems[:3])
+            debug_hook = globals().get("DEBUG_HOOK")
+            if debug_hook:
+                debug_hook()
         time.sleep(0.25)
 
 

@@ -376,7 +376,7 @@ def test_tolerant_source_ignores_what_it_does_not_keep(seeded: tuple[Live, dict[
             f"/Users/{ids['user']}", json=patch({"op": "replace", "path": "title", "value": "x"})
         )
         assert response.status_code == 200
-        assert "title" not in response.json()
+        assert "title" not in response.json(), response.json()
         removal = client.patch(
             f"/Users/{ids['user']}",
             json=patch({"op": "remove", "path": 'emails[value eq "nobody@example.com"]'}),

@@ -1,0 +1,51 @@
+"""Issue 6, resilience 1 (found by the controller-slow scenario): the work queue's lease renewal must not
+stall a user that changed while it was being converged."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import insert, update
+
+from app.reconcile import queue
+from app.store.db import Database
+from app.store.tables import dirty
+
+STALE_RENEWAL = (
+    "stalled convergence: Worker._renew (app/reconcile/worker.py) renews a snapshot of Reconciler.held; "
+    "when that UPDATE lands after queue.finish/retry_later released the claim (the user changed during the "
+    "converge, or it is to be retried), queue.renew (app/reconcile/queue.py) sets claimed_until again on a "
+    "row nobody works on, so the user is not converged for LEASE_SECONDS (20 s); renew should only extend "
+    "a claim that is still held (claimed_until IS NOT NULL, or a claim token)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=STALE_RENEWAL)
+async def test_a_renewal_landing_after_the_release_does_not_stall_the_user(
+    database_url: str, source_name: str
+) -> None:
+    db = Database(database_url)
+    try:
+        async with db.transaction(write=True) as conn:
+            await conn.execute(
+                insert(dirty).values(
+                    source=source_name, user_id="u1", generation=1, due_at=time.time(), attempts=0
+                )
+            )
+        claim = await queue.claim(db, source_name, "u1")
+        assert claim is not None
+        renewer_snapshot = [claim]  # what Worker._renew read from Reconciler.held
+        async with db.transaction(write=True) as conn:  # a SCIM write to the user meanwhile
+            await conn.execute(
+                update(dirty)
+                .where(dirty.c.source == source_name, dirty.c.user_id == "u1")
+                .values(generation=dirty.c.generation + 1, due_at=time.time())
+            )
+        await queue.finish(db, claim)  # the converge ends: the newer generation stays, unclaimed
+        await queue.renew(db, renewer_snapshot)  # the renewal's UPDATE commits just after
+        again = await queue.claim(db, source_name, "u1")
+        print(f"scenario=stale-lease-renewal operations=4 reclaimable={again is not None}")
+        assert again is not None, "the changed user cannot be claimed until the lease expires"
+    finally:
+        await db.dispose()
