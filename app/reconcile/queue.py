@@ -119,16 +119,25 @@ async def retry_later(db: Database, claim: Claim, delay: float) -> None:
 
 
 async def renew(db: Database, claims: list[Claim]) -> None:
-    """Extend the leases of the claims this process still works on."""
+    """Extend the leases of the claims this process still works on.
+
+    Only a row that is still claimed is extended: one that ``finish``/``retry_later`` released while
+    this renewal was on its way must stay free for the next worker.
+    """
     if not claims:
         return
-    until = time.time() + LEASE_SECONDS
+    now = time.time()
     async with db.transaction(write=True) as conn:
         for claim in claims:
             await conn.execute(
                 update(dirty)
-                .where(dirty.c.source == claim.source, dirty.c.user_id == claim.user_id)
-                .values(claimed_until=until)
+                .where(
+                    dirty.c.source == claim.source,
+                    dirty.c.user_id == claim.user_id,
+                    dirty.c.claimed_until.is_not(None),
+                    dirty.c.claimed_until >= now,
+                )
+                .values(claimed_until=now + LEASE_SECONDS)
             )
 
 

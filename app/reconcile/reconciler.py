@@ -305,6 +305,12 @@ class Reconciler:
             else None
         )
         if current is None:
+            lost = await self._lost_identity(settings, user_id, record)
+            if lost is not None:
+                current = Applied(
+                    lost["id"], observed_fields(lost), bool((lost.get("tags") or {}).get("scimAdopted"))
+                )
+        if current is None:
             current = await self._create_or_adopt(settings, user_id, desired, target)
         try:
             await self._update(settings, user_id, current, target)
@@ -415,9 +421,24 @@ class Reconciler:
                 )
             fields["disabled"] = target["disabled"]
 
+    async def _lost_identity(
+        self, settings: SourceSettings, user_id: str, record: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The identity an earlier attempt may have created without our knowing (its answer was lost).
+
+        Only looked for when no identity is recorded and an earlier attempt failed, so the normal
+        create path still costs a single controller call.
+        """
+        if not record or record.get("identity_id") or not record.get("last_error"):
+            return None
+        found = await self.client.find_identities_by_tag(TAG_ID, user_id)
+        return next((identity for identity in found if is_ours(identity, settings.name, user_id)), None)
+
     async def _deprovision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
         record = state.provisioning
         identity_id = record.get("identity_id") if record else None
+        if not identity_id and (lost := await self._lost_identity(settings, user_id, record)) is not None:
+            identity_id = lost["id"]
         if identity_id:
             try:
                 identity = await self.client.get_identity(identity_id)

@@ -12,13 +12,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
+from urllib.parse import quote
 
-from scim2_models import PayloadTooLargeException, SCIMException, UnauthorizedException
+from scim2_models import InvalidValueException, PayloadTooLargeException, SCIMException, UnauthorizedException
 from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 
 from app.config import SourceConfig
 from app.observability.metrics import Metrics
@@ -115,7 +116,14 @@ class SourceApplication(ASGIApplication):
             body[ZITI_EXTENSION] = extension
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
-        if isinstance(exception, OperationalError | DBAPIError):
+        if isinstance(exception, DataError):
+            # A value the database cannot hold (e.g. beyond its numeric range): the client's to fix.
+            log.info("%s %s -> 400: the database refused a value", request.method, request.path)
+            return self.service.error_response(InvalidValueException(detail="A value cannot be stored"))
+        if isinstance(exception, DBAPIError | OSError | TimeoutError) and not isinstance(
+            exception, IntegrityError | ProgrammingError
+        ):
+            # The database is unreachable or restarting: transient, retry.
             log.warning("database error on %s %s: %s", request.method, request.path, type(exception).__name__)
             response = self.service.error_response(ServiceUnavailable())
             response.headers["Retry-After"] = "1"
@@ -127,6 +135,17 @@ class SourceApplication(ASGIApplication):
             return self.service.error_response(exception)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return self.service.error_response(exception)
+
+    def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
+        response = super().finalize_response(request, response)
+        # Header values echo the request URL: percent-encode what HTTP forbids there (RFC 9110 §5.5).
+        for name, value in response.headers.items():
+            if any(ord(char) < 0x20 or ord(char) > 0x7E for char in value):
+                response.headers[name] = quote(value, safe=_URL_SAFE)
+        return response
+
+
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
 
 
 class ScimRouter:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from scim2_models import (
     Context,
+    InvalidFilterException,
     InvalidValueException,
     PatchOp,
     Resource,
@@ -57,6 +58,23 @@ def _without_secrets(payload: Any) -> Any:
     return cleaned
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def _refuse_nul(payload: Any) -> Any:
+    """NUL cannot be stored by PostgreSQL; refuse it on every database alike (RFC 7643 §2.3.1 strings)."""
+    if _has_nul(payload):
+        raise InvalidValueException(detail="Strings must not contain NUL (U+0000)")
+    return payload
+
+
 class NothingToPatch(Exception):
     """A PATCH whose every operation was dropped (it only set ``password``): answer the resource unchanged."""
 
@@ -81,6 +99,8 @@ class ZitiScimService(ScimService):
     def read_search_query(
         self, resource_types: list[ResourceType], query: Mapping[str, str]
     ) -> tuple[SearchRequest[Any], Any]:
+        if "\x00" in "".join(query.values()):
+            raise InvalidFilterException(detail="Query parameters must not contain NUL (U+0000)")
         if "filter" in query:
             query = {**query, "filter": self.quirks.filter(query["filter"])}
         return super().read_search_query(resource_types, query)
@@ -99,7 +119,9 @@ class ZitiScimService(ScimService):
     def read_body(
         self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context
     ) -> ModelT:
-        payload = self.normalize(model, _without_secrets(self.decode_body(body, content_type)), scim_ctx)
+        payload = self.normalize(
+            model, _without_secrets(_refuse_nul(self.decode_body(body, content_type))), scim_ctx
+        )
         try:
             return model.model_validate(payload, scim_ctx=scim_ctx)  # type: ignore[attr-defined, no-any-return]
         except ValidationError as exception:

@@ -376,6 +376,13 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         column = elements.columns(sub, kind)
         if column is None:
             return self._compare(literal(None), op, value, kind, folded)
+        if value is None and op in (CompareOperator.eq, CompareOperator.ne):
+            # An attribute with no values is null (RFC 7643 §2.5), as ScimFilter.match reads it.
+            has_null = elements.exists(column.is_(None))
+            has_values = elements.exists(true())
+            if op is CompareOperator.eq:
+                return or_(not_(has_values), has_null)
+            return and_(has_values, not_(has_null))
         if op is CompareOperator.ne:
             # "ne" on a multi-valued attribute: no value equals the operand.
             return not_(elements.exists(self._compare(column, CompareOperator.eq, value, kind, folded)))

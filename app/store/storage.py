@@ -349,6 +349,9 @@ class SqlStorage(AsyncScimStorage):
                 query = query.order_by(*self._ordering(search_request, models))
             query = query.order_by(resources.c.pk)
             start = search_request.start_index_0 or 0
+            if start >= total:
+                # Past the end (RFC 7644 §3.4.2.4: an empty page), and never an OFFSET beyond int64.
+                return SearchPage(total=total, resources=[])
             if start:
                 query = query.offset(start)
             if count is not None:

@@ -15,6 +15,7 @@ from app.webhooks.events import WebhookEvent
 __all__ = [
     "MAX_BODY_BYTES",
     "Clock",
+    "SequencedEvent",
     "WebhookResult",
     "body_digest",
     "constant_time_in",
@@ -31,6 +32,22 @@ Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
+class SequencedEvent:
+    """One event of an event-sourced IdP (ZITADEL), in the form it is kept and folded later.
+
+    ``aggregate_type`` (``"user"`` or ``"grant"``) and ``aggregate_id`` name the object the event belongs
+    to; ``sequence`` is its per-aggregate number (ordering and dedupe); ``payload`` holds only the fields
+    the parser reads (never a password hash), so that parsing it again yields the same neutral event.
+    """
+
+    aggregate_type: str
+    aggregate_id: str
+    sequence: int
+    event_type: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookResult:
     """What one accepted delivery means.
 
@@ -38,12 +55,16 @@ class WebhookResult:
     and logs (ZITADEL ``instanceID:aggregateID:sequence``, Asgardeo ``jti``, authentik ``event_uuid``).
     ``replay_key``: the key claimed in the ``ReplayGuard``; pass it to ``ReplayGuard.forget`` if the
     delivery could not be processed and a retry of the same delivery must be let through.
+    ``sequenced``: set when the IdP numbers its events per aggregate (ZITADEL): the receiver then keeps
+    the event and folds the aggregate's events in sequence order instead of applying ``events`` as they
+    come (:mod:`app.webhooks.zitadel_sync`).
     """
 
     source: str
     events: tuple[WebhookEvent, ...]
     delivery_id: str | None = None
     replay_key: str | None = None
+    sequenced: SequencedEvent | None = None
 
 
 def get_header(headers: Mapping[str, str], name: str) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from app.webhooks.common import (
     Clock,
+    SequencedEvent,
     WebhookResult,
     body_digest,
     get_header,
@@ -53,12 +54,30 @@ __all__ = [
     "ZitadelWebhook",
     "parse_zitadel",
     "sign_zitadel",
+    "zitadel_event",
 ]
 
 SIGNATURE_HEADER = "ZITADEL-Signature"
 DEFAULT_TOLERANCE = 300.0
 _MAX_HEADER_LEN = 4096
 _HEX_SHA256_LEN = 64
+_MAX_SEQUENCE = 2**63 - 1
+_MAX_EVENT_TYPE = 100
+_MAX_AGGREGATE_ID = 200
+_KEPT_FIELDS = frozenset(
+    {
+        "userName",
+        "email",
+        "firstName",
+        "lastName",
+        "displayName",
+        "nickName",
+        "preferredLanguage",
+        "userId",
+        "projectId",
+        "roleKeys",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,23 +297,43 @@ def _grant_event(event_type: str, grant_id: str, payload: Mapping[str, Any]) -> 
     return Ignored(f"zitadel event type {event_type} is not used")
 
 
+def zitadel_event(event_type: str, aggregate_id: str, payload: Mapping[str, Any]) -> WebhookEvent:
+    """The neutral meaning of one ZITADEL event (research/zitadel.md §6); also used to re-read kept events."""
+    if event_type.startswith("user.grant."):
+        return _grant_event(event_type, aggregate_id, payload)
+    if event_type.startswith("user."):
+        return _user_event(event_type, aggregate_id, payload)
+    return Ignored(f"zitadel event type {event_type} is not used")
+
+
+def _sequence(data: Mapping[str, Any]) -> int:
+    value = data.get("sequence")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_SEQUENCE:
+        raise WebhookInvalid("sequence missing or not a positive integer")
+    return value
+
+
 def parse_zitadel(body: bytes) -> WebhookResult:
-    """Translate one ZITADEL event delivery into neutral events (research/zitadel.md §6)."""
+    """Translate one ZITADEL event delivery into neutral events (research/zitadel.md §6).
+
+    Events that matter also come back as a :class:`~app.webhooks.common.SequencedEvent` (aggregate, its
+    ``sequence`` and the payload fields read), which the receiver keeps and folds in sequence order.
+    """
     data = load_json_object(body)
     event_type = data.get("event_type")
     aggregate_id = data.get("aggregateID")
-    if not isinstance(event_type, str) or not event_type:
+    if not isinstance(event_type, str) or not event_type or len(event_type) > _MAX_EVENT_TYPE:
         raise WebhookInvalid("event_type missing")
-    if not isinstance(aggregate_id, str) or not aggregate_id:
+    if not isinstance(aggregate_id, str) or not aggregate_id or len(aggregate_id) > _MAX_AGGREGATE_ID:
         raise WebhookInvalid("aggregateID missing")
     sequence = data.get("sequence")
     instance = data.get("instanceID")
     delivery_id = f"{instance}:{aggregate_id}:{sequence}" if sequence is not None else None
-    payload = _payload(data)
-    if event_type.startswith("user.grant."):
-        event = _grant_event(event_type, aggregate_id, payload)
-    elif event_type.startswith("user."):
-        event = _user_event(event_type, aggregate_id, payload)
-    else:
-        event = Ignored(f"zitadel event type {event_type} is not used")
-    return WebhookResult(source="zitadel", events=(event,), delivery_id=delivery_id)
+    # Only the fields the parser reads are kept (no password hash, phone or address is ever stored).
+    payload = {key: value for key, value in _payload(data).items() if key in _KEPT_FIELDS}
+    event = zitadel_event(event_type, aggregate_id, payload)
+    sequenced = None
+    if not isinstance(event, Ignored):
+        kind = "grant" if event_type.startswith("user.grant.") else "user"
+        sequenced = SequencedEvent(kind, aggregate_id, _sequence(data), event_type, payload)
+    return WebhookResult(source="zitadel", events=(event,), delivery_id=delivery_id, sequenced=sequenced)

@@ -131,7 +131,7 @@ LATE_DELETE = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=LATE_DELETE)
+
 def test_user_deleted_while_its_create_outcome_is_unknown_leaves_no_identity(
     database_url: str, source_name: str
 ) -> None:
@@ -162,7 +162,7 @@ LATE_REKEY = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=LATE_REKEY)
+
 def test_email_changed_while_the_create_outcome_is_unknown_gives_one_identity(
     database_url: str, source_name: str
 ) -> None:

@@ -21,7 +21,7 @@ STALE_RENEWAL = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=STALE_RENEWAL)
+
 async def test_a_renewal_landing_after_the_release_does_not_stall_the_user(
     database_url: str, source_name: str
 ) -> None:

@@ -54,7 +54,7 @@ Step = tuple[Any, ...]
 def sequence() -> list[Step | list[Step]]:
     """The clean sequence; a nested list is a block of membership PATCHes that commute."""
     users: list[Step | list[Step]] = [
-        ("create", key, user(key, roles)) for key, roles in zip("abcdefghijkl", [["vpn"], ["ops"], [], ["dev", "vpn"]] * 3)
+        ("create", key, user(key, roles)) for key, roles in zip("abcdefghijkl", [["vpn"], ["ops"], [], ["dev", "vpn"]] * 3, strict=True)
     ]
     return [
         *users,

@@ -1,0 +1,257 @@
+"""The hostile-input test bed: one live server with many sources (one module, one server), an *arena*
+per test (a fresh source with a target user, a group and sentinels), and the filter comparison with
+scim2-models' reference semantics."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from hypothesis import given
+from hypothesis import strategies as st
+from scim2_models import ScimFilter
+
+from app.config import Config, PolicyConfig, SafetyConfig, SourceConfig, ZitiConfig, hash_token
+from app.scim.provider import load_provider
+from app.server import create_app
+from tests.resilience.res_hostile import (
+    ENTERPRISE,
+    SPECIALS,
+    bounded,
+    check_answer,
+    encode,
+    garbled_filter,
+    scim_filter,
+    stable,
+    valid_user,
+)
+from tests.resilience.res_support import GROUP, USER, Controller, list_all, report, running_controller
+from tests.support.live import live_server
+from tests.support.stack import ADMIN_PASSWORD
+
+SCIM_JSON = {"Content-Type": "application/scim+json"}
+
+
+@dataclass
+class Hostile:
+    url: str
+    controller: Controller
+    tokens: dict[str, str]
+    free: list[str]
+
+    def client(self, source: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{self.url}/scim/v2",
+            headers={"Authorization": f"Bearer {self.tokens[source]}", **SCIM_JSON},
+            timeout=60,
+        )
+
+
+@contextmanager
+def hostile_server(database_url: str, sources: int) -> Iterator[Hostile]:
+    prefix = uuid.uuid4().hex[:6]
+    tokens = {f"hostile-{prefix}-{i:02d}": f"hostile-token-{i:02d}-{uuid.uuid4().hex}" for i in range(sources)}
+    with running_controller() as controller:
+        config = Config(
+            database_url=database_url,
+            sources={
+                name: SourceConfig(name=name, kind="generic", token_hashes=(hash_token(token),),
+                                   policy=PolicyConfig(), mapping={"preset": "generic"})
+                for name, token in tokens.items()
+            },
+            ziti=ZitiConfig(url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=0.5),
+            safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
+        )
+        with live_server(create_app(config)) as url:
+            yield Hostile(url, controller, tokens, sorted(tokens))
+
+
+@dataclass
+class Arena:
+    """A fresh source with a target user T, a group G (T a member) and a sentinel user S; and a sentinel
+    S2 in another source. Only T (or G) may change."""
+
+    client: httpx.Client
+    other: httpx.Client
+    source: str
+    target: str
+    group: str
+    sentinel: str
+    other_sentinel: str
+    before: dict[str, Any]
+    before_other: dict[str, Any]
+    taken: list[str]
+    requests: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    def send(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+             headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+             allowed: set[int] | None = None) -> httpx.Response:
+        content = raw if raw is not None else (encode(body) if body is not None else None)
+        if params:
+            # Encoded here: lone surrogates travel as their (invalid) UTF-8 bytes.
+            path += "?" + "&".join(
+                f"{quote(k.encode('utf-8', 'surrogatepass'))}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}"
+                for k, v in params.items()
+            )
+        url = str(self.client.base_url).rstrip("/") + path  # absolute: a path may start with "//"
+        response = self.client.request(method, url, content=content, headers=headers)
+        self.requests += 1
+        self.statuses[response.status_code] += 1
+        check_answer(response, allowed)
+        return response
+
+    def user(self, user_id: str, client: httpx.Client | None = None) -> dict[str, Any]:
+        response = (client or self.client).get(f"/Users/{user_id}")
+        assert response.status_code == 200, response.text
+        return stable(response.json())
+
+    def assert_sentinels(self, *, other: bool = False) -> None:
+        assert self.user(self.sentinel) == self.before, "a request changed another user of its source"
+        if other:
+            assert self.user(self.other_sentinel, self.other) == self.before_other, "another source changed"
+
+    def summary(self, scenario: str, examples: int, **extra: Any) -> None:
+        errors = sum(count for status, count in self.statuses.items() if status >= 400)
+        report(scenario, operations=self.requests, examples=examples, errors=errors,
+               statuses="/".join(f"{s}:{c}" for s, c in sorted(self.statuses.items())),
+               server_errors=0, sentinels_unchanged=True, **extra)
+
+
+@contextmanager
+def make_arena(hostile: Hostile) -> Iterator[Arena]:
+    source, other_source = hostile.free.pop(), hostile.free.pop()
+    client, other = hostile.client(source), hostile.client(other_source)
+    suffix = uuid.uuid4().hex[:8]
+    created = {}
+    try:
+        for name, scim in (("target", client), ("sentinel", client), ("other", other)):
+            response = scim.post("/Users", json=valid_user(f"{name}-{suffix}", f"{name}-{suffix}@example.com"))
+            assert response.status_code == 201, response.text
+            created[name] = response.json()["id"]
+        group = client.post("/Groups", json={"schemas": [GROUP], "displayName": f"group-{suffix}",
+                                              "members": [{"value": created["target"]}]})
+        assert group.status_code == 201, group.text
+        taken = [f"sentinel-{suffix}", f"sentinel-{suffix}@example.com", f"other-{suffix}",
+                 f"other-{suffix}@example.com"]
+        before = stable(client.get(f"/Users/{created['sentinel']}").json())
+        before_other = stable(other.get(f"/Users/{created['other']}").json())
+        yield Arena(client, other, source, created["target"], group.json()["id"], created["sentinel"],
+                    created["other"], before, before_other, taken)
+    finally:
+        client.close()
+        other.close()
+
+
+# -- filters against the reference --------------------------------------------------------------------
+
+POPULATION: list[tuple[str, str, dict[str, Any]]] = [
+    ("alice", "Alice@Example.com", {"displayName": "Alice Smith", "active": True, "roles": [{"value": "vpn"}]}),
+    ("Stra\u00dfe", "strasse@example.com", {"displayName": "STRASSE", "name": {"familyName": "M\u00fcller"}}),
+    ("STRASSE-2", "s2@example.com", {"displayName": "stra\u00dfe", "active": False}),
+    ("\u0130stanbul", "ist@example.com", {"nickName": "i\u0307stanbul", "name": {"familyName": "\u0131\u015f\u0131k"}}),
+    ("\u212aelvin", "kelvin@example.com", {"displayName": "kelvin"}),
+    ("cafe\u0301", "nfd@example.com", {"displayName": "caf\u00e9", "nickName": "cafe\u0301"}),
+    ("\u202eevil", "rtl@example.com", {"displayName": "\u202elive\u202c"}),
+    ("zero\u200bwidth", "zw@example.com", {"nickName": "\u200b"}),
+    ("' OR 1=1 --", "sqli@example.com", {"displayName": '"; DROP TABLE resources; --'}),
+    ("percent%", "pct@example.com", {"displayName": "100%_done\\"}),
+    ("under_score", "us@example.com", {"displayName": "a_b"}),
+    ('{"$ne": null}', "json@example.com", {"displayName": "null"}),
+    ("emoji\U0001f600", "emoji@example.com", {"displayName": "\U0001f600\U0001f600"}),
+    ("\u0627\u0644\u0639\u0631\u0628\u064a\u0629", "ar@example.com", {"displayName": "\u05e9\u05dc\u05d5\u05dd"}),
+    ("multi", "Multi@Example.COM", {"emails": [{"value": "Multi@Example.COM", "type": "work", "primary": True},
+                                               {"value": "home@multi.org", "type": "home"},
+                                               {"value": "other@MULTI.org"}],
+                                    "roles": [{"value": "Ops", "primary": True}, {"value": "vpn"}]}),
+    ("enterprise", "ent@example.com", {ENTERPRISE: {"department": "Ops", "employeeNumber": "007",
+                                                    "manager": {"value": "boss"}}}),
+    ("bare", "bare@example.com", {}),
+    ("ZZZ", "zzz@example.com", {"displayName": "aaa", "active": True}),
+]
+NUL_USER = ("nul\u0000byte", "nul@example.com", {"displayName": "x\u0000y"})
+"""On SQLite only: PostgreSQL refuses NUL in text (``test_nul_in_a_string_is_a_client_error``, xfail)."""
+
+
+def check_filters(arena: Arena, population: list[tuple[str, str, dict[str, Any]]], examples: int, scenario: str) -> None:
+    """Generated filters (grammar, edited, garbage) select exactly what ``ScimFilter.match`` selects."""
+    for name, email, extra in population:
+        body = {"schemas": [USER, ENTERPRISE], "userName": name,
+                "emails": [{"value": email, "type": "work", "primary": True}], **extra}
+        assert arena.client.post("/Users", json=body).status_code == 201, name
+    ids = {u["userName"]: u["id"] for u in list_all(arena.client, "Users")}
+    for members in (["alice", "multi", "' OR 1=1 --"], ["Stra\u00dfe", "\u212aelvin"]):
+        group = {"schemas": [GROUP], "displayName": "Grp " + members[0], "members": [{"value": ids[m]} for m in members]}
+        assert arena.client.post("/Groups", json=group).status_code == 201
+    model = load_provider().model_for("User")
+    assert model is not None
+    stored = list_all(arena.client, "Users")
+    users = [model.model_validate(u) for u in stored]
+    nul = any("\u0000" in text for name, _, extra in population for text in [name, *_strings(extra)])
+    pool = sorted({v for u in stored for v in _strings(u)} | {s for s in SPECIALS if nul or "\u0000" not in s})
+    texts = st.one_of(scim_filter(pool), scim_filter(pool), garbled_filter(pool))
+    if not nul:
+        texts = texts.filter(lambda text: "\u0000" not in text and "\\u0000" not in text)
+    outcome: Counter[str] = Counter()
+    count = 0
+
+    @given(text=texts, endpoint=st.sampled_from(["GET", "POST /.search", "POST /Users/.search"]))
+    @bounded(examples)
+    def run(text: str, endpoint: str) -> None:
+        nonlocal count
+        count += 1
+        if endpoint == "GET":
+            response = arena.send("GET", "/Users", params={"filter": text, "count": "1000"})
+        else:
+            response = arena.send("POST", endpoint.split(" ")[1], {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": text, "count": 1000,
+            })
+        try:
+            reference = ScimFilter[model](text)  # type: ignore[valid-type]
+        except Exception:  # noqa: BLE001 - any refusal of the reference
+            reference = None
+        if response.status_code != 200:
+            assert response.status_code == 400, response.text
+            outcome["refused" if reference is None else "refused-valid-for-reference"] += 1
+            if reference is not None and os.environ.get("RESILIENCE_DEBUG"):
+                print("REFUSED", text, response.json().get("detail"))
+            return
+        # The root endpoint searches Groups too; the reference is about Users.
+        found = {r["id"] for r in response.json()["Resources"] if r.get("meta", {}).get("resourceType") == "User"}
+        if reference is None:
+            outcome["accepted-invalid-for-reference"] += 1
+            return
+        expected = {u.id for u in users if reference.match(u)}
+        assert found == expected, (
+            f"filter {text!r}: server selected {sorted(_names(found, ids))}, "
+            f"scim2-models selects {sorted(_names(expected, ids))}"
+        )
+        outcome["compared"] += 1
+        outcome["compared-nonempty"] += bool(expected)
+
+    run()
+    arena.assert_sentinels(other=True)
+    assert outcome["compared-nonempty"] >= max(5, count // 20), outcome
+    arena.summary(scenario, count, users=len(users), **{k.replace("-", "_"): v for k, v in outcome.items()})
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if len(value) < 100 else []
+    if isinstance(value, dict):
+        return [s for k, v in value.items() if k not in ("meta", "id", "$ref", "location") for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def _names(found: set[str], ids: dict[str, str]) -> list[str]:
+    names = {v: k for k, v in ids.items()}
+    return [names.get(i, i) for i in found]

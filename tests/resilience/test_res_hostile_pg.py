@@ -1,0 +1,92 @@
+"""Issue 6, resilience 4 on PostgreSQL: the filter comparison with the reference semantics, and the
+hostile values PostgreSQL itself refuses (NUL characters, index rows past the btree limit), which must
+be client errors, not a "retry later" that can never succeed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.resilience.res_arena import POPULATION, Arena, Hostile, check_filters, hostile_server, make_arena
+from tests.resilience.res_support import PATCH, USER
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def hostile_pg(postgres_shared: str) -> Iterator[Hostile]:
+    with hostile_server(postgres_shared, 10) as server:
+        yield server
+
+
+@pytest.fixture
+def arena(hostile_pg: Hostile) -> Iterator[Arena]:
+    with make_arena(hostile_pg) as fresh:
+        yield fresh
+
+
+def test_filters_select_what_scim2_models_selects_on_postgres(arena: Arena) -> None:
+    check_filters(arena, POPULATION, 100, "hostile-filters[postgres]")
+
+
+NUL_ON_POSTGRES = (
+    "503 'retry later' forever: a NUL character in any string (userName, displayName, a filter value such as "
+    "userName eq \"\\u0000\", ...) is refused by "
+    "PostgreSQL (text and jsonb cannot hold \\u0000); the DataError is a DBAPIError, which "
+    "SourceApplication.handle_exception (app/scim/router.py) answers 503 + Retry-After, so the IdP retries "
+    "a request that can never succeed; SQLite stores it (201). Expected: 400 invalidValue (or stored)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NUL_ON_POSTGRES)
+def test_nul_in_a_string_is_a_client_error(arena: Arena) -> None:
+    created = arena.send("POST", "/Users", {"schemas": [USER], "userName": "nul\u0000name",
+                                            "emails": [{"value": "nul-create@example.com"}]},
+                         allowed={400, 409, 503})
+    patched = arena.send("PATCH", f"/Users/{arena.target}", {"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "displayName", "value": "a\u0000b"}]}, allowed={400, 503})
+    searched = arena.send("GET", "/Users", params={"filter": 'userName eq "\\u0000"'}, allowed={400, 503})
+    arena.assert_sentinels(other=True)
+    assert (created.status_code, patched.status_code) in {(201, 200), (400, 400)}, (created.text, patched.text)
+    assert searched.status_code in (200, 400), searched.text
+
+
+LONG_INDEXED_VALUE = (
+    "503 'retry later' forever: a userName, displayName, email or externalId longer than about 2.7 kB "
+    "(incompressible) exceeds PostgreSQL's btree index row limit (2704 bytes) of the indexes in "
+    "app/store/tables.py (user_name_ci, display_name_ci, emails.value_ci, external_id); the "
+    "ProgramLimitExceeded DBAPIError is answered 503 + Retry-After (app/scim/router.py). Expected: a "
+    "length limit answered 400 invalidValue (or hashed/expression indexes that accept any length)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=LONG_INDEXED_VALUE)
+def test_long_indexed_values_are_client_errors(arena: Arena) -> None:
+    def noise(length: int) -> str:
+        return "".join(uuid.uuid4().hex for _ in range(length // 32 + 1))[:length]
+
+    statuses = {}
+    for attribute in ("userName", "displayName", "email", "externalId"):
+        body = {"schemas": [USER], "userName": f"long-{attribute}", "emails": [{"value": f"{attribute}@long.example"}]}
+        if attribute == "email":
+            body["emails"] = [{"value": noise(3000) + "@long.example"}]
+        else:
+            body[attribute] = noise(3000)
+        statuses[attribute] = arena.send("POST", "/Users", body, allowed={400, 503}).status_code
+    arena.assert_sentinels(other=True)
+    assert set(statuses.values()) <= {201, 400}, statuses
+
+
+HUGE_START_INDEX_PG = (
+    "503 'retry later' forever: GET /Users?startIndex=99999999999999999999 reaches the OFFSET of the search "
+    "query unclamped (app/store/storage.py SqlStorage.search); asyncpg's DataError is answered as a "
+    "transient 503 (on SQLite it is a 500, test_res_hostile.py::test_huge_start_index_is_a_scim_error)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=HUGE_START_INDEX_PG)
+def test_huge_start_index_is_a_scim_error_on_postgres(arena: Arena) -> None:
+    response = arena.send("GET", "/Users", params={"startIndex": "99999999999999999999"}, allowed={400, 503})
+    assert response.status_code in (200, 400)
