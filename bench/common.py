@@ -107,13 +107,35 @@ def machine_info() -> dict[str, Any]:
         info["memory_total_mb"] = None
     info["packages"] = {
         name: _version(name)
-        for name in ("ziti-scim", "scim2-server", "scim2-models", "uvicorn", "starlette", "httpx", "sqlalchemy",
-                     "aiosqlite", "asyncpg", "uvloop", "httptools")
+        for name in (
+            "ziti-scim",
+            "scim2-server",
+            "scim2-models",
+            "uvicorn",
+            "starlette",
+            "httpx",
+            "sqlalchemy",
+            "aiosqlite",
+            "asyncpg",
+            "uvloop",
+            "httptools",
+        )
     }
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=root
+        )
         info["git_commit"] = out.stdout.strip() or None
+        # Uncommitted changes to the product: the numbers are for the working tree, not for git_commit.
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "app", "schemas"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=root,
+        )
+        info["git_dirty"] = bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     return info

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -127,7 +128,7 @@ class BenchEmulator:
         started = time.perf_counter()
         meter.first_at = meter.first_at or time.time()
 
-        async def counting_send(message: dict[str, Any]) -> None:
+        async def counting_send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 meter.statuses[int(message["status"])] += 1
             await send(message)

@@ -78,7 +78,7 @@ async def run_load(
     start: int = 0,
     deadline: float | None = None,
 ) -> LoadResult:
-    """Send requests ``make(start + warmup .. start + warmup + count - 1)``; the first ``warmup`` are not measured.
+    """Send ``make(start .. start + warmup + count - 1)``; the first ``warmup`` requests are not measured.
 
     ``keep(index, response)`` is called for every measured response (e.g. to collect created ids).
     No new request starts after ``deadline`` (a ``time.perf_counter()`` value), if given.
@@ -90,7 +90,9 @@ async def run_load(
         latencies: list[float] = []
         result = LoadResult(latencies=latencies, elapsed=0.0)
         began = time.perf_counter()
-        await _drive(clients, make, range(start + warmup, start + warmup + count), expect, result, keep, deadline)
+        await _drive(
+            clients, make, range(start + warmup, start + warmup + count), expect, result, keep, deadline
+        )
         result.elapsed = time.perf_counter() - began
         return result
     finally:
@@ -129,7 +131,9 @@ async def _drive(
     await asyncio.gather(*(worker(c) for c in clients))
 
 
-async def timed(http: httpx.AsyncClient, method: str, url: str, body: bytes | None = None) -> tuple[float, httpx.Response]:
+async def timed(
+    http: httpx.AsyncClient, method: str, url: str, body: bytes | None = None
+) -> tuple[float, httpx.Response]:
     began = time.perf_counter()
     response = await http.request(method, url, content=body)
     return time.perf_counter() - began, response

@@ -63,7 +63,9 @@ class Server:
         return self.process.pid
 
     def ready_path(self) -> str:
-        return {"ziti": "/healthz", "reference": "/v2/ServiceProviderConfig", "emulator": "/__bench/stats"}[self.kind]
+        return {"ziti": "/healthz", "reference": "/v2/ServiceProviderConfig", "emulator": "/__bench/stats"}[
+            self.kind
+        ]
 
     def start(self, timeout: float = 120.0) -> Server:
         self.port = free_port()
@@ -116,7 +118,9 @@ class Server:
     def __enter__(self) -> Server:
         return self.start()
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -143,7 +147,7 @@ class Workdir:
 
 
 async def _pg_exec(statements: list[str]) -> None:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     connection = await asyncpg.connect(PG_ADMIN.replace("postgresql://", "postgres://"), timeout=5)
     try:

@@ -53,9 +53,25 @@ def summarize(path: Path, top: int) -> str:
 
 def record(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    process = subprocess.Popen([spy, "record", "-p", str(server.pid), "-d", str(int(seconds)), "-r", "200",
-                                "-f", "raw", "-o", str(out), "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "-p",
+            str(server.pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.0)
     return process
 
@@ -65,21 +81,33 @@ async def drive(scenario: str, target: Target, context: dict[str, Any], until: f
     if scenario == "get":
         ids = context["ids"]
         while time.perf_counter() < until:
-            result = await run_load(target.base, target.headers,
-                                    lambda i: ("GET", f"/Users/{ids[i % len(ids)]}", None), 200, 1, start=done)
+            result = await run_load(
+                target.base,
+                target.headers,
+                lambda i: ("GET", f"/Users/{ids[i % len(ids)]}", None),
+                200,
+                1,
+                start=done,
+            )
             done += result.count
     elif scenario in ("create", "create-provisioned"):
         concurrency = 8 if scenario == "create" else 1
         while time.perf_counter() < until:
-            result = await run_load(target.base, target.headers,
-                                    lambda i: ("POST", "/Users", dumps(user_body("prof", i))), 50, concurrency,
-                                    start=done, expect=(201,))
+            result = await run_load(
+                target.base,
+                target.headers,
+                lambda i: ("POST", "/Users", dumps(user_body("prof", i))),
+                50,
+                concurrency,
+                start=done,
+                expect=(201,),
+            )
             done += result.count
     elif scenario == "group-add-provisioned":
         ids, group = context["ids"], context["group"]
         async with client(target.base, target.headers) as http:
             while time.perf_counter() < until and done + 100 <= len(ids):
-                for body in patch_bodies(ids[done:done + 100]):
+                for body in patch_bodies(ids[done : done + 100]):
                     await timed(http, "PATCH", f"/Groups/{group}", body)
                 done += 100
     elif scenario == "group-get-50k":
@@ -92,8 +120,9 @@ async def drive(scenario: str, target: Target, context: dict[str, Any], until: f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
-    parser.add_argument("scenario", choices=["get", "create", "create-provisioned", "group-add-provisioned",
-                                             "group-get-50k"])
+    parser.add_argument(
+        "scenario", choices=["get", "create", "create-provisioned", "group-add-provisioned", "group-get-50k"]
+    )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
@@ -107,16 +136,30 @@ def main(argv: list[str] | None = None) -> int:
             stack = start_stack(args.db, workdir, "profile")
             target = stack.target
             if args.scenario == "group-add-provisioned":
+
                 async def prepare() -> None:
-                    result = await run_load(target.base, target.headers,
-                                            lambda i: ("POST", "/Users", dumps(user_body("pm", i))), 1000, 8,
-                                            expect=(201,), keep=lambda i, r: context.setdefault("ids", []).append(
-                                                r.json()["id"]))
+                    result = await run_load(
+                        target.base,
+                        target.headers,
+                        lambda i: ("POST", "/Users", dumps(user_body("pm", i))),
+                        1000,
+                        8,
+                        expect=(201,),
+                        keep=lambda i, r: context.setdefault("ids", []).append(r.json()["id"]),
+                    )
                     async with client(target.base, target.headers) as http:
-                        response = await http.post("/Groups", content=dumps(
-                            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "prof"}))
+                        response = await http.post(
+                            "/Groups",
+                            content=dumps(
+                                {
+                                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                    "displayName": "prof",
+                                }
+                            ),
+                        )
                         context["group"] = response.json()["id"]
                     assert result.errors == 0
+
                 asyncio.run(prepare())
                 stack.controller.wait_quiet()
         else:
@@ -130,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             target.start()
         spy = record(target.server, args.seconds, args.out)
         began = time.perf_counter()
-        print(asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5)), "in",
-              f"{time.perf_counter() - began:.1f} s")
+        print(
+            asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5)),
+            "in",
+            f"{time.perf_counter() - began:.1f} s",
+        )
         spy.wait()
         print(summarize(args.out, args.top))
         print(f"raw stacks: {args.out}")

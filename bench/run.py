@@ -31,7 +31,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def loadavg() -> float:
-    """The 1-minute load average: other work on the machine shows here (2 cores: above ~2 means contention)."""
+    """The 1-minute load average: other work on the machine shows here (above the CPU count: contention)."""
     return round(os.getloadavg()[0], 2)
 
 
@@ -42,11 +42,23 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: about 3 minutes on 2 cores")
-    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both",
-                        help="databases for ziti-scim (default: both; PostgreSQL is skipped if unreachable)")
+    parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgres", "both"],
+        default="both",
+        help="databases for ziti-scim (default: both; PostgreSQL is skipped if unreachable)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
     parser.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
+    parser.add_argument(
+        "--sync-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time budget of the initial-sync scenario (default 420, --quick 90; 0: none)",
+    )
     args = parser.parse_args(argv)
+    s5_e2e.SYNC_BUDGET = args.sync_budget
 
     databases = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     machine = machine_info()

@@ -25,7 +25,7 @@ class Plan:
 
 
 async def measure_target(target: Target, plan: Plan) -> dict[tuple[str, int], LoadResult]:
-    """Every (operation, concurrency) cell; ``LoadResult.server_cpu`` is the server's CPU seconds in the cell."""
+    """Every (operation, concurrency) cell; ``LoadResult.server_cpu``: the server's CPU seconds in it."""
     prefix = "c"
     ids: dict[int, str] = {}
     out: dict[tuple[str, int], LoadResult] = {}
@@ -39,8 +39,17 @@ async def measure_target(target: Target, plan: Plan) -> dict[tuple[str, int], Lo
     next_index = 0
     for concurrency in CONCURRENCY:
         cpu = target.server.cpu()
-        result = await run_load(target.base, target.headers, create, plan.requests, concurrency,
-                                expect=(201,), keep=keep, warmup=plan.warmup, start=next_index)
+        result = await run_load(
+            target.base,
+            target.headers,
+            create,
+            plan.requests,
+            concurrency,
+            expect=(201,),
+            keep=keep,
+            warmup=plan.warmup,
+            start=next_index,
+        )
         result.server_cpu = target.server.cpu() - cpu
         next_index += plan.warmup + plan.requests
         out[("create", concurrency)] = result
@@ -58,15 +67,31 @@ async def measure_target(target: Target, plan: Plan) -> dict[tuple[str, int], Lo
 
     def put(i: int) -> tuple[str, str, bytes]:
         index, resource_id = pool[i % len(pool)]
-        return "PUT", f"/Users/{resource_id}", dumps({"id": resource_id, **user_body(prefix, index, f"put {i}")})
+        return (
+            "PUT",
+            f"/Users/{resource_id}",
+            dumps({"id": resource_id, **user_body(prefix, index, f"put {i}")}),
+        )
 
-    for op, make, expect in (("get", get, (200,)), ("filter", search, (200,)), ("patch", patch, (200, 204)),
-                             ("put", put, (200,))):
+    for op, make, expect in (
+        ("get", get, (200,)),
+        ("filter", search, (200,)),
+        ("patch", patch, (200, 204)),
+        ("put", put, (200,)),
+    ):
         offset = 0
         for concurrency in CONCURRENCY:
             cpu = target.server.cpu()
-            out[(op, concurrency)] = await run_load(target.base, target.headers, make, plan.requests, concurrency,
-                                                    expect=expect, warmup=plan.warmup, start=offset)
+            out[(op, concurrency)] = await run_load(
+                target.base,
+                target.headers,
+                make,
+                plan.requests,
+                concurrency,
+                expect=expect,
+                warmup=plan.warmup,
+                start=offset,
+            )
             out[(op, concurrency)].server_cpu = target.server.cpu() - cpu
             offset += plan.warmup + plan.requests
     return out
@@ -74,12 +99,16 @@ async def measure_target(target: Target, plan: Plan) -> dict[tuple[str, int], Lo
 
 def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
     section = results.section("crud", "1. SCIM operations: ziti-scim vs scim2-server's in-memory reference")
-    plan = Plan(requests=60 if quick else 500, warmup=10 if quick else 50)
-    section.note(f"{plan.requests} measured requests per cell after {plan.warmup} warm-up requests; each client is "
-                 "an httpx.AsyncClient with one keep-alive connection; the server runs in its own process."
-                 + (" --quick: with 60 samples, p99 is the slowest sample." if quick else ""))
-    section.note("ziti-scim runs here without a [ziti] controller (SCIM storage only, the same work as the "
-                 "reference); provisioning is measured in section 5.")
+    plan = Plan(requests=60 if quick else 300, warmup=10 if quick else 30)
+    section.note(
+        f"{plan.requests} measured requests per cell after {plan.warmup} warm-up requests; each client is "
+        "an httpx.AsyncClient with one keep-alive connection; the server runs in its own process."
+        + (" --quick: with 60 samples, p99 is the slowest sample." if quick else "")
+    )
+    section.note(
+        "ziti-scim runs here without a [ziti] controller (SCIM storage only, the same work as the "
+        "reference); provisioning is measured in section 5."
+    )
     section.note("The reference answers PATCH with 204 and no body; ziti-scim answers 200 with the resource.")
     targets = [ziti_target(db, workdir, "crud") for db in databases] + [reference_target()]
     measured: dict[str, dict[tuple[str, int], LoadResult]] = {}
@@ -91,15 +120,21 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
         finally:
             target.cleanup()
         for (op, concurrency), result in measured[target.name].items():
-            labels = {"target": target.name, "op": op, "concurrency": concurrency}
+            labels: dict[str, Any] = {"target": target.name, "op": op, "concurrency": concurrency}
             section.metric("throughput", result.throughput, "req/s", **labels)
             section.metric("latency_p50", result.p50, "ms", **labels)
             section.metric("latency_p99", result.p99, "ms", **labels)
-            section.metric("server_cpu_per_request", result.server_cpu / (result.count + plan.warmup) * 1000,
-                           "ms", **labels)
+            section.metric(
+                "server_cpu_per_request",
+                result.server_cpu / (result.count + plan.warmup) * 1000,
+                "ms",
+                **labels,
+            )
             section.metric("errors", result.errors, "count", **labels)
             if result.errors:
-                section.note(f"{target.name} {op} c={concurrency}: {result.errors} errors, first: {result.first_error}")
+                section.note(
+                    f"{target.name} {op} c={concurrency}: {result.errors} errors, first: {result.first_error}"
+                )
     names = [t.name for t in targets]
     columns = ["operation", "clients"]
     for name in names:
@@ -107,8 +142,9 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
         columns += [f"{short} req/s", f"{short} p50 ms", f"{short} p99 ms"]
     zitis = [n for n in names if n != "reference"]
     columns += [f"{'SQLite' if n == 'ziti-sqlite' else 'PG'}/ref req/s" for n in zitis]
-    table = section.table("Throughput and latency (ratio = ziti-scim / reference; >1 means ziti-scim is faster)",
-                          columns)
+    table = section.table(
+        "Throughput and latency (ratio = ziti-scim / reference; >1 means ziti-scim is faster)", columns
+    )
     cpu_table = section.table(
         "Server CPU per request (ms of the server process's user+system time, warm-up included; "
         "independent of the client's own cost)",
@@ -116,8 +152,13 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
     )
     for op in OPS:
         for concurrency in CONCURRENCY:
-            per = {n: measured[n][(op, concurrency)].server_cpu / (plan.requests + plan.warmup) * 1000 for n in names}
-            cpu_table.add(op, concurrency, *[per[n] for n in names], *[per[n] / per["reference"] for n in zitis])
+            per = {
+                n: measured[n][(op, concurrency)].server_cpu / (plan.requests + plan.warmup) * 1000
+                for n in names
+            }
+            cpu_table.add(
+                op, concurrency, *[per[n] for n in names], *[per[n] / per["reference"] for n in zitis]
+            )
     for op in OPS:
         for concurrency in CONCURRENCY:
             row: list[Any] = [op, concurrency]
@@ -126,8 +167,11 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
                 row += [r.throughput, r.p50, r.p99]
             reference = measured["reference"][(op, concurrency)].throughput
             for name in zitis:
-                ratio = measured[name][(op, concurrency)].throughput / reference if reference else float("nan")
-                section.metric("throughput_ratio_vs_reference", ratio, "x", target=name, op=op,
-                               concurrency=concurrency)
+                ratio = (
+                    measured[name][(op, concurrency)].throughput / reference if reference else float("nan")
+                )
+                section.metric(
+                    "throughput_ratio_vs_reference", ratio, "x", target=name, op=op, concurrency=concurrency
+                )
                 row.append(ratio)
             table.add(*row)

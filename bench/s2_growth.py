@@ -18,7 +18,9 @@ from bench.targets import Target, ziti_target
 PREFIX = "g"
 
 
-async def measure(target: Target, seeded: Seeded, size: int, requests: int, warmup: int) -> dict[str, LoadResult]:
+async def measure(
+    target: Target, seeded: Seeded, size: int, requests: int, warmup: int
+) -> dict[str, LoadResult]:
     rng = random.Random(size)
     picks = [rng.randrange(size) for _ in range(requests + warmup)]
 
@@ -37,8 +39,12 @@ async def measure(target: Target, seeded: Seeded, size: int, requests: int, warm
         return "GET", "/Users?startIndex=1&count=100", None
 
     out: dict[str, LoadResult] = {}
-    for name, make in (("filter userName eq", by_user_name), ("filter externalId eq", by_external_id),
-                       ("GET /Users/{id}", by_id), ("list, first page of 100", first_page)):
+    for name, make in (
+        ("filter userName eq", by_user_name),
+        ("filter externalId eq", by_external_id),
+        ("GET /Users/{id}", by_id),
+        ("list, first page of 100", first_page),
+    ):
         # A list page costs ~100x a lookup: fewer of them keep the section short.
         count = requests if make is not first_page else max(10, requests // 4)
         cpu = target.server.cpu()
@@ -50,12 +56,16 @@ async def measure(target: Target, seeded: Seeded, size: int, requests: int, warm
 def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
     section = results.section("growth", "2. Lookups as the directory grows (SQLite)")
     sizes = [1_000, 10_000, 100_000]
-    requests, warmup = (60, 10) if quick else (400, 40)
-    section.note(f"{requests} requests per cell ({max(10, requests // 4)} for the list page), 1 client, random "
-                 "existing users; median (p50) and p99 latency. "
-                 "Users are seeded straight into the tables (bulk SQL, same rows as the storage writes).")
-    section.note("The list page is informative: SCIM's totalResults needs a COUNT over the source's users, which "
-                 "grows with the directory by design.")
+    requests, warmup = (60, 10) if quick else (250, 30)
+    section.note(
+        f"{requests} requests per cell ({max(10, requests // 4)} for the list page), 1 client, random "
+        "existing users; median (p50) and p99 latency. "
+        "Users are seeded straight into the tables (bulk SQL, same rows as the storage writes)."
+    )
+    section.note(
+        "The list page is informative: SCIM's totalResults needs a COUNT over the source's users, which "
+        "grows with the directory by design."
+    )
     target = ziti_target("sqlite", workdir, "growth")
     assert target.database_url is not None
     seeded = Seeded()
@@ -95,6 +105,8 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
     )
     for name in measured[sizes[0]]:
         per = [measured[s][name].server_cpu * 1000 for s in sizes]
-        section.metric("cpu_growth_ratio", per[-1] / per[0], "x", op=name, users_from=sizes[0], users_to=sizes[-1])
+        section.metric(
+            "cpu_growth_ratio", per[-1] / per[0], "x", op=name, users_from=sizes[0], users_to=sizes[-1]
+        )
         cpu_table.add(name, *per, per[-1] / per[0])
     target.cleanup()

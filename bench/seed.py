@@ -16,9 +16,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from scim2_models import Context
+from scim2_models import Context, Resource
 
 from app.config import SourceConfig
 from app.scim.router import SourceApplication
@@ -57,11 +57,15 @@ async def _prepare(url: str) -> None:
         await db.migrate()
         application = SourceApplication(SourceConfig(name=SOURCE), db)
         user_type = next(r for r in application.provider.resource_types if r.name == "User")
-        model = application.provider.model_for(user_type)
+        model = cast("type[Resource[Any]]", application.provider.model_for(user_type))
         body = user_body("check", 0)
-        expected = SqlStorage._document(model.model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST))
+        expected = SqlStorage._document(
+            model.model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+        )
         if expected != stored_document(body):
-            raise AssertionError(f"seed document differs from the storage's: {expected} != {stored_document(body)}")
+            raise AssertionError(
+                f"seed document differs from the storage's: {expected} != {stored_document(body)}"
+            )
     finally:
         await db.dispose()
 
@@ -71,12 +75,15 @@ EMAIL_COLUMNS = [c.name for c in emails.columns]
 MEMBER_COLUMNS = [c.name for c in members.columns]
 
 
-def _tuple(columns: list[str], row: dict[str, Any], json_columns: tuple[str, ...] = ("data",)) -> tuple[Any, ...]:
+def _tuple(
+    columns: list[str], row: dict[str, Any], json_columns: tuple[str, ...] = ("data",)
+) -> tuple[Any, ...]:
     return tuple(json.dumps(row[c]) if c in json_columns else row.get(c) for c in columns)
 
 
-def _rows(prefix: str, start: int, count: int, groups: dict[str, int], first_pk: int,
-          seeded: Seeded) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+def _rows(
+    prefix: str, start: int, count: int, groups: dict[str, int], first_pk: int, seeded: Seeded
+) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """Batches of (table, rows) to insert, in foreign-key order."""
     now = now_iso()
     pk = first_pk
@@ -86,8 +93,16 @@ def _rows(prefix: str, start: int, count: int, groups: dict[str, int], first_pk:
         for index in range(start + offset, start + min(count, offset + BATCH)):
             document = stored_document(user_body(prefix, index))
             resource_id = str(uuid.uuid4())
-            row = {"pk": pk, "source": SOURCE, "resource_type": "User", "id": resource_id, "created": now,
-                   "last_modified": now, "version": 1, **SqlStorage._columns("User", document)}
+            row = {
+                "pk": pk,
+                "source": SOURCE,
+                "resource_type": "User",
+                "id": resource_id,
+                "created": now,
+                "last_modified": now,
+                "version": 1,
+                **SqlStorage._columns("User", document),
+            }
             users.append(_tuple(RESOURCE_COLUMNS, row))
             mails.append(_tuple(EMAIL_COLUMNS, {"owner_pk": pk, "value_ci": fold(email(prefix, index))}))
             seeded.user_ids.append(resource_id)
@@ -97,20 +112,35 @@ def _rows(prefix: str, start: int, count: int, groups: dict[str, int], first_pk:
         yield "emails", mails
     for name, size in groups.items():
         group_id = str(uuid.uuid4())
-        row = {"pk": pk, "source": SOURCE, "resource_type": "Group", "id": group_id, "created": now,
-               "last_modified": now, "version": 1, **SqlStorage._columns("Group", group_body(name))}
+        row = {
+            "pk": pk,
+            "source": SOURCE,
+            "resource_type": "Group",
+            "id": group_id,
+            "created": now,
+            "last_modified": now,
+            "version": 1,
+            **SqlStorage._columns("Group", group_body(name)),
+        }
         yield "resources", [_tuple(RESOURCE_COLUMNS, row)]
         seeded.group_ids[name] = group_id
         for offset in range(0, size, BATCH):
-            yield "members", [_tuple(MEMBER_COLUMNS, {"group_pk": pk, "member_pk": m, "display": None})
-                              for m in new_pks[offset:min(size, offset + BATCH)]]
+            yield (
+                "members",
+                [
+                    _tuple(MEMBER_COLUMNS, {"group_pk": pk, "member_pk": m, "display": None})
+                    for m in new_pks[offset : min(size, offset + BATCH)]
+                ],
+            )
         pk += 1
 
 
 COLUMNS = {"resources": RESOURCE_COLUMNS, "emails": EMAIL_COLUMNS, "members": MEMBER_COLUMNS}
 
 
-def _seed_sqlite(path: str, prefix: str, start: int, count: int, groups: dict[str, int], seeded: Seeded) -> None:
+def _seed_sqlite(
+    path: str, prefix: str, start: int, count: int, groups: dict[str, int], seeded: Seeded
+) -> None:
     connection = sqlite3.connect(path, timeout=60, isolation_level=None)
     try:
         connection.execute("PRAGMA foreign_keys=ON")
@@ -126,26 +156,35 @@ def _seed_sqlite(path: str, prefix: str, start: int, count: int, groups: dict[st
         connection.close()
 
 
-async def _seed_postgres(url: str, prefix: str, start: int, count: int, groups: dict[str, int],
-                         seeded: Seeded) -> None:
-    import asyncpg
+async def _seed_postgres(
+    url: str, prefix: str, start: int, count: int, groups: dict[str, int], seeded: Seeded
+) -> None:
+    import asyncpg  # type: ignore[import-untyped]
 
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgres://")
-                                       .replace("postgresql://", "postgres://"))
+    connection = await asyncpg.connect(
+        url.replace("postgresql+asyncpg://", "postgres://").replace("postgresql://", "postgres://")
+    )
     try:
         async with connection.transaction():
             first = await connection.fetchval("SELECT coalesce(max(pk), 0) + 1 FROM resources")
             for table, rows in _rows(prefix, start, count, groups, first, seeded):
                 await connection.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
-            await connection.execute("SELECT setval(pg_get_serial_sequence('resources', 'pk'), "
-                                     "(SELECT max(pk) FROM resources))")
+            await connection.execute(
+                "SELECT setval(pg_get_serial_sequence('resources', 'pk'), (SELECT max(pk) FROM resources))"
+            )
         await connection.execute("ANALYZE")
     finally:
         await connection.close()
 
 
-def seed(database_url: str, prefix: str, start: int, count: int, groups: dict[str, int] | None = None,
-         seeded: Seeded | None = None) -> Seeded:
+def seed(
+    database_url: str,
+    prefix: str,
+    start: int,
+    count: int,
+    groups: dict[str, int] | None = None,
+    seeded: Seeded | None = None,
+) -> Seeded:
     """Insert users ``prefix{start..start+count-1}``; then, for each ``groups[name] = n``, a group whose
     members are the first n users inserted by this call. Migrates the database first."""
     began = time.perf_counter()

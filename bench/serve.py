@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -28,7 +28,7 @@ def ziti_app(args: argparse.Namespace) -> Any:
         token_hashes=(hash_token(TOKEN),),
         policy=PolicyConfig(),
         mapping={"preset": args.source_kind},
-        # The per-source rate limit (default 100 req/s) is off: the bench measures the server, not the limiter.
+        # The per-source rate limit (default 100 req/s) is off: the bench measures the server.
         options={"rate_limit": 0},
     )
     ziti = ZitiConfig()
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=8)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    lifespan = "on"
+    lifespan: Literal["on", "off"] = "on"
     if args.server == "ziti":
         app = ziti_app(args)
     elif args.server == "reference":
@@ -72,7 +72,9 @@ def main() -> None:
 
         app = BenchEmulator(EMULATOR_PASSWORD)
         lifespan = "off"
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan=lifespan)
+    uvicorn.run(
+        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan=lifespan
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from bench.common import TOKEN
 from bench.procs import Server, Workdir, drop_pg, fresh_pg, ziti_server
 
-LABELS = {"ziti-sqlite": "ziti-scim (SQLite)", "ziti-postgres": "ziti-scim (PostgreSQL)",
-          "reference": "scim2-server in-memory"}
+LABELS = {
+    "ziti-sqlite": "ziti-scim (SQLite)",
+    "ziti-postgres": "ziti-scim (PostgreSQL)",
+    "reference": "scim2-server in-memory",
+}
 
 
 @dataclass

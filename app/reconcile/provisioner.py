@@ -18,6 +18,7 @@ from app.ziti.retry import RetryPolicy
 from app.ziti.session import CertCredentials, Credentials, PasswordCredentials
 
 log = logging.getLogger("ziti_scim")
+INLINE_LIMIT = 10
 
 
 def ziti_client(
@@ -75,7 +76,10 @@ class Provisioner:
         self.worker = Worker(self.reconciler, audit_retention_days=safety.audit_retention_days)
 
     async def after_write(self, users: set[tuple[str, str]]) -> None:
-        if not await self.safety.paused():
+        """Converge inline what one request changed, when it is a few users (a user write, a small
+        membership change); a write that touches many (a group rename) is left to the background worker
+        rather than holding the IdP's request, since its response shows no user's provisioning state."""
+        if len(users) <= INLINE_LIMIT and not await self.safety.paused():
             await self.worker.converge_now(sorted(users), self.config.ziti.reconcile_deadline)
         self.worker.wake()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -162,4 +163,34 @@ idp_user_flags = Table(
     Column("idp_user_id", String(200), primary_key=True),
     Column("active", Boolean, nullable=False, default=True),
     Column("locked", Boolean, nullable=False, default=False),
+)
+
+# Authenticated events of event-sourced IdPs (ZITADEL), per aggregate (a user, a user grant) and numbered
+# by the IdP's per-aggregate sequence: the aggregate's state is their fold in sequence order, whatever order
+# they were delivered in. A second delivery of the same sequence is not stored again.
+idp_events = Table(
+    "idp_events",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("aggregate_id", String(200), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("aggregate_type", String(32), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("payload", JsonDocument, nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+
+# The base an aggregate's fold starts from: its state at ``sequence`` (a read from the IdP's API, or its
+# events compacted after the retention). ``closed``: the aggregate was removed (a tombstone); no further
+# event is kept for it.
+idp_aggregates = Table(
+    "idp_aggregates",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("aggregate_id", String(200), primary_key=True),
+    Column("aggregate_type", String(32), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("state", JsonDocument, nullable=False),
+    Column("closed", Boolean, nullable=False, default=False),
+    Column("updated_at", Float, nullable=False),
 )

@@ -14,6 +14,10 @@ same inline reconcile. The IdP's user id is the SCIM ``externalId`` and users ar
   ``active`` is ``active and not locked``.
 * ZITADEL grants: the grant → user link and the grant's role keys are stored; the user's ``roles`` are
   the union of the role keys of its active grants (research/zitadel.md §6, preset ``zitadel``).
+* ZITADEL deliveries do not come here event by event: :mod:`app.webhooks.zitadel_sync` folds each
+  aggregate's events in sequence order and applies the result with :meth:`EventApplier.write_user`
+  (only the attributes that differ are written), the grant methods of :class:`IdpState` and
+  :meth:`EventApplier.sync_roles`.
 * Asgardeo role assignments (``RoleMembers``) add or remove ``roles`` values.
 * authentik ``UserGroups`` makes the user a member of exactly those groups (by ``displayName``),
   creating the groups that do not exist yet.
@@ -60,6 +64,7 @@ GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BASE_URL = "http://webhooks.invalid/scim/v2"
 _PAGE = 200
+_SYNC_ROUNDS = 4
 
 
 class ApplyFailed(Exception):
@@ -98,6 +103,19 @@ def _json(value: Any) -> bytes:
 
 def _quoted(value: str) -> str:
     return json.dumps(value)
+
+
+def _covers(current: Any, wanted: Any) -> bool:
+    """``current`` already holds ``wanted`` (sub-attributes it does not name, e.g. ``display``, ignored)."""
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and all(_covers(current.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(wanted)
+            and all(_covers(c, w) for c, w in zip(current, wanted, strict=True))
+        )
+    return bool(current == wanted)
 
 
 class EventApplier:
@@ -217,20 +235,58 @@ class EventApplier:
         document = {**user, "externalId": idp_user_id}
         if "active" in document:
             document["active"] = await self.state.set_flag(idp_user_id, active=bool(document["active"]))
+        current = await self._find_or_adoptable(idp_user_id, document)
+        if current is None:
+            await self._create(idp_user_id, document)
+            return True
+        value = {key: item for key, item in document.items() if key.lower() != "schemas"}
+        await self._patch(str(current["id"]), [{"op": "replace", "value": value}])
+        return True
+
+    async def _find_or_adoptable(self, idp_user_id: str, document: dict[str, Any]) -> dict[str, Any] | None:
         current = await self.find_user(idp_user_id)
         if current is None and isinstance(document.get("userName"), str):
             same_name = await self._search("Users", f"userName eq {_quoted(document['userName'])}")
             if same_name and not same_name[0].get("externalId"):
                 current = same_name[0]
+        return current
+
+    async def _create(self, idp_user_id: str, document: dict[str, Any]) -> None:
+        document = dict(document)
+        roles = await self.state.roles_of(idp_user_id)
+        if roles:
+            document["roles"] = [{"value": role} for role in roles]
+        await self._scim("POST", "/Users", {"schemas": [USER_SCHEMA], **document})
+
+    async def write_user(self, idp_user_id: str, document: dict[str, Any]) -> str:
+        """Make the user match ``document`` (a complete description): create it, or replace only the
+        attributes that differ, so that applying the same state again writes nothing.
+
+        Returns ``"created"``, ``"updated"`` or ``"unchanged"``. The user's ``roles`` (from grants) and
+        groups are kept.
+        """
+        document = {**document, "externalId": idp_user_id}
+        current = await self._find_or_adoptable(idp_user_id, document)
         if current is None:
-            roles = await self.state.roles_of(idp_user_id)
-            if roles:
-                document["roles"] = [{"value": role} for role in roles]
-            await self._scim("POST", "/Users", {"schemas": [USER_SCHEMA], **document})
-            return True
-        value = {key: item for key, item in document.items() if key.lower() != "schemas"}
+            try:
+                await self._create(idp_user_id, document)
+                return "created"
+            except ApplyFailed as failure:
+                # A concurrent delivery for the same user may have created it first: update that one.
+                if failure.status != HTTPStatus.CONFLICT:
+                    raise
+                current = await self.find_user(idp_user_id)
+                if current is None:
+                    raise
+        value = {
+            key: item
+            for key, item in document.items()
+            if key.lower() != "schemas" and not _covers(current.get(key), item)
+        }
+        if not value:
+            return "unchanged"
         await self._patch(str(current["id"]), [{"op": "replace", "value": value}])
-        return True
+        return "updated"
 
     async def patch_user(self, event: UserPatch) -> bool:
         current = await self.find_user(event.source_user_id)
@@ -266,19 +322,27 @@ class EventApplier:
     # -- roles and groups ---------------------------------------------------------------------
 
     async def sync_roles(self, idp_user_id: str) -> bool:
-        """Make the user's ``roles`` the union of its active grants' role keys."""
-        current = await self.find_user(idp_user_id)
-        if current is None:
-            return False
-        roles = await self.state.roles_of(idp_user_id)
-        if [r.get("value") for r in current.get("roles", [])] == roles:
-            return True
-        operation = (
-            {"op": "replace", "path": "roles", "value": [{"value": role} for role in roles]}
-            if roles
-            else {"op": "remove", "path": "roles"}
-        )
-        await self._patch(str(current["id"]), [operation])
+        """Make the user's ``roles`` the union of its active grants' role keys.
+
+        Two deliveries changing grants of the same user may sync concurrently, the one that read the
+        grants first writing last: whoever writes checks the grants again afterwards and repeats.
+        """
+        for _ in range(_SYNC_ROUNDS):
+            current = await self.find_user(idp_user_id)
+            if current is None:
+                return False
+            roles = await self.state.roles_of(idp_user_id)
+            if [r.get("value") for r in current.get("roles", [])] == roles:
+                return True
+            operation = (
+                {"op": "replace", "path": "roles", "value": [{"value": role} for role in roles]}
+                if roles
+                else {"op": "remove", "path": "roles"}
+            )
+            await self._patch(str(current["id"]), [operation])
+            if await self.state.roles_of(idp_user_id) == roles:
+                return True
+        log.warning("roles of a webhook user kept changing; the next grant event or pull syncs them")
         return True
 
     async def grant(self, event: GrantUpsert) -> bool:

@@ -9,7 +9,9 @@ zitadel     ``ZITADEL-Signature`` HMAC-SHA256 over ``t.body``, 300 s      ``webh
             (research/zitadel.md §4)                                      key, a list during rotation),
                                                                           ``webhook_tolerance``,
                                                                           ``zitadel_url`` +
-                                                                          ``zitadel_token`` (PAT)
+                                                                          ``zitadel_token`` (PAT),
+                                                                          ``zitadel_pull_interval``,
+                                                                          ``zitadel_event_retention``
 asgardeo    ``X-Hub-Signature: sha256=`` HMAC of the raw body, ``iat``    ``webhook_secret``,
             age, ``jti`` replay key; ``GET`` answers ``hub.challenge``    ``webhook_max_age``,
             (asgardeo.md §B)                                              ``webhook_topic_prefix``
@@ -20,6 +22,10 @@ authentik   a shared secret in a header set by a header mapping           ``webh
                                                                           ``authentik_url`` +
                                                                           ``authentik_token``
 =========== ============================================================ ===============================
+
+ZITADEL events are kept per aggregate and folded in ``sequence`` order before they are applied
+(:mod:`app.webhooks.zitadel_sync`), so deliveries out of order or twice end in the same state;
+``zitadel_event_retention`` (seconds, 30 days by default) bounds how long they are kept.
 
 Secrets can come from the environment (``ZITI_SCIM_SOURCE_<NAME>_WEBHOOK_SECRET``, …, see
 :mod:`app.config`). A source without ``webhook_secret`` has no receiver (404). Answers: 200 once the
@@ -47,7 +53,7 @@ from starlette.routing import Route
 from app.config import Config, ConfigError, SourceConfig
 from app.scim.router import ScimRouter
 from app.store.db import Database
-from app.store.webhook_state import IdpState, SqlReplayGuard
+from app.store.webhook_state import IdpEventLog, IdpState, SqlReplayGuard
 from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier, UserResolver
 from app.webhooks.asgardeo import AsgardeoWebhook
 from app.webhooks.authentik import AuthentikWebhook
@@ -59,6 +65,7 @@ from app.webhooks.replay import ReplayGuard
 from app.webhooks.zitadel import ZitadelWebhook
 from app.webhooks.zitadel_api import ZitadelApi
 from app.webhooks.zitadel_pull import ZitadelPuller
+from app.webhooks.zitadel_sync import DEFAULT_RETENTION, ZitadelAggregates
 
 __all__ = ["WebhookReceiver", "webhook_receiver", "webhook_routes"]
 
@@ -74,6 +81,7 @@ class SourceReceiver:
     verifier: Verifier
     applier: EventApplier
     api: ZitadelApi | None = None
+    aggregates: ZitadelAggregates | None = None
 
 
 def _secrets(source: SourceConfig) -> list[str]:
@@ -155,14 +163,24 @@ class WebhookReceiver:
             if (pair := _api_pair(source, "authentik_url", "authentik_token")) is not None:
                 resolver = AuthentikUserFetcher(*pair, client=client)
         applier = EventApplier(scim.apps[source.name], IdpState(db, source.name), resolver=resolver)
-        return SourceReceiver(source, verifier, applier, api)
+        aggregates = None
+        if source.kind == "zitadel":
+            # ZITADEL numbers its events per aggregate and may deliver them out of order: keep and fold them.
+            aggregates = ZitadelAggregates(
+                applier,
+                IdpEventLog(db, source.name),
+                api=api,
+                retention=_number(source, "zitadel_event_retention", DEFAULT_RETENTION),
+                clock=self._now,
+            )
+        return SourceReceiver(source, verifier, applier, api, aggregates)
 
     def pullers(self) -> list[ZitadelPuller]:
         """The periodic ZITADEL repairs (sources with ``zitadel_url`` and ``zitadel_token``); start once."""
         return [
-            ZitadelPuller(r.applier, r.api, _number(r.source, "zitadel_pull_interval", 900.0))
+            ZitadelPuller(r.aggregates, r.api, _number(r.source, "zitadel_pull_interval", 900.0))
             for r in self.sources.values()
-            if r.api is not None
+            if r.api is not None and r.aggregates is not None
         ]
 
     async def endpoint(self, request: Request) -> Response:
@@ -187,7 +205,10 @@ class WebhookReceiver:
     async def _apply(self, receiver: SourceReceiver, result: WebhookResult) -> Response:
         name = receiver.source.name
         try:
-            outcome = await receiver.applier.apply(result.events)
+            if result.sequenced is not None and receiver.aggregates is not None:
+                outcome = await receiver.aggregates.deliver(result.sequenced)
+            else:
+                outcome = await receiver.applier.apply(result.events)
         except ApplyFailed as failure:
             await self._release(result)
             log.warning("webhook %s for source %s not applied: %s", result.delivery_id, name, failure.detail)

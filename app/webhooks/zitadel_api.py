@@ -1,12 +1,12 @@
 """Read users and grants back from ZITADEL's API with a personal access token (research/zitadel.md §7).
 
-* ``GET /v2/users/{userId}`` (user service v2 ``GetUserByID``): ``{"user": {"userId", "state", "username",
-  "human": {"profile": {"givenName", "familyName", "nickName", "displayName", "preferredLanguage"},
-  "email": {"email"}}}}``; 404 once the user is deleted.
+* ``GET /v2/users/{userId}`` (user service v2 ``GetUserByID``): ``{"details": {"sequence", …}, "user":
+  {"userId", "state", "username", "human": {"profile": {"givenName", "familyName", "nickName",
+  "displayName", "preferredLanguage"}, "email": {"email"}}}}``; 404 once the user is deleted.
 * ``POST /v2/users`` (``ListUsers``) with ``{"query": {"offset", "limit", "asc"}}``: ``{"details":
-  {"totalResult"}, "result": [user, …]}``.
+  {"totalResult"}, "result": [user (with its own ``details``), …]}``.
 * ``POST /management/v1/users/grants/_search`` (management v1 ``ListUserGrants``, deprecated but served):
-  ``{"result": [{"id", "userId", "roleKeys", "projectId", "state"}]}``.
+  ``{"result": [{"id", "details", "userId", "roleKeys", "projectId", "state"}]}``.
 
 ZITADEL does not retry event deliveries, so these reads are how missed events are repaired
 (:mod:`app.webhooks.zitadel_pull`) and how ``user.*`` events with an empty payload (v4.1.x) are read.
@@ -113,10 +113,14 @@ class ZitadelApi:
         response = await self._call("GET", f"/v2/users/{user_id}")
         if response.status_code == 404:
             return None
-        user = self._json(response).get("user")
+        data = self._json(response)
+        user = data.get("user")
         if not isinstance(user, dict):
             raise IdpFetchError("zitadel API answered without a user")
         user.setdefault("userId", user_id)
+        # GetUserByID puts the user's ``details`` (its sequence) beside it, ListUsers inside each user.
+        if isinstance(data.get("details"), dict):
+            user.setdefault("details", data["details"])
         return user
 
     async def _pages(self, path: str, page_size: int) -> list[dict[str, Any]]:

@@ -156,9 +156,7 @@ def _neutral(event: SequencedEvent) -> WebhookEvent:
         return Ignored(invalid.reason)
 
 
-def _in_order(
-    base_sequence: int, events: Iterable[SequencedEvent]
-) -> tuple[bool, list[WebhookEvent]]:
+def _in_order(base_sequence: int, events: Iterable[SequencedEvent]) -> tuple[bool, list[WebhookEvent]]:
     """(a removal is among the events, the events numbered after the base in sequence order)."""
     removed = False
     after: list[tuple[int, WebhookEvent]] = []
@@ -169,6 +167,10 @@ def _in_order(
             after.append((event.sequence, neutral))
     after.sort(key=lambda item: item[0])
     return removed, [neutral for _, neutral in after]
+
+
+def _profile(event: UserUpsert) -> dict[str, Any]:
+    return {key: copy.deepcopy(value) for key, value in event.user.items() if key.lower() not in _SCIM_ONLY}
 
 
 def _merge(profile: dict[str, Any], event: UserPatch) -> None:
@@ -196,9 +198,7 @@ def fold_user(base: UserState | None, base_sequence: int, events: Iterable[Seque
     state = UserState.from_json(base.to_json()) if base is not None else UserState()
     for event in ordered:
         if isinstance(event, UserUpsert):
-            state.profile = {
-                key: copy.deepcopy(value) for key, value in event.user.items() if key.lower() not in _SCIM_ONLY
-            }
+            state.profile = _profile(event)
             state.complete = True
             state.active = bool(event.user.get("active", True))
             state.locked = False
@@ -250,7 +250,7 @@ def user_state_from_api(user: dict[str, Any]) -> UserState | None:
     state = UserState()
     for event in events:
         if isinstance(event, UserUpsert):
-            state.profile = {k: v for k, v in event.user.items() if k.lower() not in _SCIM_ONLY}
+            state.profile = _profile(event)
             state.complete, state.active = True, bool(event.user.get("active", True))
         elif isinstance(event, UserLocked):
             state.locked = event.locked

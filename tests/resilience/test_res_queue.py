@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from sqlalchemy import insert, update
 
 from app.reconcile import queue
 from app.store.db import Database
 from app.store.tables import dirty
 
-STALE_RENEWAL = (
-    "stalled convergence: Worker._renew (app/reconcile/worker.py) renews a snapshot of Reconciler.held; "
-    "when that UPDATE lands after queue.finish/retry_later released the claim (the user changed during the "
-    "converge, or it is to be retried), queue.renew (app/reconcile/queue.py) sets claimed_until again on a "
-    "row nobody works on, so the user is not converged for LEASE_SECONDS (20 s); renew should only extend "
-    "a claim that is still held (claimed_until IS NOT NULL, or a claim token)"
-)
-
-
 
 async def test_a_renewal_landing_after_the_release_does_not_stall_the_user(
     database_url: str, source_name: str
 ) -> None:
+    """Regression (found by the controller-slow scenario): a lease renewal whose UPDATE lands after
+    finish/retry_later released the claim must not claim the row again, or the user stalls for
+    LEASE_SECONDS (20 s)."""
     db = Database(database_url)
     try:
         async with db.transaction(write=True) as conn:

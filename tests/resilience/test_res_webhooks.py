@@ -187,43 +187,19 @@ def test_zitadel_clean_and_duplicated_deliveries_end_in_the_same_state(tmp_path:
     )
 
 
-SEQUENCE_IGNORED = (
-    "reordered ZITADEL deliveries change the end state: the receiver applies each event's payload as it "
-    "comes and never compares the event's per-aggregate `sequence` with what it already applied "
-    "(app/webhooks/apply.py EventApplier, app/webhooks/zitadel.py parse_zitadel keeps the sequence only "
-    "in delivery_id); an older event applied after a newer one wins"
-)
-
-
 @pytest.mark.parametrize(
     ("case", "order"),
     [
         ("grant-before-user", ["grant-added", "alice-added", "alice-email", "grant-changed", "alice-deactivated",
                                "bob-added", "bob-removed"]),
-        pytest.param(
-            "email-change-before-user",
-            ["alice-email", "alice-added", "grant-added", "grant-changed", "alice-deactivated", "bob-added", "bob-removed"],
-            marks=pytest.mark.xfail(strict=True, reason=SEQUENCE_IGNORED + ": the email change for a user not "
-                                    "yet created is dropped (patch_user: 'unknown user ignored')"),
-        ),
-        pytest.param(
-            "deactivation-before-user",
-            ["alice-deactivated", "alice-added", "grant-added", "alice-email", "grant-changed", "bob-added", "bob-removed"],
-            marks=pytest.mark.xfail(strict=True, reason=SEQUENCE_IGNORED + ": user.human.added (active=true) "
-                                    "after user.deactivated reactivates the user (upsert sets the active flag)"),
-        ),
-        pytest.param(
-            "grant-change-before-grant-add",
-            ["alice-added", "grant-changed", "grant-added", "alice-email", "alice-deactivated", "bob-added", "bob-removed"],
-            marks=pytest.mark.xfail(strict=True, reason=SEQUENCE_IGNORED + ": the older grant.added (roles "
-                                    "ops, vpn) overwrites the newer grant.changed (ops)"),
-        ),
-        pytest.param(
-            "removal-before-add",
-            ["alice-added", "grant-added", "alice-email", "grant-changed", "alice-deactivated", "bob-removed", "bob-added"],
-            marks=pytest.mark.xfail(strict=True, reason=SEQUENCE_IGNORED + ": user.human.added after user.removed "
-                                    "creates the removed user (and its identity) again"),
-        ),
+        ("email-change-before-user",
+         ["alice-email", "alice-added", "grant-added", "grant-changed", "alice-deactivated", "bob-added", "bob-removed"]),
+        ("deactivation-before-user",
+         ["alice-deactivated", "alice-added", "grant-added", "alice-email", "grant-changed", "bob-added", "bob-removed"]),
+        ("grant-change-before-grant-add",
+         ["alice-added", "grant-changed", "grant-added", "alice-email", "alice-deactivated", "bob-added", "bob-removed"]),
+        ("removal-before-add",
+         ["alice-added", "grant-added", "alice-email", "grant-changed", "alice-deactivated", "bob-removed", "bob-added"]),
     ],
 )
 def test_zitadel_reordered_deliveries_end_in_the_same_state(tmp_path: Path, case: str, order: list[str]) -> None:

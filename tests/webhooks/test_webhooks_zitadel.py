@@ -319,3 +319,63 @@ async def test_invalid_bodies(body: bytes) -> None:
     with pytest.raises(WebhookInvalid):
         await hook.handle({"Zitadel-Signature": sign_zitadel(body, KEY, t)}, body)
     assert len(guard) == 0
+
+
+# --- the event as it is kept (sequence order) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_trace_is_kept_with_its_aggregate_and_sequence(name: str) -> None:
+    _, body, _, trace = _delivery(name)
+    result = parse_zitadel(body)
+    kept = result.sequenced
+    assert kept is not None
+    assert kept.aggregate_id == trace["body"]["aggregateID"]
+    assert kept.aggregate_type == ("grant" if kept.event_type.startswith("user.grant.") else "user")
+    assert kept.sequence == trace["body"]["sequence"] and kept.event_type == trace["body"]["event_type"]
+    assert kept.payload == (trace["body"].get("event_payload") or {})
+    # Parsing the kept payload again gives the same neutral event.
+    assert (
+        parse_zitadel(_event_with(kept.event_type, kept.payload, kept.aggregate_id)).events == result.events
+    )
+
+
+def _event_with(event_type: str, payload: Any, aggregate: str, /, **fields: Any) -> bytes:
+    data = json.loads(_event(event_type, payload, aggregate))
+    data.update(fields)
+    return json.dumps(data).encode()
+
+
+def test_only_the_fields_read_are_kept() -> None:
+    payload = {
+        "userName": "bob",
+        "email": "bob@example.com",
+        "encodedHash": "$2a$14$x",
+        "phone": "+41",
+        "gender": 2,
+    }
+    kept = parse_zitadel(_event("user.human.added", payload, "42")).sequenced
+    assert kept is not None and kept.payload == {"userName": "bob", "email": "bob@example.com"}
+    # A payload holding nothing the parser reads is an empty payload: read the user from the API.
+    assert parse_zitadel(_event("user.human.added", {"gender": 2}, "42")).events == (FetchUser("42"),)
+
+
+@pytest.mark.parametrize("sequence", [None, 0, -3, True, "5", 2.5, 2**63])
+def test_an_event_that_matters_needs_a_valid_sequence(sequence: Any) -> None:
+    body = _event_with("user.deactivated", None, ALICE, sequence=sequence)
+    with pytest.raises(WebhookInvalid) as err:
+        parse_zitadel(body)
+    assert (err.value.status, err.value.reason) == (400, "sequence missing or not a positive integer")
+
+
+def test_an_ignored_event_needs_no_sequence_and_is_not_kept() -> None:
+    result = parse_zitadel(_event_with("user.human.email.verified", None, ALICE, sequence=None))
+    assert result.sequenced is None and isinstance(result.events[0], Ignored)
+
+
+@pytest.mark.parametrize(
+    "fields", [{"aggregateID": "1" * 201}, {"event_type": "user." + "x" * 100}, {"aggregateID": 5}]
+)
+def test_oversized_or_odd_identifiers_are_refused(fields: dict[str, Any]) -> None:
+    with pytest.raises(WebhookInvalid):
+        parse_zitadel(_event_with("user.deactivated", None, ALICE, **fields))

@@ -1,4 +1,5 @@
-"""Webhook receivers: accepted deliveries (replay guard), ZITADEL grants, IdP activation/lock flags.
+"""Webhook receivers: accepted deliveries (replay guard), ZITADEL grants, IdP activation/lock flags, and the
+per-aggregate event log of event-sourced IdPs (ZITADEL) with the bases its folds start from.
 
 Revision ID: 0002
 Revises: 0001
@@ -41,8 +42,28 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean, nullable=False),
         sa.Column("locked", sa.Boolean, nullable=False),
     )
+    op.create_table(
+        "idp_events",
+        sa.Column("source", sa.String(100), primary_key=True),
+        sa.Column("aggregate_id", sa.String(200), primary_key=True),
+        sa.Column("sequence", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("aggregate_type", sa.String(32), nullable=False),
+        sa.Column("event_type", sa.String(100), nullable=False),
+        sa.Column("payload", Json, nullable=False),
+        sa.Column("received_at", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "idp_aggregates",
+        sa.Column("source", sa.String(100), primary_key=True),
+        sa.Column("aggregate_id", sa.String(200), primary_key=True),
+        sa.Column("aggregate_type", sa.String(32), nullable=False),
+        sa.Column("sequence", sa.BigInteger, nullable=False),
+        sa.Column("state", Json, nullable=False),
+        sa.Column("closed", sa.Boolean, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ("idp_user_flags", "idp_grants", "webhook_deliveries"):
+    for table in ("idp_aggregates", "idp_events", "idp_user_flags", "idp_grants", "webhook_deliveries"):
         op.drop_table(table)
