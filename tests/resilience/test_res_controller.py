@@ -215,7 +215,7 @@ def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no
             try:
                 again.delete_user("lost")
                 asyncio.run(_set_paused(sqlite_url, False))
-                verdict = wait_converged(again.client, controller, source_name, again.expected, timeout=10)
+                verdict = wait_converged(again.client, controller, source_name, again.expected, timeout=6)
             finally:
                 again.close()
     report("crash-during-applied-create-then-delete", operations=sync.operations + again.operations,
