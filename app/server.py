@@ -9,14 +9,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
-from starlette.types import ASGIApp
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Config, hash_token
 from app.observability import audit
@@ -43,6 +44,25 @@ class Services:
     metrics: Metrics
     provisioner: Provisioner | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+class ScimPrefix:
+    """Hand every path under ``/scim`` to the SCIM router.
+
+    A plain prefix test rather than a ``Mount``: the route regex's ``.`` stops at a newline, so a path
+    holding an encoded newline would otherwise miss the SCIM app and get a non-SCIM answer.
+    """
+
+    def __init__(self, app: ASGIApp, scim: ScimRouter) -> None:
+        self.app = app
+        self.scim = scim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/scim" or path.startswith("/scim/")):
+            await self.scim({**scope, "root_path": scope.get("root_path", "") + "/scim"}, receive, send)  # type: ignore[arg-type]
+            return
+        await self.app(scope, receive, send)
 
 
 def _admin_allowed(config: Config, request: Request) -> bool:
@@ -150,9 +170,9 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route("/admin/audit", admin_audit),
-            Mount("/scim", app=cast(ASGIApp, scim)),
             Route("/webhooks/{source}", webhooks.endpoint, methods=["GET", "POST"]),
         ],
+        middleware=[Middleware(ScimPrefix, scim=scim)],
         lifespan=lifespan,
     )
     app.state.services = services

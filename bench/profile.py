@@ -29,6 +29,18 @@ from bench.s5_e2e import patch_bodies, start_stack
 from bench.seed import seed
 from bench.targets import Target, ziti_target
 
+OUTER = (
+    "runpy",
+    "bench/serve.py",
+    "uvicorn/main.py",
+    "uvicorn/server.py",
+    "uvicorn/_compat.py",
+    "asyncio/runners.py",
+    "asyncio/base_events.py",
+    "threading.py",
+)
+"""Frames every sample goes through, left out of the inclusive list."""
+
 
 def summarize(path: Path, top: int) -> str:
     own: collections.Counter[str] = collections.Counter()
@@ -43,7 +55,8 @@ def summarize(path: Path, top: int) -> str:
         frames = stack.split(";")
         own[frames[-1]] += samples
         for frame in dict.fromkeys(f.rsplit(":", 1)[0] for f in frames):
-            inclusive[frame] += samples
+            if not any(part in frame for part in OUTER):
+                inclusive[frame] += samples
     lines = [f"{total} samples", "-- inclusive (function (file)) --"]
     lines += [f"{100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
     lines += ["-- self (function (file:line)) --"]

@@ -57,8 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="time budget of the initial-sync scenario (default 420, --quick 90; 0: none)",
     )
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="only write the markdown of a results file"
+    )
     args = parser.parse_args(argv)
     s5_e2e.SYNC_BUDGET = args.sync_budget
+    if args.render:
+        args.render.with_suffix(".md").write_text(Results.load(args.render).markdown(args.render.name))
+        return 0
 
     databases = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     machine = machine_info()
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     results.duration = time.perf_counter() - began
     results.machine["loadavg_1m_at_end"] = loadavg()
     results.write_json(args.out)
-    args.out.with_suffix(".md").write_text(results.markdown())
+    args.out.with_suffix(".md").write_text(results.markdown(args.out.name))
     log(f"wrote {args.out} and {args.out.with_suffix('.md')} ({results.duration:.0f} s)")
     return 1 if failures else 0
 

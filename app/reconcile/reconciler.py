@@ -53,6 +53,7 @@ FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
 
 HELD_RECHECK = 60.0
+CREATE_IN_FLIGHT = "identity create sent; its outcome is not known yet"
 DESTRUCTIVE = ("disable", "delete")
 
 
@@ -336,6 +337,9 @@ class Reconciler:
             if settings.mapping.name_conflict == "suffix"
             else iter([desired.name])
         )
+        # Recorded before the call: if the process dies while the controller applies the create, the
+        # next attempt (or a deletion) knows to look the identity up first (see _lost_identity).
+        await self._record_failure(settings.name, user_id, CREATE_IN_FLIGHT, failed=False)
         for name in names:
             try:
                 identity_id = await self._act(

@@ -138,9 +138,10 @@ class SourceApplication(ASGIApplication):
 
     def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
         response = super().finalize_response(request, response)
-        # Header values echo the request URL: percent-encode what HTTP forbids there (RFC 9110 §5.5).
-        for name, value in response.headers.items():
-            if any(ord(char) < 0x20 or ord(char) > 0x7E for char in value):
+        # Location headers echo the request URL: percent-encode what HTTP forbids there (RFC 9110 §5.5).
+        for name in ("Location", "Content-Location"):
+            value = response.headers.get(name)
+            if value is not None and any(ord(char) <= 0x20 or ord(char) > 0x7E for char in value):
                 response.headers[name] = quote(value, safe=_URL_SAFE)
         return response
 

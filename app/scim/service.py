@@ -75,6 +75,25 @@ def _refuse_nul(payload: Any) -> Any:
     return payload
 
 
+def _refuse_nul_in_filter(search_request: SearchRequest[Any]) -> None:
+    """A filter value may spell NUL as the JSON escape ``\\u0000``: check the decoded values too."""
+    if search_request.filter is not None and _has_nul(_filter_values(search_request.filter.ast)):
+        raise InvalidFilterException(detail="Filter values must not contain NUL (U+0000)")
+
+
+def _filter_values(node: Any) -> list[Any]:
+    values: list[Any] = []
+    for name in ("value", "val_filter", "expr"):
+        child = getattr(node, name, None)
+        if name == "value":
+            values.append(child)
+        elif child is not None:
+            values.extend(_filter_values(child))
+    for term in getattr(node, "terms", ()) or ():
+        values.extend(_filter_values(term))
+    return values
+
+
 class NothingToPatch(Exception):
     """A PATCH whose every operation was dropped (it only set ``password``): answer the resource unchanged."""
 
@@ -103,7 +122,16 @@ class ZitiScimService(ScimService):
             raise InvalidFilterException(detail="Query parameters must not contain NUL (U+0000)")
         if "filter" in query:
             query = {**query, "filter": self.quirks.filter(query["filter"])}
-        return super().read_search_query(resource_types, query)
+        search_request, position = super().read_search_query(resource_types, query)
+        _refuse_nul_in_filter(search_request)
+        return search_request, position
+
+    def read_search_body(
+        self, resource_types: list[ResourceType], body: bytes, content_type: str | None
+    ) -> Any:
+        search_request, position = super().read_search_body(resource_types, body, content_type)
+        _refuse_nul_in_filter(search_request)
+        return search_request, position
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         self.ensure_patch_supported()

@@ -86,6 +86,27 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+MAX_INDEXED_LENGTH = 1024
+"""Longest userName, displayName, externalId or email value: they are indexed, and PostgreSQL's btree
+entries are limited to about 2.7 kB; no real IdP value comes close."""
+
+
+def _check_indexed_lengths(document: dict[str, Any]) -> None:
+    values = [
+        ("userName", document.get("userName")),
+        ("displayName", document.get("displayName")),
+        ("externalId", document.get("externalId")),
+    ]
+    values += [
+        ("emails.value", email.get("value"))
+        for email in document.get("emails", [])
+        if isinstance(email, dict)
+    ]
+    for name, value in values:
+        if isinstance(value, str) and len(value) > MAX_INDEXED_LENGTH:
+            raise InvalidValueException(detail=f"{name} is longer than {MAX_INDEXED_LENGTH} characters")
+
+
 class UserHooks(Protocol):
     """What the provisioning stage adds to user writes and reads, inside the SCIM transaction."""
 
@@ -172,6 +193,7 @@ class SqlStorage(AsyncScimStorage):
     def _columns(resource_type: str, document: dict[str, Any]) -> dict[str, Any]:
         user_name = document.get("userName")
         display_name = document.get("displayName")
+        _check_indexed_lengths(document)
         return {
             "user_name_ci": fold(user_name)
             if isinstance(user_name, str) and resource_type == "User"

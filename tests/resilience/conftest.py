@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.resilience.res_support import SUMMARIES
 
-# hypothesis must not write its example database into the repository.
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", "/tmp/ziti-scim-hypothesis")
+# Hypothesis keeps caches in its home directory (.hypothesis/ by default): not in the repository. The
+# example database itself is off in every test (``database=None``).
+set_hypothesis_home_dir(
+    os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY")
+    or os.path.join(tempfile.gettempdir(), "ziti-scim-hypothesis")
+)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -10,13 +10,13 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
 from hypothesis import given
 from hypothesis import strategies as st
-from scim2_models import ScimFilter
+from scim2_models import Resource, ScimFilter
 
 from app.config import Config, PolicyConfig, SafetyConfig, SourceConfig, ZitiConfig, hash_token
 from app.scim.provider import load_provider
@@ -57,16 +57,25 @@ class Hostile:
 @contextmanager
 def hostile_server(database_url: str, sources: int) -> Iterator[Hostile]:
     prefix = uuid.uuid4().hex[:6]
-    tokens = {f"hostile-{prefix}-{i:02d}": f"hostile-token-{i:02d}-{uuid.uuid4().hex}" for i in range(sources)}
+    tokens = {
+        f"hostile-{prefix}-{i:02d}": f"hostile-token-{i:02d}-{uuid.uuid4().hex}" for i in range(sources)
+    }
     with running_controller() as controller:
         config = Config(
             database_url=database_url,
             sources={
-                name: SourceConfig(name=name, kind="generic", token_hashes=(hash_token(token),),
-                                   policy=PolicyConfig(), mapping={"preset": "generic"})
+                name: SourceConfig(
+                    name=name,
+                    kind="generic",
+                    token_hashes=(hash_token(token),),
+                    policy=PolicyConfig(),
+                    mapping={"preset": "generic"},
+                )
                 for name, token in tokens.items()
             },
-            ziti=ZitiConfig(url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=0.5),
+            ziti=ZitiConfig(
+                url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=0.5
+            ),
             safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
         )
         with live_server(create_app(config)) as url:
@@ -91,9 +100,17 @@ class Arena:
     requests: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
 
-    def send(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-             headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
-             allowed: set[int] | None = None) -> httpx.Response:
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        allowed: set[int] | None = None,
+    ) -> httpx.Response:
         content = raw if raw is not None else (encode(body) if body is not None else None)
         if params:
             # Encoded here: lone surrogates travel as their (invalid) UTF-8 bytes.
@@ -120,9 +137,16 @@ class Arena:
 
     def summary(self, scenario: str, examples: int, **extra: Any) -> None:
         errors = sum(count for status, count in self.statuses.items() if status >= 400)
-        report(scenario, operations=self.requests, examples=examples, errors=errors,
-               statuses="/".join(f"{s}:{c}" for s, c in sorted(self.statuses.items())),
-               server_errors=0, sentinels_unchanged=True, **extra)
+        report(
+            scenario,
+            operations=self.requests,
+            examples=examples,
+            errors=errors,
+            statuses="/".join(f"{s}:{c}" for s, c in sorted(self.statuses.items())),
+            server_errors=0,
+            sentinels_unchanged=True,
+            **extra,
+        )
 
 
 @contextmanager
@@ -133,18 +157,40 @@ def make_arena(hostile: Hostile) -> Iterator[Arena]:
     created = {}
     try:
         for name, scim in (("target", client), ("sentinel", client), ("other", other)):
-            response = scim.post("/Users", json=valid_user(f"{name}-{suffix}", f"{name}-{suffix}@example.com"))
+            response = scim.post(
+                "/Users", json=valid_user(f"{name}-{suffix}", f"{name}-{suffix}@example.com")
+            )
             assert response.status_code == 201, response.text
             created[name] = response.json()["id"]
-        group = client.post("/Groups", json={"schemas": [GROUP], "displayName": f"group-{suffix}",
-                                              "members": [{"value": created["target"]}]})
+        group = client.post(
+            "/Groups",
+            json={
+                "schemas": [GROUP],
+                "displayName": f"group-{suffix}",
+                "members": [{"value": created["target"]}],
+            },
+        )
         assert group.status_code == 201, group.text
-        taken = [f"sentinel-{suffix}", f"sentinel-{suffix}@example.com", f"other-{suffix}",
-                 f"other-{suffix}@example.com"]
+        taken = [
+            f"sentinel-{suffix}",
+            f"sentinel-{suffix}@example.com",
+            f"other-{suffix}",
+            f"other-{suffix}@example.com",
+        ]
         before = stable(client.get(f"/Users/{created['sentinel']}").json())
         before_other = stable(other.get(f"/Users/{created['other']}").json())
-        yield Arena(client, other, source, created["target"], group.json()["id"], created["sentinel"],
-                    created["other"], before, before_other, taken)
+        yield Arena(
+            client,
+            other,
+            source,
+            created["target"],
+            group.json()["id"],
+            created["sentinel"],
+            created["other"],
+            before,
+            before_other,
+            taken,
+        )
     finally:
         client.close()
         other.close()
@@ -153,10 +199,18 @@ def make_arena(hostile: Hostile) -> Iterator[Arena]:
 # -- filters against the reference --------------------------------------------------------------------
 
 POPULATION: list[tuple[str, str, dict[str, Any]]] = [
-    ("alice", "Alice@Example.com", {"displayName": "Alice Smith", "active": True, "roles": [{"value": "vpn"}]}),
+    (
+        "alice",
+        "Alice@Example.com",
+        {"displayName": "Alice Smith", "active": True, "roles": [{"value": "vpn"}]},
+    ),
     ("Stra\u00dfe", "strasse@example.com", {"displayName": "STRASSE", "name": {"familyName": "M\u00fcller"}}),
     ("STRASSE-2", "s2@example.com", {"displayName": "stra\u00dfe", "active": False}),
-    ("\u0130stanbul", "ist@example.com", {"nickName": "i\u0307stanbul", "name": {"familyName": "\u0131\u015f\u0131k"}}),
+    (
+        "\u0130stanbul",
+        "ist@example.com",
+        {"nickName": "i\u0307stanbul", "name": {"familyName": "\u0131\u015f\u0131k"}},
+    ),
     ("\u212aelvin", "kelvin@example.com", {"displayName": "kelvin"}),
     ("cafe\u0301", "nfd@example.com", {"displayName": "caf\u00e9", "nickName": "cafe\u0301"}),
     ("\u202eevil", "rtl@example.com", {"displayName": "\u202elive\u202c"}),
@@ -166,16 +220,32 @@ POPULATION: list[tuple[str, str, dict[str, Any]]] = [
     ("under_score", "us@example.com", {"displayName": "a_b"}),
     ('{"$ne": null}', "json@example.com", {"displayName": "null"}),
     ("emoji\U0001f600", "emoji@example.com", {"displayName": "\U0001f600\U0001f600"}),
-    ("\u0627\u0644\u0639\u0631\u0628\u064a\u0629", "ar@example.com", {"displayName": "\u05e9\u05dc\u05d5\u05dd"}),
-    ("multi", "Multi@Example.COM", {"emails": [{"value": "Multi@Example.COM", "type": "work", "primary": True},
-                                               {"value": "home@multi.org", "type": "home"},
-                                               {"value": "other@MULTI.org"}],
-                                    "roles": [{"value": "Ops", "primary": True}, {"value": "vpn"}]}),
-    ("enterprise", "ent@example.com", {ENTERPRISE: {"department": "Ops", "employeeNumber": "007",
-                                                    "manager": {"value": "boss"}}}),
+    (
+        "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
+        "ar@example.com",
+        {"displayName": "\u05e9\u05dc\u05d5\u05dd"},
+    ),
+    (
+        "multi",
+        "Multi@Example.COM",
+        {
+            "emails": [
+                {"value": "Multi@Example.COM", "type": "work", "primary": True},
+                {"value": "home@multi.org", "type": "home"},
+                {"value": "other@MULTI.org"},
+            ],
+            "roles": [{"value": "Ops", "primary": True}, {"value": "vpn"}],
+        },
+    ),
+    (
+        "enterprise",
+        "ent@example.com",
+        {ENTERPRISE: {"department": "Ops", "employeeNumber": "007", "manager": {"value": "boss"}}},
+    ),
     ("bare", "bare@example.com", {}),
     ("ZZZ", "zzz@example.com", {"displayName": "aaa", "active": True}),
 ]
+
 
 def check_filters(
     arena: Arena,
@@ -187,14 +257,22 @@ def check_filters(
 ) -> None:
     """Generated filters (grammar, edited, garbage) select exactly what ``ScimFilter.match`` selects."""
     for name, email, extra in population:
-        body = {"schemas": [USER, ENTERPRISE], "userName": name,
-                "emails": [{"value": email, "type": "work", "primary": True}], **extra}
+        body = {
+            "schemas": [USER, ENTERPRISE],
+            "userName": name,
+            "emails": [{"value": email, "type": "work", "primary": True}],
+            **extra,
+        }
         assert arena.client.post("/Users", json=body).status_code == 201, name
     ids = {u["userName"]: u["id"] for u in list_all(arena.client, "Users")}
     for members in (["alice", "multi", "' OR 1=1 --"], ["Stra\u00dfe", "\u212aelvin"]):
-        group = {"schemas": [GROUP], "displayName": "Grp " + members[0], "members": [{"value": ids[m]} for m in members]}
+        group = {
+            "schemas": [GROUP],
+            "displayName": "Grp " + members[0],
+            "members": [{"value": ids[m]} for m in members],
+        }
         assert arena.client.post("/Groups", json=group).status_code == 201
-    model = load_provider().model_for("User")
+    model = cast("type[Resource[Any]] | None", load_provider().model_for("User"))
     assert model is not None
     stored = list_all(arena.client, "Users")
     users = [model.model_validate(u) for u in stored]
@@ -214,9 +292,15 @@ def check_filters(
         if endpoint == "GET":
             response = arena.send("GET", "/Users", params={"filter": text, "count": "1000"})
         else:
-            response = arena.send("POST", endpoint.split(" ")[1], {
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": text, "count": 1000,
-            })
+            response = arena.send(
+                "POST",
+                endpoint.split(" ")[1],
+                {
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                    "filter": text,
+                    "count": 1000,
+                },
+            )
         try:
             reference = ScimFilter[model](text)  # type: ignore[valid-type]
         except Exception:  # noqa: BLE001 - any refusal of the reference
@@ -228,11 +312,13 @@ def check_filters(
                 print("REFUSED", text, response.json().get("detail"))
             return
         # The root endpoint searches Groups too; the reference is about Users.
-        found = {r["id"] for r in response.json()["Resources"] if r.get("meta", {}).get("resourceType") == "User"}
+        found = {
+            r["id"] for r in response.json()["Resources"] if r.get("meta", {}).get("resourceType") == "User"
+        }
         if reference is None:
             outcome["accepted-invalid-for-reference"] += 1
             return
-        expected = {u.id for u in users if reference.match(u)}
+        expected = {str(u.id) for u in users if reference.match(u)}
         assert found == expected, (
             f"filter {text!r}: server selected {sorted(_names(found, ids))}, "
             f"scim2-models selects {sorted(_names(expected, ids))}"
@@ -250,7 +336,9 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value] if len(value) < 100 else []
     if isinstance(value, dict):
-        return [s for k, v in value.items() if k not in ("meta", "id", "$ref", "location") for s in _strings(v)]
+        return [
+            s for k, v in value.items() if k not in ("meta", "id", "$ref", "location") for s in _strings(v)
+        ]
     if isinstance(value, list):
         return [s for item in value for s in _strings(item)]
     return []

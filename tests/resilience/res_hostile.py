@@ -126,18 +126,44 @@ json_scalars = st.one_of(
 )
 
 USER_ATTRIBUTES = [
-    "schemas", "id", "externalId", "meta", "userName", "name", "displayName", "nickName", "userType",
-    "preferredLanguage", "locale", "timezone", "active", "password", "emails", "groups", "roles",
-    "entitlements", "members", "UserName", "USERNAME", "emails.value", ENTERPRISE, ZITI,
-    f"{ENTERPRISE}:department", f"{USER}:userName",
+    "schemas",
+    "id",
+    "externalId",
+    "meta",
+    "userName",
+    "name",
+    "displayName",
+    "nickName",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "active",
+    "password",
+    "emails",
+    "groups",
+    "roles",
+    "entitlements",
+    "members",
+    "UserName",
+    "USERNAME",
+    "emails.value",
+    ENTERPRISE,
+    ZITI,
+    f"{ENTERPRISE}:department",
+    f"{USER}:userName",
 ]
 
 
 def json_values(max_leaves: int = 10) -> st.SearchStrategy[Any]:
     return st.recursive(
         json_scalars,
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.one_of(st.sampled_from(USER_ATTRIBUTES), any_char_text), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.one_of(st.sampled_from(USER_ATTRIBUTES), any_char_text), children, max_size=4
+            )
+        ),
         max_leaves=max_leaves,
     )
 
@@ -180,10 +206,12 @@ def mutated_user(draw: st.DrawFn, taken: list[str]) -> dict[str, Any]:
             target = draw(st.sampled_from(["name", "emails", "roles", ENTERPRISE]))
             value = user.get(target)
             if isinstance(value, list) and value and isinstance(value[0], dict):
-                value[0][draw(st.sampled_from(["value", "type", "primary", "display", "$ref"]))] = draw(json_values(4))
-            elif isinstance(value, dict):
-                value[draw(st.sampled_from(["givenName", "familyName", "department", "manager", "x"]))] = draw(
+                value[0][draw(st.sampled_from(["value", "type", "primary", "display", "$ref"]))] = draw(
                     json_values(4)
+                )
+            elif isinstance(value, dict):
+                value[draw(st.sampled_from(["givenName", "familyName", "department", "manager", "x"]))] = (
+                    draw(json_values(4))
                 )
         elif kind == "taken" and taken:
             # Another user's userName or email: must be refused (uniqueness), never merged.
@@ -199,11 +227,33 @@ def mutated_user(draw: st.DrawFn, taken: list[str]) -> dict[str, Any]:
 # -- filters ---------------------------------------------------------------------------------------
 
 STRING_PATHS = [
-    "userName", "displayName", "nickName", "externalId", "name.familyName", "name.givenName", "name.formatted",
-    "emails", "emails.value", "emails.type", "emails.display", "roles", "roles.value", "roles.type",
-    "entitlements.value", "groups", "groups.value", "groups.display", "id", "meta.resourceType", "title",
-    f"{ENTERPRISE}:department", f"{ENTERPRISE}:employeeNumber", f"{ENTERPRISE}:manager.value",
-    f"{ZITI}:roleAttributes", f"{USER}:userName", f"{USER}:name.familyName",
+    "userName",
+    "displayName",
+    "nickName",
+    "externalId",
+    "name.familyName",
+    "name.givenName",
+    "name.formatted",
+    "emails",
+    "emails.value",
+    "emails.type",
+    "emails.display",
+    "roles",
+    "roles.value",
+    "roles.type",
+    "entitlements.value",
+    "groups",
+    "groups.value",
+    "groups.display",
+    "id",
+    "meta.resourceType",
+    "title",
+    f"{ENTERPRISE}:department",
+    f"{ENTERPRISE}:employeeNumber",
+    f"{ENTERPRISE}:manager.value",
+    f"{ZITI}:roleAttributes",
+    f"{USER}:userName",
+    f"{USER}:name.familyName",
 ]
 BOOL_PATHS = ["active", "emails.primary", "roles.primary"]
 DATE_PATHS = ["meta.created", "meta.lastModified"]
@@ -261,7 +311,11 @@ def comparison(draw: st.DrawFn, pool: list[str], paths: list[str] | None = None)
 @st.composite
 def scim_filter(draw: st.DrawFn, pool: list[str], depth: int = 0) -> str:
     """A filter from the RFC 7644 §3.4.2.2 grammar over the published attributes."""
-    choice = draw(st.sampled_from(["cmp", "cmp", "cmp", "valuepath", "not", "paren", "and", "or"] if depth < 3 else ["cmp"]))
+    choice = draw(
+        st.sampled_from(
+            ["cmp", "cmp", "cmp", "valuepath", "not", "paren", "and", "or"] if depth < 3 else ["cmp"]
+        )
+    )
     if choice == "cmp":
         return draw(comparison(pool))
     if choice == "valuepath":
@@ -288,7 +342,9 @@ def garbled_filter(draw: st.DrawFn, pool: list[str]) -> str:
     text = draw(scim_filter(pool))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         at = draw(st.integers(min_value=0, max_value=len(text)))
-        insert = draw(st.sampled_from(['"', "(", ")", "[", "]", " and ", " or ", "not", "\\", "'", " pr", "."]))
+        insert = draw(
+            st.sampled_from(['"', "(", ")", "[", "]", " and ", " or ", "not", "\\", "'", " pr", "."])
+        )
         text = text[:at] + (insert if draw(st.booleans()) else "") + text[at + draw(st.integers(0, 3)) :]
     return text
 
@@ -296,12 +352,41 @@ def garbled_filter(draw: st.DrawFn, pool: list[str]) -> str:
 # -- PATCH -----------------------------------------------------------------------------------------
 
 PATCH_PATHS = [
-    "userName", "displayName", "active", "emails", "emails.value", 'emails[type eq "work"].value',
-    'emails[type eq "home"]', 'emails[value co "@"].primary', "roles", 'roles[value eq "vpn"]', "roles.value",
-    "name", "name.familyName", "name.nope", "externalId", "id", "meta", "meta.version", "schemas", "groups",
-    "members", "password", f"{ENTERPRISE}:department", f"{ENTERPRISE}:manager", ENTERPRISE, f"{ZITI}:roleAttributes",
-    f"{ZITI}:provisioningState", f"{ZITI}:identityId", "urn:example:nope:x", 'emails[type eq "work"', "emails]",
-    "a." * 40 + "b", "", " ", "userName[value eq 1]",
+    "userName",
+    "displayName",
+    "active",
+    "emails",
+    "emails.value",
+    'emails[type eq "work"].value',
+    'emails[type eq "home"]',
+    'emails[value co "@"].primary',
+    "roles",
+    'roles[value eq "vpn"]',
+    "roles.value",
+    "name",
+    "name.familyName",
+    "name.nope",
+    "externalId",
+    "id",
+    "meta",
+    "meta.version",
+    "schemas",
+    "groups",
+    "members",
+    "password",
+    f"{ENTERPRISE}:department",
+    f"{ENTERPRISE}:manager",
+    ENTERPRISE,
+    f"{ZITI}:roleAttributes",
+    f"{ZITI}:provisioningState",
+    f"{ZITI}:identityId",
+    "urn:example:nope:x",
+    'emails[type eq "work"',
+    "emails]",
+    "a." * 40 + "b",
+    "",
+    " ",
+    "userName[value eq 1]",
 ]
 
 
@@ -309,23 +394,27 @@ PATCH_PATHS = [
 def sane_operation(draw: st.DrawFn, values: list[Any]) -> dict[str, Any]:
     """A well-formed operation on a published attribute, with a hostile value where a string goes."""
     text = draw(st.one_of(st.sampled_from(values), hostile_text))
-    op, path, value = draw(st.sampled_from([
-        ("replace", "displayName", text),
-        ("replace", "nickName", text),
-        ("replace", "userName", text),
-        ("replace", "name.familyName", text),
-        ("replace", "active", draw(st.booleans())),
-        ("add", "roles", [{"value": text}]),
-        ("remove", f"roles[value eq {json.dumps(text)}]", None),
-        ("remove", "roles", None),
-        ("replace", 'emails[type eq "work"].value', text),
-        ("add", "emails", [{"value": text, "type": "home"}]),
-        ("replace", None, {"displayName": text, "title": text}),
-        ("remove", "displayName", None),
-        ("replace", f"{ENTERPRISE}:department", text),
-        ("add", f"{ZITI}:roleAttributes", text),
-        ("replace", "externalId", text),
-    ]))
+    op, path, value = draw(
+        st.sampled_from(
+            [
+                ("replace", "displayName", text),
+                ("replace", "nickName", text),
+                ("replace", "userName", text),
+                ("replace", "name.familyName", text),
+                ("replace", "active", draw(st.booleans())),
+                ("add", "roles", [{"value": text}]),
+                ("remove", f"roles[value eq {json.dumps(text)}]", None),
+                ("remove", "roles", None),
+                ("replace", 'emails[type eq "work"].value', text),
+                ("add", "emails", [{"value": text, "type": "home"}]),
+                ("replace", None, {"displayName": text, "title": text}),
+                ("remove", "displayName", None),
+                ("replace", f"{ENTERPRISE}:department", text),
+                ("add", f"{ZITI}:roleAttributes", text),
+                ("replace", "externalId", text),
+            ]
+        )
+    )
     operation: dict[str, Any] = {"op": op}
     if path is not None:
         operation["path"] = path
@@ -339,10 +428,14 @@ def patch_operation(draw: st.DrawFn, values: list[Any]) -> dict[str, Any]:
     if draw(st.integers(0, 2)):
         return draw(sane_operation(values))
     operation: dict[str, Any] = {
-        "op": draw(st.sampled_from(["add", "replace", "remove", "Add", "REPLACE", "Remove", "delete", "move", ""]))
+        "op": draw(
+            st.sampled_from(["add", "replace", "remove", "Add", "REPLACE", "Remove", "delete", "move", ""])
+        )
     }
     if draw(st.integers(0, 5)):
-        operation["path"] = draw(st.one_of(st.sampled_from(PATCH_PATHS), any_char_text, st.sampled_from(SPECIALS)))
+        operation["path"] = draw(
+            st.one_of(st.sampled_from(PATCH_PATHS), any_char_text, st.sampled_from(SPECIALS))
+        )
     if draw(st.integers(0, 4)):
         operation["value"] = draw(st.one_of(st.sampled_from(values), json_values(8)))
     if not draw(st.integers(0, 9)):
@@ -372,13 +465,38 @@ newline: that is the defect shown by ``test_newline_in_the_url_path_is_a_scim_er
 
 @st.composite
 def url_path(draw: st.DrawFn, ids: list[str]) -> str:
-    endpoint = draw(st.sampled_from(["Users", "Groups", "Schemas", "ResourceTypes", "ServiceProviderConfig",
-                                     "Bulk", "Me", ".search", "Users/.search", "users", "USERS", "", "x"]))
+    endpoint = draw(
+        st.sampled_from(
+            [
+                "Users",
+                "Groups",
+                "Schemas",
+                "ResourceTypes",
+                "ServiceProviderConfig",
+                "Bulk",
+                "Me",
+                ".search",
+                "Users/.search",
+                "users",
+                "USERS",
+                "",
+                "x",
+            ]
+        )
+    )
     segments = [endpoint]
     for _ in range(draw(st.integers(0, 3))):
-        segments.append(draw(st.one_of(st.sampled_from([*ids, "..", ".", *PRE_ENCODED, "*", ""]),
-                                       st.text(PATH_CHARS, max_size=30))))
-    path = "/" + "/".join(segment if segment in PRE_ENCODED else quote(segment, safe=".*") for segment in segments)
+        segments.append(
+            draw(
+                st.one_of(
+                    st.sampled_from([*ids, "..", ".", *PRE_ENCODED, "*", ""]),
+                    st.text(PATH_CHARS, max_size=30),
+                )
+            )
+        )
+    path = "/" + "/".join(
+        segment if segment in PRE_ENCODED else quote(segment, safe=".*") for segment in segments
+    )
     # A path ending in a space is the defect shown by test_trailing_space_in_the_url_path_is_a_scim_error.
     return path[:-3] + "x" if path.endswith("%20") else path
 
@@ -390,10 +508,38 @@ INT64_MAX = 2**63 - 1
 
 
 query_params = st.dictionaries(
-    st.sampled_from(["filter", "attributes", "excludedAttributes", "count", "startIndex", "sortBy", "sortOrder",
-                     "x", "FILTER"]),
-    st.one_of(st.sampled_from(["-1", "0", "1", "99999999999999999999", str(INT64_MAX), "abc", "1.5", "userName",
-                               "[", "", 'userName eq "x"', "descending"]), st.text(PATH_CHARS, max_size=30)),
+    st.sampled_from(
+        [
+            "filter",
+            "attributes",
+            "excludedAttributes",
+            "count",
+            "startIndex",
+            "sortBy",
+            "sortOrder",
+            "x",
+            "FILTER",
+        ]
+    ),
+    st.one_of(
+        st.sampled_from(
+            [
+                "-1",
+                "0",
+                "1",
+                "99999999999999999999",
+                str(INT64_MAX),
+                "abc",
+                "1.5",
+                "userName",
+                "[",
+                "",
+                'userName eq "x"',
+                "descending",
+            ]
+        ),
+        st.text(PATH_CHARS, max_size=30),
+    ),
     max_size=3,
 )
 
@@ -404,12 +550,33 @@ query_params = st.dictionaries(
 @st.composite
 def forged_authorization(draw: st.DrawFn, token: str) -> str:
     """An Authorization header derived from a valid token that must not authenticate."""
-    kind = draw(st.sampled_from(["truncate", "pad", "case", "flip", "basic", "scheme", "empty", "unicode",
-                                 "random", "jwt", "doubled", "inner-space"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "truncate",
+                "pad",
+                "case",
+                "flip",
+                "basic",
+                "scheme",
+                "empty",
+                "unicode",
+                "random",
+                "jwt",
+                "doubled",
+                "inner-space",
+            ]
+        )
+    )
     if kind == "truncate":
         return "Bearer " + token[: draw(st.integers(0, len(token) - 1))]
     if kind == "pad":
-        return "Bearer " + draw(st.sampled_from(["", "x", "0"])) + token + draw(st.text(string.ascii_letters, min_size=1, max_size=5))
+        return (
+            "Bearer "
+            + draw(st.sampled_from(["", "x", "0"]))
+            + token
+            + draw(st.text(string.ascii_letters, min_size=1, max_size=5))
+        )
     if kind == "case":
         changed = draw(st.sampled_from([token.upper(), token.swapcase(), token.capitalize()]))
         return "Bearer " + (changed if changed != token else token.upper() + "X")
@@ -418,14 +585,26 @@ def forged_authorization(draw: st.DrawFn, token: str) -> str:
         replacement = draw(st.sampled_from([c for c in "aZ9-_" if c != token[at]]))
         return "Bearer " + token[:at] + replacement + token[at + 1 :]
     if kind == "basic":
-        return "Basic " + base64.b64encode(f"{draw(st.sampled_from(['admin', 'scim', '']))}:{token}".encode()).decode()
+        return (
+            "Basic "
+            + base64.b64encode(f"{draw(st.sampled_from(['admin', 'scim', '']))}:{token}".encode()).decode()
+        )
     if kind == "scheme":
         return draw(st.sampled_from(["Token ", "Bearer:", "Bearer=", "MAC ", "Negotiate ", ""])) + token
     if kind == "empty":
         return draw(st.sampled_from(["", "Bearer", "Bearer ", "Bearer  ", "Basic"]))
     if kind == "unicode":
-        return "Bearer " + draw(st.sampled_from(["\u0442\u043e\u043a\u0435\u043d", token + "\u00e9", "\u200b" + token,
-                                                 token.replace("o", "\u043e"), "\U0001f511"]))
+        return "Bearer " + draw(
+            st.sampled_from(
+                [
+                    "\u0442\u043e\u043a\u0435\u043d",
+                    token + "\u00e9",
+                    "\u200b" + token,
+                    token.replace("o", "\u043e"),
+                    "\U0001f511",
+                ]
+            )
+        )
     if kind == "jwt":
         return "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."
     if kind == "doubled":
@@ -459,7 +638,7 @@ def check_answer(response: httpx.Response, allowed: set[int] | None = None) -> N
 
 def stable(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource without what the background reconciler changes on its own."""
-    document = json.loads(json.dumps(resource))
+    document: dict[str, Any] = json.loads(json.dumps(resource))
     extension = document.get(ZITI)
     if isinstance(extension, dict):
         for key in ("provisioningState", "identityId", "lastError"):

@@ -65,10 +65,16 @@ class CreateRecorder:
         self.response_delay = 0.0
         """Seconds to hold every answer *after* the request was applied: a controller that does the work
         but answers past the client's timeout (the emulator's own ``latency`` delays before applying)."""
+        self.delay_paths = ""
+        """Only delay requests whose path contains this (``/identities``: the session stays usable)."""
 
-    async def _send_late(self, send: Any) -> Any:
+    def _send_late(self, scope: Any, send: Any) -> Any:
         async def late(message: Any) -> None:
-            if message["type"] == "http.response.start" and self.response_delay > 0:
+            if (
+                message["type"] == "http.response.start"
+                and self.response_delay > 0
+                and self.delay_paths in scope["path"]
+            ):
                 await asyncio.sleep(self.response_delay)
             await send(message)
 
@@ -76,7 +82,7 @@ class CreateRecorder:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            send = await self._send_late(send)
+            send = self._send_late(scope, send)
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith(IDENTITIES):
             await self.app(scope, receive, send)
             return
@@ -138,14 +144,20 @@ def running_controller() -> Iterator[Controller]:
         assert thread.state.spec_violations == [], "a request body did not validate against management.yml"
 
 
-def fast_ziti_client(url: str, *, timeout: float = 1.0, attempts: int = 3, deadline: float = 2.0) -> ZitiClient:
+def fast_ziti_client(
+    url: str, *, timeout: float = 1.0, attempts: int = 3, deadline: float = 2.0
+) -> ZitiClient:
     """A controller client with a short per-attempt timeout and retry budget, so faults surface quickly."""
     return ZitiClient(
         url,
         PasswordCredentials("admin", ADMIN_PASSWORD),
         timeout=timeout,
         retry=RetryPolicy(
-            max_attempts=attempts, base_delay=0.05, max_delay=0.3, total_deadline=deadline, max_retry_after=1.0
+            max_attempts=attempts,
+            base_delay=0.05,
+            max_delay=0.3,
+            total_deadline=deadline,
+            max_retry_after=1.0,
         ),
     )
 
@@ -361,7 +373,9 @@ class Sync:
         for key in remove:
             operations.append({"op": "remove", "path": f'members[value eq "{self.expected.user_ids[key]}"]'})
         response = self.call(
-            "PATCH", f"/Groups/{self.expected.group_ids[name]}", {"schemas": [PATCH], "Operations": operations}
+            "PATCH",
+            f"/Groups/{self.expected.group_ids[name]}",
+            {"schemas": [PATCH], "Operations": operations},
         )
         self._check(response, (200, 204), f"patch group {name}")
         with self.lock:
@@ -437,7 +451,9 @@ def run_plan(
             between(step)
 
     keys = [f"{prefix}{i:03d}" for i in range(users)]
-    specs = [sync.user_spec(key, rng.sample(ROLES, rng.randint(0, 2)), active=rng.random() > 0.1) for key in keys]
+    specs = [
+        sync.user_spec(key, rng.sample(ROLES, rng.randint(0, 2)), active=rng.random() > 0.1) for key in keys
+    ]
     if parallel > 1:
         # The initial load with several connections, as Entra ID and Okta do.
         with ThreadPoolExecutor(parallel) as pool:
@@ -548,7 +564,9 @@ def verify(
             problems.append(f"{key}: stored user differs from the acknowledged writes: {user}")
         view = user.get(ZITI, {})
         if view.get("provisioningState") != "synced":
-            problems.append(f"{key}: provisioningState={view.get('provisioningState')} {view.get('lastError')}")
+            problems.append(
+                f"{key}: provisioningState={view.get('provisioningState')} {view.get('lastError')}"
+            )
             continue
         matches = by_external.get(spec.external_id, [])
         if len(matches) != 1:
@@ -578,10 +596,15 @@ def verify(
     live_ids = {expected.user_ids[k] for k in expected.users}
     leftovers = [i for i in ours if i.tags.get("scimId") not in live_ids]
     leftovers += [
-        i for spec in expected.deleted.values() for i in by_external.get(spec.external_id, []) if i not in leftovers
+        i
+        for spec in expected.deleted.values()
+        for i in by_external.get(spec.external_id, [])
+        if i not in leftovers
     ]
     if leftovers:
-        problems.append(f"{len(leftovers)} leftover identities: {[(i.name, i.external_id) for i in leftovers][:5]}")
+        problems.append(
+            f"{len(leftovers)} leftover identities: {[(i.name, i.external_id) for i in leftovers][:5]}"
+        )
     if check_groups:
         groups = {g["displayName"]: g for g in list_all(client, "Groups")}
         for name, members in expected.groups.items():
@@ -607,9 +630,6 @@ def wait_converged(
             return verdict
         if os.environ.get("RESILIENCE_DEBUG"):
             print(round(time.monotonic() - deadline + timeout, 1), verdict.problems[:3])
-            debug_hook = globals().get("DEBUG_HOOK")
-            if debug_hook:
-                debug_hook()
         time.sleep(0.25)
 
 

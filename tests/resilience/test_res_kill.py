@@ -57,10 +57,14 @@ def test_sigkill_during_sync_converges_without_loss_or_duplicates(tmp_path: Path
         log = (tmp_path / "service.log").open("ab")
 
         def start() -> subprocess.Popen[bytes]:
-            process = subprocess.Popen(command("serve", "--config", str(config)), env=env, stdout=log, stderr=log)
+            process = subprocess.Popen(
+                command("serve", "--config", str(config)), env=env, stdout=log, stderr=log
+            )
             deadline = time.monotonic() + 60
             while not _up(base):
-                assert process.poll() is None, f"the service exited: {(tmp_path / 'service.log').read_text()[-2000:]}"
+                assert process.poll() is None, (
+                    f"the service exited: {(tmp_path / 'service.log').read_text()[-2000:]}"
+                )
                 assert time.monotonic() < deadline, "the service did not start"
                 time.sleep(0.05)
             return process
@@ -101,8 +105,15 @@ def test_sigkill_during_sync_converges_without_loss_or_duplicates(tmp_path: Path
             controller.state.faults.latency = 0
             verdict = wait_converged(sync.client, controller, source_name, sync.expected, timeout=60)
             if not verdict.ok:
-                _explain(tmp_path / "kill.db", controller, source_name, set(sync.expected.user_ids.values()) - {
-                    sync.expected.user_ids[k] for k in sync.expected.users}, kills, seed)
+                _explain(
+                    tmp_path / "kill.db",
+                    controller,
+                    source_name,
+                    set(sync.expected.user_ids.values())
+                    - {sync.expected.user_ids[k] for k in sync.expected.users},
+                    kills,
+                    seed,
+                )
             assert_converged(verdict, controller, sync.expected)
         finally:
             sync.close()
@@ -110,7 +121,9 @@ def test_sigkill_during_sync_converges_without_loss_or_duplicates(tmp_path: Path
             process.wait(timeout=30)
             log.close()
         with controller.state.lock:
-            ours = [i for i in controller.state.identities.values() if i.tags.get("scimSource") == source_name]
+            ours = [
+                i for i in controller.state.identities.values() if i.tags.get("scimSource") == source_name
+            ]
     assert len(kills) == KILLS, f"the sync ended before {KILLS} kills: {kills}"
     assert len(ours) == len(sync.expected.users)
     report(
@@ -130,7 +143,6 @@ def test_sigkill_during_sync_converges_without_loss_or_duplicates(tmp_path: Path
     )
 
 
-
 def _explain(
     database: Path, controller: Controller, source: str, deleted: set[str], kills: list[str], seed: int
 ) -> None:
@@ -138,7 +150,8 @@ def _explain(
     print(f"kills={kills} seed={seed}")
     with controller.state.lock:
         stray = [
-            i for i in controller.state.identities.values()
+            i
+            for i in controller.state.identities.values()
             if i.tags.get("scimSource") == source and i.tags.get("scimId") in deleted
         ]
     with sqlite3.connect(database) as db:
@@ -148,4 +161,3 @@ def _explain(
                 (identity.tags.get("scimId"),),
             ).fetchall()
             print(identity.name, identity.id, identity.created_at, rows)
-

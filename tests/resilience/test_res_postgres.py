@@ -13,7 +13,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -82,155 +83,180 @@ def _is_scim_503(response: httpx.Response) -> bool:
     )
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize(
-    "outage",
-    ["backends-terminated", "connections-refused"],
-)
-def test_postgres_restart_during_sync(outage: str, own_database: str, source_name: str) -> None:
-    """``backends-terminated``: the backends are terminated and the database refuses new sessions
+@dataclass
+class Outage:
+    """One database restart in the middle of the sync, and what it did."""
+
+    kind: str
+    refused: int = 0
+    inflight: list[tuple[int, bool]] = field(default_factory=list)
+    terminated: int = 0
+
+
+def restart_database(
+    kind: str, proxy: TcpProxy, database: str, sync: Sync, raw: httpx.Client, rng: random.Random
+) -> Outage:
+    """Restart the database under load, probe it while it is down, check nothing was half-applied, and
+    send again (as the IdP does) what it refused.
+
+    ``backends-terminated``: the backends are terminated and the database refuses new sessions
     (``ALLOW_CONNECTIONS false``, a PostgreSQL error); ``connections-refused``: as a restarting server,
     TCP connections are refused (the proxy stops listening). Regression for the latter: asyncpg's
-    ConnectionRefusedError (an OSError SQLAlchemy does not wrap) used to be answered 500."""
+    ConnectionRefusedError (an OSError SQLAlchemy does not wrap) used to be answered 500.
+    """
+    outage = Outage(kind)
+    expected = sync.expected
+    keys = sorted(expected.users)
+    groups = sorted(g for g in expected.groups if not g.startswith("atomic"))
+    atomic = f"atomic-{kind}"
+    atomic_members = rng.sample(keys, 3)
+    sync.create_group(atomic, [])
+    atomic_id = expected.group_ids[atomic]
+    stop = threading.Event()
+
+    def churn() -> None:
+        """Writes in flight when the database goes away: each must be all or nothing."""
+        adding = True
+        while not stop.is_set():
+            ops = (
+                [
+                    {
+                        "op": "add",
+                        "path": "members",
+                        "value": [{"value": expected.user_ids[k]} for k in atomic_members],
+                    }
+                ]
+                if adding
+                else [
+                    {"op": "remove", "path": f'members[value eq "{expected.user_ids[k]}"]'}
+                    for k in atomic_members
+                ]
+            )
+            try:
+                response = raw.patch(f"/Groups/{atomic_id}", json={"schemas": [PATCH], "Operations": ops})
+            except httpx.TransportError:
+                continue
+            outage.inflight.append((response.status_code, _is_scim_503(response)))
+            adding = not adding
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
+    time.sleep(0.3)
+    user, replaced, deleted = keys[0], keys[1], keys[2]
+    roles_before, members_before = expected.users[user].roles, set(expected.groups[groups[0]])
+    if kind == "connections-refused":
+        proxy.stop()
+    else:
+        _admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    outage.terminated = terminate_backends(database)
+    probes: dict[str, Callable[[], httpx.Response]] = {
+        "create": lambda: raw.post("/Users", json=sync.user_spec(f"outage-{kind}").resource()),
+        "patch-user": lambda: raw.patch(
+            f"/Users/{expected.user_ids[user]}",
+            json={
+                "schemas": [PATCH],
+                "Operations": [{"op": "replace", "path": "roles", "value": [{"value": "outage"}]}],
+            },
+        ),
+        "patch-group": lambda: raw.patch(
+            f"/Groups/{expected.group_ids[groups[0]]}",
+            json={
+                "schemas": [PATCH],
+                "Operations": [
+                    {"op": "add", "path": "members", "value": [{"value": expected.user_ids[k]} for k in keys]}
+                ],
+            },
+        ),
+        "put-user": lambda: raw.put(
+            f"/Users/{expected.user_ids[replaced]}",
+            json={**expected.users[replaced].resource(), "displayName": "outage"},
+        ),
+        "delete-user": lambda: raw.delete(f"/Users/{expected.user_ids[deleted]}"),
+        "get-user": lambda: raw.get(f"/Users/{expected.user_ids[user]}"),
+        "filter": lambda: raw.get("/Users", params={"filter": 'userName sw "u"'}),
+    }
+    down_since = time.monotonic()
+    while time.monotonic() - down_since < OUTAGE_SECONDS:
+        for name, probe in probes.items():
+            response = probe()
+            assert _is_scim_503(response), f"{kind}: {name}: {response.status_code} {response.text[:300]}"
+            outage.refused += 1
+    if kind == "connections-refused":
+        proxy.start()
+    else:
+        _admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    time.sleep(0.5)
+    stop.set()
+    churner.join(timeout=30)
+
+    # Nothing the outage refused was applied, and the in-flight writes were all or nothing.
+    assert sync.find_id("Users", "userName", f"outage-{kind}") is None
+    assert (
+        sorted(r["value"] for r in raw.get(f"/Users/{expected.user_ids[user]}").json().get("roles", []))
+        == roles_before
+    )
+    assert raw.get(f"/Users/{expected.user_ids[replaced]}").json()["displayName"] != "outage"
+    assert raw.get(f"/Users/{expected.user_ids[deleted]}").status_code == 200
+    members = raw.get(f"/Groups/{expected.group_ids[groups[0]]}").json().get("members", [])
+    assert {m["value"] for m in members} == {expected.user_ids[k] for k in members_before}
+    atomic_now = {m["value"] for m in raw.get(f"/Groups/{atomic_id}").json().get("members", [])}
+    full = {expected.user_ids[k] for k in atomic_members}
+    assert atomic_now in (set(), full), f"a group PATCH was half-applied: {len(atomic_now)} of {len(full)}"
+    assert {status for status, _ in outage.inflight} <= {200, 503}, outage.inflight
+    assert all(ok for status, ok in outage.inflight if status == 503)
+    expected.groups[atomic] = set(atomic_members) if atomic_now == full else set()
+
+    # The IdP sends again what was refused.
+    sync.create_user(sync.user_spec(f"outage-{kind}"))
+    sync.set_roles(user, ["outage"])
+    sync.patch_members(groups[0], add=keys[3:6])
+    sync.replace_user(replaced, f"after {kind}", ["vpn"])
+    sync.delete_user(deleted)
+    return outage
+
+
+@pytest.mark.postgres
+def test_postgres_restarts_during_sync(own_database: str, source_name: str) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     started = time.monotonic()
-    host, port = "127.0.0.1", 5432
-    with TcpProxy((host, port)) as proxy, running_controller() as controller:
+    with TcpProxy(("127.0.0.1", 5432)) as proxy, running_controller() as controller:
         controller.state.faults.latency = 0.02  # the worker is busy when the database goes away
         url = PG_ADMIN_URL.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}/{own_database}"
         app = create_app(
-            stack_config(url, source_name, controller.url, deadline=0.2), ziti_client=fast_ziti_client(controller.url)
+            stack_config(url, source_name, controller.url, deadline=0.2),
+            ziti_client=fast_ziti_client(controller.url),
         )
         with live_server(app) as base:
             sync = Sync(f"{base}/scim/v2", domain=f"{source_name}.Example.COM")
             raw = httpx.Client(base_url=f"{base}/scim/v2", headers=HEADERS, timeout=30)
             try:
                 run_plan(sync, rng, users=30, groups=3, changes=10, deletes=2, parallel=4)
-                expected = sync.expected
-                keys = sorted(expected.users)
-                atomic_members = keys[:3]
-                sync.create_group("atomic", [])
-                atomic_id = expected.group_ids["atomic"]
-
-                # Writes in flight when the database goes away: each is all or nothing.
-                stop = threading.Event()
-                inflight: list[tuple[str, int, bool]] = []
-
-                def churn() -> None:
-                    adding = True
-                    while not stop.is_set():
-                        ops = (
-                            [{"op": "add", "path": "members",
-                              "value": [{"value": expected.user_ids[k]} for k in atomic_members]}]
-                            if adding
-                            else [{"op": "remove", "path": f'members[value eq "{expected.user_ids[k]}"]'}
-                                  for k in atomic_members]
-                        )
-                        try:
-                            r = raw.patch(f"/Groups/{atomic_id}", json={"schemas": [PATCH], "Operations": ops})
-                        except httpx.TransportError:
-                            continue
-                        inflight.append(("add" if adding else "remove", r.status_code, _is_scim_503(r)))
-                        adding = not adding
-
-                churner = threading.Thread(target=churn, daemon=True)
-                churner.start()
-                time.sleep(0.3)
-
-                # The restart: connections dropped and refused, backends terminated.
-                before = {k: (expected.users[k].roles, set(expected.groups[g]))
-                          for k, g in [(keys[0], sorted(expected.groups)[0])]}
-                if outage == "connections-refused":
-                    proxy.stop()
-                else:
-                    _admin(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS false')
-                terminated = terminate_backends(own_database)
-                down_since = time.monotonic()
-                probes = {
-                    "create": lambda: raw.post("/Users", json=sync.user_spec("outage-new").resource()),
-                    "patch-user": lambda: raw.patch(
-                        f"/Users/{expected.user_ids[keys[0]]}",
-                        json={"schemas": [PATCH],
-                              "Operations": [{"op": "replace", "path": "roles", "value": [{"value": "outage"}]}]},
-                    ),
-                    "patch-group": lambda: raw.patch(
-                        f"/Groups/{expected.group_ids[sorted(expected.groups)[0]]}",
-                        json={"schemas": [PATCH], "Operations": [
-                            {"op": "add", "path": "members", "value": [{"value": expected.user_ids[k]} for k in keys]}
-                        ]},
-                    ),
-                    "put-user": lambda: raw.put(
-                        f"/Users/{expected.user_ids[keys[1]]}",
-                        json={**expected.users[keys[1]].resource(), "displayName": "outage"},
-                    ),
-                    "delete-user": lambda: raw.delete(f"/Users/{expected.user_ids[keys[2]]}"),
-                    "get-user": lambda: raw.get(f"/Users/{expected.user_ids[keys[0]]}"),
-                    "filter": lambda: raw.get("/Users", params={"filter": 'userName sw "u"'}),
-                }
-                answers: dict[str, list[int]] = {name: [] for name in probes}
-                while time.monotonic() - down_since < OUTAGE_SECONDS:
-                    for name, probe in probes.items():
-                        response = probe()
-                        assert _is_scim_503(response), f"{name} during the outage: {response.status_code} {response.text[:300]}"
-                        answers[name].append(response.status_code)
-                if outage == "connections-refused":
-                    proxy.start()
-                else:
-                    _admin(f'ALTER DATABASE "{own_database}" ALLOW_CONNECTIONS true')
-                time.sleep(0.5)
-                stop.set()
-                churner.join(timeout=30)
-
-                # Nothing the outage refused was applied, and the in-flight writes were all or nothing.
-                assert sync.find_id("Users", "userName", "outage-new") is None
-                user0 = raw.get(f"/Users/{expected.user_ids[keys[0]]}").json()
-                assert sorted(r["value"] for r in user0.get("roles", [])) == before[keys[0]][0]
-                assert raw.get(f"/Users/{expected.user_ids[keys[1]]}").json()["displayName"] != "outage"
-                assert raw.get(f"/Users/{expected.user_ids[keys[2]]}").status_code == 200
-                group0 = raw.get(f"/Groups/{expected.group_ids[sorted(expected.groups)[0]]}").json()
-                assert {m["value"] for m in group0.get("members", [])} == {
-                    expected.user_ids[k] for k in before[keys[0]][1]
-                }
-                atomic = {m["value"] for m in raw.get(f"/Groups/{atomic_id}").json().get("members", [])}
-                full = {expected.user_ids[k] for k in atomic_members}
-                assert atomic in (set(), full), f"a group PATCH was half-applied: {len(atomic)} of {len(full)}"
-                statuses = {status for _, status, _ in inflight}
-                assert statuses <= {200, 503}, inflight
-                assert all(ok for _, status, ok in inflight if status == 503)
-                expected.groups["atomic"] = set(atomic_members) if atomic == full else set()
-
-                # The IdP retries what was refused, then the sync goes on.
-                sync.create_user(sync.user_spec("outage-new"))
-                sync.set_roles(keys[0], ["outage"])
-                sync.patch_members(sorted(expected.groups)[0], add=keys[3:6])
-                sync.replace_user(keys[1], "after outage", ["vpn"])
-                sync.delete_user(keys[2])
-                run_plan(sync, rng, users=10, groups=1, changes=10, deletes=2, prefix="v")
+                outages = [restart_database("backends-terminated", proxy, own_database, sync, raw, rng)]
+                run_plan(sync, rng, users=8, groups=1, changes=8, deletes=2, prefix="v")
+                outages.append(restart_database("connections-refused", proxy, own_database, sync, raw, rng))
+                run_plan(sync, rng, users=8, groups=1, changes=8, deletes=2, prefix="w")
                 controller.state.faults.latency = 0
                 recovered = time.monotonic()
-                verdict = wait_converged(sync.client, controller, source_name, expected, timeout=60)
+                verdict = wait_converged(sync.client, controller, source_name, sync.expected, timeout=60)
                 converge_seconds = time.monotonic() - recovered
-                assert_converged(verdict, controller, expected)
+                assert_converged(verdict, controller, sync.expected)
             finally:
-                stop_event = locals().get("stop")
-                if isinstance(stop_event, threading.Event):
-                    stop_event.set()
                 raw.close()
                 sync.close()
-    refused = sum(len(v) for v in answers.values())
     report(
-        f"postgres-restart[{outage}]",
-        operations=sync.operations + refused + len(inflight),
-        refused_with_503=refused,
-        inflight_writes=len(inflight),
-        inflight_503=sum(1 for _, status, _ in inflight if status == 503),
-        backends_terminated=terminated,
+        "postgres-restarts",
+        operations=sync.operations + sum(o.refused + len(o.inflight) for o in outages),
+        restarts="/".join(o.kind for o in outages),
+        refused_with_503=sum(o.refused for o in outages),
+        inflight_writes=sum(len(o.inflight) for o in outages),
+        inflight_503=sum(1 for o in outages for status, _ in o.inflight if status == 503),
+        backends_terminated=sum(o.terminated for o in outages),
+        half_applied=0,
         users=verdict.users,
         identities_verified=verdict.identities_verified,
         duplicates=verdict.duplicates,
         leftovers=verdict.leftovers,
-        half_applied=0,
         converged_after_s=round(converge_seconds, 1),
         total_s=round(time.monotonic() - started, 1),
         seed=seed,

@@ -54,7 +54,8 @@ Step = tuple[Any, ...]
 def sequence() -> list[Step | list[Step]]:
     """The clean sequence; a nested list is a block of membership PATCHes that commute."""
     users: list[Step | list[Step]] = [
-        ("create", key, user(key, roles)) for key, roles in zip("abcdefghijkl", [["vpn"], ["ops"], [], ["dev", "vpn"]] * 3, strict=True)
+        ("create", key, user(key, roles))
+        for key, roles in zip("abcdefghijkl", [["vpn"], ["ops"], [], ["dev", "vpn"]] * 3, strict=True)
     ]
     return [
         *users,
@@ -115,14 +116,20 @@ class Runner:
             if self.replay:
                 # The IdP did not see the 201 and retries: 409, then it looks the user up by filter.
                 second = self.send("POST", "/Users", body)
-                assert second.status_code == 409 and second.json().get("scimType") == "uniqueness", second.text
+                assert second.status_code == 409 and second.json().get("scimType") == "uniqueness", (
+                    second.text
+                )
                 found = self.client.get("/Users", params={"filter": f'userName eq "{key}"'})
                 self.requests += 1
                 assert [r["id"] for r in found.json()["Resources"]] == [self.ids[key]]
                 self.note("create-409-then-filter")
         elif kind == "group":
             _, name, members = step
-            body = {"schemas": [GROUP], "displayName": name, "members": [{"value": self.ids[k]} for k in members]}
+            body = {
+                "schemas": [GROUP],
+                "displayName": name,
+                "members": [{"value": self.ids[k]} for k in members],
+            }
             response = self.send("POST", "/Groups", body)
             assert response.status_code == 201, response.text
             self.ids[name] = response.json()["id"]
@@ -130,7 +137,9 @@ class Runner:
             _, name, add, remove = step
             operations = []
             if add:
-                operations.append({"op": "add", "path": "members", "value": [{"value": self.ids[k]} for k in add]})
+                operations.append(
+                    {"op": "add", "path": "members", "value": [{"value": self.ids[k]} for k in add]}
+                )
             operations += [{"op": "remove", "path": f'members[value eq "{self.ids[k]}"]'} for k in remove]
             for _ in range(copies):
                 response = self.send("PATCH", f"/Groups/{self.ids[name]}", patch(*operations))
@@ -197,7 +206,10 @@ def end_state(client: httpx.Client, controller: Controller) -> dict[str, Any]:
 def stack(path: Path, source: str) -> Iterator[tuple[httpx.Client, Controller]]:
     with running_controller() as controller:
         app = create_app(stack_config(str(path), source, controller.url, deadline=2.0))
-        with live_server(app) as url, httpx.Client(base_url=f"{url}/scim/v2", headers=HEADERS, timeout=30) as client:
+        with (
+            live_server(app) as url,
+            httpx.Client(base_url=f"{url}/scim/v2", headers=HEADERS, timeout=30) as client,
+        ):
             yield client, controller
 
 
@@ -215,7 +227,9 @@ def converged(client: httpx.Client, controller: Controller) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def test_replayed_and_reordered_scim_deliveries_end_in_the_same_state(tmp_path: Path, source_name: str) -> None:
+def test_replayed_and_reordered_scim_deliveries_end_in_the_same_state(
+    tmp_path: Path, source_name: str
+) -> None:
     seed = random.randrange(1 << 30)
     with stack(tmp_path / "clean.db", source_name) as (client, controller):
         clean_runner = Runner(client, replay=False, rng=random.Random(seed))

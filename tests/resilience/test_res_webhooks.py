@@ -37,7 +37,9 @@ class Delivery:
         return {"Content-Type": "application/json", "ZITADEL-Signature": sign_zitadel(self.body, KEY, t)}
 
 
-def event(name: str, event_type: str, aggregate: str, sequence: int, payload: dict[str, Any] | None) -> Delivery:
+def event(
+    name: str, event_type: str, aggregate: str, sequence: int, payload: dict[str, Any] | None
+) -> Delivery:
     body: dict[str, Any] = {
         "aggregateID": aggregate,
         "aggregateType": "usergrant" if event_type.startswith("user.grant.") else "user",
@@ -56,26 +58,71 @@ def event(name: str, event_type: str, aggregate: str, sequence: int, payload: di
 
 def deliveries(alice: str, bob: str, grant: str) -> dict[str, Delivery]:
     return {
-        "alice-added": event("alice-added", "user.human.added", alice, 1, {
-            "email": "alice@example.com", "userName": "alice@example.com", "firstName": "Alice",
-            "lastName": "Smith", "displayName": "Alice Smith", "preferredLanguage": "en",
-        }),
-        "grant-added": event("grant-added", "user.grant.added", grant, 1, {
-            "userId": alice, "roleKeys": ["ops", "vpn"], "projectId": "339200000000000003",
-        }),
-        "alice-email": event("alice-email", "user.human.email.changed", alice, 2, {"email": "alice.smith@example.com"}),
-        "grant-changed": event("grant-changed", "user.grant.changed", grant, 2, {
-            "userId": alice, "roleKeys": ["ops"], "projectId": "339200000000000003",
-        }),
+        "alice-added": event(
+            "alice-added",
+            "user.human.added",
+            alice,
+            1,
+            {
+                "email": "alice@example.com",
+                "userName": "alice@example.com",
+                "firstName": "Alice",
+                "lastName": "Smith",
+                "displayName": "Alice Smith",
+                "preferredLanguage": "en",
+            },
+        ),
+        "grant-added": event(
+            "grant-added",
+            "user.grant.added",
+            grant,
+            1,
+            {
+                "userId": alice,
+                "roleKeys": ["ops", "vpn"],
+                "projectId": "339200000000000003",
+            },
+        ),
+        "alice-email": event(
+            "alice-email", "user.human.email.changed", alice, 2, {"email": "alice.smith@example.com"}
+        ),
+        "grant-changed": event(
+            "grant-changed",
+            "user.grant.changed",
+            grant,
+            2,
+            {
+                "userId": alice,
+                "roleKeys": ["ops"],
+                "projectId": "339200000000000003",
+            },
+        ),
         "alice-deactivated": event("alice-deactivated", "user.deactivated", alice, 3, None),
-        "bob-added": event("bob-added", "user.human.added", bob, 1, {
-            "email": "bob@example.com", "userName": "bob@example.com", "firstName": "Bob", "lastName": "Jones",
-        }),
+        "bob-added": event(
+            "bob-added",
+            "user.human.added",
+            bob,
+            1,
+            {
+                "email": "bob@example.com",
+                "userName": "bob@example.com",
+                "firstName": "Bob",
+                "lastName": "Jones",
+            },
+        ),
         "bob-removed": event("bob-removed", "user.removed", bob, 2, None),
     }
 
 
-CLEAN = ["alice-added", "grant-added", "alice-email", "grant-changed", "alice-deactivated", "bob-added", "bob-removed"]
+CLEAN = [
+    "alice-added",
+    "grant-added",
+    "alice-email",
+    "grant-changed",
+    "alice-deactivated",
+    "bob-added",
+    "bob-removed",
+]
 
 
 @dataclass
@@ -88,8 +135,10 @@ class WebhookStack:
     def post(self, delivery: Delivery, headers: dict[str, str] | None = None) -> httpx.Response:
         self.posts += 1
         response = httpx.post(
-            f"{self.url}/webhooks/{self.source}", content=delivery.body,
-            headers=headers or delivery.signed(), timeout=30,
+            f"{self.url}/webhooks/{self.source}",
+            content=delivery.body,
+            headers=headers or delivery.signed(),
+            timeout=30,
         )
         assert response.status_code < 500, response.text
         return response
@@ -133,11 +182,17 @@ def webhook_stack(path: Path) -> Iterator[WebhookStack]:
             database_url=str(path),
             sources={
                 source: SourceConfig(
-                    name=source, kind="zitadel", token_hashes=(hash_token(INSPECT),), policy=PolicyConfig(),
-                    mapping={"preset": "zitadel"}, options={"webhook_secret": KEY},
+                    name=source,
+                    kind="zitadel",
+                    token_hashes=(hash_token(INSPECT),),
+                    policy=PolicyConfig(),
+                    mapping={"preset": "zitadel"},
+                    options={"webhook_secret": KEY},
                 )
             },
-            ziti=ZitiConfig(url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=2.0),
+            ziti=ZitiConfig(
+                url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=2.0
+            ),
             safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
         )
         with live_server(create_app(config)) as url:
@@ -190,25 +245,82 @@ def test_zitadel_clean_and_duplicated_deliveries_end_in_the_same_state(tmp_path:
 @pytest.mark.parametrize(
     ("case", "order"),
     [
-        ("grant-before-user", ["grant-added", "alice-added", "alice-email", "grant-changed", "alice-deactivated",
-                               "bob-added", "bob-removed"]),
-        ("email-change-before-user",
-         ["alice-email", "alice-added", "grant-added", "grant-changed", "alice-deactivated", "bob-added", "bob-removed"]),
-        ("deactivation-before-user",
-         ["alice-deactivated", "alice-added", "grant-added", "alice-email", "grant-changed", "bob-added", "bob-removed"]),
-        ("grant-change-before-grant-add",
-         ["alice-added", "grant-changed", "grant-added", "alice-email", "alice-deactivated", "bob-added", "bob-removed"]),
-        ("removal-before-add",
-         ["alice-added", "grant-added", "alice-email", "grant-changed", "alice-deactivated", "bob-removed", "bob-added"]),
+        (
+            "grant-before-user",
+            [
+                "grant-added",
+                "alice-added",
+                "alice-email",
+                "grant-changed",
+                "alice-deactivated",
+                "bob-added",
+                "bob-removed",
+            ],
+        ),
+        (
+            "email-change-before-user",
+            [
+                "alice-email",
+                "alice-added",
+                "grant-added",
+                "grant-changed",
+                "alice-deactivated",
+                "bob-added",
+                "bob-removed",
+            ],
+        ),
+        (
+            "deactivation-before-user",
+            [
+                "alice-deactivated",
+                "alice-added",
+                "grant-added",
+                "alice-email",
+                "grant-changed",
+                "bob-added",
+                "bob-removed",
+            ],
+        ),
+        (
+            "grant-change-before-grant-add",
+            [
+                "alice-added",
+                "grant-changed",
+                "grant-added",
+                "alice-email",
+                "alice-deactivated",
+                "bob-added",
+                "bob-removed",
+            ],
+        ),
+        (
+            "removal-before-add",
+            [
+                "alice-added",
+                "grant-added",
+                "alice-email",
+                "grant-changed",
+                "alice-deactivated",
+                "bob-removed",
+                "bob-added",
+            ],
+        ),
     ],
 )
-def test_zitadel_reordered_deliveries_end_in_the_same_state(tmp_path: Path, case: str, order: list[str]) -> None:
+def test_zitadel_reordered_deliveries_end_in_the_same_state(
+    tmp_path: Path, case: str, order: list[str]
+) -> None:
     events = deliveries(ALICE, BOB, GRANT)
     assert sorted(order) == sorted(CLEAN)
     with webhook_stack(tmp_path / "reordered.db") as stack:
         for name in order:
             assert stack.post(events[name]).status_code in (200, 422), name
         state = stack.end_state()
-    report(f"zitadel-webhook-reordered[{case}]", operations=stack.posts, users=len(state["users"]),
-           identities_verified=len(state["identities"]), same_end_state=state == EXPECTED)
+    report(
+        f"zitadel-webhook-reordered[{case}]",
+        operations=stack.posts,
+        users=len(state["users"]),
+        identities_verified=len(state["identities"]),
+        same_end_state=state == EXPECTED,
+    )
     assert state == EXPECTED
