@@ -53,7 +53,7 @@ FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
 
 HELD_RECHECK = 60.0
-CREATE_IN_FLIGHT = "identity create sent; its outcome is not known yet"
+CHANGE_IN_FLIGHT = "a change was sent to the controller; its outcome is not known yet"
 DESTRUCTIVE = ("disable", "delete")
 
 
@@ -66,6 +66,7 @@ class _Context:
     request_id: str | None
     operation: str | None
     attempt: tuple[str, str | None] | None = None
+    marked: bool = False
 
 
 _CONTEXT: ContextVar[_Context | None] = ContextVar("ziti_scim_converge", default=None)
@@ -218,6 +219,13 @@ class Reconciler:
         context = _CONTEXT.get()
         if context is not None:
             context.attempt = (action, identity_id)
+            if not context.marked:
+                # Recorded before the first change: if its answer is lost (crash, timeout), the next
+                # attempt re-reads the controller instead of trusting what was last recorded.
+                await self._record_failure(
+                    context.claim.source, context.claim.user_id, CHANGE_IN_FLIGHT, failed=False
+                )
+                context.marked = True
         destructive = action in DESTRUCTIVE and self.safety is not None
         if destructive:
             assert self.safety is not None
@@ -298,13 +306,24 @@ class Reconciler:
         target["disabled"] = state.document.get("active") is False
         record = state.provisioning or {}
         applied = record.get("applied") or {}
-        if record.get("identity_id") and record.get("state") == "synced" and applied.get("target") == target:
+        if (
+            record.get("identity_id")
+            and record.get("state") == "synced"
+            and not record.get("last_error")
+            and applied.get("target") == target
+        ):
             return
         current = (
             Applied(record["identity_id"], dict(applied.get("fields") or {}), bool(record.get("adopted")))
             if record.get("identity_id")
             else None
         )
+        if current is not None and record.get("last_error"):
+            # The last attempt did not finish cleanly: what is recorded may be stale, read the truth.
+            try:
+                current.fields = observed_fields(await self.client.get_identity(current.identity_id))
+            except ZitiNotFound:
+                current = None
         if current is None:
             lost = await self._lost_identity(settings, user_id, record)
             if lost is not None:
@@ -337,9 +356,6 @@ class Reconciler:
             if settings.mapping.name_conflict == "suffix"
             else iter([desired.name])
         )
-        # Recorded before the call: if the process dies while the controller applies the create, the
-        # next attempt (or a deletion) knows to look the identity up first (see _lost_identity).
-        await self._record_failure(settings.name, user_id, CREATE_IN_FLIGHT, failed=False)
         for name in names:
             try:
                 identity_id = await self._act(

@@ -67,6 +67,8 @@ class CreateRecorder:
         but answers past the client's timeout (the emulator's own ``latency`` delays before applying)."""
         self.delay_paths = ""
         """Only delay requests whose path contains this (``/identities``: the session stays usable)."""
+        self.delay_methods: frozenset[str] | None = None
+        """Only delay these methods (None: all)."""
 
     def _send_late(self, scope: Any, send: Any) -> Any:
         async def late(message: Any) -> None:
@@ -74,6 +76,7 @@ class CreateRecorder:
                 message["type"] == "http.response.start"
                 and self.response_delay > 0
                 and self.delay_paths in scope["path"]
+                and (self.delay_methods is None or scope["method"] in self.delay_methods)
             ):
                 await asyncio.sleep(self.response_delay)
             await send(message)

