@@ -69,9 +69,13 @@ class CreateRecorder:
         """Only delay requests whose path contains this (``/identities``: the session stays usable)."""
         self.delay_methods: frozenset[str] | None = None
         """Only delay these methods (None: all)."""
+        self.before_answer: Callable[[str, str, str], None] | None = None
+        """Called with (method, path, query) after the emulator handled a request, before it answers."""
 
     def _send_late(self, scope: Any, send: Any) -> Any:
         async def late(message: Any) -> None:
+            if message["type"] == "http.response.start" and self.before_answer is not None:
+                self.before_answer(scope["method"], scope["path"], scope.get("query_string", b"").decode())
             if (
                 message["type"] == "http.response.start"
                 and self.response_delay > 0

@@ -272,7 +272,6 @@ STALE_APPLIED_RECORD = (
 )
 
 
-
 def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
     sqlite_url: str, source_name: str
 ) -> None:
@@ -316,7 +315,6 @@ def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
         leftovers=verdict.leftovers,
     )
     assert verdict.ok, verdict.problems
-
 
 
 def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str, source_name: str) -> None:
