@@ -28,11 +28,24 @@ ZITADEL events are kept per aggregate and folded in ``sequence`` order before th
 ``zitadel_event_retention`` (seconds, 30 days by default) bounds how long they are kept.
 
 Secrets can come from the environment (``ZITI_SCIM_SOURCE_<NAME>_WEBHOOK_SECRET``, …, see
-:mod:`app.config`). A source without ``webhook_secret`` has no receiver (404). Answers: 200 once the
-events are applied; 401 ``webhook rejected`` for a bad or missing signature or secret, a stale
-timestamp or a replay (nothing is changed, the reason is only logged); 400/413 for a body that cannot
-be read; 422 when the store refuses the change; 503 (``Retry-After``) on a transient failure. A delivery
-that was not applied releases its replay key, so the IdP's retry of it is accepted.
+:mod:`app.config`). A source without ``webhook_secret`` has no receiver (404).
+
+Answers. 401 ``webhook rejected`` for a bad or missing signature or secret (nothing is changed, the
+reason is only logged). A delivery already received (same ``jti`` / ``event_uuid``) is acknowledged
+with 200 ``{"status": "duplicate"}`` and changes nothing: IdPs redeliver (at-least-once queues, client
+timeouts), and refusing a redelivery only makes the IdP retry or give up.
+
+* **asgardeo**: the WSO2 hub marks a subscription stale after any non-2xx answer but 500/502/503, and
+  after three of those (``delivery.bal``), so once the signature holds the answer is always 2xx: 200
+  when applied, 200 ``{"status": "ignored"}`` (recorded: log, audit ``webhook-unusable``, metric) for a
+  body that cannot be read or an ``iat`` outside ``webhook_max_age``, and 202 ``{"status": "deferred"}``
+  when it cannot be applied now (a mapping refusal, a database or API failure): the delivery is kept and
+  retried by ziti-scim (:mod:`app.webhooks.pending`), listed by ``doctor``. Only when even keeping it
+  fails (the database is down) is the answer 503, which the hub retries.
+* **zitadel**, **authentik**: 200 when applied; 400/413 for a body that cannot be read; 422 when the
+  store refuses the change; 503 (``Retry-After``) on a transient failure (authentik retries; ZITADEL
+  does not, its periodic pull repairs). A delivery that was not applied releases its replay key, so the
+  IdP's retry of it is accepted. A stale timestamp is refused with 401.
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -51,16 +65,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.config import Config, ConfigError, SourceConfig
+from app.observability import audit
+from app.observability.metrics import Metrics
 from app.scim.router import ScimRouter
 from app.store.db import Database
 from app.store.webhook_state import IdpEventLog, IdpState, SqlReplayGuard
 from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier, UserResolver
-from app.webhooks.asgardeo import AsgardeoWebhook
+from app.webhooks.asgardeo import AsgardeoWebhook, parse_asgardeo
 from app.webhooks.authentik import AuthentikWebhook
 from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError
 from app.webhooks.common import MAX_BODY_BYTES, WebhookResult
 from app.webhooks.errors import WebhookError, WebhookInvalid, WebhookRejected
 from app.webhooks.events import Challenge
+from app.webhooks.pending import DEFAULT_RETENTION as PENDING_RETENTION
+from app.webhooks.pending import PendingRetrier, PendingStore
 from app.webhooks.replay import ReplayGuard
 from app.webhooks.zitadel import ZitadelWebhook
 from app.webhooks.zitadel_api import ZitadelApi
@@ -82,6 +100,7 @@ class SourceReceiver:
     applier: EventApplier
     api: ZitadelApi | None = None
     aggregates: ZitadelAggregates | None = None
+    pending: PendingStore | None = None
 
 
 def _secrets(source: SourceConfig) -> list[str]:
@@ -116,10 +135,36 @@ class WebhookReceiver:
     """The receivers of every webhook-enabled source; ``clock`` is read at each delivery (tests pin it)."""
 
     def __init__(
-        self, config: Config, db: Database, scim: ScimRouter, *, clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        db: Database,
+        scim: ScimRouter,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ):
         self.clock = clock
+        self.db = db
         self.guard: ReplayGuard = SqlReplayGuard(db, clock=self._now)
+        registry = (metrics or Metrics()).registry
+        self.deferred = Counter(
+            "ziti_scim_webhook_deferred_total",
+            "Authentic webhook deliveries acknowledged but kept to be applied later, by source",
+            ["source"],
+            registry=registry,
+        )
+        self.unusable = Counter(
+            "ziti_scim_webhook_unusable_total",
+            "Authentic webhook deliveries acknowledged but not usable (unreadable, stale), by source",
+            ["source"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "ziti_scim_webhook_duplicates_total",
+            "Webhook deliveries received again and acknowledged without change, by source",
+            ["source"],
+            registry=registry,
+        )
         self.sources: dict[str, SourceReceiver] = {}
         for source in config.sources.values():
             if source.kind in WEBHOOK_KINDS and source.options.get("webhook_secret") is not None:
@@ -173,7 +218,12 @@ class WebhookReceiver:
                 retention=_number(source, "zitadel_event_retention", DEFAULT_RETENTION),
                 clock=self._now,
             )
-        return SourceReceiver(source, verifier, applier, api, aggregates)
+        pending = None
+        if source.kind == "asgardeo":
+            pending = PendingStore(
+                db, source.name, clock=self._now, on_deferred=lambda name: self.deferred.labels(name).inc()
+            )
+        return SourceReceiver(source, verifier, applier, api, aggregates, pending)
 
     def pullers(self) -> list[ZitadelPuller]:
         """The periodic ZITADEL repairs (sources with ``zitadel_url`` and ``zitadel_token``); start once."""
@@ -182,6 +232,24 @@ class WebhookReceiver:
             for r in self.sources.values()
             if r.api is not None and r.aggregates is not None
         ]
+
+    def retriers(self) -> list[PendingRetrier]:
+        """The retries of deliveries acknowledged but not applied yet (:mod:`app.webhooks.pending`)."""
+        return [
+            PendingRetrier(
+                r.pending,
+                parse_asgardeo,
+                r.applier,
+                interval=_number(r.source, "webhook_retry_interval", 60.0),
+                retention=_number(r.source, "webhook_retry_retention", PENDING_RETENTION),
+            )
+            for r in self.sources.values()
+            if r.pending is not None
+        ]
+
+    def background(self) -> list[ZitadelPuller | PendingRetrier]:
+        """Every periodic task of the receivers (pulls, retries): ``start()`` each, ``stop()`` at exit."""
+        return [*self.pullers(), *self.retriers()]
 
     async def endpoint(self, request: Request) -> Response:
         receiver = self.sources.get(request.path_params["source"])
@@ -200,9 +268,32 @@ class WebhookReceiver:
         except WebhookInvalid as invalid:
             log.info("webhook for source %s invalid: %s", receiver.source.name, invalid.reason)
             return JSONResponse({"error": invalid.public_message}, status_code=invalid.status)
-        return await self._apply(receiver, result)
+        if result.duplicate:
+            self.duplicates.labels(receiver.source.name).inc()
+            log.info("webhook %s for source %s: already received", _label(result), receiver.source.name)
+            return JSONResponse({"status": "duplicate"})
+        if result.problem is not None:
+            return await self._unusable(receiver, result)
+        return await self._apply(receiver, result, body)
 
-    async def _apply(self, receiver: SourceReceiver, result: WebhookResult) -> Response:
+    async def _unusable(self, receiver: SourceReceiver, result: WebhookResult) -> Response:
+        name = receiver.source.name
+        self.unusable.labels(name).inc()
+        log.warning("webhook %s for source %s not usable: %s", _label(result), name, result.problem)
+        try:
+            entry = audit.AuditEntry(
+                source=name,
+                action="webhook-unusable",
+                outcome="ignored",
+                operation=f"webhook {_label(result)}",
+                error=result.problem,
+            )
+            await audit.record(self.db, [entry])
+        except (OperationalError, DBAPIError):
+            log.warning("could not record an unusable webhook delivery")
+        return JSONResponse({"status": "ignored", "reason": result.problem})
+
+    async def _apply(self, receiver: SourceReceiver, result: WebhookResult, body: bytes) -> Response:
         name = receiver.source.name
         try:
             if result.sequenced is not None and receiver.aggregates is not None:
@@ -210,21 +301,35 @@ class WebhookReceiver:
             else:
                 outcome = await receiver.applier.apply(result.events)
         except ApplyFailed as failure:
+            if receiver.pending is not None:
+                return await self._defer(receiver, result, body, failure.detail)
             await self._release(result)
-            log.warning("webhook %s for source %s not applied: %s", result.delivery_id, name, failure.detail)
+            log.warning("webhook %s for source %s not applied: %s", _label(result), name, failure.detail)
             return JSONResponse({"error": failure.detail}, status_code=422)
         except (ApplyRetry, IdpFetchError, OperationalError, DBAPIError) as error:
+            if receiver.pending is not None:
+                return await self._defer(receiver, result, body, type(error).__name__)
             await self._release(result)
-            log.warning(
-                "webhook %s for source %s deferred: %s", result.delivery_id, name, type(error).__name__
-            )
-            return JSONResponse(
-                {"error": "temporarily unavailable"}, status_code=503, headers={"Retry-After": "5"}
-            )
-        log.info(
-            "webhook %s for source %s: applied %s", result.delivery_id, name, outcome.applied or "nothing"
-        )
+            log.warning("webhook %s for source %s deferred: %s", _label(result), name, type(error).__name__)
+            return _unavailable()
+        log.info("webhook %s for source %s: applied %s", _label(result), name, outcome.applied or "nothing")
         return JSONResponse({"status": "ok", "applied": outcome.applied, "skipped": outcome.skipped})
+
+    async def _defer(
+        self, receiver: SourceReceiver, result: WebhookResult, body: bytes, reason: str
+    ) -> Response:
+        """Keep an authentic delivery that could not be applied, and acknowledge it (see the docstring)."""
+        assert receiver.pending is not None
+        try:
+            await receiver.pending.keep(result, body, reason)
+        except (OperationalError, DBAPIError):
+            await self._release(result)
+            log.warning("webhook %s for source %s could not be kept", _label(result), receiver.source.name)
+            return _unavailable()
+        log.warning(
+            "webhook %s for source %s kept to retry: %s", _label(result), receiver.source.name, reason
+        )
+        return JSONResponse({"status": "deferred", "reason": reason}, status_code=202)
 
     async def _release(self, result: WebhookResult) -> None:
         if result.replay_key is not None:
@@ -245,6 +350,15 @@ class WebhookReceiver:
         if isinstance(answer, Challenge):
             return PlainTextResponse(answer.response_body, media_type=answer.media_type)
         return Response(status_code=200)
+
+
+def _label(result: WebhookResult) -> str:
+    """How a delivery is named in logs: the IdP's id for it, or ``(no id)`` (authentik's default body)."""
+    return result.delivery_id or "(no id)"
+
+
+def _unavailable() -> JSONResponse:
+    return JSONResponse({"error": "temporarily unavailable"}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | None:
