@@ -74,6 +74,7 @@ from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier, UserResolv
 from app.webhooks.asgardeo import AsgardeoWebhook, parse_asgardeo
 from app.webhooks.authentik import AuthentikWebhook
 from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError
+from app.webhooks.authentik_pull import AuthentikPuller
 from app.webhooks.common import MAX_BODY_BYTES, WebhookResult
 from app.webhooks.errors import WebhookError, WebhookInvalid, WebhookRejected
 from app.webhooks.events import Challenge
@@ -101,6 +102,7 @@ class SourceReceiver:
     api: ZitadelApi | None = None
     aggregates: ZitadelAggregates | None = None
     pending: PendingStore | None = None
+    authentik: AuthentikUserFetcher | None = None
 
 
 def _secrets(source: SourceConfig) -> list[str]:
@@ -176,6 +178,7 @@ class WebhookReceiver:
     def _receiver(self, source: SourceConfig, db: Database, scim: ScimRouter) -> SourceReceiver:
         secrets = _secrets(source)
         resolver: UserResolver | None = None
+        authentik: AuthentikUserFetcher | None = None
         api: ZitadelApi | None = None
         verifier: Verifier
         # No keep-alive: IdP API reads are occasional, and no connection outlives its request.
@@ -202,12 +205,15 @@ class WebhookReceiver:
                 header,
                 values,
                 self.guard,
+                secrets=secrets,
                 max_age=_number(source, "webhook_max_age", 86400.0),
                 clock=self._now,
             )
             if (pair := _api_pair(source, "authentik_url", "authentik_token")) is not None:
-                resolver = AuthentikUserFetcher(*pair, client=client)
-        applier = EventApplier(scim.apps[source.name], IdpState(db, source.name), resolver=resolver)
+                resolver = authentik = AuthentikUserFetcher(*pair, client=client)
+        applier = EventApplier(
+            scim.apps[source.name], IdpState(db, source.name), resolver=resolver, group_resolver=authentik
+        )
         aggregates = None
         if source.kind == "zitadel":
             # ZITADEL numbers its events per aggregate and may deliver them out of order: keep and fold them.
@@ -223,15 +229,19 @@ class WebhookReceiver:
             pending = PendingStore(
                 db, source.name, clock=self._now, on_deferred=lambda name: self.deferred.labels(name).inc()
             )
-        return SourceReceiver(source, verifier, applier, api, aggregates, pending)
+        return SourceReceiver(source, verifier, applier, api, aggregates, pending, authentik)
 
-    def pullers(self) -> list[ZitadelPuller]:
-        """The periodic ZITADEL repairs (sources with ``zitadel_url`` and ``zitadel_token``); start once."""
-        return [
-            ZitadelPuller(r.aggregates, r.api, _number(r.source, "zitadel_pull_interval", 900.0))
-            for r in self.sources.values()
-            if r.api is not None and r.aggregates is not None
-        ]
+    def pullers(self) -> list[ZitadelPuller | AuthentikPuller]:
+        """The periodic IdP repairs (ZITADEL and authentik sources with an API URL and token); start once."""
+        pullers: list[ZitadelPuller | AuthentikPuller] = []
+        for r in self.sources.values():
+            if r.api is not None and r.aggregates is not None:
+                interval = _number(r.source, "zitadel_pull_interval", 900.0)
+                pullers.append(ZitadelPuller(r.aggregates, r.api, interval))
+            if r.authentik is not None:
+                interval = _number(r.source, "authentik_pull_interval", 900.0)
+                pullers.append(AuthentikPuller(r.source.name, r.applier, r.authentik, interval))
+        return pullers
 
     def retriers(self) -> list[PendingRetrier]:
         """The retries of deliveries acknowledged but not applied yet (:mod:`app.webhooks.pending`)."""
@@ -247,7 +257,7 @@ class WebhookReceiver:
             if r.pending is not None
         ]
 
-    def background(self) -> list[ZitadelPuller | PendingRetrier]:
+    def background(self) -> list[ZitadelPuller | AuthentikPuller | PendingRetrier]:
         """Every periodic task of the receivers (pulls, retries): ``start()`` each, ``stop()`` at exit."""
         return [*self.pullers(), *self.retriers()]
 
@@ -255,13 +265,19 @@ class WebhookReceiver:
         receiver = self.sources.get(request.path_params["source"])
         if receiver is None:
             return JSONResponse({"error": "no webhook receiver for this source"}, status_code=404)
+        path_secret = request.path_params.get("secret")
+        if path_secret is not None and not isinstance(receiver.verifier, AuthentikWebhook):
+            return JSONResponse({"error": "no webhook receiver for this source"}, status_code=404)
         if request.method == "GET":
             return self._subscription(receiver, request)
         body = await _read_body(request)
         if body is None:
             return JSONResponse({"error": "body too large"}, status_code=413)
         try:
-            result = await receiver.verifier.handle(request.headers, body)
+            if isinstance(receiver.verifier, AuthentikWebhook):
+                result = await receiver.verifier.handle(request.headers, body, path_secret=path_secret)
+            else:
+                result = await receiver.verifier.handle(request.headers, body)
         except WebhookRejected as rejected:
             log.warning("webhook for source %s rejected: %s", receiver.source.name, rejected.reason)
             return JSONResponse({"error": rejected.public_message}, status_code=rejected.status)
@@ -379,7 +395,10 @@ def webhook_routes(
 ) -> list[Route]:
     """The routes to add to the application (``create_app``): ``/webhooks/{source}``, GET and POST."""
     receiver = WebhookReceiver(config, db, scim, clock=clock)
-    return [Route("/webhooks/{source}", receiver.endpoint, methods=["GET", "POST"])]
+    return [
+        Route("/webhooks/{source}", receiver.endpoint, methods=["GET", "POST"]),
+        Route("/webhooks/{source}/{secret}", receiver.endpoint, methods=["POST"]),
+    ]
 
 
 def webhook_receiver(app: Starlette) -> WebhookReceiver | None:
