@@ -278,8 +278,16 @@ class EventApplier:
             document["active"] = await self.state.set_flag(idp_user_id, active=bool(document["active"]))
         current = await self._find_or_adoptable(idp_user_id, document)
         if current is None:
-            await self._create(idp_user_id, document)
-            return True
+            try:
+                await self._create(idp_user_id, document)
+                return True
+            except ApplyFailed as failure:
+                # A concurrent delivery (or the periodic pull) created it first: update that one.
+                if failure.status != HTTPStatus.CONFLICT:
+                    raise
+                current = await self.find_user(idp_user_id)
+                if current is None:
+                    raise
         value = {key: item for key, item in document.items() if key.lower() != "schemas"}
         await self._patch(str(current["id"]), [{"op": "replace", "value": value}])
         return True
@@ -453,8 +461,7 @@ class EventApplier:
             if not name:
                 return None
             body = {"schemas": [GROUP_SCHEMA], "displayName": name, "externalId": group_id}
-            created = await self._scim("POST", "/Groups", body)
-            return str((created.body or {}).get("id"))
+            return await self._create_group(body)
         value: dict[str, Any] = {}
         if name and group.get("displayName") != name:
             value["displayName"] = name
@@ -463,6 +470,18 @@ class EventApplier:
         if value:
             await self._patch(str(group["id"]), [{"op": "replace", "value": value}], "Groups")
         return str(group["id"])
+
+    async def _create_group(self, body: dict[str, Any]) -> str:
+        """Create a group; if a concurrent delivery (or the pull) created it first, that one's id."""
+        try:
+            return str(((await self._scim("POST", "/Groups", body)).body or {}).get("id"))
+        except ApplyFailed as failure:
+            if failure.status != HTTPStatus.CONFLICT:
+                raise
+            found = await self._search("Groups", f"displayName eq {_quoted(body['displayName'])}")
+            if not found:
+                raise
+            return str(found[0]["id"])
 
     async def _member_ids(self, group_scim_id: str) -> dict[str, str]:
         """``SCIM user id → externalId`` of the group's members."""
@@ -582,8 +601,7 @@ class EventApplier:
                 if by_name:
                     group_scim_id = str(by_name[0]["id"])
                 else:
-                    body = {"schemas": [GROUP_SCHEMA], "displayName": name}
-                    group_scim_id = str(((await self._scim("POST", "/Groups", body)).body or {}).get("id"))
+                    group_scim_id = await self._create_group({"schemas": [GROUP_SCHEMA], "displayName": name})
             if group_scim_id is None:
                 continue
             wanted.add(group_scim_id)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import re
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +56,7 @@ from app.webhooks.events import (
 )
 from app.webhooks.replay import ReplayGuard
 
-__all__ = ["AuthentikWebhook", "authentik_user_to_scim", "parse_authentik", "user_events"]
+__all__ = ["AuthentikWebhook", "authentik_user_to_scim", "group_pk", "parse_authentik", "user_events"]
 
 _USER_MODEL = ("authentik_core", "user")
 _GROUP_MODEL = ("authentik_core", "group")
@@ -119,7 +120,7 @@ def _groups(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str | None, 
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
             names.append(item["name"])
             pk = item.get("pk")
-            ids.append(str(pk) if isinstance(pk, str | int) and not isinstance(pk, bool) and pk else None)
+            ids.append(group_pk(pk) if isinstance(pk, str) and _UUID.fullmatch(pk) else None)
     return tuple(names), tuple(ids)
 
 
@@ -146,10 +147,16 @@ def _pk(model: Mapping[str, Any]) -> str:
     return str(pk)
 
 
-def _group_event(action: str, model: Mapping[str, Any]) -> WebhookEvent:
-    pk = _pk(model)
-    if not _UUID.fullmatch(pk):
+def group_pk(value: str) -> str:
+    """A group's pk in one form: events carry ``UUID.hex`` (``authentik/events/utils.py``
+    ``sanitize_item``), the API the dashed form; both become the dashed lower-case form."""
+    if not _UUID.fullmatch(value):
         raise WebhookInvalid("authentik group pk must be a UUID")
+    return str(uuid.UUID(value))
+
+
+def _group_event(action: str, model: Mapping[str, Any]) -> WebhookEvent:
+    pk = group_pk(_pk(model))
     if action == "model_deleted":
         return GroupDelete(pk)
     if action in _UPSERT_ACTIONS:

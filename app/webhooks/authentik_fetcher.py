@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from app.webhooks.authentik import user_events
+from app.webhooks.authentik import group_pk, user_events
 from app.webhooks.errors import WebhookInvalid
 from app.webhooks.events import (
     FetchGroup,
@@ -176,7 +176,11 @@ def group_snapshot(data: Any) -> GroupSnapshot:
     if not isinstance(users, list):
         users = [u.get("pk") for u in data.get("users_obj") or [] if isinstance(u, dict)]
     members = tuple(str(pk) for pk in users if isinstance(pk, int | str) and not isinstance(pk, bool))
-    return GroupSnapshot(data["pk"], data["name"], members)
+    try:
+        pk = group_pk(data["pk"])
+    except WebhookInvalid:
+        raise IdpFetchError("authentik API answered a group without a UUID pk") from None
+    return GroupSnapshot(pk, data["name"], members)
 
 
 def _is_json(response: httpx.Response) -> bool:

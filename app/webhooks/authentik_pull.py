@@ -2,8 +2,9 @@
 
 authentik's webhook delivery is lossy (a notification is sent by a background task that gives up after a
 few tries, and the default body is ambiguous), so an authentik source with ``authentik_url`` and
-``authentik_token`` is also pulled every ``authentik_pull_interval`` seconds (900 by default), like a
-ZITADEL source (:mod:`app.webhooks.zitadel_pull`); ``ziti-scim sync`` runs it once too.
+``authentik_token`` is also pulled every ``authentik_pull_interval`` seconds (900 by default; the first
+one an interval after start), like a ZITADEL source (:mod:`app.webhooks.zitadel_pull`); ``ziti-scim
+sync`` runs it once too.
 
 Each user is written as the API describes it (only what differs, :meth:`EventApplier.write_user`) with
 its groups (by group id, so renames follow); each group's name and members are set from the API. Users
@@ -104,11 +105,13 @@ class AuthentikPuller:
 
     async def _loop(self) -> None:
         while True:
+            # The first pull waits one interval: at start-up the webhooks are already live and a pull racing
+            # the first deliveries only adds load; ``ziti-scim sync`` pulls at once when asked.
+            await asyncio.sleep(self.interval)
             try:
                 await self.run_once()
             except Exception:  # noqa: BLE001 - a database outage must not end the loop
                 log.warning("authentik pull of source %s failed", self.source, exc_info=True)
-            await asyncio.sleep(self.interval)
 
     def start(self) -> None:
         if self._task is None:
