@@ -122,6 +122,16 @@ def _number(source: SourceConfig, option: str, default: float) -> float:
     return float(value)
 
 
+def _organizations(source: SourceConfig) -> list[str] | None:
+    """``zitadel_organizations``: the organisation ids (``resourceOwner``) a ZITADEL source serves."""
+    value = source.options.get("zitadel_organizations")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"sources.{source.name}.zitadel_organizations must be a list of organisation ids")
+    return [str(v) for v in value]
+
+
 def _api_pair(source: SourceConfig, url_option: str, token_option: str) -> tuple[str, str] | None:
     url, token = source.options.get(url_option), source.options.get(token_option)
     if url is None and token is None:
@@ -185,7 +195,11 @@ class WebhookReceiver:
         client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0))
         if source.kind == "zitadel":
             verifier = ZitadelWebhook(
-                secrets, self.guard, tolerance=_number(source, "webhook_tolerance", 300.0), clock=self._now
+                secrets,
+                self.guard,
+                tolerance=_number(source, "webhook_tolerance", 300.0),
+                organizations=_organizations(source),
+                clock=self._now,
             )
             if (pair := _api_pair(source, "zitadel_url", "zitadel_token")) is not None:
                 api = resolver = ZitadelApi(*pair, client=client)
@@ -237,7 +251,7 @@ class WebhookReceiver:
         for r in self.sources.values():
             if r.api is not None and r.aggregates is not None:
                 interval = _number(r.source, "zitadel_pull_interval", 900.0)
-                pullers.append(ZitadelPuller(r.aggregates, r.api, interval))
+                pullers.append(ZitadelPuller(r.aggregates, r.api, interval, _organizations(r.source)))
             if r.authentik is not None:
                 interval = _number(r.source, "authentik_pull_interval", 900.0)
                 pullers.append(AuthentikPuller(r.source.name, r.applier, r.authentik, interval))
