@@ -11,16 +11,20 @@ zitadel     ``ZITADEL-Signature`` HMAC-SHA256 over ``t.body``, 300 s      ``webh
                                                                           ``zitadel_url`` +
                                                                           ``zitadel_token`` (PAT),
                                                                           ``zitadel_pull_interval``,
-                                                                          ``zitadel_event_retention``
+                                                                          ``zitadel_event_retention``,
+                                                                          ``zitadel_organizations``
 asgardeo    ``X-Hub-Signature: sha256=`` HMAC of the raw body, ``iat``    ``webhook_secret``,
-            age, ``jti`` replay key; ``GET`` answers ``hub.challenge``    ``webhook_max_age``,
-            (asgardeo.md §B)                                              ``webhook_topic_prefix``
-authentik   a shared secret in a header set by a header mapping           ``webhook_secret``,
-            (authentik signs nothing, authentik.md §6)                    ``webhook_secret_header``
-                                                                          (``Authorization``: the value
-                                                                          is ``Bearer <secret>``),
+            age, ``jti`` duplicate key; ``GET`` answers                   ``webhook_max_age``,
+            ``hub.challenge`` (asgardeo.md §B)                            ``webhook_topic_prefix``,
+                                                                          ``webhook_retry_interval``,
+                                                                          ``webhook_retry_retention``
+authentik   a shared secret in a header set by a header mapping, in the  ``webhook_secret``,
+            body mapping's ``webhook_secret`` or in the path              ``webhook_secret_header``
+            ``/webhooks/{source}/{secret}`` (authentik signs nothing,     (``Authorization``: the value
+            authentik.md §6)                                              is ``Bearer <secret>``),
                                                                           ``authentik_url`` +
-                                                                          ``authentik_token``
+                                                                          ``authentik_token``,
+                                                                          ``authentik_pull_interval``
 =========== ============================================================ ===============================
 
 ZITADEL events are kept per aggregate and folded in ``sequence`` order before they are applied
