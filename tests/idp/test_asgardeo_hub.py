@@ -120,6 +120,11 @@ def test_no_well_signed_delivery_can_make_the_hub_drop_the_subscription(stack: S
     answers = [post(stack, delivery).status_code for delivery in deliveries]
     assert not any(hub_marks_stale(status) for status in answers), answers
     assert answers[:3] == [202, 200, 202]
+    # Authentic but unusable: acknowledged, and recorded (metric, audit, doctor's "webhook-unusable").
+    metrics = httpx.get(f"{stack.url}/metrics", timeout=30).text
+    assert 'ziti_scim_webhook_unusable_total{source="asgardeo"} 6.0' in metrics
+    assert 'ziti_scim_webhook_duplicates_total{source="asgardeo"} 1.0' in metrics
+    assert sum(r["action"] == "webhook-unusable" for r in inspect(stack)[1]) == 6
     # Only a bad signature is refused.
     assert hub_marks_stale(post(stack, created, secret="not-the-secret-0000").status_code)
     assert [u["externalId"] for u in users(stack)] == ["someone-else"]

@@ -11,9 +11,12 @@ including the 404 for an object the token's user may not see (``authentik/rbac``
 from __future__ import annotations
 
 import json
+import logging
+import textwrap
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -185,3 +188,78 @@ def test_the_pull_never_deletes_what_the_token_cannot_see(make_stack: StackFacto
     fake_api.users["8"] = {**JDOE, "pk": 8, "username": "bob", "email": "bob@example.com"}
     wait_for(lambda: stack.identity("8") is not None)  # later pulls ran
     assert stack.identity("7") is not None
+
+
+# --- the documented body mapping, executed as authentik would (items 7 and 11) --------------------
+
+
+class _Manager:
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def all(self) -> list[Any]:
+        return self.items
+
+
+class _Obj:
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+def documented_mapping() -> Callable[..., dict[str, Any]]:
+    """The body mapping of docs/idp/authentik.md, as a function of the variables a notification mapping
+    has (authentik/events/models.py NotificationWebhookMapping: ``notification``, ``user``, ``request``)
+    plus the evaluator's ``ak_user_by``."""
+    text = (Path(__file__).parents[2] / "docs" / "idp" / "authentik.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    body = "\n".join("    " + line for line in textwrap.dedent(code).splitlines())
+    namespace: dict[str, Any] = {}
+    exec(f"def mapping(notification, user, request, ak_user_by):\n{body}\n", namespace)  # noqa: S102
+    return namespace["mapping"]  # type: ignore[no-any-return]
+
+
+def _notification(action: str, model: dict[str, Any]) -> Any:
+    created = _Obj(isoformat=lambda: "2026-04-21T09:14:03.512345+00:00")
+    event = _Obj(action=action, pk=uuid.UUID("0c5f6a0e-7b1d-4a55-8d0e-1b2c3d4e5f60"), created=created,
+                 context={"model": model})
+    return _Obj(event=event)
+
+
+@pytest.mark.parametrize("release", ["2025.12", "2026.2"])
+def test_the_documented_body_mapping_sends_authentik_groups(
+    make_stack: StackFactory, fake_api: FakeApi, release: str
+) -> None:
+    group = _Obj(pk=uuid.UUID(GROUP), name="ziti-admins")
+    django_group = _Obj(pk=1, name="django-auth-group")
+    fields = {"pk": 7, "uid": JDOE["uid"], "username": "jdoe", "name": "Jane Doe", "email": JDOE["email"],
+              "is_active": True}
+    if release == "2025.12":  # u.groups: Django's auth groups; authentik's are u.ak_groups
+        jdoe = _Obj(**fields, groups=_Manager([django_group]), ak_groups=_Manager([group]))
+    else:  # 2026.2+: u.groups are authentik's groups
+        jdoe = _Obj(**fields, groups=_Manager([group]))
+    mapping = documented_mapping()
+    model = {"app": "authentik_core", "model_name": "user", "pk": 7, "name": "Jane Doe"}
+    sent = mapping(_notification("model_updated", model), _Obj(username="akadmin"), None,
+                   lambda **query: jdoe if query == {"pk": 7} else None)
+    assert sent["user"]["groups"] == [{"pk": GROUP, "name": "ziti-admins"}]
+
+    stack = make(make_stack, fake_api)
+    stack.pin_clock(time.time())
+    sent["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    assert post(stack, json.dumps(sent).encode()).status_code == 200
+    assert roles(stack, "7") == ["ziti-admins"]
+    deleted = mapping(_notification("model_deleted", model), None, None, lambda **query: None)
+    assert deleted["user"] is None and deleted["model"]["pk"] == 7
+
+
+def test_a_default_body_delivery_is_not_logged_as_webhook_none(
+    make_stack: StackFactory, fake_api: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = make(make_stack, fake_api)
+    with caplog.at_level(logging.INFO, logger="ziti_scim.webhooks"):
+        assert post(stack, default_body("model_updated", "user", 7, "Jane Doe", "/api/v3/core/users/7/")).json()[
+            "status"
+        ] == "ok"
+    lines = [r.getMessage() for r in caplog.records if r.name == "ziti_scim.webhooks"]
+    assert any("webhook (no id) for source authentik: applied" in line for line in lines), lines
+    assert not any("webhook None" in line for line in lines)
