@@ -169,6 +169,8 @@ class PendingRetrier:
 
     async def run_once(self) -> int:
         """Retry every waiting delivery once; returns how many were applied."""
+        # Tombstones of applied deliveries only need to outlive a redelivery of them.
+        await self.store.log.drop_closed(self.store.clock() - self.retention)
         applied = 0
         for aggregate_id, payload, received_at in await self.store.waiting():
             try:
