@@ -64,8 +64,18 @@ def _hook(now: float = CREATED, values: list[str] | str = SECRET_HEADER, **kw: A
     return AuthentikWebhook("Authorization", values, InMemoryReplayGuard(clock=clock), clock=clock, **kw)
 
 
+GROUP_DEFAULT = "17-webhook-model-updated-group-default.json"
+
+
 def test_every_webhook_trace_is_covered() -> None:
-    assert trace_names("authentik") == [DEFAULT, CUSTOM]
+    assert trace_names("authentik") == [DEFAULT, CUSTOM, GROUP_DEFAULT]
+
+
+async def test_trace_17_group_side_membership_change_re_reads_the_group() -> None:
+    headers, body, _ = _delivery(GROUP_DEFAULT)
+    first = await _hook().handle({**headers, "Authorization": SECRET_HEADER}, body)
+    # The event's pk is UUID.hex; the API's is dashed: both name the same group.
+    assert first.events == (FetchGroup(GROUP),) and first.replay_key is None
 
 
 async def test_trace_16_custom_mapping() -> None:

@@ -54,6 +54,7 @@ EXPECTED: dict[str, Any] = {
     "04-user-grant-changed.json": GrantUpsert(GRANT, None, ("ops",), None),
     "05-user-deactivated.json": UserActive(ALICE, False),
     "06-user-grant-removed.json": GrantDelete(GRANT),
+    "08-user-grant-cascade-changed-empty.json": GrantUpsert(GRANT, None, (), None),
     "07-user-removed.json": UserDelete(ALICE),
 }
 
