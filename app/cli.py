@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"ziti-scim: configuration error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C after a graceful shutdown (uvicorn re-raises the signal): the usual status, no traceback.
+        return 130
 
 
 if __name__ == "__main__":
