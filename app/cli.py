@@ -7,30 +7,35 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 import sys
 from typing import Any
 
 import uvicorn
 
 from app.config import Config, ConfigError, read_config
-from app.demo import DEFAULT_PORT, DEFAULT_ZITI_PORT, DEMO_SOURCE, demo_config, run_demo
+from app.demo import DEFAULT_PORT, DEFAULT_ZITI_PORT, DEMO_SOURCE, HOST, demo_config, run_demo
 from app.diagnostics.cli import register as register_diagnostics
 
 __all__ = ["DEMO_SOURCE", "build_parser", "demo_config", "main"]
 
 
-def _serve(config: Config, host: str | None, port: int | None) -> int:
+def _serve(config: Config, host: str | None, port: int | None, sock: socket.socket | None = None) -> int:
+    """Serve until interrupted; ``sock``: a socket already bound (the demo binds its own, see app.demo)."""
     from app.observability import logs
     from app.server import create_app
 
     logs.configure(json_logs=config.json_logs)
-    uvicorn.run(
-        create_app(config),
-        host=host or config.host,
-        port=port or config.port,
-        log_config=None,
-        access_log=False,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host=host or config.host,
+            port=port or config.port,
+            log_config=None,
+            access_log=False,
+        )
     )
+    server.run(sockets=[sock] if sock is not None else None)
     return 0
 
 
@@ -57,7 +62,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     password, _ = _admin_password(args)
-    return run_demo(args, password)
+    return run_demo(args, password, lambda config, sock: _serve(config, HOST, None, sock))
 
 
 async def _sync(config: Config, dry_run: bool) -> int:

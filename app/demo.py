@@ -14,9 +14,8 @@ import errno
 import secrets
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-import uvicorn
 
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 
@@ -85,9 +84,10 @@ def banner(base: str, token: str, database: str, ziti: str, password: str) -> st
     )
 
 
-def run_demo(args: argparse.Namespace, password: str) -> int:
-    from app.observability import logs
-    from app.server import create_app
+def run_demo(
+    args: argparse.Namespace, password: str, serve: Callable[[Config, socket.socket], int]
+) -> int:
+    """Check the ports, start the emulator, print the banner, then ``serve`` SCIM on the bound socket."""
     from app.ziti.emulator import EmulatorThread, create_emulator_app
 
     token = args.token or secrets.token_urlsafe(24)
@@ -117,12 +117,7 @@ def run_demo(args: argparse.Namespace, password: str) -> int:
     base = f"http://{HOST}:{port}/scim/v2"
     print(banner(base, token, args.database, emulator.management_url, password), flush=True)
     try:
-        logs.configure(json_logs=config.json_logs)
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(config), host=HOST, port=port, log_config=None, access_log=False)
-        )
-        server.run(sockets=[scim_socket])
-        return 0
+        return serve(config, scim_socket)
     finally:
         scim_socket.close()
         emulator.stop()
