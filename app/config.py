@@ -7,6 +7,7 @@ Secrets never need to be written in the file:
 - the controller password: ``password_env`` (default ``ZITI_SCIM_ZITI_PASSWORD``) or ``password_file``;
 - the admin token of ``/admin``: ``ZITI_SCIM_ADMIN_TOKEN``;
 - the database URL: ``ZITI_SCIM_DATABASE_URL``;
+- the token of ``/metrics`` (when one is wanted): ``ZITI_SCIM_METRICS_TOKEN``;
 - a source's webhook and IdP API secrets (:data:`SECRET_OPTIONS`): ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>``, e.g.
   ``ZITI_SCIM_SOURCE_ZITADEL_WEBHOOK_SECRET`` (comma-separated for a key rotation),
   ``ZITI_SCIM_SOURCE_AUTHENTIK_AUTHENTIK_TOKEN``, ``ZITI_SCIM_SOURCE_ZITADEL_ZITADEL_TOKEN``.
@@ -80,6 +81,39 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on one request and one connection (``[server]`` keys), so no client can stall the service.
+
+    ``max_patch_operations`` and ``max_attribute_values``: see :mod:`app.scim.limits`. The others are
+    handed to uvicorn (``limit_concurrency``, ``timeout_keep_alive``) or enforced by
+    :mod:`app.serving` (``header_timeout``: a request's headers must arrive within it;
+    ``body_timeout``: its body within it once the headers are in).
+    """
+
+    max_patch_operations: int = 1000
+    max_attribute_values: int = 500
+    limit_concurrency: int = 500
+    timeout_keep_alive: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    """``/readyz`` and ``/metrics`` (``[server]`` keys).
+
+    ``readyz_cache_seconds``: how long a controller check is reused (probes must not load the controller);
+    ``metrics_token_hash``: SHA-256 of the bearer token ``/metrics`` requires (``metrics_token_sha256``
+    or ``ZITI_SCIM_METRICS_TOKEN``), none = open; ``metrics_source_labels = false`` replaces source names
+    in metric labels by ``source-N`` (N in configuration order).
+    """
+
+    readyz_cache_seconds: float = 5.0
+    metrics_token_hash: str | None = None
+    metrics_source_labels: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str = "ziti-scim.db"
     host: str = "127.0.0.1"
@@ -90,6 +124,8 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     admin_token_hash: str | None = None
     json_logs: bool = True
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
 
 
 SECRET_OPTIONS = ("webhook_secret", "authentik_token", "zitadel_token")
@@ -197,6 +233,45 @@ def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
         safety=_safety(data.get("safety", {})),
         admin_token_hash=hash_token(admin) if admin else None,
         json_logs=bool(server.get("json_logs", True)),
+        limits=_limits(server),
+        probes=_probes(server, env),
+    )
+
+
+def _positive(server: dict[str, Any], key: str, default: float) -> float:
+    try:
+        value = float(server.get(key, default))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"server.{key} must be a number") from error
+    if not value > 0:
+        raise ConfigError(f"server.{key} must be greater than 0")
+    return value
+
+
+def _limits(server: dict[str, Any]) -> LimitsConfig:
+    default = LimitsConfig()
+    return LimitsConfig(
+        max_patch_operations=int(_positive(server, "max_patch_operations", default.max_patch_operations)),
+        max_attribute_values=int(_positive(server, "max_attribute_values", default.max_attribute_values)),
+        limit_concurrency=int(_positive(server, "limit_concurrency", default.limit_concurrency)),
+        timeout_keep_alive=_positive(server, "timeout_keep_alive", default.timeout_keep_alive),
+        header_timeout=_positive(server, "header_timeout", default.header_timeout),
+        body_timeout=_positive(server, "body_timeout", default.body_timeout),
+    )
+
+
+def _probes(server: dict[str, Any], env: dict[str, str]) -> ProbesConfig:
+    token = env.get("ZITI_SCIM_METRICS_TOKEN")
+    digest = hash_token(token) if token else server.get("metrics_token_sha256")
+    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", str(digest).lower()):
+        raise ConfigError("server.metrics_token_sha256 must be 64 hex digits")
+    cache = server.get("readyz_cache_seconds", ProbesConfig.readyz_cache_seconds)
+    if not isinstance(cache, int | float) or cache < 0:
+        raise ConfigError("server.readyz_cache_seconds must be a number >= 0")
+    return ProbesConfig(
+        readyz_cache_seconds=float(cache),
+        metrics_token_hash=str(digest).lower() if digest is not None else None,
+        metrics_source_labels=bool(server.get("metrics_source_labels", True)),
     )
 
 

@@ -26,6 +26,7 @@ from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
 from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
 from app.reconcile.sync import LAST_FULL_SYNC
+from app.scim.limits import RequestLimits
 from app.scim.router import ScimRouter
 from app.store.db import Database
 from app.webhooks.routes import WebhookReceiver
@@ -84,6 +85,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         hooks=provisioner.hooks if provisioner else None,
         after_write=provisioner.after_write if provisioner else None,
         metrics=metrics,
+        limits=RequestLimits(config.limits.max_patch_operations, config.limits.max_attribute_values),
     )
     webhooks = WebhookReceiver(config, db, scim)
     services = Services(config=config, db=db, scim=scim, metrics=metrics, provisioner=provisioner)

@@ -16,6 +16,7 @@ attributes, asgardeo.md §A3), so omitted attributes are kept.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -209,6 +210,23 @@ class ZitiScimHandler(AsyncScimHandler):
                 parameters = self.service.read_response_parameters(resource_type, request.query)
                 resource = await self.storage.get(resource_type, cast(str, target.resource_id))
                 return self.service.patch_response(request.base_url, resource, parameters)
+
+    async def patch_resource(
+        self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
+    ) -> Any:
+        """scim2-server's PATCH application, with the CPU-bound part run in a worker thread.
+
+        Applying up to ``max_patch_operations`` operations to a resource holding up to
+        ``max_attribute_values`` values per attribute can take a while; in a thread it leaves the event
+        loop free to serve health probes and other sources meanwhile (the GIL is handed over every few ms).
+        """
+        current = await self.storage.get(resource_type, resource_id)
+        assert current.meta is not None
+        version = current.meta.version
+        patched = await asyncio.to_thread(self.service.apply_patch, current, patch_op, conditions)
+        if patched is None:
+            return current
+        return await self.storage.update(resource_type, patched, expected_version=version)
 
     async def _patch(self, request: ScimRequest) -> ScimResponse:
         with self.service.provider:

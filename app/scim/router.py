@@ -25,6 +25,7 @@ from app.config import SourceConfig
 from app.observability.metrics import Metrics
 from app.scim.auth import Authenticator
 from app.scim.handler import ZitiScimHandler
+from app.scim.limits import RequestLimits
 from app.scim.provider import load_provider
 from app.scim.quirks import quirks_for
 from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
@@ -71,11 +72,12 @@ class SourceApplication(ASGIApplication):
         db: Database,
         hooks: UserHooks | None = None,
         after_write: AfterWrite | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         provider = load_provider(source.policy)
         storage = SqlStorage(db, provider, source.name, hooks)
         self.quirks = quirks_for(source)
-        super().__init__(storage, provider, ZitiScimService(provider, self.quirks))
+        super().__init__(storage, provider, ZitiScimService(provider, self.quirks, limits))
         self.source = source
         self.db = db
         self.hooks = hooks
@@ -161,8 +163,11 @@ class ScimRouter:
         hooks: UserHooks | None = None,
         after_write: AfterWrite | None = None,
         metrics: Metrics | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
-        self.apps = {source.name: SourceApplication(source, db, hooks, after_write) for source in sources}
+        self.apps = {
+            source.name: SourceApplication(source, db, hooks, after_write, limits) for source in sources
+        }
         self.authenticator = Authenticator(
             [app.source for app in self.apps.values()],
             raw_token_sources=[name for name, app in self.apps.items() if app.quirks.raw_token],

@@ -4,6 +4,8 @@
   expect the resource).
 - ``password`` is dropped from every payload before validation: it is never stored nor logged
   (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly).
+- Every request does bounded work (:mod:`app.scim.limits`): PATCH operations and values per multi-valued
+  attribute are capped, and runs of ``add`` operations are merged so a PATCH applies in linear time.
 - The source's :class:`~app.scim.quirks.Quirks` normalise bodies and filters before validation, and a
   group PATCH answers 204 for the clients that expect it (Entra, Okta).
 """
@@ -29,6 +31,14 @@ from scim2_models import (
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService, scim_exception_of
 
+from app.scim.limits import (
+    RequestLimits,
+    check_patch_size,
+    check_patched_values,
+    check_resource_values,
+    coalesce,
+    value_counts,
+)
 from app.scim.quirks import Quirks
 
 ModelT = TypeVar("ModelT")
@@ -101,9 +111,16 @@ class NothingToPatch(Exception):
 class ZitiScimService(ScimService):
     """ScimService with the response and payload rules above."""
 
-    def __init__(self, provider: ScimProvider, quirks: Quirks | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        provider: ScimProvider,
+        quirks: Quirks | None = None,
+        limits: RequestLimits | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(provider, **kwargs)
         self.quirks = quirks or Quirks()
+        self.limits = limits or RequestLimits()
         self.known_schemas = frozenset(str(schema.id) for schema in provider.schemas)
 
     def normalize(self, model: type[Any], payload: Any, scim_ctx: Context | None = None) -> Any:
@@ -136,6 +153,7 @@ class ZitiScimService(ScimService):
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         self.ensure_patch_supported()
         payload = self.decode_body(body, content_type)
+        check_patch_size(payload, self.limits)
         cleaned = _without_secrets(payload)
         if isinstance(payload, dict) and isinstance(cleaned, dict):
             given = next((v for k, v in payload.items() if k.lower() == "operations"), None)
@@ -150,12 +168,22 @@ class ZitiScimService(ScimService):
         payload = self.normalize(
             model, _without_secrets(_refuse_nul(self.decode_body(body, content_type))), scim_ctx
         )
+        if isinstance(model, type) and issubclass(model, Resource):
+            check_resource_values(payload, self.limits)
         try:
             return model.model_validate(payload, scim_ctx=scim_ctx)  # type: ignore[attr-defined, no-any-return]
         except ValidationError as exception:
             raise scim_exception_of(exception) from exception
         except (TypeError, ValueError) as exception:
             raise InvalidValueException(detail=str(exception)) from exception
+
+    def apply_patch(self, current: Any, patch_op: PatchOp[Any], conditions: Any) -> Any:
+        """Apply a PATCH with its ``add`` runs merged, then check the value caps on the result."""
+        before = value_counts(current)
+        patched = super().apply_patch(current, coalesce(patch_op, type(current)), conditions)
+        if patched is not None:
+            check_patched_values(before, patched, self.limits)
+        return patched
 
     def patch_response(
         self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]

@@ -1,0 +1,164 @@
+"""Bounded work per SCIM request: caps on PATCH operations and on values per multi-valued attribute, and a
+PATCH applied in time linear in its size.
+
+- A PatchOp with more than ``max_patch_operations`` operations is refused before it is validated:
+  ``400 tooMany`` (RFC 7644 §3.12 lists ``tooMany`` for requests larger than the server will process).
+- A multi-valued attribute (``roles``, ``emails``, ``entitlements``…) may hold at most
+  ``max_attribute_values`` values, in a POST/PUT body and in the result of a PATCH: ``400 invalidValue``.
+  A Group's ``members`` is exempt: membership PATCHes go through the delta path of
+  :mod:`app.scim.handler`, and IdPs add thousands of members at once.
+- scim2-models applies each PATCH operation to the whole resource (it compares the new values with every
+  current one, snapshots and settles the attribute), so N ``add`` operations on one attribute cost O(N²).
+  :func:`coalesce` merges consecutive ``add`` operations on the same plain multi-valued attribute into one
+  operation with the same result: an entry equal to one added by an earlier operation is dropped, as the
+  library would drop it; entries within one operation are left as the library leaves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scim2_models import InvalidValueException, PatchOp, PatchOperation, TooManyException
+from scim2_models.path import AttrPath
+
+# Private helpers of scim2-models (pinned <0.13): the equality the library itself uses for "add".
+from scim2_models.path.access import _as_entry, _SameValue
+
+EXEMPT = frozenset({"members"})
+"""Multi-valued attributes without a value cap (Group membership has its own linear path)."""
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per-request caps; the defaults match ``[server]`` in the README."""
+
+    max_patch_operations: int = 1000
+    max_attribute_values: int = 500
+
+
+def check_patch_size(payload: Any, limits: RequestLimits) -> None:
+    """Refuse a PatchOp body with too many operations, before any validation work is spent on it."""
+    if not isinstance(payload, dict):
+        return
+    operations = next((value for key, value in payload.items() if key.lower() == "operations"), None)
+    if isinstance(operations, list) and len(operations) > limits.max_patch_operations:
+        raise TooManyException(
+            detail=f"A PATCH may hold at most {limits.max_patch_operations} operations, "
+            f"this one has {len(operations)}"
+        )
+
+
+def _lists(payload: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """The list-valued attributes of a resource body, its extensions' included."""
+    found = []
+    for key, value in payload.items():
+        if isinstance(value, list) and key.lower() != "schemas":
+            found.append((key, value))
+        elif isinstance(value, dict) and ":" in key:
+            found += [(f"{key}:{name}", item) for name, item in _lists(value)]
+    return found
+
+
+def check_resource_values(payload: Any, limits: RequestLimits) -> None:
+    """Refuse a resource body whose multi-valued attribute holds more than the cap."""
+    if not isinstance(payload, dict):
+        return
+    for name, values in _lists(payload):
+        if name.rsplit(":", 1)[-1].lower() not in EXEMPT and len(values) > limits.max_attribute_values:
+            raise InvalidValueException(detail=_too_many_values(name, len(values), limits))
+
+
+def _too_many_values(name: str, count: int, limits: RequestLimits) -> str:
+    return f"'{name}' may hold at most {limits.max_attribute_values} values, not {count}"
+
+
+def value_counts(resource: Any) -> dict[str, int]:
+    """How many values each multi-valued attribute of a resource (and of its extensions) holds."""
+    counts: dict[str, int] = {}
+    for name in type(resource).model_fields:
+        value = getattr(resource, name, None)
+        if isinstance(value, list) and name != "schemas":
+            counts[name] = len(value)
+    for urn, extension in getattr(type(resource), "get_extension_models", dict)().items():
+        instance = resource[extension] if resource[extension] is not None else None
+        if instance is not None:
+            counts.update({f"{urn}:{key}": count for key, count in value_counts(instance).items()})
+    return counts
+
+
+def check_patched_values(before: dict[str, int], resource: Any, limits: RequestLimits) -> None:
+    """Refuse a PATCH that grows a multi-valued attribute beyond the cap (a stored excess may shrink)."""
+    for name, count in value_counts(resource).items():
+        if (
+            name.rsplit(":", 1)[-1] not in EXEMPT
+            and count > limits.max_attribute_values
+            and count > before.get(name, 0)
+        ):
+            raise InvalidValueException(detail=_too_many_values(name, count, limits))
+
+
+def _entries(value: Any) -> list[Any] | None:
+    """The entries of a plain ``add`` value, or None when one sets ``primary`` (which unmarks others)."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, dict) or any(k.lower() == "primary" and v for k, v in item.items()):
+            return None
+    return items
+
+
+def _mergeable_field(operation: PatchOperation[Any], model: type[Any]) -> str | None:
+    """The field an ``add`` on a plain multi-valued attribute of the resource itself writes, else None."""
+    if operation.op != PatchOperation.Op.add or operation.path is None:
+        return None
+    if not isinstance(operation.path.ast, AttrPath) or operation.path.ast.sub_attr is not None:
+        return None
+    binding = operation.path.resolve()
+    if (
+        binding is None
+        or binding.model is not model
+        or not binding.is_multivalued
+        or binding.sub_field_name is not None
+        or binding.field_name in EXEMPT
+        or _entries(operation.value) is None
+    ):
+        return None
+    return str(binding.field_name)
+
+
+def _merged(group: list[PatchOperation[Any]], model: type[Any], field_name: str) -> PatchOperation[Any]:
+    same = _SameValue(model, field_name)
+    seen: set[Any] = set()
+    merged: list[Any] = []
+    for operation in group:
+        entries = _entries(operation.value) or []
+        keys = [same._key(_as_entry(model, field_name, entry)) for entry in entries]
+        merged += [entry for entry, key in zip(entries, keys, strict=True) if key not in seen]
+        seen.update(keys)
+    return group[0].model_copy(update={"value": merged})
+
+
+def coalesce(patch_op: PatchOp[Any], model: type[Any]) -> PatchOp[Any]:
+    """The same PatchOp with runs of ``add`` operations on one multi-valued attribute merged (see above)."""
+    operations = list(patch_op.operations or [])
+    result: list[PatchOperation[Any]] = []
+    index = 0
+    while index < len(operations):
+        field_name = _mergeable_field(operations[index], model)
+        end = index + 1
+        while field_name is not None and end < len(operations):
+            if _mergeable_field(operations[end], model) != field_name:
+                break
+            end += 1
+        group = operations[index:end]
+        if field_name is None or len(group) == 1:
+            result += group
+        else:
+            try:
+                result.append(_merged(group, model, field_name))
+            except (TypeError, ValueError):  # an entry the library would refuse: let it refuse it
+                result += group
+        index = end
+    if len(result) == len(operations):
+        return patch_op
+    return patch_op.model_copy(update={"operations": result})
