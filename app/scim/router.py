@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -19,10 +18,11 @@ from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
 from app.config import SourceConfig
 from app.observability.metrics import Metrics
+from app.observability.request_id import request_id_from
 from app.scim.auth import Authenticator
 from app.scim.handler import ZitiScimHandler
 from app.scim.limits import RequestLimits
@@ -31,6 +31,7 @@ from app.scim.quirks import quirks_for
 from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
+from app.store.errors import is_data_error
 from app.store.storage import REQUEST, SERVER_MANAGED, TOUCHED, ZITI_EXTENSION, SqlStorage, UserHooks
 
 Scope = dict[str, Any]
@@ -118,7 +119,7 @@ class SourceApplication(ASGIApplication):
             body[ZITI_EXTENSION] = extension
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
-        if isinstance(exception, DataError):
+        if is_data_error(exception):
             # A value the database cannot hold (e.g. beyond its numeric range): the client's to fix.
             log.info("%s %s -> 400: the database refused a value", request.method, request.path)
             return self.service.error_response(InvalidValueException(detail="A value cannot be stored"))
@@ -218,7 +219,7 @@ class ScimRouter:
             query={},
             headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]],
         )
-        request_id = request.header("X-Request-Id") or uuid.uuid4().hex
+        request_id = request_id_from(request.header("X-Request-Id"))
         try:
             operation = app.service.match(request).operation
         except SCIMException:
