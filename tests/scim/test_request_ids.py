@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from app.observability.request_id import request_id_from
 from app.observability import audit
+from app.observability.request_id import request_id_from
 from app.server import create_app
 from app.store.db import Database
 from app.store.errors import is_data_error
