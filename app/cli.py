@@ -22,6 +22,7 @@ DEMO_SOURCE = "demo"
 def _serve(config: Config, host: str | None, port: int | None) -> int:
     from app.observability import logs
     from app.server import create_app
+    from app.serving import uvicorn_options
 
     logs.configure(json_logs=config.json_logs)
     uvicorn.run(
@@ -30,6 +31,7 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         port=port or config.port,
         log_config=None,
         access_log=False,
+        **uvicorn_options(config.limits),
     )
     return 0
 

@@ -93,7 +93,7 @@ class LimitsConfig:
     max_patch_operations: int = 1000
     max_attribute_values: int = 500
     limit_concurrency: int = 500
-    timeout_keep_alive: float = 5.0
+    timeout_keep_alive: int = 5
     header_timeout: float = 10.0
     body_timeout: float = 30.0
 
@@ -254,7 +254,7 @@ def _limits(server: dict[str, Any]) -> LimitsConfig:
         max_patch_operations=int(_positive(server, "max_patch_operations", default.max_patch_operations)),
         max_attribute_values=int(_positive(server, "max_attribute_values", default.max_attribute_values)),
         limit_concurrency=int(_positive(server, "limit_concurrency", default.limit_concurrency)),
-        timeout_keep_alive=_positive(server, "timeout_keep_alive", default.timeout_keep_alive),
+        timeout_keep_alive=int(_positive(server, "timeout_keep_alive", default.timeout_keep_alive)),
         header_timeout=_positive(server, "header_timeout", default.header_timeout),
         body_timeout=_positive(server, "body_timeout", default.body_timeout),
     )

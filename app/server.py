@@ -28,6 +28,7 @@ from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
 from app.reconcile.sync import LAST_FULL_SYNC
 from app.scim.limits import RequestLimits
 from app.scim.router import ScimRouter
+from app.serving import QuietDisconnect
 from app.store.db import Database
 from app.webhooks.routes import WebhookReceiver
 from app.ziti.client import ZitiClient
@@ -174,7 +175,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             Route("/admin/audit", admin_audit),
             Route("/webhooks/{source}", webhooks.endpoint, methods=["GET", "POST"]),
         ],
-        middleware=[Middleware(ScimPrefix, scim=scim)],
+        middleware=[Middleware(QuietDisconnect), Middleware(ScimPrefix, scim=scim)],
         lifespan=lifespan,
     )
     app.state.services = services

@@ -19,6 +19,7 @@ from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+from starlette.requests import ClientDisconnect
 
 from app.config import SourceConfig
 from app.observability.metrics import Metrics
@@ -196,7 +197,7 @@ class ScimRouter:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientDisconnect  # nobody to answer; logged once by app.serving.QuietDisconnect
             chunk = message.get("body", b"")
             if not too_large:
                 body.extend(chunk)
