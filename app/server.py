@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.config import Config, hash_token
 from app.observability import audit
 from app.observability.metrics import Metrics, seconds_since
+from app.observability.probes import CachedCheck, bearer_allowed, hide_sources
 from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
 from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
@@ -74,6 +75,32 @@ def _admin_allowed(config: Config, request: Request) -> bool:
     return hmac.compare_digest(hash_token(token.strip()), config.admin_token_hash)
 
 
+MAX_START_INDEX = 2**31 - 1
+
+
+def _audit_query(params: Mapping[str, str]) -> tuple[int, int, float | None]:
+    """/admin/audit query: ``count`` (clamped to 1..1000), ``startIndex`` (1..2^31-1), a finite ``since``."""
+    try:
+        limit = min(max(int(params.get("count", 100)), 1), 1000)
+    except ValueError:
+        raise ValueError("count must be an integer") from None
+    try:
+        start = int(params.get("startIndex", 1))
+    except ValueError:
+        raise ValueError("startIndex must be an integer") from None
+    if not 1 <= start <= MAX_START_INDEX:
+        raise ValueError(f"startIndex must be between 1 and {MAX_START_INDEX}")
+    since = None
+    if "since" in params:
+        try:
+            since = float(params["since"])
+        except ValueError:
+            raise ValueError("since must be a Unix time in seconds") from None
+        if not math.isfinite(since):
+            raise ValueError("since must be a finite Unix time in seconds")
+    return limit, start - 1, since
+
+
 def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient | None = None) -> Starlette:
     """The service. Without a ``[ziti]`` controller it stores SCIM state only (no provisioning)."""
     db = Database(config.database_url)
@@ -113,6 +140,12 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
                 await provisioner.stop()
             await db.dispose()
 
+    controller_check = (
+        CachedCheck(lambda: provisioner.client.get_auth_policy("default"), config.probes.readyz_cache_seconds)
+        if provisioner is not None
+        else None
+    )
+
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -124,15 +157,8 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             checks["database"] = "ok"
         except Exception as error:  # noqa: BLE001 - reported, not raised
             checks["database"] = f"error: {type(error).__name__}"
-        if provisioner is not None:
-            try:
-                # One cheap authenticated read, bounded: a probe must answer even while retries back off.
-                await asyncio.wait_for(provisioner.client.get_auth_policy("default"), timeout=5)
-                checks["controller"] = "ok"
-            except TimeoutError:
-                checks["controller"] = "error: timeout"
-            except Exception as error:  # noqa: BLE001
-                checks["controller"] = f"error: {type(error).__name__}"
+        if controller_check is not None:
+            checks["controller"] = await controller_check.status()
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -144,7 +170,15 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         metrics.paused.set(1 if await read_setting(db, PAUSED) else 0)
 
     async def metrics_endpoint(request: Request) -> Response:
+        if not bearer_allowed(request.headers.get("Authorization"), config.probes.metrics_token_hash):
+            return JSONResponse(
+                {"detail": "metrics token required"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="ziti-scim-metrics"'},
+            )
         body = await metrics.render(refresh_gauges)
+        if not config.probes.metrics_source_labels:
+            body = hide_sources(body, config.sources)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def admin_audit(request: Request) -> JSONResponse:
@@ -155,11 +189,9 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
                 headers={"WWW-Authenticate": 'Bearer realm="ziti-scim-admin"'},
             )
         try:
-            limit = min(max(int(request.query_params.get("count", 100)), 1), 1000)
-            offset = max(int(request.query_params.get("startIndex", 1)), 1) - 1
-            since = float(request.query_params["since"]) if "since" in request.query_params else None
-        except ValueError:
-            return JSONResponse({"detail": "count, startIndex and since must be numbers"}, status_code=400)
+            limit, offset, since = _audit_query(request.query_params)
+        except ValueError as error:
+            return JSONResponse({"detail": str(error)}, status_code=400)
         rows = await audit.read(
             db, since=since, user=request.query_params.get("user"), limit=limit, offset=offset
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.config import SafetyConfig, hash_token
+from app.config import ProbesConfig, SafetyConfig, hash_token
 from app.server import create_app
 from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import Stack, add_signer, make_stack_config
@@ -24,9 +24,12 @@ def make_stack(
     emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
 ) -> Callable[..., Any]:
     @contextmanager
-    def build(safety: SafetyConfig | None = None, **options: Any) -> Iterator[Stack]:
+    def build(
+        safety: SafetyConfig | None = None, probes: ProbesConfig | None = None, **options: Any
+    ) -> Iterator[Stack]:
         config = make_stack_config(database_url, source_name, emulator.url, **options)
         config = replace(config, safety=safety or SafetyConfig(), admin_token_hash=hash_token(ADMIN_TOKEN))
+        config = replace(config, probes=probes or ProbesConfig(readyz_cache_seconds=0))
         app = create_app(config)
         with live_server(app) as url:
             yield Stack(
