@@ -11,7 +11,9 @@ PATCH applied in time linear in its size.
   current one, snapshots and settles the attribute), so N ``add`` operations on one attribute cost O(N²).
   :func:`coalesce` merges consecutive ``add`` operations on the same plain multi-valued attribute into one
   operation with the same result: an entry equal to one added by an earlier operation is dropped, as the
-  library would drop it; entries within one operation are left as the library leaves them.
+  library would drop it; entries within one operation are left as the library leaves them. Other
+  operations (a filtered ``remove``, a ``replace``) still each scan their attribute, so their cost is
+  bounded by the two caps (operations × values), and the handler runs the application off the event loop.
 """
 
 from __future__ import annotations

@@ -147,6 +147,25 @@ def test_a_client_that_disconnects_mid_body_is_one_info_line(
     assert "Traceback" not in caplog.text
 
 
+def test_past_the_concurrency_limit_requests_get_503(sqlite_url: str, source_name: str) -> None:
+    config = make_stack_config(sqlite_url, source_name, "http://127.0.0.1:9")
+    config = replace(config, ziti=replace(config.ziti, url=None), limits=LimitsConfig(limit_concurrency=4))
+    with live_server(create_app(config), log_config=None, **uvicorn_options(config.limits)) as url:
+        idle = [_connect(url) for _ in range(4)]
+        try:
+            for sock in idle:
+                sock.send(b"GET /healthz HTTP/1.1\r\n")
+            assert httpx.get(f"{url}/healthz").status_code == 503
+        finally:
+            for sock in idle:
+                sock.close()
+        deadline = time.monotonic() + 10
+        status = 503
+        while status == 503 and time.monotonic() < deadline:
+            status = httpx.get(f"{url}/healthz").status_code
+        assert status == 200
+
+
 def test_limits_are_read_from_the_server_section() -> None:
     config = load_config(
         {
