@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,32 +72,6 @@ def _admin_allowed(config: Config, request: Request) -> bool:
     if config.admin_token_hash is None or scheme.lower() != "bearer" or not token:
         return False
     return hmac.compare_digest(hash_token(token.strip()), config.admin_token_hash)
-
-
-MAX_START_INDEX = 2**31 - 1
-
-
-def _audit_query(params: Mapping[str, str]) -> tuple[int, int, float | None]:
-    """/admin/audit query: ``count`` (clamped to 1..1000), ``startIndex`` (1..2^31-1), a finite ``since``."""
-    try:
-        limit = min(max(int(params.get("count", 100)), 1), 1000)
-    except ValueError:
-        raise ValueError("count must be an integer") from None
-    try:
-        start = int(params.get("startIndex", 1))
-    except ValueError:
-        raise ValueError("startIndex must be an integer") from None
-    if not 1 <= start <= MAX_START_INDEX:
-        raise ValueError(f"startIndex must be between 1 and {MAX_START_INDEX}")
-    since = None
-    if "since" in params:
-        try:
-            since = float(params["since"])
-        except ValueError:
-            raise ValueError("since must be a Unix time in seconds") from None
-        if not math.isfinite(since):
-            raise ValueError("since must be a finite Unix time in seconds")
-    return limit, start - 1, since
 
 
 def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient | None = None) -> Starlette:
@@ -189,7 +162,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
                 headers={"WWW-Authenticate": 'Bearer realm="ziti-scim-admin"'},
             )
         try:
-            limit, offset, since = _audit_query(request.query_params)
+            limit, offset, since = audit.parse_query(request.query_params)
         except ValueError as error:
             return JSONResponse({"detail": str(error)}, status_code=400)
         rows = await audit.read(
