@@ -7,6 +7,8 @@ not found (404). Discovery (RFC 7644 §4) needs no token.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,6 +42,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("ziti_scim.scim")
+
+OFF_LOOP_ITEMS = 1000
+"""A response body with a list longer than this is JSON-encoded in a worker thread."""
 
 WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete}
 PLURAL_SPC = "/ServiceProviderConfigs"
@@ -139,6 +144,18 @@ class SourceApplication(ASGIApplication):
             return self.service.error_response(exception)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return self.service.error_response(exception)
+
+    @staticmethod
+    async def send_response(response: ScimResponse, send: Send) -> None:
+        """scim2-server's ASGI send; a large body (a big group, a long page) is JSON-encoded off the loop."""
+        body = response.body
+        if body is None or not any(isinstance(v, list) and len(v) > OFF_LOOP_ITEMS for v in body.values()):
+            await ASGIApplication.send_response(response, send)
+            return
+        encoded = await asyncio.to_thread(lambda: json.dumps(body).encode())
+        headers = [(name.encode(), value.encode()) for name, value in response.headers.items()]
+        await send({"type": "http.response.start", "status": int(response.status), "headers": headers})
+        await send({"type": "http.response.body", "body": encoded})
 
     def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
         response = super().finalize_response(request, response)

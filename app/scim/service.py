@@ -33,6 +33,7 @@ from scim2_server.service import ScimService, scim_exception_of
 
 from app.scim.limits import (
     RequestLimits,
+    check_patch_body,
     check_patch_size,
     check_patched_values,
     check_resource_values,
@@ -152,6 +153,7 @@ class ZitiScimService(ScimService):
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         self.ensure_patch_supported()
+        check_patch_body(body, self.limits)
         payload = self.decode_body(body, content_type)
         check_patch_size(payload, self.limits)
         cleaned = _without_secrets(payload)
