@@ -11,19 +11,22 @@ PATCH applied in time linear in its size.
   current one, snapshots and settles the attribute), so N ``add`` operations on one attribute cost O(N²).
   :func:`coalesce` merges consecutive ``add`` operations on the same plain multi-valued attribute into one
   operation with the same result: an entry equal to one added by an earlier operation is dropped, as the
-  library would drop it; entries within one operation are left as the library leaves them. Other
-  operations (a filtered ``remove``, a ``replace``) still each scan their attribute, so their cost is
-  bounded by the two caps (operations × values), and the handler runs the application off the event loop.
+  library would drop it; entries within one operation are left as the library leaves them.
+  :func:`apply_linear` likewise applies a run of ``remove attr[value eq "…"]`` operations (Okta's and
+  Entra's way to remove roles one by one) in one pass: the entries whose ``value`` equals one of the
+  given values, compared as the filter compares them (the attribute's ``caseExact``), are removed, in one
+  operation. Other operations still each scan their attribute, so their cost is bounded by the two caps
+  (operations × values); the handler runs the application off the event loop.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from scim2_models import InvalidValueException, PatchOp, PatchOperation, TooManyException
-from scim2_models.path import AttrPath
+from scim2_models.path import AttrPath, CompareOperator, Comparison, ValuePath
 
 # Private helpers of scim2-models (pinned <0.13): the equality the library itself uses for "add".
 from scim2_models.path.access import _as_entry, _SameValue
@@ -182,3 +185,87 @@ def coalesce(patch_op: PatchOp[Any], model: type[Any]) -> PatchOp[Any]:
     if len(result) == len(operations):
         return patch_op
     return patch_op.model_copy(update={"operations": result})
+
+
+def _removed_value(operation: PatchOperation[Any], model: type[Any]) -> tuple[str, str] | None:
+    """``(field, value)`` of a ``remove attr[value eq "value"]`` on a multi-valued attribute, else None."""
+    node = operation.path.ast if operation.path is not None else None
+    if (
+        operation.op != PatchOperation.Op.remove
+        or operation.value is not None
+        or not isinstance(node, ValuePath)
+        or node.sub_attr is not None
+        or node.attr_path.sub_attr is not None
+        or not isinstance(node.val_filter, Comparison)
+        or node.val_filter.op is not CompareOperator.eq
+        or node.val_filter.attr_path != AttrPath(attr="value")
+        or not isinstance(node.val_filter.value, str)
+    ):
+        return None
+    binding = operation.path.resolve() if operation.path is not None else None
+    if binding is None or binding.model is not model or not binding.is_multivalued:
+        return None
+    entry_type: Any = binding.field_type
+    if binding.field_name in EXEMPT or "value" not in getattr(entry_type, "model_fields", {}):
+        return None
+    return str(binding.field_name), node.val_filter.value
+
+
+def _removal(
+    patch_op: PatchOp[Any], resource: Any, field_name: str, values: list[str]
+) -> PatchOp[Any] | None:
+    """One operation with the effect of removing each ``field[value eq v]`` in turn, or None: no change."""
+    same = _SameValue(type(resource), field_name)
+    gone = {same._string_key("value", value) for value in values}
+    current = getattr(resource, field_name) or []
+    kept = [
+        entry
+        for entry in current
+        if not isinstance(entry.value, str) or same._string_key("value", entry.value) not in gone
+    ]
+    if len(kept) == len(current):
+        return None
+    name = type(resource).model_fields[field_name].serialization_alias or field_name
+    operation: dict[str, Any] = {"op": "remove", "path": name}
+    if kept:
+        dumped = [entry.model_dump(mode="json", by_alias=True, exclude_none=True) for entry in kept]
+        operation = {"op": "replace", "path": name, "value": dumped}
+    return type(patch_op).model_validate({"schemas": patch_op.schemas, "Operations": [operation]})
+
+
+def apply_linear(patch_op: PatchOp[Any], resource: Any) -> bool:
+    """Apply ``patch_op`` to ``resource`` in place, with the runs described above done in one pass each.
+
+    On an error the resource may be half patched: the caller discards it (nothing was stored).
+    """
+    model = type(resource)
+    operations = list(coalesce(patch_op, model).operations or [])
+    changed = False
+    pending: list[PatchOperation[Any]] = []
+
+    def flush() -> None:
+        nonlocal changed, pending
+        if pending:
+            changed = patch_op.model_copy(update={"operations": pending}).patch(resource) or changed
+            pending = []
+
+    index = 0
+    while index < len(operations):
+        first = _removed_value(operations[index], model)
+        end = index + 1
+        while first is not None and end < len(operations):
+            following = _removed_value(operations[end], model)
+            if following is None or following[0] != first[0]:
+                break
+            end += 1
+        if first is None or end - index == 1:
+            pending += operations[index:end]
+        else:
+            flush()
+            values = [cast(tuple[str, str], _removed_value(op, model))[1] for op in operations[index:end]]
+            removal = _removal(patch_op, resource, first[0], values)
+            if removal is not None:
+                changed = removal.patch(resource) or changed
+        index = end
+    flush()
+    return changed

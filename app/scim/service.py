@@ -33,11 +33,11 @@ from scim2_server.service import ScimService, scim_exception_of
 
 from app.scim.limits import (
     RequestLimits,
+    apply_linear,
     check_patch_body,
     check_patch_size,
     check_patched_values,
     check_resource_values,
-    coalesce,
     value_counts,
 )
 from app.scim.quirks import Quirks
@@ -180,12 +180,16 @@ class ZitiScimService(ScimService):
             raise InvalidValueException(detail=str(exception)) from exception
 
     def apply_patch(self, current: Any, patch_op: PatchOp[Any], conditions: Any) -> Any:
-        """Apply a PATCH with its ``add`` runs merged, then check the value caps on the result."""
+        """Apply a PATCH in linear time (:func:`~app.scim.limits.apply_linear`), then check the value caps.
+
+        :return: The patched resource, or None when the PATCH changes nothing (as scim2-server's).
+        """
+        self.check_preconditions(current, "PATCH", conditions)
         before = value_counts(current)
-        patched = super().apply_patch(current, coalesce(patch_op, type(current)), conditions)
-        if patched is not None:
-            check_patched_values(before, patched, self.limits)
-        return patched
+        if not apply_linear(patch_op, current):
+            return None
+        check_patched_values(before, current, self.limits)
+        return current
 
     def patch_response(
         self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]
