@@ -26,6 +26,7 @@ from app.observability.probes import CachedCheck, bearer_allowed, hide_sources
 from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
 from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
+from app.reconcile.skipped import skipped_counts
 from app.reconcile.sync import LAST_FULL_SYNC
 from app.scim.limits import RequestLimits
 from app.scim.router import ScimRouter
@@ -146,6 +147,9 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         metrics.since_full_sync.set(seconds_since(float(last) if last is not None else None))
         metrics.brake.set(len(await engaged_brakes(db)))
         metrics.paused.set(1 if await read_setting(db, PAUSED) else 0)
+        skipped = await skipped_counts(db)
+        for name in config.sources:
+            metrics.skipped.labels(name).set(skipped.get(name, 0))
 
     async def metrics_endpoint(request: Request) -> Response:
         if not bearer_allowed(request.headers.get("Authorization"), config.probes.metrics_token_hash):
