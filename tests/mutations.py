@@ -34,7 +34,7 @@ SAFETY = "app/reconcile/safety.py"
 RECONCILER = "app/reconcile/reconciler.py"
 ROLES = "app/mapping/roles.py"
 SAFETY_TESTS = ("tests/operations/test_safety.py",)
-LIFECYCLE_TESTS = ("tests/provisioning/test_lifecycle.py",)
+LIFECYCLE_TESTS = ("tests/provisioning/test_options.py", "tests/provisioning/test_lifecycle.py")
 
 
 @dataclass(frozen=True)
