@@ -143,10 +143,23 @@ class Arena:
             examples=examples,
             errors=errors,
             statuses="/".join(f"{s}:{c}" for s, c in sorted(self.statuses.items())),
-            server_errors=0,
-            sentinels_unchanged=True,
+            server_errors=sum(count for status, count in self.statuses.items() if status >= 500),
+            sentinels_unchanged=self.user(self.sentinel) == self.before
+            and self.user(self.other_sentinel, self.other) == self.before_other,
             **extra,
         )
+
+
+def assert_past_the_end(arena: Arena, response: httpx.Response, endpoint: str) -> None:
+    """A page past the end: an empty page that still counts every match of ``endpoint`` (RFC 7644
+    §3.4.2.4), or a 400 invalidValue; never a page with resources in it."""
+    body = response.json()
+    if response.status_code == 400:
+        assert body["scimType"] == "invalidValue", body
+        return
+    assert response.status_code == 200, body
+    assert body.get("Resources", []) == [], body
+    assert body["totalResults"] == arena.client.get(endpoint).json()["totalResults"] > 0, body
 
 
 @contextmanager
