@@ -38,6 +38,7 @@ from tests.resilience.res_support import (
     stack_config,
     wait_converged,
 )
+from tests.seeds import test_seed
 from tests.support.live import live_server
 
 OUTAGE_SECONDS = 1.5
@@ -217,7 +218,7 @@ def restart_database(kind: str, proxy: TcpProxy, database: str, sync: Sync, raw:
 
 @pytest.mark.postgres
 def test_postgres_restarts_during_sync(own_database: str, source_name: str) -> None:
-    seed = random.randrange(1 << 30)
+    seed = test_seed("postgres-restarts")
     rng = random.Random(seed)
     started = time.monotonic()
     with TcpProxy(("127.0.0.1", 5432)) as proxy, running_controller() as controller:
