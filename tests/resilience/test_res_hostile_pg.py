@@ -36,7 +36,7 @@ def arena(hostile_pg: Hostile) -> Iterator[Arena]:
 
 
 def test_filters_select_what_scim2_models_selects_on_postgres(arena: Arena) -> None:
-    check_filters(arena, POPULATION, 100, "hostile-filters[postgres]")
+    check_filters(arena, POPULATION, 160, "hostile-filters[postgres]")
 
 
 def test_nul_in_a_string_is_a_client_error(arena: Arena) -> None:
