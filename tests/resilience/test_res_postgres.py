@@ -301,24 +301,14 @@ def _explain(database: str, source: str, seed: int) -> None:
     asyncio.run(dump())
 
 
-ABANDONED_CALL = (
-    "'coroutine ZitiClient.patch_identity was never awaited' (RuntimeWarning; an error under "
-    "filterwarnings=error, so any test whose server stops at the wrong moment fails): Reconciler._act "
-    "(app/reconcile/reconciler.py) receives the controller call as an already-created coroutine and, since "
-    "the in-flight marker, first awaits _record_failure(CHANGE_IN_FLIGHT); when that raises (database "
-    "gone) or is cancelled (shutdown), the coroutine is dropped without close(). Close it on every exit "
-    "before the await (or pass a callable)"
-)
-
-
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=ABANDONED_CALL)
 def test_database_lost_just_before_a_controller_change_abandons_nothing(
     own_database: str, source_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The database goes away between the reconciler's last controller read (the name check of a
     rename) and its change (the PATCH): the converge fails and is retried later, leaving no coroutine
-    behind and no 500."""
+    behind and no 500. Regression: Reconciler._act dropped the already-created controller call without
+    closing it when recording the in-flight marker failed ("coroutine ... was never awaited")."""
     with TcpProxy(("127.0.0.1", 5432)) as proxy, running_controller() as controller:
         url = PG_ADMIN_URL.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}/{own_database}"
         app = create_app(stack_config(url, source_name, controller.url, deadline=2.0))
