@@ -7,7 +7,7 @@ mutation is *caught* when they fail. Prints one line per mutation and exits non-
 caught, or when a patch no longer applies (the code moved: update the patch, never drop it).
 
 Not part of the normal pytest run (it runs the guarding tests once per mutation). Options:
-``--list`` prints the mutations, ``--postgres`` also runs the PostgreSQL variants (SQLite only by
+``--list`` prints the mutations, ``--check`` only checks that every patch still applies, ``--postgres`` also runs the PostgreSQL variants (SQLite only by
 default), ``-v`` shows the pytest output of mutations that survive.
 """
 
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__)
     parser.add_argument("names", nargs="*", help="run only mutations whose name contains one of these")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--check", action="store_true", help="only check that every patch still applies")
     parser.add_argument("--postgres", action="store_true", help="also run the PostgreSQL variants")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -243,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         for mutation in chosen:
             print(f"{mutation.name:<55} {mutation.path}  tests: {' '.join(mutation.tests)}")
         return 0
+    if args.check:
+        stale = [m for m in chosen if (ROOT / m.path).read_text().count(m.old) == 0]
+        for mutation in stale:
+            print(f"PATCH FAILED {mutation.name}: {mutation.path} no longer holds {mutation.old!r}")
+        print(f"{len(chosen) - len(stale)} of {len(chosen)} patches apply")
+        return 1 if stale else 0
     failures = 0
     for mutation in chosen:
         result = run(mutation, postgres=args.postgres)
