@@ -8,6 +8,10 @@
   attribute are capped, and runs of ``add`` operations are merged so a PATCH applies in linear time.
 - The source's :class:`~app.scim.quirks.Quirks` normalise bodies and filters before validation, and a
   group PATCH answers 204 for the clients that expect it (Entra, Okta).
+- Cursor pagination (RFC 9865) is not announced (``ServiceProviderConfig`` has no ``pagination``
+  with ``cursor: true``), so a search with a ``cursor`` is a pagination error: ``400`` with
+  ``scimType`` ``invalidCursor`` (RFC 9865 §2.1, "Pagination Errors"), not the ``501`` of an
+  unsupported operation; the client pages with ``startIndex`` (RFC 7644 §3.4.2.4) instead.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from scim2_models import (
     Context,
+    InvalidCursorException,
     InvalidFilterException,
     InvalidValueException,
     PatchOp,
@@ -42,6 +47,7 @@ from app.scim.limits import (
 )
 from app.scim.quirks import Quirks
 
+CURSOR_REFUSED = "Cursor pagination is not supported: page with startIndex and count (RFC 7644 §3.4.2.4)"
 ModelT = TypeVar("ModelT")
 
 _NEVER_ACCEPTED = frozenset({"password"})
@@ -138,6 +144,8 @@ class ZitiScimService(ScimService):
     ) -> tuple[SearchRequest[Any], Any]:
         if "\x00" in "".join(query.values()):
             raise InvalidFilterException(detail="Query parameters must not contain NUL (U+0000)")
+        if "cursor" in query:
+            raise InvalidCursorException(detail=CURSOR_REFUSED)
         if "filter" in query:
             query = {**query, "filter": self.quirks.filter(query["filter"])}
         search_request, position = super().read_search_query(resource_types, query)
@@ -147,6 +155,9 @@ class ZitiScimService(ScimService):
     def read_search_body(
         self, resource_types: list[ResourceType], body: bytes, content_type: str | None
     ) -> Any:
+        payload = self.decode_body(body, content_type)
+        if isinstance(payload, dict) and any(key.lower() == "cursor" for key in payload):
+            raise InvalidCursorException(detail=CURSOR_REFUSED)
         search_request, position = super().read_search_body(resource_types, body, content_type)
         _refuse_nul_in_filter(search_request)
         return search_request, position

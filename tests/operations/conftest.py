@@ -17,6 +17,8 @@ from tests.support.idp import TestIdp
 from tests.support.live import live_server
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+SECOND_TOKEN = "second-source-token-0123456789"
+"""The bearer token of the second source, when a test asks for one (``second_source=``)."""
 
 
 @pytest.fixture
@@ -25,9 +27,16 @@ def make_stack(
 ) -> Callable[..., Any]:
     @contextmanager
     def build(
-        safety: SafetyConfig | None = None, probes: ProbesConfig | None = None, **options: Any
+        safety: SafetyConfig | None = None,
+        probes: ProbesConfig | None = None,
+        second_source: str | None = None,
+        **options: Any,
     ) -> Iterator[Stack]:
         config = make_stack_config(database_url, source_name, emulator.url, **options)
+        if second_source is not None:
+            first = config.sources[source_name]
+            second = replace(first, name=second_source, token_hashes=(hash_token(SECOND_TOKEN),))
+            config = replace(config, sources={**config.sources, second_source: second})
         config = replace(config, safety=safety or SafetyConfig(), admin_token_hash=hash_token(ADMIN_TOKEN))
         config = replace(config, probes=probes or ProbesConfig(readyz_cache_seconds=0))
         app = create_app(config)
