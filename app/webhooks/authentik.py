@@ -159,7 +159,10 @@ def group_pk(value: str) -> str:
 
 
 def _group_event(action: str, model: Mapping[str, Any]) -> WebhookEvent:
-    pk = group_pk(_pk(model))
+    raw = model.get("pk")
+    if not isinstance(raw, str) or not raw:
+        raise WebhookInvalid("authentik group pk must be a UUID")
+    pk = group_pk(raw)  # groups are keyed by UUIDs, users by numbers (_pk)
     if action == "model_deleted":
         return GroupDelete(pk)
     if action in _UPSERT_ACTIONS:
