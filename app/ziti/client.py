@@ -45,7 +45,15 @@ from app.ziti.errors import (
     ZitiUnavailable,
     error_from_response,
 )
-from app.ziti.filters import FilterValue, ziti_filter_eq, ziti_filter_tag_eq
+from app.ziti.filters import (
+    FilterValue,
+    filter_safe_fragment,
+    survives_controller,
+    ziti_filter_contains,
+    ziti_filter_eq,
+    ziti_filter_tag_eq,
+    ziti_identifier,
+)
 from app.ziti.retry import (
     RETRYABLE_STATUSES,
     RetryPolicy,
@@ -329,17 +337,34 @@ class ZitiClient:
         """Identities whose ``externalId`` equals ``external_id`` exactly (0 or 1: it is a unique index)."""
         if not isinstance(external_id, str) or not external_id.strip():
             raise ValueError("external_id must be a non-empty string")
-        return await self.list_identities(ziti_filter_eq("externalId", external_id))
+        return await self._find_exact("externalId", external_id)
 
     async def find_identities_by_name(self, name: str) -> list[JSONObject]:
         """Identities whose ``name`` equals ``name`` exactly (0 or 1: it is a unique index)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
-        return await self.list_identities(ziti_filter_eq("name", name))
+        return await self._find_exact("name", name)
 
     async def find_identities_by_tag(self, key: str, value: FilterValue) -> list[JSONObject]:
         """Identities with ``tags.<key> = value`` (tag keys: letters and ``_`` only, see filters.py)."""
+        if isinstance(value, str):
+            ziti_filter_tag_eq(key, None)  # validates the key
+            return await self._find_exact(f"tags.{key}", value)
         return await self.list_identities(ziti_filter_tag_eq(key, value))
+
+    async def _find_exact(self, field: str, value: str) -> list[JSONObject]:
+        """``field = value`` that also works for values the controller's filter decoding mangles.
+
+        ``storage/zitiql/util.go ParseZqlString`` decodes ``CORP\\\\tom`` as ``CORP<TAB>om``, so such values
+        (and control characters the grammar cannot express) are searched with ``contains`` on their longest
+        clean fragment, or ``!= null`` when there is none. Every result is checked exactly here.
+        """
+        if survives_controller(value):
+            flt = ziti_filter_eq(field, value)
+        else:
+            fragment = filter_safe_fragment(value)
+            flt = ziti_filter_contains(field, fragment) if fragment else f"{ziti_identifier(field)} != null"
+        return [item for item in await self.list_identities(flt) if _field_of(item, field) == value]
 
     async def get_identity(self, identity_id: str) -> JSONObject:
         """``GET /identities/{id}`` detail object. Raises :class:`ZitiNotFound` for an unknown id."""
@@ -759,6 +784,14 @@ class ZitiClient:
             self._on_request(method, template, status, seconds)
         except Exception:  # a metrics bug must not break provisioning
             logger.exception("on_request hook failed")
+
+
+def _field_of(item: JSONObject, field: str) -> Any:
+    """``item["tags"]["k"]`` for ``tags.k``; ``item[field]`` otherwise."""
+    value: Any = item
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _is_loopback(host: str) -> bool:

@@ -65,10 +65,20 @@ def make_signer(client: httpx.Client, **fields: Any) -> str:
 
 
 def assert_refused(emu: Emu, response: httpx.Response, reason: str) -> None:
+    """1.x: 401 INVALID_AUTH, no challenge; 2.0: 401 UNAUTHORIZED + a primary ext-jwt challenge."""
     assert response.status_code == 401
-    assert error_of(response)["code"] == "INVALID_AUTH"
     assert "zt-session" not in response.headers
     assert emu.state.last_auth_failure == reason
+    if not emu.state.profile.www_authenticate:
+        assert error_of(response)["code"] == "INVALID_AUTH"
+        assert "www-authenticate" not in response.headers
+        return
+    assert error_of(response)["code"] == "UNAUTHORIZED"
+    kind = {"jwt expired": "expired", "no Bearer token in the Authorization header": "missing"}.get(
+        reason, "invalid"
+    )
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith(f'Bearer realm="openziti-primary-ext-jwt" error="{kind}" ')
 
 
 def test_seed_scenario_fails_before_provisioning_and_succeeds_after(

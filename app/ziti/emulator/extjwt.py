@@ -13,7 +13,9 @@ Implements ziti-api.md §2.3 and §4 "How a JWT is matched to an identity":
 5. the identity must not be disabled, and its auth policy must allow ext-jwt with this signer (empty
    ``allowedSigners`` = any signer).
 
-Any failure is 401 ``INVALID_AUTH`` on the wire; the reason (e.g. ``identity not found by externalId``)
+Any failure is 401 ``INVALID_AUTH`` on the wire on 1.x; 2.0 answers 401 ``UNAUTHORIZED`` with a
+``WWW-Authenticate: Bearer realm="openziti-primary-ext-jwt" error="missing|invalid|expired"`` challenge;
+the reason (e.g. ``identity not found by externalId``)
 is only logged by the controller, so the emulator raises :class:`ExtJwtFailure` carrying it for the state
 to record.
 """
@@ -48,9 +50,10 @@ _BLOCKED_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("f
 class ExtJwtFailure(Exception):
     """Why an ext-jwt authentication failed (answered as 401 INVALID_AUTH)."""
 
-    def __init__(self, reason: str, **details: Any) -> None:
+    def __init__(self, reason: str, *, kind: str = "invalid", **details: Any) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind  # missing | expired | invalid: the 2.0 WWW-Authenticate ``error``
         self.details = details
 
 
@@ -164,7 +167,7 @@ async def _signing_key(state: EmulatorState, signer: ExtJwtSigner, kid: str) -> 
 def _check_times(claims: dict[str, Any], now: float) -> None:
     exp, nbf = claims.get("exp"), claims.get("nbf")
     if isinstance(exp, int | float) and now >= exp:
-        raise ExtJwtFailure("jwt expired", exp=exp)
+        raise ExtJwtFailure("jwt expired", kind="expired", exp=exp)
     if isinstance(nbf, int | float) and now < nbf:
         raise ExtJwtFailure("jwt not yet valid", nbf=nbf)
 
@@ -245,7 +248,7 @@ async def authenticate_ext_jwt(state: EmulatorState, authorization_headers: list
     """Try each Bearer candidate; raise the first candidate's failure if none verifies."""
     candidates = bearer_candidates(authorization_headers)
     if not candidates:
-        raise ExtJwtFailure("no Bearer token in the Authorization header")
+        raise ExtJwtFailure("no Bearer token in the Authorization header", kind="missing")
     first: ExtJwtFailure | None = None
     for token in candidates:
         try:

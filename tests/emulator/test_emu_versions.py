@@ -1,0 +1,109 @@
+"""Version profiles (1.6, 1.8, 2.0, 2.0.3) and the controller quirks they switch (docs/controller-versions.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from emu_support import Emu, error_of, new_identity
+
+from app.ziti.emulator import VERSIONS, get_profile
+
+VERSION_PATHS = ("/version", "/", "/edge/management/v1/version", "/edge/client/v1/version")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_get_version_like_the_version_router(make_emu: Callable[..., Emu], version: str) -> None:
+    emu = make_emu(version=version)
+    for path in VERSION_PATHS:
+        response = httpx.get(emu.url + path)  # unauthenticated, no WWW-Authenticate
+        assert response.status_code == 200 and "www-authenticate" not in response.headers
+        body = response.json()
+        assert body["meta"] == {}
+        data = body["data"]
+        assert data["version"] == get_profile(version).release
+        assert data["apiVersions"]["edge-management"]["v1"]["path"] == "/edge/management/v1"
+        assert data["apiVersions"]["edge"] == data["apiVersions"]["edge-client"]
+        assert "OIDC_AUTH" in data["capabilities"] and "HA_CONTROLLER" not in data["capabilities"]
+
+
+def test_default_profile_is_the_newest_and_unknown_versions_are_refused(make_emu: Callable[..., Emu]) -> None:
+    assert make_emu().state.profile.version == "2.0.3"
+    assert make_emu(flavor="1.6").state.profile.version == "1.6"
+    with pytest.raises(ValueError, match="unknown controller version"):
+        get_profile("3.0")
+
+
+def test_filter_strings_are_decoded_like_parse_zql_string(emu: Emu, admin: httpx.Client) -> None:
+    """A correct escape of CORP\\tom is compared as CORP<TAB>om (zitiql/util.go ParseZqlString)."""
+    slash = new_identity(admin, "corp-slash", externalId="CORP\\tom")
+    tab = new_identity(admin, "corp-tab", externalId="CORP\tom")
+
+    def ids(flt: str) -> list[str]:
+        return [i["id"] for i in admin.get("/identities", params={"filter": flt}).json()["data"]]
+
+    assert ids('externalId = "CORP\\\\tom"') == [tab]  # the correct escape finds the WRONG identity
+    assert ids('externalId = "CORP\\tom"') == [tab]
+    assert set(ids('externalId contains "CORP"')) == {slash, tab}
+    assert ids('externalId = "a\\"b"') == []  # \" still decodes to a quote
+
+
+@pytest.mark.parametrize(("version", "clears"), [("1.6", False), ("1.8", True), ("2.0", True)])
+def test_patch_null_leaves_fields_and_empty_tags_by_version(
+    make_emu: Callable[..., Emu], version: str, clears: bool
+) -> None:
+    """api/json_fields.go GetJsonFields: null = unchanged; {} counts as a change only since 1.8."""
+    emu = make_emu(version=version)
+    with emu.admin() as admin:
+        ident = new_identity(admin, "nully", externalId="x-1", tags={"k": "v"}, roleAttributes=["a"])
+        patched = admin.patch(
+            f"/identities/{ident}", json={"name": None, "externalId": None, "roleAttributes": ["b"]}
+        )
+        assert patched.status_code == 200
+        detail = admin.get(f"/identities/{ident}").json()["data"]
+        # name: null no longer drops the whole PATCH, externalId: null keeps it
+        assert detail["name"] == "nully" and detail["externalId"] == "x-1" and detail["roleAttributes"] == ["b"]
+        assert admin.patch(f"/identities/{ident}", json={"tags": {"k": None}}).status_code == 200
+        assert admin.get(f"/identities/{ident}").json()["data"]["tags"] == {"k": "v"}
+        assert admin.patch(f"/identities/{ident}", json={"tags": {}}).status_code == 200
+        tags = admin.get(f"/identities/{ident}").json()["data"]["tags"]
+        assert tags == ({} if clears else {"k": "v"})
+        assert admin.patch(f"/identities/{ident}", json={"externalId": ""}).status_code == 200
+        assert admin.get(f"/identities/{ident}").json()["data"]["externalId"] is None
+
+
+def test_fault_can_apply_the_change_then_fail(emu: Emu, admin: httpx.Client) -> None:
+    emu.state.faults.inject(503, 1, method="POST", path_contains="/identities", apply=True)
+    lost = admin.post("/identities", json={"name": "applied", "type": "User", "isAdmin": False})
+    assert lost.status_code == 503 and error_of(lost)["code"] == "CLUSTER_NO_LEADER"
+    assert "retry-after" not in lost.headers  # the controller never sends Retry-After
+    assert emu.state.identity_by_name("applied") is not None  # ... but the identity was created
+    emu.state.faults.inject(504, 1, method="PATCH", apply=True)
+    ident = emu.state.identity_by_name("applied")
+    assert ident is not None
+    assert admin.patch(f"/identities/{ident.id}", json={"roleAttributes": ["z"]}).status_code == 504
+    assert ident.role_attributes == ["z"]
+
+
+@pytest.mark.parametrize("version", ["1.8", "2.0"])
+def test_non_admin_may_not_send_admin_fields_nor_delete_admins(
+    make_emu: Callable[..., Emu], version: str
+) -> None:
+    """identity_router.go Create/Patch/Delete: 401 UNAUTHORIZED for non-admins acting on admin fields."""
+    emu = make_emu(version=version)
+    operator = emu.state.create_identity("operator", permissions=["identity"])
+    emu.state.set_password(operator.id, "operator-pw")
+    other_admin = emu.state.create_identity("other-admin", is_admin=True)
+    with httpx.Client(base_url=emu.mgmt, headers={"zt-session": emu.login("operator", "operator-pw")}) as op:
+        ident = new_identity(op, "plain")  # isAdmin: false is allowed on create
+        for body in ({"isAdmin": False}, {"permissions": []}, {"isDefaultAdmin": False}):
+            refused = op.patch(f"/identities/{ident}", json=body)
+            assert refused.status_code == 401 and error_of(refused)["code"] == "UNAUTHORIZED", body
+        assert op.patch(f"/identities/{ident}", json={"isAdmin": None, "name": "plain-2"}).status_code == 200
+        assert emu.state.identities[ident].name == "plain-2"
+        refused = op.post("/identities", json={"name": "x", "type": "User", "isAdmin": True})
+        assert refused.status_code == 401
+        deleted = op.delete(f"/identities/{other_admin.id}")
+        assert deleted.status_code == 401 and other_admin.id in emu.state.identities
+        assert op.delete(f"/identities/{ident}").status_code == 200
