@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import httpx
 import pytest
-from emu_support import Emu, error_of, new_identity
+from emu_support import AUDIENCE, ISSUER, Emu, SigningKey, error_of, new_identity
 
 from app.ziti.emulator import VERSIONS, get_profile
 
@@ -107,3 +108,65 @@ def test_non_admin_may_not_send_admin_fields_nor_delete_admins(
         deleted = op.delete(f"/identities/{other_admin.id}")
         assert deleted.status_code == 401 and other_admin.id in emu.state.identities
         assert op.delete(f"/identities/{ident}").status_code == 200
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0"])
+def test_ext_jwt_failure_answer_by_version(
+    make_emu: Callable[..., Emu], version: str, signing_key: SigningKey
+) -> None:
+    """1.x: 401 INVALID_AUTH; 2.0: 401 UNAUTHORIZED + Bearer realm="openziti-primary-ext-jwt" challenge."""
+    emu = make_emu(version=version)
+    signer = emu.state.create_signer(
+        {"name": "idp", "issuer": ISSUER, "audience": AUDIENCE, "certPem": signing_key.cert_pem(),
+         "kid": signing_key.kid, "claimsProperty": "email", "useExternalId": True, "enabled": True}
+    )
+    url = emu.client_api + "/authenticate"
+    expired = signing_key.token(emu.clock.now - 7200, email="a@x.test")
+    cases = {"missing": {}, "invalid": {"Authorization": "Bearer not-a-jwt"},
+             "expired": {"Authorization": f"Bearer {expired}"}}
+    for kind, headers in cases.items():
+        response = httpx.post(url, params={"method": "ext-jwt"}, json={}, headers=headers)
+        assert response.status_code == 401
+        if version == "1.6":
+            assert error_of(response)["code"] == "INVALID_AUTH" and "www-authenticate" not in response.headers
+        else:
+            assert error_of(response)["code"] == "UNAUTHORIZED"
+            challenge = response.headers["www-authenticate"]
+            assert challenge.startswith(f'Bearer realm="openziti-primary-ext-jwt" error="{kind}" ')
+            assert f'id="{signer.id}"' in challenge and f'issuer="{ISSUER}"' in challenge
+
+
+@pytest.mark.parametrize(("version", "random_signer"), [("1.8", False), ("2.0", True), ("2.0.3", True)])
+def test_kid_first_signer_choice_on_2_0(
+    make_emu: Callable[..., Emu], version: str, random_signer: bool, signing_key: SigningKey
+) -> None:
+    """security_tokens.go processHeaders (2.0.0-2.0.3): two signers sharing a key are chosen at random."""
+    emu = make_emu(version=version)
+    emu.state.rng = random.Random(7)
+    base = {"audience": AUDIENCE, "certPem": signing_key.cert_pem(), "kid": signing_key.kid,
+            "claimsProperty": "email", "useExternalId": True, "enabled": True}
+    emu.state.create_signer({**base, "name": "right", "issuer": ISSUER})
+    emu.state.create_signer({**base, "name": "wrong", "issuer": "https://same-key.example"})
+    emu.state.create_identity("alice", external_id="alice@x.test")
+    token = signing_key.token(emu.clock.now, email="alice@x.test")
+    codes = [
+        httpx.post(emu.client_api + "/authenticate", params={"method": "ext-jwt"}, json={},
+                   headers={"Authorization": f"Bearer {token}"}).status_code
+        for _ in range(12)
+    ]
+    assert set(codes) == ({200, 401} if random_signer else {200})
+
+
+def test_signer_without_audience_refuses_every_token(emu: Emu, signing_key: SigningKey) -> None:
+    """authenticator_mod_ext_jwt.go verifyAudience: "audience on ext-jwt signer is nil, audience is required"."""
+    signer = emu.state.create_signer(
+        {"name": "no-aud", "issuer": ISSUER, "audience": AUDIENCE, "certPem": signing_key.cert_pem(),
+         "kid": signing_key.kid, "claimsProperty": "email", "useExternalId": True, "enabled": True}
+    )
+    signer.audience = None  # created before audience was required (the API refuses it now)
+    emu.state.create_identity("bob", external_id="bob@x.test")
+    token = signing_key.token(emu.clock.now, email="bob@x.test")
+    response = httpx.post(emu.client_api + "/authenticate", params={"method": "ext-jwt"}, json={},
+                          headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert emu.state.last_auth_failure == "audience on ext-jwt signer is nil, audience is required"

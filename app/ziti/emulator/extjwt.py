@@ -2,7 +2,8 @@
 
 Implements ziti-api.md §2.3 and §4 "How a JWT is matched to an identity":
 
-1. at most 2 ``Authorization: Bearer`` candidates; the ``kid`` header and the ``iss`` claim select the signer;
+1. at most 2 ``Authorization: Bearer`` candidates; the ``iss`` claim selects the signer (2.0.0-2.0.3: the
+   ``kid`` first, at random among signers sharing the key, and the issuer must then match it);
    an unknown issuer, a disabled signer or an unknown kid fail; the signature (JWKS fetched with httpx and
    cached, refetched on an unknown kid; or the signer's ``certPem``) and ``exp``/``nbf`` must verify;
 2. ``aud`` must contain the signer's ``audience``;
@@ -183,10 +184,17 @@ async def verify_jwt(state: EmulatorState, token: str) -> tuple[ExtJwtSigner, di
     if not isinstance(kid, str):
         raise ExtJwtFailure("jwt header has no kid")
     issuer = unverified.get("iss")
-    with state.lock:
-        signer = next((s for s in state.signers.values() if s.issuer == issuer), None)
+    signer = await _signer_by_kid(state, kid) if state.profile.kid_first_signers else None
+    if signer is None:
+        with state.lock:
+            signer = next((s for s in state.signers.values() if s.issuer == issuer), None)
     if signer is None:
         raise ExtJwtFailure("no external jwt signer for issuer", issuer=issuer)
+    if signer.issuer != issuer:
+        # authenticator_mod_ext_jwt.go verifyTokenClaims: the issuer must be the chosen signer's
+        raise ExtJwtFailure(
+            "jwt issuer does not match the signer chosen by kid", issuer=issuer, signer=signer.name
+        )
     if not signer.enabled:
         raise ExtJwtFailure("external jwt signer is disabled", signer=signer.name)
     key = await _signing_key(state, signer, kid)
@@ -200,12 +208,32 @@ async def verify_jwt(state: EmulatorState, token: str) -> tuple[ExtJwtSigner, di
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise ExtJwtFailure("jwt signature did not verify", error=type(exc).__name__) from exc
     _check_times(claims, state.now())
-    if signer.audience is not None:
-        aud = claims.get("aud")
-        auds = aud if isinstance(aud, list) else [aud]
-        if signer.audience not in auds:
-            raise ExtJwtFailure("jwt audience does not match the signer", audience=signer.audience)
+    if signer.audience is None:
+        # authenticator_mod_ext_jwt.go verifyAudience (1.6) / verifyTokenClaims (2.0): audience is required
+        raise ExtJwtFailure("audience on ext-jwt signer is nil, audience is required", signer=signer.name)
+    aud = claims.get("aud")
+    auds = aud if isinstance(aud, list) else [aud]
+    if signer.audience not in auds:
+        raise ExtJwtFailure("jwt audience does not match the signer", audience=signer.audience)
     return signer, claims
+
+
+async def _signer_by_kid(state: EmulatorState, kid: str) -> ExtJwtSigner | None:
+    """2.0.0-2.0.3 (``common/security_tokens.go processHeaders``, ``GetIssuerByKid``): the kid picks the
+    signer before the issuer; among enabled signers sharing the key one is taken at random."""
+    with state.lock:
+        signers = [s for s in state.signers.values() if s.enabled]
+    holders = []
+    for signer in signers:
+        if signer.cert_pem and signer.kid == kid:
+            holders.append(signer)
+        elif signer.jwks_endpoint:
+            try:
+                if await state.jwks.key(signer.jwks_endpoint, kid) is not None:
+                    holders.append(signer)
+            except ExtJwtFailure:
+                continue
+    return state.rng.choice(holders) if holders else None
 
 
 async def _verify(state: EmulatorState, token: str) -> ExtJwtResult:

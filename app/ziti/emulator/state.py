@@ -12,6 +12,7 @@ than the one running uvicorn.
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import threading
 import time
@@ -65,6 +66,7 @@ class EmulatorState:
         self.flavor: Flavor = self.profile.major
         self.ha = False  # set when several nodes (apps) share this state: GET /version says HA_CONTROLLER
         self.oidc = OidcState()
+        self.rng = random.Random()  # signer choice among signers sharing a kid (2.0.0-2.0.3)
         self.session_timeout = session_timeout
         self.spec = spec
         self.client_spec = client_spec
