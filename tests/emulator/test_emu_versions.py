@@ -170,3 +170,37 @@ def test_signer_without_audience_refuses_every_token(emu: Emu, signing_key: Sign
                           headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert emu.state.last_auth_failure == "audience on ext-jwt signer is nil, audience is required"
+
+
+@pytest.mark.parametrize(("version", "accepted"), [("1.6", False), ("2.0", True)])
+def test_ext_jwt_reads_two_bearer_headers_on_1x_and_three_on_2x(
+    make_emu: Callable[..., Emu], version: str, accepted: bool, signing_key: SigningKey
+) -> None:
+    emu = make_emu(version=version)
+    emu.state.create_signer(
+        {"name": "idp", "issuer": ISSUER, "audience": AUDIENCE, "certPem": signing_key.cert_pem(),
+         "kid": signing_key.kid, "claimsProperty": "email", "useExternalId": True, "enabled": True}
+    )
+    emu.state.create_identity("carol", external_id="carol@x.test")
+    good = signing_key.token(emu.clock.now, email="carol@x.test")
+    headers = [("Authorization", "Bearer junk-1"), ("Authorization", "Bearer junk-2"),
+               ("Authorization", f"Bearer {good}")]
+    response = httpx.post(emu.client_api + "/authenticate", params={"method": "ext-jwt"}, json={}, headers=headers)
+    assert (response.status_code == 200) == accepted
+
+
+@pytest.mark.parametrize(("version", "still_valid"), [("1.6", True), ("2.0", True), ("2.0.3", False)])
+def test_oidc_token_of_a_disabled_identity(make_emu: Callable[..., Emu], version: str, still_valid: bool) -> None:
+    """env/appenv.go ProcessJwt never checks Disabled before 2.0.3: the token outlives the disable."""
+    emu = make_emu(version=version)
+    user = emu.state.create_identity("dora")
+    emu.state.set_password(user.id, "dora-pw")
+    tokens = emu.state.oidc.issue(user, emu.clock.now, client_id="openziti", session_id="s-1")
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert httpx.get(emu.mgmt + "/current-identity", headers=bearer).status_code == 200
+    with emu.admin() as admin:
+        assert admin.post(f"/identities/{user.id}/disable", json={"durationMinutes": 0}).status_code == 200
+    after = httpx.get(emu.mgmt + "/current-identity", headers=bearer)
+    assert (after.status_code == 200) == still_valid
+    if not still_valid:
+        assert after.headers["www-authenticate"].startswith('Bearer realm="openziti-oidc" error="invalid"')

@@ -2,8 +2,8 @@
 
 Implements ziti-api.md §2.3 and §4 "How a JWT is matched to an identity":
 
-1. at most 2 ``Authorization: Bearer`` candidates; the ``iss`` claim selects the signer (2.0.0-2.0.3: the
-   ``kid`` first, at random among signers sharing the key, and the issuer must then match it);
+1. at most 2 ``Authorization: Bearer`` candidates (2.0: 3); the ``iss`` claim selects the signer
+   (2.0.0-2.0.3: the ``kid`` first, at random among signers sharing the key, then the issuer must match);
    an unknown issuer, a disabled signer or an unknown kid fail; the signature (JWKS fetched with httpx and
    cached, refetched on an unknown kid; or the signer's ``certPem``) and ``exp``/``nbf`` must verify;
 2. ``aud`` must contain the signer's ``audience``;
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("app.ziti.emulator")
 
-MAX_CANDIDATES = 2
+MAX_CANDIDATES = 2  # 1.x: authenticator_mod_ext_jwt.go MaxCandidateJwtProcessing
+MAX_CANDIDATES_2X = 3  # 2.0: common/security_tokens.go MaxBearerTokensProcessed
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 _BLOCKED_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")]
 
@@ -139,12 +140,12 @@ def resolve_claim(claims: dict[str, Any], prop: str, flavor: str) -> Any:
     return node
 
 
-def bearer_candidates(authorization_headers: list[str]) -> list[str]:
+def bearer_candidates(authorization_headers: list[str], limit: int = MAX_CANDIDATES) -> list[str]:
     tokens = []
     for value in authorization_headers:
         if value.startswith("Bearer "):
             tokens.append(value[len("Bearer ") :].strip())
-    return tokens[:MAX_CANDIDATES]
+    return tokens[:limit]
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,8 @@ def _identity_for(state: EmulatorState, signer: ExtJwtSigner, value: str) -> Ide
 
 async def authenticate_ext_jwt(state: EmulatorState, authorization_headers: list[str]) -> ExtJwtResult:
     """Try each Bearer candidate; raise the first candidate's failure if none verifies."""
-    candidates = bearer_candidates(authorization_headers)
+    limit = MAX_CANDIDATES_2X if state.profile.is_2x else MAX_CANDIDATES
+    candidates = bearer_candidates(authorization_headers, limit)
     if not candidates:
         raise ExtJwtFailure("no Bearer token in the Authorization header", kind="missing")
     first: ExtJwtFailure | None = None
