@@ -15,6 +15,7 @@ import pytest
 
 from app.ziti.client import ZitiClient
 from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
+from app.ziti.errors import ZitiAuthenticationFailed
 from app.ziti.session import PasswordCredentials
 from tests.support.rr_proxy import RoundRobinProxy
 
@@ -112,3 +113,16 @@ def test_oidc_auth_requests_are_node_local_but_tokens_work_on_every_node(cluster
     elsewhere = httpx.post(cluster.b.url + "/oidc/login/password", json=body)
     assert elsewhere.status_code == 401 and cluster.state.last_auth_failure == "unknown auth request"
     assert httpx.post(cluster.a.url + "/oidc/login/password", json=body).status_code == 302
+
+
+async def test_oidc_login_that_needs_totp_fails_once_with_the_reason() -> None:
+    app = create_emulator_app(admin_password=ADMIN_PASSWORD, version="2.0.3")
+    state: EmulatorState = app.state.emulator
+    state.auth_policies["default"].secondary = {"requireTotp": True, "requireExtJwtSigner": None}
+    with EmulatorThread(app) as emu:
+        async with ZitiClient(emu.url, PasswordCredentials("admin", ADMIN_PASSWORD)) as client:
+            with pytest.raises(ZitiAuthenticationFailed, match="secondary authentication"):
+                await client.authenticate()
+    assert state.oidc.logins == 0
+    logins = [r for r in state.requests if r.path == "/oidc/login/password"]
+    assert len(logins) == 1  # not retried: starting again cannot help

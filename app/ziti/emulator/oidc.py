@@ -8,7 +8,8 @@ Mirrors ``controller/oidc_auth`` (zitadel/oidc ``op.DefaultEndpoints``):
   302 to ``/oidc/login/username?authRequestID=<id>`` (``login.go passwordLoginUrl``).
 * ``POST /oidc/login/{username,password,cert}`` (``login.go authenticate``): JSON or form body with
   ``username``/``password`` and ``id`` (or the ``authRequestID``/``id`` query, ``parse.go parsePayload``);
-  302 to ``/oidc/authorize/callback?id=<id>``; bad credentials 401.
+  302 to ``/oidc/authorize/callback?id=<id>``; bad credentials 401; an auth policy with ``requireTotp``
+  answers 200 ``{"authQueries": [...]}`` (``login.go renderAuthQueriesJson``; TOTP itself is not emulated).
 * ``GET /oidc/authorize/callback`` redirects to ``redirect_uri?code=..&state=..``.
 * ``POST /oidc/oauth/token``: ``authorization_code`` (with ``code_verifier``) or ``refresh_token``; errors are
   400 ``{"error": "invalid_grant" | "invalid_request" | "unsupported_grant_type"}``.
@@ -195,6 +196,11 @@ async def login(request: Request) -> Response:
         )
     with state.oidc.lock:
         req.identity_id = identity.id
+    policy = state.auth_policies.get(identity.auth_policy_id)
+    if policy is not None and (policy.secondary or {}).get("requireTotp"):
+        # login.go renderAuthQueriesJson: secondary auth pending, 200 with the queries (TOTP not emulated)
+        query = {"typeId": "MFA", "provider": "ziti", "format": "numeric", "httpMethod": "POST"}
+        return JSONResponse({"authQueries": [query]}, headers={"totp-required": "true"})
     return RedirectResponse(f"/oidc/authorize/callback?id={req.id}", status_code=302)
 
 
