@@ -21,6 +21,10 @@ class SourceSettings:
     mapping: MappingConfig
     on_delete: Literal["delete", "disable"] = "delete"
     adopt: Literal["adopt", "refuse"] = "adopt"
+    unmappable: Literal["store", "refuse"] = "store"
+    """A user the mapping cannot turn into an identity (e.g. no email for an email-based externalId):
+    ``store`` keeps it with ``provisioningState: skipped`` until the attribute arrives (RFC 7643 makes
+    ``emails`` optional); ``refuse`` answers 400 ``invalidValue`` and stores nothing."""
 
     def tags(self, user_id: str) -> dict[str, str]:
         return {TAG_MANAGED_BY: MANAGER, TAG_SOURCE: self.name, TAG_ID: user_id}
@@ -37,4 +41,9 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         raise ConfigError(f"sources.{source.name}.on_delete must be 'delete' or 'disable'")
     if adopt not in ("adopt", "refuse"):
         raise ConfigError(f"sources.{source.name}.adopt must be 'adopt' or 'refuse'")
-    return SourceSettings(name=source.name, mapping=mapping, on_delete=on_delete, adopt=adopt)
+    unmappable = source.options.get("unmappable", "store")
+    if unmappable not in ("store", "refuse"):
+        raise ConfigError(f"sources.{source.name}.unmappable must be 'store' or 'refuse'")
+    return SourceSettings(
+        name=source.name, mapping=mapping, on_delete=on_delete, adopt=adopt, unmappable=unmappable
+    )
