@@ -82,12 +82,21 @@ def test_signer_without_audience_and_secondary_auth(lab: Lab) -> None:
     lab.add_signer("email")
     lab.provision(BOB)
     token = lab.idp.token(email="bob@example.com")
-    lab.state.auth_policies["default"].secondary = {"requireTotp": True, "requireExtJwtSigner": None}
+    policy = lab.state.create_auth_policy(
+        {
+            "name": "with-totp",
+            "primary": {"extJwt": {"allowed": True, "allowedSigners": []}},
+            "secondary": {"requireTotp": True},
+        }
+    )
+    bob = lab.state.identity_by_external_id("bob@example.com")
+    assert bob is not None
+    bob.auth_policy_id = policy.id  # ziti-scim's own admin keeps the default policy (no MFA)
     code, out, data = explain(lab, token)
     assert code == 0 and "then the controller asks for a TOTP code (requireTotp)" in out
     doctor = lab.doctor("--json").json()
     assert "secondary-auth" in [f["code"] for f in doctor["findings"]]
-    lab.state.auth_policies["default"].secondary = {"requireTotp": False, "requireExtJwtSigner": None}
+    bob.auth_policy_id = "default"
 
     lab.state.signers[lab.signer_id].audience = None  # a signer made before audience was required
     code, out, data = explain(lab, token)
