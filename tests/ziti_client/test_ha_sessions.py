@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -126,3 +127,21 @@ async def test_oidc_login_that_needs_totp_fails_once_with_the_reason() -> None:
     assert state.oidc.logins == 0
     logins = [r for r in state.requests if r.path == "/oidc/login/password"]
     assert len(logins) == 1  # not retried: starting again cannot help
+
+
+@pytest.mark.parametrize("session", ["legacy", "oidc"])
+async def test_config_session_forces_the_kind(session: str, tmp_path: Path) -> None:
+    from app.config import read_config
+    from app.reconcile.provisioner import ziti_client
+
+    app = create_emulator_app(admin_password=ADMIN_PASSWORD, version="1.6")
+    with EmulatorThread(app) as emu:
+        path = tmp_path / "c.toml"
+        path.write_text(
+            f'[ziti]\nurl = "{emu.url}"\npassword_env = "PW"\nsession = "{session}"\n', encoding="utf-8"
+        )
+        client = ziti_client(read_config(str(path), env={"PW": ADMIN_PASSWORD}))
+        async with client:
+            assert len(await client.list_identities()) == 1
+            assert client.session_kind == session
+        assert (app.state.emulator.oidc.logins == 1) == (session == "oidc")
