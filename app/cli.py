@@ -57,7 +57,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     password, generated = _admin_password(args)
     print(f"OpenZiti controller emulator on http://{args.host}:{args.port}/edge/management/v1", flush=True)
     print(f"  admin user: admin   password: {password if generated else '(as given)'}", flush=True)
-    server = build_emulator_server(args.host, args.port, admin_password=password, spec_path=args.spec)
+    server = build_emulator_server(
+        args.host, args.port, admin_password=password, spec_path=args.spec, version=args.controller_version
+    )
     asyncio.run(server.serve())
     return 0
 
@@ -189,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-password", help="admin password (default: $ZITI_SCIM_EMULATOR_PASSWORD or random)"
     )
     emulator.add_argument("--spec", help="management.yml to validate request bodies against")
+    emulator.add_argument(
+        "--controller-version",
+        choices=["1.6", "1.8", "2.0", "2.0.3"],
+        default="2.0.3",
+        help="OpenZiti controller release to imitate (default: %(default)s)",
+    )
     emulator.set_defaults(func=cmd_emulator)
 
     sync = commands.add_parser("sync", help="compare every user with its identity and repair drift")

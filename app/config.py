@@ -28,7 +28,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from app.config_schema import SECRET_OPTIONS, SOURCE_KINDS, ConfigError, MaskedUrl, Secret, parse
 
@@ -96,6 +96,8 @@ class ZitiConfig:
     insecure: bool = False
     max_in_flight: int = 8
     reconcile_deadline: float = 5.0
+    # API sessions: OIDC on 2.x/HA, zt-session on 1.x ("auto"), or forced (docs/controller-versions.md)
+    session: Literal["auto", "oidc", "legacy"] = "auto"
 
     def __post_init__(self) -> None:
         if self.password is not None and not isinstance(self.password, Secret):
@@ -202,6 +204,7 @@ def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
             insecure=ziti.insecure,
             max_in_flight=ziti.max_in_flight,
             reconcile_deadline=ziti.reconcile_deadline,
+            session=ziti.session,
         ),
         safety=SafetyConfig(**safety.model_dump()),
         admin_token_hash=hash_token(parsed.admin_token) if parsed.admin_token else None,

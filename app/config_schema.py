@@ -100,6 +100,7 @@ class ZitiModel(_Model):
     insecure: bool = False
     max_in_flight: Annotated[int, Field(gt=0)] = 8
     reconcile_deadline: NonNegative = 5.0
+    session: Literal["auto", "oidc", "legacy"] = "auto"
 
 
 class SafetyModel(_Model):

@@ -27,6 +27,7 @@ from app.diagnostics.store import (
     read_setting,
     read_settings_like,
 )
+from app.diagnostics.versions import check_controller_rules
 from app.diagnostics.webhook_checks import check_authentik_tokens, check_webhook_store
 from app.reconcile.settings import SourceSettings, source_settings
 from app.ziti.client import ZitiClient
@@ -215,6 +216,7 @@ async def run_doctor(config: Config, *, client: ZitiClient | None = None) -> Doc
         if facts is not None:
             report.controller = facts
             _list_controller(findings, facts, config.ziti.username)
+            check_controller_rules(findings, facts.version, facts.major, facts.signers, facts.auth_policies)
 
     users: dict[str, list[StoredUser]] | None = None
     try:

@@ -1,11 +1,12 @@
 """``ziti-scim explain-token``: would an ext-jwt login with this IdP token succeed, and if not, why?
 
-Follows the controller's own steps (ziti-api.md §4 "How a JWT is matched to an identity", §5): the issuer
-selects the signer, which must be enabled; the signature, ``exp``/``nbf`` and the audience must hold; the
-``claimsProperty`` claim must be a non-empty string; with ``useExternalId`` it must equal an identity's
-``externalId`` exactly (otherwise the identity id); that identity must not be disabled and its auth policy
-must allow ext-jwt with this signer. On a failure the SCIM user that comes closest is named
-(:mod:`app.diagnostics.closest`).
+Follows the controller's own steps (ziti-api.md §4 "How a JWT is matched to an identity", §5), as the
+release it talks to takes them (``versions.py``): the issuer selects the signer (2.0.0-2.0.3: the kid
+first), which must be enabled and have an audience; the signature, ``exp``/``nbf`` and the audience must
+hold; the ``claimsProperty`` claim must be a non-empty string; with ``useExternalId`` it must equal an
+identity's ``externalId`` exactly (otherwise the identity id); that identity must not be disabled and its
+auth policy must allow ext-jwt with this signer; its secondary factors (TOTP, a second JWT) are reported.
+On a failure the SCIM user that comes closest is named (:mod:`app.diagnostics.closest`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from app.diagnostics.controller import (
     signer_label,
 )
 from app.diagnostics.store import StoreUnavailable, load_users, open_existing, user_by_identity
-from app.diagnostics.token import DecodedToken, decode, time_problem, verify
+from app.diagnostics.token import DecodedToken, decode, holds_kid, time_problem, verify
+from app.diagnostics.versions import rules_for, secondary_factors
 from app.reconcile.settings import TAG_ID, TAG_SOURCE, SourceSettings, source_settings
 from app.ziti.client import JSONObject, ZitiClient
 from app.ziti.errors import ZitiError, ZitiNotFound
@@ -64,6 +66,7 @@ class Explanation:
     fixes: list[str] = field(default_factory=list)
     claims: dict[str, Any] = field(default_factory=dict)
     identity: JSONObject | None = None
+    secondary: list[str] = field(default_factory=list)  # secondary factors the auth policy requires
 
     @property
     def exit_code(self) -> int:
@@ -144,7 +147,14 @@ def _note_closest(out: Explanation, match: Match | None, fallback: str) -> None:
     out.fixes.extend(f for f in match.fix if f not in out.fixes)
 
 
-def _select_signer(out: Explanation, decoded: DecodedToken, facts: ControllerFacts) -> JSONObject | None:
+async def _select_signer(
+    out: Explanation, decoded: DecodedToken, facts: ControllerFacts
+) -> JSONObject | None:
+    rules = rules_for(facts.version, facts.major)
+    if rules.kid_first and decoded.kid:
+        chosen = await _select_by_kid(out, decoded, facts, rules.version or "2.0.x")
+        if chosen is not None:
+            return chosen
     issuer = decoded.issuer
     signer = next((s for s in facts.signers if s.get("issuer") == issuer), None)
     if signer is not None:
@@ -175,6 +185,46 @@ def _select_signer(out: Explanation, decoded: DecodedToken, facts: ControllerFac
     return None
 
 
+async def _select_by_kid(
+    out: Explanation, decoded: DecodedToken, facts: ControllerFacts, version: str
+) -> JSONObject | None:
+    """2.0.0-2.0.3 (``common/security_tokens.go processHeaders``): the kid picks the signer first."""
+    kid = decoded.kid or ""
+    holders = [s for s in facts.signers if s.get("enabled") is not False and await holds_kid(s, kid)]
+    if not holders:
+        return None
+    names = [signer_label(s) for s in holders]
+    matching = [s for s in holders if s.get("issuer") == decoded.issuer]
+    if len(holders) > 1:
+        text = (
+            f"controller {version} picks the signer by the token's kid {kid!r} before its issuer, and "
+            f"{', '.join(repr(n) for n in names)} all hold that key: it takes one of them at random, so "
+            "this login succeeds or fails from one attempt to the next"
+        )
+        out.step("fail", text)
+        out.fail(
+            "kid-ambiguous",
+            text,
+            "keep one ext-jwt signer per signing key (merge the signers, or one key per IdP application)",
+            "or upgrade the controller past 2.0.3, which selects the signer by issuer",
+        )
+        return matching[0] if matching else holders[0]
+    signer = holders[0]
+    if not matching and not any(s.get("issuer") == decoded.issuer for s in facts.signers):
+        return None  # refused either way; the issuer check below says what to change
+    if not matching:
+        text = (
+            f"controller {version} picks the signer by kid {kid!r}: signer {signer_label(signer)!r} (issuer "
+            f"{signer.get('issuer')!r}), whose issuer is not the token's {decoded.issuer!r}: refused"
+        )
+        out.step("fail", text)
+        out.fail("kid-other-signer", text, "give the IdP's signer its own key, or upgrade past 2.0.3")
+        return None
+    label = signer_label(signer)
+    out.step("ok", f"kid {kid!r} selects ext-jwt signer {label!r} (controller {version}: kid first)")
+    return signer
+
+
 async def _check_token(out: Explanation, decoded: DecodedToken, signer: JSONObject) -> None:
     name = signer_label(signer)
     if signer.get("enabled") is False:
@@ -196,7 +246,16 @@ async def _check_token(out: Explanation, decoded: DecodedToken, signer: JSONObje
         out.step("fail", problem)
         out.fail("expired", problem, "get a fresh token from the IdP")
     audience = signer.get("audience")
-    if audience is None or audience in decoded.audiences:
+    if audience in (None, ""):
+        # authenticator_mod_ext_jwt.go verifyAudience / verifyTokenClaims: every release requires it
+        text = f"signer {name!r} has no audience: the controller refuses every token it signs"
+        out.step("fail", text)
+        out.fail(
+            "audience",
+            text,
+            fixes.update_signer_audience(name, decoded.audiences[0] if decoded.audiences else "<audience>"),
+        )
+    elif audience in decoded.audiences:
         out.step("ok", f"audience {audience!r} is in the token's aud {decoded.audiences}")
     else:
         text = f"the token's aud {decoded.audiences} does not contain the signer's audience {audience!r}"
@@ -323,10 +382,18 @@ def _check_identity(
         out.fail("auth-policy", text, fixes.allow_ext_jwt(policy_id, [*allowed, str(signer.get("id"))]))
     else:
         out.step("ok", f"{policy_label} allows ext-jwt with {'any signer' if not allowed else 'this signer'}")
+    needs = secondary_factors(policy)
+    if needs:
+        out.secondary = needs
+        out.step(
+            "info",
+            f"{policy_label} then asks for {' and '.join(needs)}: until it is given the API session is only "
+            "partially authenticated (authQueries)",
+        )
 
 
 async def _explain(ctx: _Context, out: Explanation, decoded: DecodedToken) -> None:
-    signer = _select_signer(out, decoded, ctx.facts)
+    signer = await _select_signer(out, decoded, ctx.facts)
     if signer is None:
         if ctx.pool is not None:
             hit = owner_of_claims(decoded.claims, ctx.pool)
@@ -370,6 +437,7 @@ async def _explain(ctx: _Context, out: Explanation, decoded: DecodedToken) -> No
         out.summary = (
             f"an ext-jwt login with this token would SUCCEED as identity {identity.get('name')!r}{who}"
             + (" (if the signature is valid: it could not be verified here)" if unverified else "")
+            + (f", then the controller asks for {' and '.join(out.secondary)}" if out.secondary else "")
         )
 
 

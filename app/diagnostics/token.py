@@ -100,6 +100,18 @@ async def _jwks_key(endpoint: str, kid: str) -> tuple[Any | None, str]:
     return None, f"the JWKS at {endpoint} has no key {kid!r}"
 
 
+async def holds_kid(signer: dict[str, Any], kid: str) -> bool:
+    """Whether ``signer``'s key material has ``kid`` (its JWKS, or its certPem's kid); False if unknown."""
+    endpoint = signer.get("jwksEndpoint")
+    if isinstance(endpoint, str) and endpoint:
+        try:
+            key, _ = await _jwks_key(endpoint, kid)
+        except LookupError:
+            return False
+        return key is not None
+    return bool(signer.get("certPem")) and signer.get("kid") == kid
+
+
 async def verify(decoded: DecodedToken, signer: dict[str, Any]) -> Verification:
     """Check the signature with the signer's key material (times and audience are checked elsewhere)."""
     kid = decoded.kid

@@ -45,6 +45,7 @@ def ziti_client(
         max_concurrency=ziti.max_in_flight,
         retry=retry,
         on_request=metrics.controller_call if metrics is not None else None,
+        session_mode=ziti.session,
     )
 
 

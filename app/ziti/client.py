@@ -4,7 +4,9 @@ Contract: edge-api ``management.yml`` (Swagger 2.0, v0.27.5 for ziti 1.6.20; v0.
 the research notes ziti-api.md §1 (transport, envelopes, errors), §2 (authentication), §3 (identities),
 §8 (limits). What this client adds on top of plain HTTP:
 
-* one ``zt-session`` token, reused, renewed when idle and re-obtained once on 401 (see ``session.py``);
+* one API session, reused, renewed before it expires and re-obtained once on 401 (see ``session.py``): an
+  OIDC access token (``oidc.py``) when the controller is 2.x or HA and offers ``OIDC_AUTH`` in
+  ``GET /version``, the legacy node-local ``zt-session`` otherwise (``session_mode``);
 * at most ``max_concurrency`` requests in flight (default 8): the controller queues writes in a
   100-deep command queue and answers 429 when it is full (§8);
 * retries with exponential backoff + full jitter on connect errors/timeouts, 429, 502, 503, 504, honouring
@@ -30,7 +32,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -45,7 +47,16 @@ from app.ziti.errors import (
     ZitiUnavailable,
     error_from_response,
 )
-from app.ziti.filters import FilterValue, ziti_filter_eq, ziti_filter_tag_eq
+from app.ziti.filters import (
+    FilterValue,
+    filter_safe_fragment,
+    survives_controller,
+    ziti_filter_contains,
+    ziti_filter_eq,
+    ziti_filter_tag_eq,
+    ziti_identifier,
+)
+from app.ziti.oidc import OidcFlowError, OidcLogin, OidcTokens
 from app.ziti.retry import (
     RETRYABLE_STATUSES,
     RetryPolicy,
@@ -74,11 +85,13 @@ __all__ = [
     "PAGE_SIZE",
     "DEFAULT_TIMEOUT",
     "normalize_base_url",
+    "SessionMode",
 ]
 
 logger = logging.getLogger(__name__)
 
 JSONObject = dict[str, Any]
+SessionMode = Literal["auto", "oidc", "legacy"]
 RequestHook = Callable[[str, str, int | None, float], None]
 """``on_request(method, path_template, status, seconds)``: called once per HTTP attempt (retries and
 ``/authenticate`` included). ``path_template`` has ids replaced by ``{id}`` (low cardinality for metrics);
@@ -186,7 +199,9 @@ class ZitiClient:
         http_client: a ready ``httpx.AsyncClient`` (not closed by :meth:`close`); same TLS rule.
         on_request: hook, see :data:`RequestHook`. Exceptions it raises are logged and ignored.
         idle_reauth_after: re-authenticate before use when the session was idle this long (seconds).
-        logout_on_close: ``DELETE /current-api-session`` on close (best effort, 2 s).
+        logout_on_close: ``DELETE /current-api-session`` on close (best effort, 2 s; legacy sessions only).
+        session_mode: ``auto`` (default: OIDC when ``GET /version`` reports 2.x or ``HA_CONTROLLER`` together
+            with ``OIDC_AUTH``, else ``zt-session``), ``oidc`` or ``legacy``.
         sleep, clock, rng: injectable for tests (backoff sleeps, idle tracking and deadline, jitter).
     """
 
@@ -205,12 +220,15 @@ class ZitiClient:
         on_request: RequestHook | None = None,
         idle_reauth_after: float = DEFAULT_IDLE_REAUTH_AFTER,
         logout_on_close: bool = True,
+        session_mode: SessionMode = "auto",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
+        if session_mode not in ("auto", "oidc", "legacy"):
+            raise ValueError("session_mode must be 'auto', 'oidc' or 'legacy'")
         if transport is not None and http_client is not None:
             raise ValueError("pass either transport or http_client, not both")
         if (transport is not None or http_client is not None) and (ca_bundle is not None or insecure):
@@ -264,6 +282,10 @@ class ZitiClient:
         self._rng = rng or random.Random()
         self._session = ZitiSession(idle_reauth_after=idle_reauth_after, clock=clock)
         self._logout_on_close = logout_on_close
+        self._session_mode: SessionMode = session_mode
+        self._oidc: OidcLogin | None = None
+        self._refresh_token: str | None = None
+        self.controller_version: str | None = None
         self._closed = False
         self.stats = ZitiClientStats()
 
@@ -276,6 +298,11 @@ class ZitiClient:
     @property
     def max_concurrency(self) -> int:
         return self._max_concurrency
+
+    @property
+    def session_kind(self) -> str:
+        """``oidc``, ``legacy`` or ``undecided`` (before the first authentication in ``auto`` mode)."""
+        return self._session_mode if self._session_mode != "auto" else "undecided"
 
     async def __aenter__(self) -> ZitiClient:
         return self
@@ -295,7 +322,7 @@ class ZitiClient:
         self._closed = True
         token = self._session.clear()
         try:
-            if token is not None and self._logout_on_close:
+            if token is not None and self._logout_on_close and self._oidc is None:
                 try:
                     await asyncio.wait_for(
                         self._send(
@@ -329,17 +356,34 @@ class ZitiClient:
         """Identities whose ``externalId`` equals ``external_id`` exactly (0 or 1: it is a unique index)."""
         if not isinstance(external_id, str) or not external_id.strip():
             raise ValueError("external_id must be a non-empty string")
-        return await self.list_identities(ziti_filter_eq("externalId", external_id))
+        return await self._find_exact("externalId", external_id)
 
     async def find_identities_by_name(self, name: str) -> list[JSONObject]:
         """Identities whose ``name`` equals ``name`` exactly (0 or 1: it is a unique index)."""
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
-        return await self.list_identities(ziti_filter_eq("name", name))
+        return await self._find_exact("name", name)
 
     async def find_identities_by_tag(self, key: str, value: FilterValue) -> list[JSONObject]:
         """Identities with ``tags.<key> = value`` (tag keys: letters and ``_`` only, see filters.py)."""
+        if isinstance(value, str):
+            ziti_filter_tag_eq(key, None)  # validates the key
+            return await self._find_exact(f"tags.{key}", value)
         return await self.list_identities(ziti_filter_tag_eq(key, value))
+
+    async def _find_exact(self, field: str, value: str) -> list[JSONObject]:
+        """``field = value`` that also works for values the controller's filter decoding mangles.
+
+        ``storage/zitiql/util.go ParseZqlString`` decodes ``CORP\\\\tom`` as ``CORP<TAB>om``, so such values
+        (and control characters the grammar cannot express) are searched with ``contains`` on their longest
+        clean fragment, or ``!= null`` when there is none. Every result is checked exactly here.
+        """
+        if survives_controller(value):
+            flt = ziti_filter_eq(field, value)
+        else:
+            fragment = filter_safe_fragment(value)
+            flt = ziti_filter_contains(field, fragment) if fragment else f"{ziti_identifier(field)} != null"
+        return [item for item in await self.list_identities(flt) if _field_of(item, field) == value]
 
     async def get_identity(self, identity_id: str) -> JSONObject:
         """``GET /identities/{id}`` detail object. Raises :class:`ZitiNotFound` for an unknown id."""
@@ -382,7 +426,12 @@ class ZitiClient:
         return new_id
 
     async def patch_identity(self, identity_id: str, fields: Mapping[str, Any]) -> None:
-        """``PATCH /identities/{id}``: only the keys given change (``externalId: None`` clears it).
+        """``PATCH /identities/{id}``: only the keys given change.
+
+        On the controller a JSON ``null`` means "leave unchanged" (``controller/api/json_fields.go
+        GetJsonFields`` skips nulls), so ``externalId: None`` is sent as ``""``, which the controller stores
+        as null: passing None here still clears the externalId. Other None values leave their field as is.
+        ``tags: {}`` clears the tags only on 1.8+ (1.6 ignores an empty map).
 
         An empty ``fields`` sends nothing. Beware (ziti-api.md §3.5): a rename onto an existing name is
         answered 200 and silently drops the whole patch; re-read the identity after renaming.
@@ -392,7 +441,10 @@ class ZitiClient:
         path = f"/identities/{_id_segment(identity_id, 'identity_id')}"
         if not fields:
             return
-        await self._request("PATCH", "/identities/{id}", path, json_body=dict(fields), idempotent=True)
+        body = dict(fields)
+        if "externalId" in body and body["externalId"] is None:
+            body["externalId"] = ""
+        await self._request("PATCH", "/identities/{id}", path, json_body=body, idempotent=True)
 
     async def delete_identity(self, identity_id: str, *, missing_ok: bool = False) -> None:
         """``DELETE /identities/{id}``. With ``missing_ok`` an unknown id is not an error.
@@ -534,6 +586,81 @@ class ZitiClient:
                 )
 
     async def _authenticate(self) -> AuthResult:
+        """A new API session: OIDC or legacy ``zt-session`` (decided once, see ``session_mode``)."""
+        if self._session_mode == "auto":
+            self._session_mode = await self._detect_session_mode()
+        if self._session_mode == "oidc":
+            return await self._authenticate_oidc()
+        return await self._authenticate_legacy()
+
+    async def _detect_session_mode(self) -> SessionMode:
+        """``GET <management>/version`` (``version_router.go``, unauthenticated): OIDC on 2.x or HA.
+
+        1.x keeps ``zt-session``: disabling an identity deletes its legacy sessions at once, whereas 1.x
+        does not revoke OIDC tokens of a disabled identity (``env/appenv.go ProcessJwt``).
+        """
+        try:
+            response = await self._request(
+                "GET", "/version", "/version", idempotent=True, authenticated=False
+            )
+            data = _envelope_data(response, "GET", "/version")
+        except ZitiError as err:
+            if err.status is None or err.status >= 500:
+                raise  # unreachable, TLS or overloaded: decide on a later attempt
+            logger.info("GET /version failed (%s); using zt-session API sessions", err.message)
+            return "legacy"
+        data = data if isinstance(data, dict) else {}
+        version = data.get("version")
+        self.controller_version = version if isinstance(version, str) else None
+        capabilities = data.get("capabilities")
+        caps = set(capabilities) if isinstance(capabilities, list) else set()
+        major = _major(self.controller_version)
+        oidc = "OIDC_AUTH" in caps and (major >= 2 or "HA_CONTROLLER" in caps)
+        logger.info(
+            "Ziti controller %s (capabilities %s): %s API sessions",
+            self.controller_version or "?",
+            ",".join(sorted(str(c) for c in caps)) or "-",
+            "OIDC" if oidc else "zt-session",
+        )
+        return "oidc" if oidc else "legacy"
+
+    async def _authenticate_oidc(self) -> AuthResult:
+        """Refresh the OIDC tokens when possible, else log in again (``oidc.py``)."""
+        if self._oidc is None:
+            url = httpx.URL(self._base_url)
+            self._oidc = OidcLogin(f"{url.scheme}://{url.netloc.decode()}", self._send_url)
+        tokens: OidcTokens | None = None
+        if self._refresh_token is not None:
+            try:
+                tokens = await self._oidc.refresh(self._refresh_token)
+            except OidcFlowError as err:
+                logger.info("OIDC refresh failed (%s); logging in again", err)
+            except httpx.TransportError as exc:
+                raise self._transport_failure(exc, "POST", "/oidc/oauth/token", True) from exc
+        if tokens is None:
+            body = self._credentials.auth_body()
+            try:
+                tokens = await self._oidc.login(self._credentials.method, body)
+            except OidcFlowError as err:
+                cls = ZitiAuthenticationFailed if err.credentials else ZitiUnavailable
+                raise cls(
+                    f"OIDC login to the Ziti controller failed: {err}",
+                    status=err.status,
+                    method="POST",
+                    path="/oidc/login",
+                ) from err
+            except httpx.TransportError as exc:
+                raise self._transport_failure(exc, "POST", "/oidc/login", True) from exc
+            logger.info(
+                "authenticated to Ziti controller %s (OIDC, method=%s)",
+                self._base_url,
+                self._credentials.method,
+            )
+        self._refresh_token = tokens.refresh_token or self._refresh_token
+        self.stats.authentications += 1
+        return AuthResult(token=tokens.access_token, expiration_seconds=tokens.expires_in, absolute=True)
+
+    async def _authenticate_legacy(self) -> AuthResult:
         """``POST /authenticate?method=<password|cert>`` → token from ``data.token`` or ``zt-session``."""
         method = self._credentials.method
         try:
@@ -733,13 +860,29 @@ class ZitiClient:
         if content is not None:
             headers["Content-Type"] = "application/json"
         if token is not None:
-            headers["zt-session"] = token
+            if self._oidc is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            else:
+                headers["zt-session"] = token
+        return await self._send_url(method, template, self._base_url + path, params, content, headers)
+
+    async def _send_url(
+        self,
+        method: str,
+        template: str,
+        url: str,
+        params: Mapping[str, str | int] | Mapping[str, str] | None,
+        content: bytes | None,
+        headers: Mapping[str, str],
+    ) -> httpx.Response:
+        """One HTTP attempt to ``url`` (redirects not followed) inside the concurrency bound."""
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT, **headers}
         async with self._semaphore:
             started = time.perf_counter()
             status: int | None = None
             try:
                 response = await self._http.request(
-                    method, self._base_url + path, params=params, content=content, headers=headers
+                    method, url, params=params, content=content, headers=headers, follow_redirects=False
                 )
                 status = response.status_code
                 return response
@@ -759,6 +902,20 @@ class ZitiClient:
             self._on_request(method, template, status, seconds)
         except Exception:  # a metrics bug must not break provisioning
             logger.exception("on_request hook failed")
+
+
+def _major(version: str | None) -> int:
+    """2 for ``v2.0.3``; 0 when unknown."""
+    digits = (version or "").lstrip("vV").split(".")[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _field_of(item: JSONObject, field: str) -> Any:
+    """``item["tags"]["k"]`` for ``tags.k``; ``item[field]`` otherwise."""
+    value: Any = item
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,7 +9,10 @@ Grammar: openziti/storage ``zitiql/ZitiQl.g4`` (research notes ziti-api.md §3.2
 * ``IDENTIFIER``: ``[A-Za-z][A-Za-z_]*`` segments separated by ``.`` (later segments may also contain
   ``-`` per the research notes). Digits are not allowed, so a tag key like ``scim2`` cannot be filtered on.
 
-Comparisons are exact and case-sensitive on the controller.
+Comparisons are exact and case-sensitive on the controller, but the controller decodes string literals
+wrongly (``storage/zitiql/util.go ParseZqlString`` turns ``\\\\`` into ``\\`` before expanding ``\\t``
+etc.), so a value with a backslash cannot be matched exactly: :func:`survives_controller` tells, and
+:func:`filter_safe_fragment` gives a piece to search with ``contains`` before checking the result exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ __all__ = [
     "ziti_filter_eq",
     "ziti_filter_tag_eq",
     "ziti_filter_and",
+    "ziti_filter_contains",
+    "controller_decode",
+    "survives_controller",
+    "filter_safe_fragment",
 ]
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z_]*(?:\.[A-Za-z][A-Za-z_\-]*)*")
@@ -90,3 +97,31 @@ def ziti_filter_and(*clauses: str) -> str:
     if len(parts) == 1:
         return parts[0]
     return " and ".join(f"({c})" for c in parts)
+
+
+def ziti_filter_contains(field: str, value: str) -> str:
+    """``field contains "value"`` (case-sensitive substring)."""
+    return f"{ziti_identifier(field)} contains {ziti_quote(value)}"
+
+
+def controller_decode(literal_body: str) -> str:
+    """What the controller compares for a string literal's body (``zitiql/util.go ParseZqlString``)."""
+    t = literal_body.replace("\\\\", "\\")
+    for seq, char in (('\\"', '"'), ("\\f", "\f"), ("\\n", "\n"), ("\\r", "\r"), ("\\t", "\t")):
+        t = t.replace(seq, char)
+    return t.replace("\\\\", "\\")
+
+
+def survives_controller(value: str) -> bool:
+    """True when ``field = <ziti_quote(value)>`` matches ``value`` on a real controller."""
+    try:
+        literal = ziti_quote(value)
+    except ValueError:
+        return False
+    return controller_decode(literal[1:-1]) == value
+
+
+def filter_safe_fragment(value: str) -> str:
+    """The longest piece of ``value`` without backslashes or control characters ("" if there is none)."""
+    pieces = re.split(r"[\\\x00-\x1f]+", value)
+    return max(pieces, key=len) if pieces else ""

@@ -3,7 +3,9 @@
 ``POST /authenticate?method=password|cert`` returns a token in ``data.token`` and in the ``zt-session``
 response header; it is sent back as the ``zt-session`` request header (edge-api ``securityDefinitions.
 ztSession``; ziti-api.md §2.1-2.2). Sessions expire after ``edge.api.sessionTimeout`` (default 30 min)
-of inactivity and there is no refresh endpoint (§2.5), so :class:`ZitiSession`:
+of inactivity and there is no refresh endpoint (§2.5). OIDC access tokens (see ``oidc.py``) instead expire
+at a fixed time (``AuthResult.absolute``): they are renewed a minute before, whatever the activity.
+:class:`ZitiSession`:
 
 * reuses one token for all requests;
 * re-authenticates proactively when the token has been idle longer than ``idle_reauth_after``;
@@ -74,6 +76,7 @@ class AuthResult:
 
     token: str = field(repr=False)
     expiration_seconds: float | None = None
+    absolute: bool = False  # OIDC access token: expires at a fixed time, use does not extend it
 
 
 class ZitiSession:
@@ -92,6 +95,7 @@ class ZitiSession:
         self._clock = clock
         self._token: str | None = None
         self._last_used = 0.0
+        self._absolute = False
         self._lock = asyncio.Lock()
         self.authentications = 0
 
@@ -109,8 +113,8 @@ class ZitiSession:
         return self._token
 
     def touch(self, token: str) -> None:
-        """Record controller activity on ``token`` (every authenticated request slides its expiry)."""
-        if token == self._token:
+        """Record controller activity on ``token`` (every request slides a legacy session's expiry)."""
+        if token == self._token and not self._absolute:
             self._last_used = self._clock()
 
     def clear(self) -> str | None:
@@ -136,6 +140,7 @@ class ZitiSession:
             result = await authenticate()
             self._token = result.token
             self._last_used = self._clock()
+            self._absolute = result.absolute
             self._idle_after = self._configured_idle
             if result.expiration_seconds is not None and result.expiration_seconds > 0:
                 # Honour a controller configured with a shorter sessionTimeout than the default.

@@ -65,10 +65,20 @@ def make_signer(client: httpx.Client, **fields: Any) -> str:
 
 
 def assert_refused(emu: Emu, response: httpx.Response, reason: str) -> None:
+    """1.x: 401 INVALID_AUTH, no challenge; 2.0: 401 UNAUTHORIZED + a primary ext-jwt challenge."""
     assert response.status_code == 401
-    assert error_of(response)["code"] == "INVALID_AUTH"
     assert "zt-session" not in response.headers
     assert emu.state.last_auth_failure == reason
+    if not emu.state.profile.www_authenticate:
+        assert error_of(response)["code"] == "INVALID_AUTH"
+        assert "www-authenticate" not in response.headers
+        return
+    assert error_of(response)["code"] == "UNAUTHORIZED"
+    kind = {"jwt expired": "expired", "no Bearer token in the Authorization header": "missing"}.get(
+        reason, "invalid"
+    )
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith(f'Bearer realm="openziti-primary-ext-jwt" error="{kind}" ')
 
 
 def test_seed_scenario_fails_before_provisioning_and_succeeds_after(
@@ -99,7 +109,8 @@ def test_refusals(
     assert_refused(emu, login(emu, None), "no Bearer token in the Authorization header")
     assert_refused(emu, login(emu, "not-a-jwt"), "jwt could not be parsed")
     wrong_issuer = signing_key.token(now, email=EMAIL, iss="https://evil.example")
-    assert_refused(emu, login(emu, wrong_issuer), "no external jwt signer for issuer")
+    # 2.0.0-2.0.3 pick the signer by kid first (security_tokens.go processHeaders), then check the issuer
+    assert_refused(emu, login(emu, wrong_issuer), "jwt issuer does not match the signer chosen by kid")
     wrong_audience = signing_key.token(now, email=EMAIL, aud="someone-else")
     assert_refused(emu, login(emu, wrong_audience), "jwt audience does not match the signer")
     forged = other_key.token(now, kid=signing_key.kid, email=EMAIL)
@@ -133,10 +144,11 @@ def test_aud_may_be_a_list(emu: Emu, admin: httpx.Client, jwks: JwksServer, sign
 
 
 def test_auth_policy_must_allow_the_signer(
-    emu: Emu, admin: httpx.Client, jwks: JwksServer, signing_key: SigningKey
+    emu: Emu, admin: httpx.Client, jwks: JwksServer, signing_key: SigningKey, other_key: SigningKey
 ) -> None:
     signer_id = make_signer(admin, jwksEndpoint=jwks.url)
-    other_signer = make_signer(admin, name="other", issuer="https://other.example", jwksEndpoint=jwks.url)
+    other_jwks = JwksServer(other_key)  # its own key: signers sharing a kid are picked at random on 2.0
+    other_signer = make_signer(admin, name="other", issuer="https://other.example", jwksEndpoint=other_jwks.url)
     policy = emu.state.create_auth_policy(
         {
             "name": "other-only",
@@ -151,6 +163,7 @@ def test_auth_policy_must_allow_the_signer(
     assert login(emu, token).status_code == 200
     admin.patch(f"/auth-policies/{policy.id}", json={"primary": {"extJwt": {"allowed": False}}})
     assert_refused(emu, login(emu, token), "auth policy does not allow ext-jwt authentication")
+    other_jwks.thread.stop()
 
 
 def test_cert_pem_signer(emu: Emu, admin: httpx.Client, signing_key: SigningKey) -> None:

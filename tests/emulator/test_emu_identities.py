@@ -162,7 +162,10 @@ def test_patch_changes_only_given_fields(admin: httpx.Client) -> None:
     )
     assert admin.patch(f"/identities/{ident}", json={"tags": {"new": "x"}}).status_code == 200
     assert admin.get(f"/identities/{ident}").json()["data"]["tags"] == {"new": "x"}  # replaced, not merged
-    assert admin.patch(f"/identities/{ident}", json={"externalId": None}).status_code == 200
+    # null means "leave unchanged" (api/json_fields.go GetJsonFields); "" clears externalId
+    assert admin.patch(f"/identities/{ident}", json={"externalId": None, "name": None}).status_code == 200
+    assert admin.get(f"/identities/{ident}").json()["data"]["externalId"] == "e-1"
+    assert admin.patch(f"/identities/{ident}", json={"externalId": ""}).status_code == 200
     assert admin.get(f"/identities/{ident}").json()["data"]["externalId"] is None
 
 

@@ -56,6 +56,7 @@ async def make_client(
             "sleep": sleeper,
             "clock": clock,
             "logout_on_close": False,
+            "session_mode": "legacy",  # the fake speaks zt-session only; OIDC is tested against the emulator
         }
         kwargs.update(overrides)
         client = ZitiClient(BASE, PasswordCredentials(USERNAME, PASSWORD), **kwargs)

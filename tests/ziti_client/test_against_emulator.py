@@ -116,6 +116,9 @@ async def test_identity_lifecycle(client: ZitiClient, state: EmulatorState) -> N
     detail = await client.get_identity(identity_id)
     assert detail["roleAttributes"] == ["engineering", "vpn"] and detail["tags"] == {"scimId": "x"}
     assert detail["externalId"] == external_id  # PATCH leaves absent keys alone
+    await client.patch_identity(identity_id, {"externalId": None})  # sent as "": cleared
+    assert (await client.get_identity(identity_id))["externalId"] is None
+    await client.patch_identity(identity_id, {"externalId": external_id})
 
     await client.disable_identity(identity_id)  # emulator answers the empty 200 body
     assert (await client.get_identity(identity_id))["disabled"] is True
@@ -165,22 +168,49 @@ async def test_paging_over_many_identities(emulator: EmulatorThread, state: Emul
 
 
 async def test_sessions_renew_proactively_and_after_expiry(
+    emulator: EmulatorThread, state: EmulatorState, shared_clock: SharedClock, no_wait: NoWaitSleep
+) -> None:
+    async with ZitiClient(
+        emulator.url,
+        PasswordCredentials(ADMIN, ADMIN_PASSWORD),
+        clock=shared_clock,
+        sleep=no_wait,
+        session_mode="legacy",
+    ) as client:
+        await client.list_auth_policies()
+        shared_clock.now += 29 * 60 + 30  # past the client's idle limit, inside the controller's 30 min
+        await client.list_auth_policies()
+        assert client.stats.authentications == 2 and client.stats.by_status[401] == 0
+        state.drop_all_sessions()  # e.g. a controller restart
+        await client.list_auth_policies()
+        assert client.stats.authentications == 3 and client.stats.by_status[401] == 1
+        assert client.session_kind == "legacy"
+
+
+async def test_oidc_session_on_2x_refreshes_before_expiry_and_logs_in_again_on_401(
     client: ZitiClient, state: EmulatorState, shared_clock: SharedClock
 ) -> None:
+    """2.x: GET /version offers OIDC_AUTH, so the client uses an OIDC access token (Bearer)."""
     await client.list_auth_policies()
-    shared_clock.now += 29 * 60 + 30  # past the client's idle limit, inside the controller's 30 min
+    assert client.session_kind == "oidc" and client.controller_version == "v2.0.3"
+    assert state.oidc.logins == 1 and state.sessions == {}  # no legacy zt-session was created
+    shared_clock.now += 29 * 60 + 30  # the access token lives 30 min: refreshed a minute before
     await client.list_auth_policies()
-    assert client.stats.authentications == 2 and client.stats.by_status[401] == 0
-    state.drop_all_sessions()  # e.g. a controller restart
+    assert state.oidc.refreshes == 1 and state.oidc.logins == 1 and client.stats.by_status[401] == 0
+    state.oidc.key = b"rotated-signing-key-0123456789abcdef"  # every token the client holds is now invalid
     await client.list_auth_policies()
-    assert client.stats.authentications == 3 and client.stats.by_status[401] == 1
+    assert client.stats.by_status[401] == 1 and state.oidc.logins == 2  # refresh refused, new login
 
 
-async def test_wrong_password(emulator: EmulatorThread) -> None:
-    async with ZitiClient(emulator.url, PasswordCredentials(ADMIN, "not-the-password")) as bad:
+@pytest.mark.parametrize("mode", ["legacy", "oidc"])
+async def test_wrong_password(emulator: EmulatorThread, mode: str) -> None:
+    async with ZitiClient(
+        emulator.url, PasswordCredentials(ADMIN, "not-the-password"), session_mode=mode  # type: ignore[arg-type]
+    ) as bad:
         with pytest.raises(ZitiAuthenticationFailed) as info:
             await bad.list_identities()
-    assert info.value.code == "INVALID_AUTH"
+    assert info.value.code == ("INVALID_AUTH" if mode == "legacy" else None)
+    assert emulator.state.last_auth_failure == "invalid username or password"
 
 
 async def test_faults_are_retried_or_reported(

@@ -95,16 +95,23 @@ async def test_malformed_list_is_a_protocol_error(
 async def test_find_by_external_id_quotes_the_value(
     make_client: Callable[..., ZitiClient], controller: FakeController
 ) -> None:
-    controller.route("GET", "/identities", list_envelope([{"id": "a"}]))
+    found = {"id": "a", "externalId": '00u"1\\x', "name": "alice@example.com", "tags": {"scimId": "2819c223"}}
+    other = {"id": "b", "externalId": "CORP\tom", "name": "CORP\tom", "tags": {}}
+    controller.route("GET", "/identities", list_envelope([found, other]))
     client = make_client()
-    assert await client.find_identities_by_external_id('00u"1\\x') == [{"id": "a"}]
-    await client.find_identities_by_name("alice@example.com")
-    await client.find_identities_by_tag("scimId", "2819c223")
+    assert await client.find_identities_by_external_id('00u"1\\x') == [found]
+    assert await client.find_identities_by_name("alice@example.com") == [found]
+    assert await client.find_identities_by_tag("scimId", "2819c223") == [found]
+    # ParseZqlString would read "CORP\\\\tom" as CORP<TAB>om: search a clean fragment, check exactly
+    assert await client.find_identities_by_external_id("CORP\\tom") == []
+    assert await client.find_identities_by_name("\\\\") == []
     filters = [c.params["filter"] for c in controller.calls("GET", "/identities")]
     assert filters == [
         'externalId = "00u\\"1\\\\x"',
         'name = "alice@example.com"',
         'tags.scimId = "2819c223"',
+        'externalId contains "CORP"',
+        "name != null",
     ]
     with pytest.raises(ValueError):
         await client.find_identities_by_external_id("  ")
@@ -209,7 +216,8 @@ async def test_patch_identity(
     fields = {"externalId": None, "roleAttributes": ["eng"], "tags": {"scimActive": False}}
     await client.patch_identity("Ux1", fields)
     sent = controller.calls("PATCH", "/identities/Ux1")[0]
-    assert sent.json() == fields
+    # null means "unchanged" on the controller (json_fields.go GetJsonFields): clearing is sent as ""
+    assert sent.json() == {**fields, "externalId": ""}
     spec_validator("identityPatch", sent.json())
     await client.patch_identity("Ux1", {})
     assert len(controller.calls("PATCH", "/identities/Ux1")) == 1

@@ -18,11 +18,17 @@ from .app import CLIENT_BASE, MANAGEMENT_BASE, create_emulator_app
 from .entities import ApiSession, AuthFailure, AuthPolicy, ExtJwtSigner, Identity, Policy, RequestRecord
 from .errors import ApiError
 from .faults import Fault, FaultInjector
+from .profile import PROFILES, VERSIONS, ControllerProfile, Version, get_profile
 from .runner import EmulatorThread, build_emulator_server, make_server, run_emulator, serve_emulator
 from .spec import LoadedSpec, check_request_body, load_spec, validate_request_body
 from .state import EmulatorState, Flavor
 
 __all__ = [
+    "PROFILES",
+    "VERSIONS",
+    "ControllerProfile",
+    "Version",
+    "get_profile",
     "CLIENT_BASE",
     "MANAGEMENT_BASE",
     "ApiError",

@@ -23,11 +23,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import routes_auth, routes_config, routes_enroll, routes_identities, routes_policies
+from . import oidc, routes_auth, routes_config, routes_enroll, routes_identities, routes_policies
 from .entities import RequestRecord
 from .errors import ApiError, method_not_allowed, not_found, unhandled
 from .ids import new_id
+from .profile import Version
 from .reqctx import Ctx, Handler, error_response, read_body
+from .routes_version import version
 from .spec import load_spec
 from .state import EmulatorState, Flavor
 
@@ -151,6 +153,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(err, request)
 
 
+async def _discard(message: Message) -> None:
+    """An ASGI ``send`` that drops the response (fault injection after the change was applied)."""
+
+
 class EmulatorMiddleware:
     """Fault injection, latency, the request log and the last-resort 500 envelope."""
 
@@ -179,6 +185,8 @@ class EmulatorMiddleware:
             if state.faults.latency > 0:
                 await asyncio.sleep(state.faults.latency)
             fault = state.faults.take(method, path)
+            if fault is not None and fault.apply:
+                await self.app(scope, receive, _discard)  # the change happens; its answer is lost
             if fault is None:
                 await self.app(scope, receive, send_wrapper)
             elif fault.envelope:
@@ -210,13 +218,24 @@ def create_emulator_app(
     clock: Callable[[], float] = time.time,
     flavor: Flavor = "2.0",
     jwks_verify: ssl.SSLContext | str | bool = True,
+    version: Version | None = None,
+    state: EmulatorState | None = None,
+    node: str = "",
 ) -> Starlette:
     """Build the emulator. The state is ``app.state.emulator`` (:class:`EmulatorState`).
 
     ``spec_path`` is the controller's ``management.yml``; if given, every JSON body is validated against it
     and violations land in ``state.spec_violations``. ``client.yml`` next to it (or ``client_spec_path``) is
-    used for the client API. ``flavor`` selects 1.6.x or 2.0.x behaviour where they differ.
+    used for the client API. ``version`` (``1.6``, ``1.8``, ``2.0``, ``2.0.3``; default the newest, or 1.6
+    when ``flavor="1.6"``) selects the controller release imitated (see ``profile.py``).
+
+    HA: pass the ``state`` of another app and a distinct ``node`` name to get a second controller node of
+    the same cluster: entities and OIDC signing keys are shared (raft), legacy ``zt-session`` API sessions
+    and OIDC auth requests stay with the node that created them.
     """
+    if state is not None:
+        state.ha = True
+        return _build_app(state, node)
     spec = load_spec(spec_path) if spec_path is not None else None
     client_spec = None
     if client_spec_path is not None:
@@ -232,8 +251,18 @@ def create_emulator_app(
         spec=spec,
         client_spec=client_spec,
         jwks_verify=jwks_verify,
+        version=version,
     )
+    return _build_app(state, node)
+
+
+def _build_app(state: EmulatorState, node: str) -> Starlette:
     routes = [
+        Route("/version", version, methods=["GET", "HEAD"]),
+        Route("/", version, methods=["GET", "HEAD"]),
+        Route(MANAGEMENT_BASE + "/version", version, methods=["GET", "HEAD"]),
+        Route(CLIENT_BASE + "/version", version, methods=["GET", "HEAD"]),
+        Mount("/oidc", app=oidc.router()),
         Mount(
             MANAGEMENT_BASE, app=Router(_routes(_SHARED + _MANAGEMENT, "management"), redirect_slashes=False)
         ),
@@ -242,5 +271,6 @@ def create_emulator_app(
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.router.redirect_slashes = False
     app.state.emulator = state
+    app.state.emulator_node = node
     app.add_middleware(EmulatorMiddleware, state=state)
     return app

@@ -105,3 +105,22 @@ def check_flat_tags(tags: JSON, store: str) -> None:
             raise unhandled(
                 f"error persisting tags on {store}: value for tag '{key}' must not be a map or list"
             )
+
+
+def updated_fields(data: JSON, *, empty_map_counts: bool) -> set[str]:
+    """Top-level keys a PATCH changes.
+
+    ``controller/api/json_fields.go GetJsonFields``: ``null`` values are skipped (null means "leave
+    unchanged"), maps are walked into (so ``{"tags": {"a": null}}`` changes nothing); an empty map counts only
+    since 1.8 (``empty_map_counts``; 1.6 recursed into it and found no field). ``fields.go FilterMaps``
+    then turns ``tags.x`` back into ``tags``, so a map that is sent replaces the stored one.
+    """
+
+    def has_leaf(value: Any) -> bool:
+        if isinstance(value, dict):
+            if not value:
+                return empty_map_counts
+            return any(has_leaf(v) for v in value.values())
+        return value is not None
+
+    return {key for key, value in data.items() if has_leaf(value)}

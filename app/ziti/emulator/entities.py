@@ -120,6 +120,7 @@ class ApiSession:
     auth_method: str
     authenticator_id: str
     config_types: list[str] = field(default_factory=list)
+    node: str = ""  # the HA node that issued it (legacy sessions are node-local)
 
 
 @dataclass(frozen=True)

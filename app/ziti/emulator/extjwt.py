@@ -2,7 +2,8 @@
 
 Implements ziti-api.md §2.3 and §4 "How a JWT is matched to an identity":
 
-1. at most 2 ``Authorization: Bearer`` candidates; the ``kid`` header and the ``iss`` claim select the signer;
+1. at most 2 ``Authorization: Bearer`` candidates (2.0: 3); the ``iss`` claim selects the signer
+   (2.0.0-2.0.3: the ``kid`` first, at random among signers sharing the key, then the issuer must match);
    an unknown issuer, a disabled signer or an unknown kid fail; the signature (JWKS fetched with httpx and
    cached, refetched on an unknown kid; or the signer's ``certPem``) and ``exp``/``nbf`` must verify;
 2. ``aud`` must contain the signer's ``audience``;
@@ -13,7 +14,9 @@ Implements ziti-api.md §2.3 and §4 "How a JWT is matched to an identity":
 5. the identity must not be disabled, and its auth policy must allow ext-jwt with this signer (empty
    ``allowedSigners`` = any signer).
 
-Any failure is 401 ``INVALID_AUTH`` on the wire; the reason (e.g. ``identity not found by externalId``)
+Any failure is 401 ``INVALID_AUTH`` on the wire on 1.x; 2.0 answers 401 ``UNAUTHORIZED`` with a
+``WWW-Authenticate: Bearer realm="openziti-primary-ext-jwt" error="missing|invalid|expired"`` challenge;
+the reason (e.g. ``identity not found by externalId``)
 is only logged by the controller, so the emulator raises :class:`ExtJwtFailure` carrying it for the state
 to record.
 """
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("app.ziti.emulator")
 
-MAX_CANDIDATES = 2
+MAX_CANDIDATES = 2  # 1.x: authenticator_mod_ext_jwt.go MaxCandidateJwtProcessing
+MAX_CANDIDATES_2X = 3  # 2.0: common/security_tokens.go MaxBearerTokensProcessed
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 _BLOCKED_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")]
 
@@ -48,9 +52,10 @@ _BLOCKED_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("f
 class ExtJwtFailure(Exception):
     """Why an ext-jwt authentication failed (answered as 401 INVALID_AUTH)."""
 
-    def __init__(self, reason: str, **details: Any) -> None:
+    def __init__(self, reason: str, *, kind: str = "invalid", **details: Any) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind  # missing | expired | invalid: the 2.0 WWW-Authenticate ``error``
         self.details = details
 
 
@@ -135,12 +140,12 @@ def resolve_claim(claims: dict[str, Any], prop: str, flavor: str) -> Any:
     return node
 
 
-def bearer_candidates(authorization_headers: list[str]) -> list[str]:
+def bearer_candidates(authorization_headers: list[str], limit: int = MAX_CANDIDATES) -> list[str]:
     tokens = []
     for value in authorization_headers:
         if value.startswith("Bearer "):
             tokens.append(value[len("Bearer ") :].strip())
-    return tokens[:MAX_CANDIDATES]
+    return tokens[:limit]
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ async def _signing_key(state: EmulatorState, signer: ExtJwtSigner, kid: str) -> 
 def _check_times(claims: dict[str, Any], now: float) -> None:
     exp, nbf = claims.get("exp"), claims.get("nbf")
     if isinstance(exp, int | float) and now >= exp:
-        raise ExtJwtFailure("jwt expired", exp=exp)
+        raise ExtJwtFailure("jwt expired", kind="expired", exp=exp)
     if isinstance(nbf, int | float) and now < nbf:
         raise ExtJwtFailure("jwt not yet valid", nbf=nbf)
 
@@ -180,10 +185,17 @@ async def verify_jwt(state: EmulatorState, token: str) -> tuple[ExtJwtSigner, di
     if not isinstance(kid, str):
         raise ExtJwtFailure("jwt header has no kid")
     issuer = unverified.get("iss")
-    with state.lock:
-        signer = next((s for s in state.signers.values() if s.issuer == issuer), None)
+    signer = await _signer_by_kid(state, kid) if state.profile.kid_first_signers else None
+    if signer is None:
+        with state.lock:
+            signer = next((s for s in state.signers.values() if s.issuer == issuer), None)
     if signer is None:
         raise ExtJwtFailure("no external jwt signer for issuer", issuer=issuer)
+    if signer.issuer != issuer:
+        # authenticator_mod_ext_jwt.go verifyTokenClaims: the issuer must be the chosen signer's
+        raise ExtJwtFailure(
+            "jwt issuer does not match the signer chosen by kid", issuer=issuer, signer=signer.name
+        )
     if not signer.enabled:
         raise ExtJwtFailure("external jwt signer is disabled", signer=signer.name)
     key = await _signing_key(state, signer, kid)
@@ -197,12 +209,32 @@ async def verify_jwt(state: EmulatorState, token: str) -> tuple[ExtJwtSigner, di
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise ExtJwtFailure("jwt signature did not verify", error=type(exc).__name__) from exc
     _check_times(claims, state.now())
-    if signer.audience is not None:
-        aud = claims.get("aud")
-        auds = aud if isinstance(aud, list) else [aud]
-        if signer.audience not in auds:
-            raise ExtJwtFailure("jwt audience does not match the signer", audience=signer.audience)
+    if signer.audience is None:
+        # authenticator_mod_ext_jwt.go verifyAudience (1.6) / verifyTokenClaims (2.0): audience is required
+        raise ExtJwtFailure("audience on ext-jwt signer is nil, audience is required", signer=signer.name)
+    aud = claims.get("aud")
+    auds = aud if isinstance(aud, list) else [aud]
+    if signer.audience not in auds:
+        raise ExtJwtFailure("jwt audience does not match the signer", audience=signer.audience)
     return signer, claims
+
+
+async def _signer_by_kid(state: EmulatorState, kid: str) -> ExtJwtSigner | None:
+    """2.0.0-2.0.3 (``common/security_tokens.go processHeaders``, ``GetIssuerByKid``): the kid picks the
+    signer before the issuer; among enabled signers sharing the key one is taken at random."""
+    with state.lock:
+        signers = [s for s in state.signers.values() if s.enabled]
+    holders = []
+    for signer in signers:
+        if signer.cert_pem and signer.kid == kid:
+            holders.append(signer)
+        elif signer.jwks_endpoint:
+            try:
+                if await state.jwks.key(signer.jwks_endpoint, kid) is not None:
+                    holders.append(signer)
+            except ExtJwtFailure:
+                continue
+    return state.rng.choice(holders) if holders else None
 
 
 async def _verify(state: EmulatorState, token: str) -> ExtJwtResult:
@@ -243,9 +275,10 @@ def _identity_for(state: EmulatorState, signer: ExtJwtSigner, value: str) -> Ide
 
 async def authenticate_ext_jwt(state: EmulatorState, authorization_headers: list[str]) -> ExtJwtResult:
     """Try each Bearer candidate; raise the first candidate's failure if none verifies."""
-    candidates = bearer_candidates(authorization_headers)
+    limit = MAX_CANDIDATES_2X if state.profile.is_2x else MAX_CANDIDATES
+    candidates = bearer_candidates(authorization_headers, limit)
     if not candidates:
-        raise ExtJwtFailure("no Bearer token in the Authorization header")
+        raise ExtJwtFailure("no Bearer token in the Authorization header", kind="missing")
     first: ExtJwtFailure | None = None
     for token in candidates:
         try:

@@ -3,6 +3,11 @@
 Lets tests reproduce the failure modes of ziti-api.md §8 (429 ``SERVER_TOO_MANY_REQUESTS`` from the command
 rate limiter, 503 ``CLUSTER_NO_LEADER`` in HA) and those of the network in front of the controller (a load
 balancer answering 502/503/504 with a non-JSON body, added latency, a controller that is down).
+
+``apply=True`` serves the request first and then answers the fault: the controller's command may be applied
+through raft and still be answered 429/503/500 (``controller/command/rate_limiter.go``, a leader change after
+apply), or a proxy may lose the answer (502/504). The controller itself never sends ``Retry-After``
+(``controller/apierror``/``response`` set no such header); ``retry_after`` imitates a proxy that does.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class Fault:
     path_contains: str | None = None
     envelope: bool = True
     retry_after: float | None = None
+    apply: bool = False  # serve the request, then answer the fault instead of its response
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -62,15 +68,16 @@ class FaultInjector:
         path_contains: str | None = None,
         envelope: bool | None = None,
         retry_after: float | None = None,
+        apply: bool = False,
     ) -> Fault:
         """Make the next ``count`` matching requests answer ``status``.
 
         ``envelope`` defaults to True for 429/500/503 (controller answers) and False otherwise (a proxy's
-        plain-text answer, e.g. 502/504).
+        plain-text answer, e.g. 502/504). ``apply`` lets the request take effect before the fault answers.
         """
         if envelope is None:
             envelope = status in (429, 500, 503)
-        fault = Fault(status, count, method, path_contains, envelope, retry_after)
+        fault = Fault(status, count, method, path_contains, envelope, retry_after, apply)
         with self._lock:
             self._faults.append(fault)
         return fault

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from .bodyfields import Body, check_flat_tags
+from .bodyfields import Body, check_flat_tags, updated_fields
 from .entities import Identity
 from .errors import (
     duplicate_error,
@@ -168,7 +168,9 @@ def get_identity(state: EmulatorState, identity_id: str) -> Identity:
 def update_identity(state: EmulatorState, identity_id: str, data: Any, *, patch: bool) -> Identity:
     """PUT (``patch=False``) or PATCH; returns the identity (unchanged on the silent rename no-op)."""
     body = Body(data, "identity", "IdentityPatch" if patch else "IdentityUpdate")
-    present = set(body.data) if patch else None
+    # PATCH: null leaves a field unchanged (api/json_fields.go GetJsonFields); "" clears externalId
+    clears = state.profile.empty_map_patch_clears
+    present = updated_fields(body.data, empty_map_counts=clears) if patch else None
 
     def given(key: str) -> bool:
         return present is None or key in present

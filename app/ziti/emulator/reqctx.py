@@ -25,6 +25,7 @@ from .errors import (
     unauthorized,
 )
 from .ids import new_id
+from .oidc import node_of
 from .spec import LoadedSpec, check_request_body
 from .state import EmulatorState
 
@@ -32,8 +33,13 @@ MAX_BODY = 1024 * 1024
 JSON = dict[str, Any]
 
 _ACTIONS = {"GET": "read", "POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+# CHANGELOG 2.0.0 "WWW-Authenticate Headers" (common/security_tokens.go)
+_MISSING = 'error="missing" error_description="no matching token was provided"'
 _CHALLENGE_INVALID = 'zt-session realm="zt-session" error="invalid" error_description="token is invalid"'
-_CHALLENGE_NONE = 'zt-session realm="zt-session", Bearer realm="openziti-oidc"'
+_CHALLENGE_NONE = f'zt-session realm="zt-session" {_MISSING},Bearer realm="openziti-oidc" {_MISSING}'
+_BEARER_INVALID = 'Bearer realm="openziti-oidc" error="invalid" error_description="token is invalid"'
+_BEARER_EXPIRED = 'Bearer realm="openziti-oidc" error="expired" error_description="token expired"'
+MAX_BEARER_HEADERS = 3  # common/security_tokens.go NewSecurityTokenCtx reads up to three Bearer values
 
 
 async def read_body(request: Request) -> bytes:
@@ -141,22 +147,62 @@ class Ctx:
         return data
 
     def authenticate(self) -> Identity:
-        """Resolve ``zt-session`` to a live session (refreshing it) or raise 401 UNAUTHORIZED."""
+        """Resolve ``zt-session`` (node-local) or an OIDC ``Authorization: Bearer`` token, else 401."""
         token = self.request.headers.get("zt-session")
-        flavor2 = self.state.flavor != "1.6"
-        if token is not None and not flavor2:
+        profile = self.state.profile
+        challenge = profile.www_authenticate
+        if token is not None and profile.version == "1.6":
             try:
                 uuid.UUID(token)
             except ValueError:
                 token = None  # 1.6 silently ignores a zt-session that is not a UUID
+        bearers = [
+            v[len("Bearer ") :].strip()
+            for v in self.request.headers.getlist("authorization")
+            if v.startswith("Bearer ")
+        ][:MAX_BEARER_HEADERS]
+        if not token and bearers:
+            return self._authenticate_bearer(bearers, challenge)
         if not token:
-            raise unauthorized(headers={"WWW-Authenticate": _CHALLENGE_NONE} if flavor2 else None)
-        session = self.state.session_for_token(token)
+            raise unauthorized(headers={"WWW-Authenticate": _CHALLENGE_NONE} if challenge else None)
+        session = self.state.session_for_token(token, node_of(self.request))
         identity = self.state.identities.get(session.identity_id) if session else None
         if session is None or identity is None:
-            raise unauthorized(headers={"WWW-Authenticate": _CHALLENGE_INVALID} if flavor2 else None)
+            raise unauthorized(headers={"WWW-Authenticate": _CHALLENGE_INVALID} if challenge else None)
         self.session, self.identity = session, identity
         return identity
+
+    def _authenticate_bearer(self, bearers: list[str], challenge: bool) -> Identity:
+        """OIDC access tokens (``controller/env/appenv.go ProcessJwt``): any HA node accepts them.
+
+        Before 2.0.3 a disabled identity's token stays valid until it expires (ProcessJwt never checks
+        ``Disabled``); 2.0.3 refuses it.
+        """
+        now = self.state.now()
+        outcome = "invalid"
+        for bearer in bearers:
+            claims = self.state.oidc.decode(bearer, kind="a", now=now)
+            if isinstance(claims, str):
+                outcome = claims if outcome == "invalid" else outcome
+                continue
+            identity = self.state.identities.get(str(claims["sub"]))
+            if identity is None or (self.state.profile.oidc_checks_disabled and identity.is_disabled(now)):
+                continue
+            self.identity = identity
+            self.session = ApiSession(
+                id=str(claims.get("z_asid", "")),
+                token=bearer,
+                identity_id=identity.id,
+                created_at=float(claims.get("iat", now)),
+                last_activity_at=now,
+                ip_address=self.client_ip,
+                auth_method="oidc",
+                authenticator_id="",
+                node=node_of(self.request),
+            )
+            return identity
+        header = _BEARER_EXPIRED if outcome == "expired" else _BEARER_INVALID
+        raise unauthorized(headers={"WWW-Authenticate": header} if challenge else None)
 
     def is_full_admin(self) -> bool:
         return self.identity is not None and (self.identity.is_admin or self.identity.is_default_admin)

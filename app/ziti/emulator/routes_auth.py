@@ -15,8 +15,16 @@ from starlette.responses import Response
 
 from . import render
 from .entities import Identity
-from .errors import COULD_NOT_VALIDATE_MESSAGE, ApiError, field_error, invalid_auth, nested_cause
+from .errors import (
+    COULD_NOT_VALIDATE_MESSAGE,
+    ApiError,
+    field_error,
+    invalid_auth,
+    nested_cause,
+    unauthorized,
+)
 from .extjwt import ExtJwtFailure, authenticate_ext_jwt
+from .oidc import node_of
 from .reqctx import Ctx, empty_ok, envelope
 
 METHODS = ("password", "cert", "ext-jwt")
@@ -53,6 +61,28 @@ def _password_identity(ctx: Ctx, body: object) -> Identity:
         return identity
 
 
+def _ext_jwt_unauthorized(ctx: Ctx, failure: ExtJwtFailure) -> ApiError:
+    """2.0: 401 ``UNAUTHORIZED`` with a ``openziti-primary-ext-jwt`` challenge naming the accepted signers.
+
+    CHANGELOG 2.0.0 "OIDC External JWT - Primary Authentication" (``common/security_tokens.go``);
+    1.x answers 401 ``INVALID_AUTH`` without a header.
+    """
+    with ctx.state.lock:
+        signers = [s for s in ctx.state.signers.values() if s.enabled]
+    kind = failure.kind
+    description = {
+        "missing": "no matching token was provided",
+        "expired": "token expired",
+    }.get(kind, "token is invalid")
+    ids = "|".join(s.id for s in signers)
+    issuers = "|".join(s.issuer for s in signers)
+    challenge = (
+        f'Bearer realm="openziti-primary-ext-jwt" error="{kind}" error_description="{description}" '
+        f'id="{ids}" issuer="{issuers}"'
+    )
+    return unauthorized(headers={"WWW-Authenticate": challenge})
+
+
 async def authenticate(ctx: Ctx) -> Response:
     method = ctx.request.query_params.get("method")
     if method is None:
@@ -67,12 +97,19 @@ async def authenticate(ctx: Ctx) -> Response:
         try:
             result = await authenticate_ext_jwt(ctx.state, ctx.request.headers.getlist("authorization"))
         except ExtJwtFailure as failure:
-            raise _fail(ctx, "ext-jwt", failure.reason, **failure.details) from failure
+            err = _fail(ctx, "ext-jwt", failure.reason, **failure.details)
+            if ctx.state.profile.www_authenticate:
+                err = _ext_jwt_unauthorized(ctx, failure)
+            raise err from failure
         identity, authenticator_id = result.identity, result.signer.id
     else:
         raise _fail(ctx, "cert", "no client certificate presented (cert auth is not emulated)")
     session = ctx.state.create_session(
-        identity, method=method, ip=ctx.client_ip, authenticator_id=authenticator_id
+        identity,
+        method=method,
+        ip=ctx.client_ip,
+        authenticator_id=authenticator_id,
+        node=node_of(ctx.request),
     )
     return envelope(render.api_session(ctx.state, session), headers={"zt-session": session.token})
 

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 
 from . import identity_ops, render
+from .bodyfields import updated_fields
 from .entities import Policy
 from .errors import field_error, nested_cause, unauthorized
 from .listing import identity_fields, list_response, paging, policy_fields
@@ -28,18 +29,32 @@ def _body(ctx: Ctx, param: str) -> Any:
     return data
 
 
-def _guard_non_admin(ctx: Ctx, data: Any, *, put: bool = False) -> None:
-    """§2.6 (2.0): restrictions on identities that act through ``permissions`` rather than ``isAdmin``."""
+def _guard_non_admin(ctx: Ctx, data: Any, *, put: bool = False, patch: bool = False) -> None:
+    """Restrictions on identities that act through ``permissions`` rather than ``isAdmin``.
+
+    ``controller/internal/routes/identity_router.go``: ``Create`` refuses ``isAdmin: true`` or non-empty
+    ``permissions``; ``Update`` (PUT) is refused; ``Patch`` refuses ANY non-null ``isAdmin``,
+    ``permissions`` or ``isDefaultAdmin`` key (``fields.IsUpdated``, even ``isAdmin: false``). All 401
+    ``UNAUTHORIZED`` (``nonAdminNotAllowedError``).
+    """
     if ctx.is_full_admin():
         return
     if put:
         raise unauthorized(
-            nested_cause("non-admin identities may not use PUT on identities, use PATCH instead")
+            nested_cause("non-admins may not use the PUT method, use PATCH instead")
         )
-    if isinstance(data, dict) and (data.get("isAdmin") is True or data.get("permissions")):
-        raise unauthorized(
-            nested_cause("non-admin identities may not create or modify admins or permissions")
-        )
+    if not isinstance(data, dict):
+        return
+    if patch:
+        updated = updated_fields(data, empty_map_counts=ctx.state.profile.empty_map_patch_clears)
+        for key in ("permissions", "isAdmin", "isDefaultAdmin"):
+            if key in updated:
+                raise unauthorized(nested_cause(f"non-admins may not modify the identity field '{key}'"))
+        return
+    if data.get("permissions"):
+        raise unauthorized(nested_cause("non-admins may not create users with permissions"))
+    if data.get("isAdmin") is True:
+        raise unauthorized(nested_cause("non-admins may not create admin users"))
 
 
 async def list_identities(ctx: Ctx) -> Response:
@@ -74,16 +89,21 @@ async def put_identity(ctx: Ctx) -> Response:
 
 async def patch_identity(ctx: Ctx) -> Response:
     data = _body(ctx, "identity")
-    _guard_non_admin(ctx, data)
     if not ctx.is_full_admin():
         target = identity_ops.get_identity(ctx.state, ctx.param("id"))
-        if target.is_admin:
-            raise unauthorized(nested_cause("non-admin identities may not modify admins"))
+        if target.is_admin or target.is_default_admin:
+            raise unauthorized(nested_cause("non-admins may not modify admin identities"))
+    _guard_non_admin(ctx, data, patch=True)
     identity_ops.update_identity(ctx.state, ctx.param("id"), data, patch=True)
     return empty_ok()
 
 
 async def delete_identity(ctx: Ctx) -> Response:
+    if not ctx.is_full_admin():
+        # identity_router.go Delete: "non-admin may not delete admin identities"
+        target = ctx.state.identities.get(ctx.param("id"))
+        if target is not None and (target.is_admin or target.is_default_admin):
+            raise unauthorized(nested_cause("non-admin may not delete admin identities"))
     identity_ops.delete_identity(ctx.state, ctx.param("id"))
     return empty_ok()
 

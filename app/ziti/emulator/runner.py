@@ -17,6 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from .app import CLIENT_BASE, MANAGEMENT_BASE, create_emulator_app
+from .profile import Version
 from .state import EmulatorState, Flavor
 
 
@@ -54,17 +55,23 @@ def build_emulator_server(
     spec_path: str | Path | None = None,
     session_timeout: float = 1800.0,
     flavor: Flavor = "2.0",
+    version: Version | None = None,
     ssl_certfile: str | Path | None = None,
     ssl_keyfile: str | Path | None = None,
     log_level: str = "info",
 ) -> uvicorn.Server:
-    """A configured, not yet started server running a fresh emulator (its app is ``server.config.app``)."""
+    """A configured, not yet started server running a fresh emulator (its app is ``server.config.app``).
+
+    ``version`` picks the controller release imitated (``1.6``, ``1.8``, ``2.0``, ``2.0.3``; default the
+    newest), see ``profile.py``.
+    """
     app = create_emulator_app(
         admin_username=admin_username,
         admin_password=admin_password,
         session_timeout=session_timeout,
         spec_path=spec_path,
         flavor=flavor,
+        version=version,
     )
     return make_server(
         app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, log_level=log_level
@@ -80,6 +87,7 @@ async def serve_emulator(
     spec_path: str | Path | None = None,
     session_timeout: float = 1800.0,
     flavor: Flavor = "2.0",
+    version: Version | None = None,
     ssl_certfile: str | Path | None = None,
     ssl_keyfile: str | Path | None = None,
     log_level: str = "info",
@@ -93,6 +101,7 @@ async def serve_emulator(
         spec_path=spec_path,
         session_timeout=session_timeout,
         flavor=flavor,
+        version=version,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         log_level=log_level,

@@ -12,6 +12,7 @@ than the one running uvicorn.
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import threading
 import time
@@ -32,6 +33,8 @@ from .entities import (
 from .extjwt import JwksCache
 from .faults import FaultInjector
 from .ids import new_id, new_session_id, new_token
+from .oidc import OidcState
+from .profile import ControllerProfile, Version, get_profile
 from .spec import LoadedSpec
 
 log = logging.getLogger("app.ziti.emulator")
@@ -51,13 +54,19 @@ class EmulatorState:
         session_timeout: float = 1800.0,
         clock: Callable[[], float] = time.time,
         flavor: Flavor = "2.0",
+        version: Version | None = None,
         spec: LoadedSpec | None = None,
         client_spec: LoadedSpec | None = None,
         jwks_verify: ssl.SSLContext | str | bool = True,
     ) -> None:
         self.lock = threading.RLock()
         self.clock = clock
-        self.flavor: Flavor = flavor
+        # ``flavor`` is the older 1.6/2.0 switch; ``version`` picks a full profile (default: the newest)
+        self.profile: ControllerProfile = get_profile(version or ("1.6" if flavor == "1.6" else "2.0.3"))
+        self.flavor: Flavor = self.profile.major
+        self.ha = False  # set when several nodes (apps) share this state: GET /version says HA_CONTROLLER
+        self.oidc = OidcState()
+        self.rng = random.Random()  # signer choice among signers sharing a kid (2.0.0-2.0.3)
         self.session_timeout = session_timeout
         self.spec = spec
         self.client_spec = client_spec
@@ -97,7 +106,7 @@ class EmulatorState:
     # ---- API sessions ---------------------------------------------------------------------------------
 
     def create_session(
-        self, identity: Identity, *, method: str, ip: str, authenticator_id: str
+        self, identity: Identity, *, method: str, ip: str, authenticator_id: str, node: str = ""
     ) -> ApiSession:
         now = self.now()
         session = ApiSession(
@@ -109,16 +118,21 @@ class EmulatorState:
             ip_address=ip,
             auth_method=method,
             authenticator_id=authenticator_id,
+            node=node,
         )
         with self.lock:
             self.sessions[session.token] = session
         return session
 
-    def session_for_token(self, token: str) -> ApiSession | None:
-        """The live session for ``token``, its activity refreshed; expired sessions are removed."""
+    def session_for_token(self, token: str, node: str = "") -> ApiSession | None:
+        """The live session for ``token``, its activity refreshed; expired sessions are removed.
+
+        Legacy API sessions live in the issuing node's own store, not in raft
+        (``controller/model/api_session_manager.go``): another node does not know the token.
+        """
         with self.lock:
             session = self.sessions.get(token)
-            if session is None:
+            if session is None or session.node != node:
                 return None
             now = self.now()
             if now - session.last_activity_at >= self.session_timeout:

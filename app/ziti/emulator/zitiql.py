@@ -49,22 +49,32 @@ _OPS = ("!=", "<=", ">=", "=", "<", ">")
 _ESC = {'"': '"', "\\": "\\", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
+def parse_zql_string(raw: str) -> str:
+    """The controller's string decoding, quirk included (``storage/zitiql/util.go ParseZqlString``).
+
+    ``\\\\`` becomes ``\\`` FIRST, then ``\\"``, ``\\f``, ``\\n``, ``\\r``, ``\\t`` are expanded: a correctly
+    escaped ``CORP\\\\tom`` is compared as ``CORP<TAB>om``.
+    """
+    t = raw.replace("\\\\", "\\")
+    for seq, char in (('\\"', '"'), ("\\f", "\f"), ("\\n", "\n"), ("\\r", "\r"), ("\\t", "\t")):
+        t = t.replace(seq, char)
+    return t.replace("\\\\", "\\")
+
+
 def _read_string(text: str, start: int) -> tuple[str, int]:
-    out: list[str] = []
+    """A STRING token (``ZitiQl.g4``: escapes ``\\ ["\\\\fnrt]`` only), decoded like the controller."""
     i = start + 1
     while i < len(text):
         ch = text[i]
         if ch == '"':
-            return "".join(out), i + 1
+            return parse_zql_string(text[start + 1 : i]), i + 1
         if ch == "\\":
             if i + 1 >= len(text) or text[i + 1] not in _ESC:
                 raise FilterError(f"invalid escape sequence at position {i}")
-            out.append(_ESC[text[i + 1]])
             i += 2
             continue
         if ord(ch) < 0x20:
             raise FilterError(f"control character in string at position {i}")
-        out.append(ch)
         i += 1
     raise FilterError("unterminated string")
 
