@@ -26,6 +26,7 @@ from typing import Any
 
 SOURCE_KINDS = ("generic", "authentik", "zitadel", "asgardeo", "entra", "okta")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ConfigError(ValueError):
@@ -90,6 +91,8 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     admin_token_hash: str | None = None
     json_logs: bool = True
+    deployment_id: str | None = None
+    """``[server] deployment_id``: see :mod:`app.reconcile.deployment` (generated and stored when unset)."""
 
 
 SECRET_OPTIONS = ("webhook_secret", "authentik_token", "zitadel_token")
@@ -197,7 +200,16 @@ def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
         safety=_safety(data.get("safety", {})),
         admin_token_hash=hash_token(admin) if admin else None,
         json_logs=bool(server.get("json_logs", True)),
+        deployment_id=_deployment_id(server.get("deployment_id")),
     )
+
+
+def _deployment_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _DEPLOYMENT.match(value):
+        raise ConfigError("[server] deployment_id: use 1-64 letters, digits, '.', '-' and '_'")
+    return value
 
 
 def _safety(raw: dict[str, Any]) -> SafetyConfig:

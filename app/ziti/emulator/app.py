@@ -179,6 +179,8 @@ class EmulatorMiddleware:
             if state.faults.latency > 0:
                 await asyncio.sleep(state.faults.latency)
             fault = state.faults.take(method, path)
+            if fault is not None and fault.apply:
+                await self.app(scope, receive, _discard)  # applied; the client only sees the fault
             if fault is None:
                 await self.app(scope, receive, send_wrapper)
             elif fault.envelope:
@@ -198,6 +200,10 @@ class EmulatorMiddleware:
             if status == 0:
                 body = unhandled("internal emulator error").body(new_id())
                 await JSONResponse(body, 500)(scope, receive, send_wrapper)
+
+
+async def _discard(message: Message) -> None:
+    """The ``send`` of a request whose own answer is replaced by an injected fault."""
 
 
 def create_emulator_app(

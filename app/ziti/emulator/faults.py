@@ -3,6 +3,9 @@
 Lets tests reproduce the failure modes of ziti-api.md §8 (429 ``SERVER_TOO_MANY_REQUESTS`` from the command
 rate limiter, 503 ``CLUSTER_NO_LEADER`` in HA) and those of the network in front of the controller (a load
 balancer answering 502/503/504 with a non-JSON body, added latency, a controller that is down).
+``apply=True`` serves the request first and then answers the fault, as an HA controller does when the
+raft forward times out after the leader applied the command: the change is made, the client sees a
+429/503 and cannot tell.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from .errors import ApiError, cluster_no_leader, too_many_requests, unhandled
 
 @dataclass
 class Fault:
-    """Answer ``status`` instead of serving the request, ``remaining`` more times (None = until cleared)."""
+    """Answer ``status`` instead of serving the request (or after serving it, with ``apply``),
+    ``remaining`` more times (None = until cleared)."""
 
     status: int
     remaining: int | None
@@ -23,6 +27,7 @@ class Fault:
     path_contains: str | None = None
     envelope: bool = True
     retry_after: float | None = None
+    apply: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -62,15 +67,16 @@ class FaultInjector:
         path_contains: str | None = None,
         envelope: bool | None = None,
         retry_after: float | None = None,
+        apply: bool = False,
     ) -> Fault:
         """Make the next ``count`` matching requests answer ``status``.
 
         ``envelope`` defaults to True for 429/500/503 (controller answers) and False otherwise (a proxy's
-        plain-text answer, e.g. 502/504).
+        plain-text answer, e.g. 502/504). ``apply`` serves the request before answering ``status``.
         """
         if envelope is None:
             envelope = status in (429, 500, 503)
-        fault = Fault(status, count, method, path_contains, envelope, retry_after)
+        fault = Fault(status, count, method, path_contains, envelope, retry_after, apply)
         with self._lock:
             self._faults.append(fault)
         return fault
