@@ -379,7 +379,9 @@ class Reconciler:
                 current = await self._create_or_adopt(settings, owner, user_id, desired, target)
                 await self._update(settings, user_id, current, target)
             else:
-                raise Permanent(f"the controller refused the change: {error}") from error
+                field = error.cause.get("field") if isinstance(error.cause, dict) else None
+                what = f"{field} {target[field]!r}" if field in target else "an entity the change names"
+                raise Permanent(f"{what} does not exist on the controller: {error}") from error
         await self._record_success(settings.name, user_id, current, target)
 
     async def _create_or_adopt(

@@ -1,0 +1,313 @@
+"""Issue 11 acceptance: ziti-scim never touches an identity that is not its own (over real HTTP).
+
+Covers the admin take-over attempt, adoption of a token-enrolled identity under ``name_conflict =
+"refuse"``, cross-source and cross-deployment identities, ``sync`` on an empty database, creates that the
+controller applied before answering 429/503, and a 404 on PATCH that is not a deleted identity.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
+from app.reconcile.ownership import PUBLIC_CONFLICT
+from app.server import create_app
+from app.ziti.emulator import EmulatorThread
+from tests.operations.test_audit_and_metrics import samples
+from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, add_signer
+from tests.support.configfile import command, environment
+from tests.support.idp import TestIdp
+from tests.support.live import live_server
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+ADMIN_TOKEN = "ownership-admin-token-0123456789"
+OTHER_TOKEN = "ownership-other-source-token-0123"
+
+
+def user(name: str, email: str, **extra: Any) -> dict[str, Any]:
+    return {"schemas": [USER], "userName": name, "emails": [{"value": email, "primary": True}], **extra}
+
+
+def deactivate() -> dict[str, Any]:
+    return {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": False}]}
+
+
+def source(name: str, token: str, **options: Any) -> SourceConfig:
+    mapping = {"preset": "generic", **options.pop("mapping", {})}
+    return SourceConfig(
+        name=name,
+        kind="generic",
+        token_hashes=(hash_token(token),),
+        policy=PolicyConfig(),
+        mapping=mapping,
+        options=options,
+    )
+
+
+@pytest.fixture
+def serve(emulator: EmulatorThread, idp: TestIdp, database_url: str) -> Callable[..., Any]:
+    """Run ziti-scim on the test's database with the given sources (several apps may run in turn)."""
+    signer_id = add_signer(emulator, idp)
+
+    @contextmanager
+    def run(*sources: SourceConfig, deployment_id: str | None = None) -> Iterator[Stack]:
+        config = Config(
+            database_url=database_url,
+            sources={s.name: s for s in sources},
+            ziti=ZitiConfig(url=emulator.url, username="admin", password=ADMIN_PASSWORD),
+            admin_token_hash=hash_token(ADMIN_TOKEN),
+            deployment_id=deployment_id,
+        )
+        app = create_app(config)
+        with live_server(app) as url:
+            yield Stack(f"{url}/scim/v2", emulator, idp, app, signer_id, extra={"url": url})
+
+    return run
+
+
+def scim(stack: Stack, token: str = TOKEN) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.scim_url,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
+        timeout=30,
+    )
+
+
+def controller_detail(emulator: EmulatorThread, identity_id: str) -> bytes:
+    """The controller's own answer for the identity, as bytes."""
+    login = httpx.post(
+        f"{emulator.management_url}/authenticate",
+        params={"method": "password"},
+        json={"username": "admin", "password": ADMIN_PASSWORD},
+    )
+    token = login.json()["data"]["token"]
+    detail = httpx.get(f"{emulator.management_url}/identities/{identity_id}", headers={"zt-session": token})
+    assert detail.status_code == 200
+    return detail.content
+
+
+def audit_entries(stack: Stack) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{stack.extra['url']}/admin/audit", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    return list(reversed(answer.json()["entries"]))
+
+
+def test_an_admin_identity_is_untouched_by_create_deactivate_and_delete(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    """The three-step take-over: the admin stays byte-for-byte the same, the SCIM client learns nothing."""
+    with serve(source(source_name, TOKEN)) as stack:
+        boss = stack.state.create_identity(
+            "boss-admin",
+            external_id="boss@example.com",
+            is_admin=True,
+            role_attributes=["break-glass"],
+            tags={"owner": "secops"},
+        )
+        before, detail = copy.deepcopy(boss), controller_detail(stack.emulator, boss.id)
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("mallory", "BOSS@example.com", roles=[{"value": "x"}]))
+            assert created.status_code == 201
+            answer = created.json()[ZITI]
+            assert answer == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
+            for leak in (boss.id, "boss-admin", "secops", "break-glass", "isAdmin"):
+                assert leak not in created.text
+            assert stack.state.identities[boss.id] == before
+            uid = created.json()["id"]
+            off = client.patch(f"/Users/{uid}", json=deactivate())
+            assert off.status_code == 200 and off.json()[ZITI]["provisioningState"] == "conflict"
+            assert boss.id not in off.text
+            assert stack.state.identities[boss.id] == before
+            assert client.delete(f"/Users/{uid}").status_code == 204
+        assert stack.state.identities[boss.id] == before
+        assert controller_detail(stack.emulator, boss.id) == detail
+        assert len([i for i in stack.state.identities.values() if i.external_id == "boss@example.com"]) == 1
+        conflicts = [e for e in audit_entries(stack) if e["action"] == "conflict"]
+        assert len(conflicts) == 2 and {e["identity_id"] for e in conflicts} == {boss.id}
+        assert all("admin" in e["error"] and e["outcome"] == "refused" for e in conflicts)
+        metrics = samples(httpx.get(f"{stack.extra['url']}/metrics").text)
+        assert metrics[("ziti_scim_ownership_conflicts_total", (("source", source_name),))] == 2
+
+
+def test_a_token_enrolled_identity_is_adopted_under_name_conflict_refuse(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    with serve(source(source_name, TOKEN, mapping={"name_conflict": "refuse"})) as stack:
+        with stack.state.lock:
+            signer = stack.state.signers[stack.signer_id]
+            signer.enroll_to_token_enabled = True
+            signer.enroll_name_claims_selector = "/preferred_username"
+        token = stack.idp.token(email="hank@example.com", preferred_username="hank")
+        enrolled = httpx.post(
+            f"{stack.emulator.client_url}/enroll/token", json={}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        jit = stack.state.identity_by_external_id("hank@example.com")
+        assert jit is not None and jit.name == "hank" and jit.tags == {}
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("hank", "hank@example.com", roles=[{"value": "vpn"}]))
+            assert created.status_code == 201
+            assert created.json()[ZITI] == {"provisioningState": "synced", "identityId": jit.id}
+            adopted = stack.state.identities[jit.id]
+            assert adopted.tags["scimAdopted"] is True and adopted.tags["scimId"] == created.json()["id"]
+            assert adopted.tags["scimDeployment"] and adopted.role_attributes == ["vpn"]
+            assert client.delete(f"/Users/{created.json()['id']}").status_code == 204
+        # on_delete_adopted defaults to "disable": an identity ziti-scim did not create is not deleted.
+        assert stack.state.identities[jit.id].disabled_at is not None
+        assert [e["action"] for e in audit_entries(stack)] == ["adopt", "patch", "disable"]
+
+
+def test_another_sources_identity_is_not_taken_over_unless_configured(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    other = f"{source_name}-b"
+    with serve(source(source_name, TOKEN), source(other, OTHER_TOKEN, on_delete="disable")) as stack:
+        with scim(stack, OTHER_TOKEN) as client:
+            carl = client.post("/Users", json=user("carl", "carl@example.com", roles=[{"value": "b-role"}]))
+            assert client.delete(f"/Users/{carl.json()['id']}").status_code == 204
+        kept = stack.state.identity_by_external_id("carl@example.com")
+        assert kept.disabled_at is not None and kept.tags["scimSource"] == other
+        before = copy.deepcopy(kept)
+        with scim(stack) as client:
+            taken = client.post("/Users", json=user("carl", "carl@example.com"))
+            assert taken.json()[ZITI] == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
+        assert stack.state.identities[kept.id] == before
+        uid = taken.json()["id"]
+    with serve(source(source_name, TOKEN, takeover_from=[other]), source(other, OTHER_TOKEN)) as stack:
+        with scim(stack) as client:
+            again = client.put(f"/Users/{uid}", json=user("carl", "carl@example.com"))
+            assert again.json()[ZITI] == {"provisioningState": "synced", "identityId": kept.id}
+        now = stack.state.identities[kept.id]
+        assert now.tags["scimSource"] == source_name and now.disabled_at is None and now.role_attributes == []
+
+
+def write_sync_config(path: Path, database_url: str, source_name: str, ziti_url: str, deployment: str) -> Path:
+    path.write_text(
+        f"""
+[server]
+deployment_id = "{deployment}"
+
+[database]
+url = "{database_url}"
+
+[ziti]
+url = "{ziti_url}"
+username = "admin"
+password_env = "TEST_ZITI_PASSWORD"
+
+[safety]
+brake_max = 2
+
+[sources.{source_name}]
+kind = "generic"
+"""
+    )
+    return path
+
+
+def run_sync(config: Path, source_name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command("sync", "--config", str(config), *args),
+        env=environment(source_name, TOKEN, ADMIN_PASSWORD),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_sync_on_an_empty_database_deletes_nothing(
+    emulator: EmulatorThread, database_url: str, source_name: str, tmp_path: Path
+) -> None:
+    """Even with the same deployment id (a restored configuration) and --delete-orphans."""
+    tags = {"managedBy": "ziti-scim", "scimSource": source_name, "scimDeployment": "dep-1"}
+    made = [
+        emulator.state.create_identity(f"u{i}", external_id=f"u{i}@example.com", tags={**tags, "scimId": f"{i}"})
+        for i in range(5)
+    ]
+    before = copy.deepcopy(emulator.state.identities)
+    config = write_sync_config(tmp_path / "sync.toml", database_url, source_name, emulator.url, "dep-1")
+    proposed = run_sync(config, source_name, "--dry-run")
+    assert proposed.returncode == 0, proposed.stderr
+    assert sum("the database knows no users of this source" in line for line in proposed.stdout.splitlines()) == 5
+    for args in ((), ("--delete-orphans",)):
+        done = run_sync(config, source_name, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert emulator.state.identities == before
+    assert all(identity.id in emulator.state.identities for identity in made)
+
+
+def test_another_deployments_identities_are_never_touched(
+    serve: Callable[..., Any], emulator: EmulatorThread, database_url: str, source_name: str, tmp_path: Path
+) -> None:
+    theirs = {"managedBy": "ziti-scim", "scimSource": source_name, "scimDeployment": "dep-theirs"}
+    twin = emulator.state.create_identity(
+        "dana", external_id="dana@example.com", tags={**theirs, "scimId": "their-dana"}
+    )
+    stray = emulator.state.create_identity("stray", tags={**theirs, "scimId": "their-stray"})
+    mine = emulator.state.create_identity(
+        "lost", tags={**theirs, "scimDeployment": "dep-mine", "scimId": "our-lost-user"}
+    )
+    before = {i.id: copy.deepcopy(emulator.state.identities[i.id]) for i in (twin, stray)}
+    with serve(source(source_name, TOKEN), deployment_id="dep-mine") as stack:
+        with scim(stack) as client:
+            dana = client.post("/Users", json=user("dana", "dana@example.com"))
+            assert dana.json()[ZITI]["provisioningState"] == "conflict"
+            erin = client.post("/Users", json=user("erin", "erin@example.com"))
+            assert erin.json()[ZITI]["provisioningState"] == "synced"
+            assert client.delete(f"/Users/{dana.json()['id']}").status_code == 204
+    config = write_sync_config(tmp_path / "sync.toml", database_url, source_name, emulator.url, "dep-mine")
+    swept = run_sync(config, source_name, "--delete-orphans")
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert mine.id not in emulator.state.identities  # our own orphan goes, with the flag
+    assert twin.id not in swept.stdout and stray.id not in swept.stdout
+    assert {i: emulator.state.identities[i] for i in before} == before
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("name_conflict", ["suffix", "refuse"])
+def test_a_create_applied_before_a_429_or_503_converges_to_one_identity(
+    serve: Callable[..., Any], source_name: str, status: int, name_conflict: str
+) -> None:
+    with serve(source(source_name, TOKEN, mapping={"name_conflict": name_conflict})) as stack:
+        stack.state.faults.inject(status, 1, method="POST", path_contains="/identities", apply=True)
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("ivan", "ivan@example.com"))
+        answer = created.json()[ZITI]
+        assert answer["provisioningState"] == "synced", answer
+        same = [i for i in stack.state.identities.values() if i.external_id == "ivan@example.com"]
+        assert len(same) == 1 and same[0].id == answer["identityId"] and same[0].name == "ivan"
+        assert same[0].tags["scimId"] == created.json()["id"] and same[0].tags["scimSource"] == source_name
+        posts = [r.status for r in stack.state.requests if r.method == "POST" and r.path.endswith("/identities")]
+        assert posts == [status, 400]  # applied-then-refused, then the retry met the first create
+
+
+def test_a_404_on_patch_for_a_missing_auth_policy_is_not_a_deleted_identity(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    with serve(source(source_name, TOKEN)) as stack:
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("judy", "judy@example.com"))
+        identity_id = created.json()[ZITI]["identityId"]
+    with serve(source(source_name, TOKEN, mapping={"auth_policy_id": "no-such-policy"})) as stack:
+        mark = len(stack.state.requests)
+        with scim(stack) as client:
+            changed = client.put(f"/Users/{created.json()['id']}", json=user("judy", "judy@example.com"))
+        answer = changed.json()[ZITI]
+        assert answer["provisioningState"] == "failed" and "no-such-policy" in answer["lastError"]
+        assert answer["identityId"] == identity_id
+        calls = [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in list(stack.state.requests)[mark:]]
+        assert ("PATCH", identity_id, 404) in calls and ("GET", identity_id, 200) in calls
+        assert not any(method == "POST" and path == "identities" for method, path, _ in calls)
+        same = [i for i in stack.state.identities.values() if i.external_id == "judy@example.com"]
+        assert [i.id for i in same] == [identity_id]
