@@ -7,6 +7,7 @@ controller applied before answering 429/503, and a 404 on PATCH that is not a de
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
+from app.diagnostics.doctor import run_doctor
 from app.reconcile.ownership import PUBLIC_CONFLICT
 from app.server import create_app
 from app.ziti.emulator import EmulatorThread
@@ -70,7 +72,7 @@ def serve(emulator: EmulatorThread, idp: TestIdp, database_url: str) -> Callable
         )
         app = create_app(config)
         with live_server(app) as url:
-            yield Stack(f"{url}/scim/v2", emulator, idp, app, signer_id, extra={"url": url})
+            yield Stack(f"{url}/scim/v2", emulator, idp, app, signer_id, extra={"url": url, "config": config})
 
     return run
 
@@ -129,6 +131,11 @@ def test_an_admin_identity_is_untouched_by_create_deactivate_and_delete(
             assert off.status_code == 200 and off.json()[ZITI]["provisioningState"] == "conflict"
             assert boss.id not in off.text
             assert stack.state.identities[boss.id] == before
+            # The operator (not the SCIM client) is told which identity holds the user's externalId.
+            doctor = asyncio.run(run_doctor(stack.extra["config"]))
+            listed = [f for f in doctor.findings.items if f.code == "provisioning-conflict"]
+            assert len(listed) == 1 and "mallory" in listed[0].message and boss.id in listed[0].message
+            assert "admin" in listed[0].message
             assert client.delete(f"/Users/{uid}").status_code == 204
         assert stack.state.identities[boss.id] == before
         assert controller_detail(stack.emulator, boss.id) == detail
