@@ -37,7 +37,7 @@ from app.reconcile import ownership, queue
 from app.reconcile.deployment import deployment_id
 from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.safety import Held, Safety
-from app.reconcile.settings import TAG_ID, TAG_SOURCE, SourceSettings
+from app.reconcile.settings import TAG_DEPLOYMENT, TAG_ID, TAG_SOURCE, SourceSettings
 from app.store.db import Database
 from app.store.tables import provisioning
 from app.ziti.client import ZitiClient
@@ -362,6 +362,11 @@ class Reconciler:
                 decision = ownership.check_owned(identity, owner, user_id, admin_granted=desired.is_admin)
                 if not decision.allowed:
                     raise Conflict(decision.reason, identity["id"])
+                if ownership.tags_of(identity).get(TAG_DEPLOYMENT) is None:
+                    # Made before deployment ids: the database vouches for it; tag it once.
+                    tags = ownership.claimed_tags(identity, owner, user_id, "ours")
+                    retag = self.client.patch_identity(identity["id"], {"tags": tags})
+                    await self._act("patch", identity["id"], retag)
                 current = Applied(identity["id"], observed_fields(identity), ownership.is_adopted(identity))
         if current is None:
             lost = await self._lost_identity(owner, user_id, record)
@@ -462,8 +467,14 @@ class Reconciler:
             raise Conflict(decision.reason, identity["id"])
         if decision.verdict == "ours":
             return Applied(identity["id"], observed_fields(identity), ownership.is_adopted(identity))
-        log.info("%s identity %s for %s/%s: %s", decision.verdict, identity["id"], settings.name, user_id,
-                 decision.reason)
+        log.info(
+            "%s identity %s for %s/%s: %s",
+            decision.verdict,
+            identity["id"],
+            settings.name,
+            user_id,
+            decision.reason,
+        )
         merged = ownership.claimed_tags(identity, owner, user_id, decision.verdict)
         await self._act(
             decision.verdict, identity["id"], self.client.patch_identity(identity["id"], {"tags": merged})
@@ -550,8 +561,13 @@ class Reconciler:
             adopted = ownership.is_adopted(identity) or bool(record.get("adopted"))
             how = ownership.removal(adopted, settings.on_delete, settings.on_delete_adopted)
             if not decision.allowed:
-                log.warning("identity %s of %s/%s left untouched: %s", identity_id, settings.name, user_id,
-                            decision.reason)
+                log.warning(
+                    "identity %s of %s/%s left untouched: %s",
+                    identity_id,
+                    settings.name,
+                    user_id,
+                    decision.reason,
+                )
                 await self._audit("conflict", identity_id, "refused", decision.reason)
                 if self.metrics is not None:
                     self.metrics.ownership_conflicts.labels(settings.name).inc()

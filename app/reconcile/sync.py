@@ -122,9 +122,10 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
             record = state.provisioning or {}
             identity = managed.get(record.get("identity_id") or "")
             if identity is None or not ownership.owns(identity, owner, user_id, recorded=True):
-                items.append(
-                    PlanItem("create", source, user_id, None, detail=f"externalId {desired.external_id!r}")
-                )
+                detail = f"externalId {desired.external_id!r}"
+                if record.get("state") == "conflict":
+                    detail += " (conflict: held by an identity ziti-scim does not own, see doctor)"
+                items.append(PlanItem("create", source, user_id, None, detail=detail))
                 continue
             claimed.add(identity["id"])
             observed = observed_fields(identity)

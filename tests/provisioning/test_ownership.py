@@ -199,7 +199,9 @@ def test_another_sources_identity_is_not_taken_over_unless_configured(
         assert now.tags["scimSource"] == source_name and now.disabled_at is None and now.role_attributes == []
 
 
-def write_sync_config(path: Path, database_url: str, source_name: str, ziti_url: str, deployment: str) -> Path:
+def write_sync_config(
+    path: Path, database_url: str, source_name: str, ziti_url: str, deployment: str
+) -> Path:
     path.write_text(
         f"""
 [server]
@@ -239,14 +241,15 @@ def test_sync_on_an_empty_database_deletes_nothing(
     """Even with the same deployment id (a restored configuration) and --delete-orphans."""
     tags = {"managedBy": "ziti-scim", "scimSource": source_name, "scimDeployment": "dep-1"}
     made = [
-        emulator.state.create_identity(f"u{i}", external_id=f"u{i}@example.com", tags={**tags, "scimId": f"{i}"})
+        emulator.state.create_identity(f"u{i}", external_id=f"u{i}@e.x", tags={**tags, "scimId": str(i)})
         for i in range(5)
     ]
     before = copy.deepcopy(emulator.state.identities)
     config = write_sync_config(tmp_path / "sync.toml", database_url, source_name, emulator.url, "dep-1")
     proposed = run_sync(config, source_name, "--dry-run")
     assert proposed.returncode == 0, proposed.stderr
-    assert sum("the database knows no users of this source" in line for line in proposed.stdout.splitlines()) == 5
+    kept = [line for line in proposed.stdout.splitlines() if "knows no users of this source" in line]
+    assert len(kept) == 5
     for args in ((), ("--delete-orphans",)):
         done = run_sync(config, source_name, *args)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -295,7 +298,8 @@ def test_a_create_applied_before_a_429_or_503_converges_to_one_identity(
         same = [i for i in stack.state.identities.values() if i.external_id == "ivan@example.com"]
         assert len(same) == 1 and same[0].id == answer["identityId"] and same[0].name == "ivan"
         assert same[0].tags["scimId"] == created.json()["id"] and same[0].tags["scimSource"] == source_name
-        posts = [r.status for r in stack.state.requests if r.method == "POST" and r.path.endswith("/identities")]
+        creates = [r for r in stack.state.requests if r.method == "POST" and r.path.endswith("/identities")]
+        posts = [r.status for r in creates]
         assert posts == [status, 400]  # applied-then-refused, then the retry met the first create
 
 
@@ -318,3 +322,37 @@ def test_a_404_on_patch_for_a_missing_auth_policy_is_not_a_deleted_identity(
         assert not any(method == "POST" and path == "identities" for method, path, _ in calls)
         same = [i for i in stack.state.identities.values() if i.external_id == "judy@example.com"]
         assert [i.id for i in same] == [identity_id]
+
+
+def test_an_identity_made_admin_out_of_band_is_no_longer_changed(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    with serve(source(source_name, TOKEN)) as stack:
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("kim", "kim@example.com"))
+            kim = stack.state.identities[created.json()[ZITI]["identityId"]]
+            with stack.state.lock:
+                kim.is_admin = True  # an operator promoted it
+            before = copy.deepcopy(kim)
+            off = client.patch(f"/Users/{created.json()['id']}", json=deactivate())
+            assert off.json()[ZITI]["provisioningState"] == "conflict"
+            assert stack.state.identities[kim.id] == before and kim.disabled_at is None
+            assert client.delete(f"/Users/{created.json()['id']}").status_code == 204
+        assert stack.state.identities[kim.id] == before
+        assert [e["action"] for e in audit_entries(stack)][-2:] == ["conflict", "conflict"]
+
+
+def test_an_identity_tagged_before_deployment_ids_is_kept_through_the_database_record(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    with serve(source(source_name, TOKEN)) as stack:
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("lee", "lee@example.com"))
+            lee = stack.state.identities[created.json()[ZITI]["identityId"]]
+            deployment = lee.tags["scimDeployment"]
+            with stack.state.lock:
+                del lee.tags["scimDeployment"]
+            again = user("lee", "lee@example.com", roles=[{"value": "r"}])
+            changed = client.put(f"/Users/{created.json()['id']}", json=again)
+            assert changed.json()[ZITI] == {"provisioningState": "synced", "identityId": lee.id}
+        assert lee.tags["scimDeployment"] == deployment and lee.role_attributes == ["r"]

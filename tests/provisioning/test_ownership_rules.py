@@ -104,7 +104,8 @@ def test_our_own_identity_is_ours() -> None:
 def test_claimed_and_released_tags_keep_the_owners_own_tags() -> None:
     adopted = ownership.claimed_tags(identity(), OWNER, "u1", "adopt")
     assert adopted == {**ours(), "scimAdopted": True}
-    taken = ownership.claimed_tags(identity(tags=ours(scimSource="friend", note="x")), OWNER, "u1", "take-over")
+    friends = identity(tags=ours(scimSource="friend", note="x"))
+    taken = ownership.claimed_tags(friends, OWNER, "u1", "take-over")
     assert taken == {**ours(), "note": "x"}
     assert ownership.released_tags(identity(tags={**adopted, "note": "x"})) == {"note": "x"}
 
