@@ -33,6 +33,7 @@ from app.scim.provider import load_provider
 from app.store.db import Database
 from app.store.storage import SqlStorage
 from app.store.tables import provisioning, resources
+from app.ziti.errors import ZitiNotFound
 from app.ziti.filters import ziti_filter_tag_eq
 
 if TYPE_CHECKING:
@@ -210,7 +211,10 @@ async def remove_orphans(reconciler: Reconciler, items: list[PlanItem], report: 
         if NO_USERS in item.detail or item.source in held:
             left += 1
             continue
-        identity = await client.get_identity(item.identity_id)
+        try:
+            identity = await client.get_identity(item.identity_id)
+        except ZitiNotFound:
+            continue  # gone meanwhile
         async with db.transaction() as conn:
             state = await read_user_state(conn, item.source, item.user_id)
         if (

@@ -20,8 +20,10 @@ import pytest
 
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.diagnostics.doctor import run_doctor
+from app.observability import audit
 from app.reconcile.ownership import PUBLIC_CONFLICT
 from app.server import create_app
+from app.store.db import Database
 from app.ziti.emulator import EmulatorThread
 from tests.operations.test_audit_and_metrics import samples
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, add_signer
@@ -356,3 +358,31 @@ def test_an_identity_tagged_before_deployment_ids_is_kept_through_the_database_r
             changed = client.put(f"/Users/{created.json()['id']}", json=again)
             assert changed.json()[ZITI] == {"provisioningState": "synced", "identityId": lee.id}
         assert lee.tags["scimDeployment"] == deployment and lee.role_attributes == ["r"]
+
+
+def test_delete_orphans_goes_through_the_brake_and_the_audit_log(
+    serve: Callable[..., Any], emulator: EmulatorThread, database_url: str, source_name: str, tmp_path: Path
+) -> None:
+    with serve(source(source_name, TOKEN), deployment_id="dep-1") as stack:
+        with scim(stack) as client:
+            assert client.post("/Users", json=user("max", "max@example.com")).status_code == 201
+    tags = {"managedBy": "ziti-scim", "scimSource": source_name, "scimDeployment": "dep-1"}
+    orphans = [emulator.state.create_identity(f"o{i}", tags={**tags, "scimId": f"gone-{i}"}) for i in range(4)]
+    config = write_sync_config(tmp_path / "sync.toml", database_url, source_name, emulator.url, "dep-1")
+    swept = run_sync(config, source_name, "--delete-orphans")
+    assert swept.returncode == 1 and "mass-deprovision brake engaged" in swept.stdout
+    left = [o.id for o in orphans if o.id in emulator.state.identities]
+    assert len(left) == 2  # brake_max = 2
+    entries = asyncio.run(_audit(database_url))
+    deleted = [e for e in entries if e["operation"] == "sync --delete-orphans"]
+    assert sorted(e["identity_id"] for e in deleted) == sorted(o.id for o in orphans if o.id not in left)
+    assert all(e["action"] == "delete" and e["outcome"] == "done" for e in deleted)
+    assert emulator.state.identity_by_external_id("max@example.com") is not None
+
+
+async def _audit(database_url: str) -> list[dict[str, Any]]:
+    db = Database(database_url)
+    try:
+        return await audit.read(db)
+    finally:
+        await db.dispose()
