@@ -359,7 +359,9 @@ class Reconciler:
             except ZitiNotFound:
                 identity = None
             if identity is not None:
-                decision = ownership.check_owned(identity, owner, user_id, admin_granted=desired.is_admin)
+                # isAdmin is ours to change only where this user's mapping grants it, or granted it before.
+                granted = desired.is_admin or (applied.get("fields") or {}).get("isAdmin") is True
+                decision = ownership.check_owned(identity, owner, user_id, admin_granted=granted)
                 if not decision.allowed:
                     raise Conflict(decision.reason, identity["id"])
                 if ownership.tags_of(identity).get(TAG_DEPLOYMENT) is None:

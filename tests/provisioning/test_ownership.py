@@ -386,3 +386,24 @@ async def _audit(database_url: str) -> list[dict[str, Any]]:
         return await audit.read(db)
     finally:
         await db.dispose()
+
+
+def test_an_admin_made_by_the_admin_group_mapping_stays_ours_to_change(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    with serve(source(source_name, TOKEN, mapping={"admin_group": "Ziti Admins"})) as stack:
+        with scim(stack) as client:
+            uid = client.post("/Users", json=user("ola", "ola@example.com")).json()["id"]
+            group = client.post(
+                "/Groups",
+                json={
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": "Ziti Admins",
+                    "members": [{"value": uid}],
+                },
+            ).json()["id"]
+            assert stack.identity("ola@example.com").is_admin is True
+            removal = {"op": "remove", "path": f'members[value eq "{uid}"]'}
+            client.patch(f"/Groups/{group}", json={"schemas": [PATCH], "Operations": [removal]})
+            assert stack.identity("ola@example.com").is_admin is False
+            assert client.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced"
