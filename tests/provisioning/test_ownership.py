@@ -407,3 +407,20 @@ def test_an_admin_made_by_the_admin_group_mapping_stays_ours_to_change(
             client.patch(f"/Groups/{group}", json={"schemas": [PATCH], "Operations": [removal]})
             assert stack.identity("ola@example.com").is_admin is False
             assert client.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced"
+
+
+def test_a_name_held_by_an_identity_that_cannot_be_adopted_is_a_conflict_under_refuse(
+    serve: Callable[..., Any], source_name: str
+) -> None:
+    with serve(source(source_name, TOKEN, mapping={"name_conflict": "refuse"})) as stack:
+        holder = stack.state.create_identity("nina", external_id="someone-else@example.com", tags={"team": "x"})
+        before = copy.deepcopy(holder)
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("nina", "nina@example.com"))
+        assert created.status_code == 201
+        assert created.json()[ZITI] == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
+        assert "someone-else" not in created.text and holder.id not in created.text
+        assert stack.state.identities[holder.id] == before
+        assert stack.identity("nina@example.com") is None
+        refused = [e for e in audit_entries(stack) if e["action"] == "conflict"]
+        assert [e["identity_id"] for e in refused] == [holder.id] and "name_conflict" in refused[0]["error"]
