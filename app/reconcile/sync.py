@@ -43,6 +43,11 @@ Action = Literal[
     "create", "patch", "enable", "disable", "delete-orphan", "disable-orphan", "untag-orphan", "unmappable"
 ]
 ORPHAN_ACTIONS = ("delete-orphan", "disable-orphan", "untag-orphan")
+ORPHAN_ACTION: dict[str, Action] = {
+    "delete": "delete-orphan",
+    "disable": "disable-orphan",
+    "untag": "untag-orphan",
+}
 NO_USERS = "kept: the database knows no users of this source"
 
 
@@ -157,7 +162,7 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
         )
         if how == "disable" and identity.get("disabled"):
             continue
-        action: Action = "delete-orphan" if how == "delete" else f"{how}-orphan"  # type: ignore[assignment]
+        action = ORPHAN_ACTION[how]
         detail = str(identity.get("name"))
         if not ownership.may_delete_orphans(known.get(source_name, 0)):
             detail += f"  ({NO_USERS})"

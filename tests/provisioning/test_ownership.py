@@ -138,6 +138,8 @@ def test_an_admin_identity_is_untouched_by_create_deactivate_and_delete(
             listed = [f for f in doctor.findings.items if f.code == "provisioning-conflict"]
             assert len(listed) == 1 and "mallory" in listed[0].message and boss.id in listed[0].message
             assert "admin" in listed[0].message
+            deployment = [f for f in doctor.findings.items if f.code == "deployment-id"]
+            assert len(deployment) == 1 and "scimDeployment=" in deployment[0].message
             assert client.delete(f"/Users/{uid}").status_code == 204
         assert stack.state.identities[boss.id] == before
         assert controller_detail(stack.emulator, boss.id) == detail
