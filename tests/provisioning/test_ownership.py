@@ -426,3 +426,16 @@ def test_a_name_held_by_an_identity_that_cannot_be_adopted_is_a_conflict_under_r
         assert stack.identity("nina@example.com") is None
         refused = [e for e in audit_entries(stack) if e["action"] == "conflict"]
         assert [e["identity_id"] for e in refused] == [holder.id] and "name_conflict" in refused[0]["error"]
+
+
+def test_on_delete_adopted_untag_gives_the_identity_back(serve: Callable[..., Any], source_name: str) -> None:
+    with serve(source(source_name, TOKEN, on_delete_adopted="untag")) as stack:
+        jit = stack.state.create_identity("pat", external_id="pat@example.com", role_attributes=["own"])
+        with scim(stack) as client:
+            created = client.post("/Users", json=user("pat", "pat@example.com"))
+            assert created.json()[ZITI] == {"provisioningState": "synced", "identityId": jit.id}
+            assert stack.state.identities[jit.id].tags["scimAdopted"] is True
+            assert client.delete(f"/Users/{created.json()['id']}").status_code == 204
+        given_back = stack.state.identities[jit.id]
+        assert given_back.tags == {} and given_back.disabled_at is None
+        assert [e["action"] for e in audit_entries(stack)] == ["adopt", "patch", "untag"]

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from app.config import ConfigError, SourceConfig, load_config
 from app.reconcile import ownership
 from app.reconcile.ownership import Owner
+from app.reconcile.settings import source_settings
 
 OWNER = Owner(deployment="dep-a", source="idp", adopt=True, takeover_from=frozenset({"friend"}))
 EXTERNAL_ID = "alice@example.com"
@@ -127,3 +129,31 @@ def test_orphans_are_this_deployments_and_never_deleted_without_known_users() ->
 
 def test_the_public_conflict_message_names_nothing() -> None:
     assert "alice" not in ownership.PUBLIC_CONFLICT and "admin" not in ownership.PUBLIC_CONFLICT
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"on_delete_adopted": "erase"}, "on_delete_adopted"),
+        ({"takeover_from": "other"}, "takeover_from"),
+        ({"takeover_from": [""]}, "takeover_from"),
+    ],
+)
+def test_bad_ownership_options_are_refused_naming_them(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        source_settings(SourceConfig(name="idp", options=options))
+
+
+def test_ownership_options_are_read() -> None:
+    settings = source_settings(
+        SourceConfig(name="idp", options={"on_delete_adopted": "untag", "takeover_from": ["old", "idp"]})
+    )
+    assert settings.on_delete_adopted == "untag" and settings.takeover_from == frozenset({"old"})
+    assert source_settings(SourceConfig(name="idp")).on_delete_adopted == "disable"
+
+
+@pytest.mark.parametrize("value", ["", "has space", "x" * 65, 42])
+def test_a_bad_deployment_id_is_refused(value: Any) -> None:
+    with pytest.raises(ConfigError, match="deployment_id"):
+        load_config({"server": {"deployment_id": value}}, env={})
+    assert load_config({"server": {"deployment_id": "prod-1"}}, env={}).deployment_id == "prod-1"
