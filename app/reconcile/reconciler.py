@@ -38,6 +38,7 @@ from app.reconcile.deployment import deployment_id
 from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import TAG_DEPLOYMENT, TAG_ID, TAG_SOURCE, SourceSettings
+from app.reconcile.skipped import SKIPPED, unmappable_message
 from app.store.db import Database
 from app.store.tables import provisioning
 from app.ziti.client import ZitiClient
@@ -53,7 +54,7 @@ from app.ziti.errors import (
 
 log = logging.getLogger("ziti_scim.reconcile")
 
-Outcome = Literal["synced", "deprovisioned", "pending", "failed", "conflict", "held", "busy"]
+Outcome = Literal["synced", "deprovisioned", "pending", "failed", "skipped", "conflict", "held", "busy"]
 MAX_NAME_SUFFIX = 50
 FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
@@ -93,6 +94,14 @@ class Conflict(Permanent):
         super().__init__(reason)
         self.reason = reason
         self.identity_id = identity_id
+
+
+class Unmappable(Exception):
+    """The user lacks an attribute its identity needs (provisioningState=skipped until a write brings it).
+
+    Not a failure: RFC 7643 lets a user omit e.g. ``emails``; nothing is sent to the controller, and an
+    identity the user already has is left as it is (see :mod:`app.reconcile.admission`).
+    """
 
 
 @dataclass
@@ -298,7 +307,8 @@ class Reconciler:
             await self._provision(settings, user_id, state)
             return "synced"
         except Conflict as error:
-            await self._record_failure(source, user_id, ownership.PUBLIC_CONFLICT, state="conflict")
+            public = ownership.PUBLIC_CONFLICT
+            await self._record_failure(source, user_id, public, failed=True, state="conflict")
             await self._audit("conflict", error.identity_id, "refused", error.reason)
             if self.metrics is not None:
                 self.metrics.ownership_conflicts.labels(source).inc()
@@ -309,6 +319,11 @@ class Reconciler:
             await self._audit(*self._attempted(context), "held", str(error))
             log.warning("user %s/%s held: %s", source, user_id, error)
             return "held"
+        except Unmappable as error:
+            await self._record_failure(source, user_id, str(error), failed=True, state=SKIPPED)
+            await self._audit(*self._attempted(context), SKIPPED, str(error))
+            log.info("user %s/%s skipped: %s", source, user_id, error)
+            return "skipped"
         except Permanent as error:
             await self._record_failure(source, user_id, str(error), failed=True)
             await self._audit(*self._attempted(context), "failed", str(error))
@@ -337,7 +352,7 @@ class Reconciler:
         try:
             desired = map_user(state.document, list(state.groups), settings.mapping).identity
         except MappingError as error:
-            raise Permanent(f"{error.attribute}: {error.detail}") from error
+            raise Unmappable(unmappable_message(error)) from error
         target = target_fields(desired)
         target["disabled"] = state.document.get("active") is False
         record = state.provisioning or {}
@@ -621,11 +636,11 @@ class Reconciler:
             )
 
     async def _record_failure(
-        self, source: str, user_id: str, message: str, *, failed: bool = False, state: str | None = None
+        self, source: str, user_id: str, message: str, *, failed: bool, state: str = "failed"
     ) -> None:
         values: dict[str, Any] = {"last_error": message[:1000], "updated_at": time.time()}
-        if failed or state:
-            values["state"] = state or "failed"
+        if failed:
+            values["state"] = state
         async with self.db.transaction(write=True) as conn:
             await conn.execute(
                 update(provisioning)

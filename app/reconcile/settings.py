@@ -34,6 +34,10 @@ class SourceSettings:
     adopt: Literal["adopt", "refuse"] = "adopt"
     on_delete_adopted: OnDeleteAdopted = "disable"
     takeover_from: frozenset[str] = field(default_factory=frozenset)
+    unmappable: Literal["store", "refuse"] = "store"
+    """A user the mapping cannot turn into an identity (e.g. no email for an email-based externalId):
+    ``store`` keeps it with ``provisioningState: skipped`` until the attribute arrives (RFC 7643 makes
+    ``emails`` optional); ``refuse`` answers 400 ``invalidValue`` and stores nothing."""
 
     def tags(self, user_id: str, deployment: str) -> dict[str, str]:
         return {TAG_MANAGED_BY: MANAGER, TAG_SOURCE: self.name, TAG_ID: user_id, TAG_DEPLOYMENT: deployment}
@@ -56,6 +60,9 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         raise ConfigError(f"sources.{source.name}.on_delete_adopted must be 'untag', 'disable' or 'delete'")
     if not isinstance(takeover_from, list) or not all(isinstance(s, str) and s for s in takeover_from):
         raise ConfigError(f"sources.{source.name}.takeover_from must be a list of source names")
+    unmappable = source.options.get("unmappable", "store")
+    if unmappable not in ("store", "refuse"):
+        raise ConfigError(f"sources.{source.name}.unmappable must be 'store' or 'refuse'")
     return SourceSettings(
         name=source.name,
         mapping=mapping,
@@ -63,4 +70,5 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         adopt=adopt,
         on_delete_adopted=on_delete_adopted,
         takeover_from=frozenset(takeover_from) - {source.name},
+        unmappable=unmappable,
     )

@@ -122,6 +122,9 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
                 items.append(
                     PlanItem("unmappable", source, user_id, None, detail=f"{error.attribute}: {error.detail}")
                 )
+                # A skipped user keeps the identity it already has: never an orphan to clean up.
+                if kept := (state.provisioning or {}).get("identity_id"):
+                    claimed.add(str(kept))
                 continue
             target = target_fields(desired)
             disabled = state.document.get("active") is False
@@ -266,6 +269,11 @@ async def remove_orphans(reconciler: Reconciler, items: list[PlanItem], report: 
 LAST_FULL_SYNC = "last_full_sync"
 
 
+def _split(items: list[PlanItem]) -> tuple[list[PlanItem], list[PlanItem]]:
+    """The changes to make, and the users skipped for a missing value."""
+    return [i for i in items if i.action != "unmappable"], [i for i in items if i.action == "unmappable"]
+
+
 async def run(
     provisioner: Provisioner,
     *,
@@ -275,13 +283,20 @@ async def run(
 ) -> int:
     """Plan, print, and (unless ``dry_run``) repair; 0 when nothing is left to repair.
 
+    Users skipped for a missing value (``unmappable``) are listed apart: nothing here can repair them
+    (the IdP's next write that brings the value does), so they are neither changes nor differences.
     Orphans are removed only with ``delete_orphans``; otherwise they are listed as proposals and do
-    not count as differences left."""
+    not count as differences left.
+    """
     reconciler = provisioner.reconciler
-    items = await plan(reconciler)
+    items, skipped = _split(await plan(reconciler))
     report(f"{len(items)} change(s) {'would be made' if dry_run else 'to make'}:")
     for item in items:
         report("  " + item.describe())
+    if skipped:
+        report(f"{len(skipped)} user(s) skipped, a value their identity needs is missing:")
+        for item in skipped:
+            report("  " + item.describe())
     orphans = [item for item in items if item.action in ORPHAN_ACTIONS]
     if orphans and not delete_orphans:
         report(f"{len(orphans)} orphan(s) proposed, none removed (`sync --delete-orphans` removes them)")
@@ -300,7 +315,7 @@ async def run(
         # Orphans count as left only when asked to remove them and they could be (not held back by rule).
         remaining = [
             item
-            for item in await plan(reconciler)
+            for item in _split(await plan(reconciler))[0]
             if item.action not in ORPHAN_ACTIONS or (delete_orphans and NO_USERS not in item.detail)
         ]
         report(f"after repair: {len(remaining)} difference(s) left")

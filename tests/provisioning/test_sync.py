@@ -90,3 +90,26 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
     assert orphan.id not in state.identities
     kept = state.identities[bystander.id]
     assert (kept.name, kept.external_id, kept.role_attributes) == ("hand-made", "hand@example.com", ["x"])
+
+
+def test_sync_keeps_the_identity_of_a_user_skipped_for_a_missing_email(
+    stack: Stack, tmp_path: Path, source_name: str, database_url: str
+) -> None:
+    """A user that lost its email is skipped, not gone: its identity is no orphan for the full sync."""
+    with stack.client() as scim:
+        created = scim.post(
+            "/Users", json={"schemas": [USER], "userName": "eve", "emails": [{"value": "eve@example.com"}]}
+        ).json()
+        replaced = scim.put(f"/Users/{created['id']}", json={"schemas": [USER], "userName": "eve"})
+        assert replaced.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["provisioningState"] == "skipped"
+    identity = stack.state.identity_by_external_id("eve@example.com")
+    assert identity is not None
+
+    repaired = run_sync(stack, tmp_path, source_name, database_url)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "delete-orphan" not in repaired.stdout
+    assert repaired.stdout.splitlines()[:2] == [
+        "0 change(s) to make:",
+        "1 user(s) skipped, a value their identity needs is missing:",
+    ]
+    assert identity.id in stack.state.identities
