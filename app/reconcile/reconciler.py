@@ -255,24 +255,25 @@ class Reconciler:
     async def _act(self, action: str, identity_id: str | None, call: Awaitable[Any]) -> Any:
         """Run one controller call and audit it; destructive ones go through the brake first."""
         context = _CONTEXT.get()
-        if context is not None:
-            context.attempt = (action, identity_id)
-            if not context.marked:
-                # Recorded before the first change: if its answer is lost (crash, timeout), the next
-                # attempt re-reads the controller instead of trusting what was last recorded.
-                await self._record_failure(
-                    context.claim.source, context.claim.user_id, CHANGE_IN_FLIGHT, failed=False
-                )
-                context.marked = True
         destructive = action in DESTRUCTIVE and self.safety is not None
-        if destructive:
-            assert self.safety is not None
-            try:
+        try:
+            if context is not None:
+                context.attempt = (action, identity_id)
+                if not context.marked:
+                    # Recorded before the first change: if its answer is lost (crash, timeout), the next
+                    # attempt re-reads the controller instead of trusting what was last recorded.
+                    await self._record_failure(
+                        context.claim.source, context.claim.user_id, CHANGE_IN_FLIGHT, failed=False
+                    )
+                    context.marked = True
+            if destructive:
+                assert self.safety is not None
                 await self.safety.acquire_destructive(context.claim.source if context else "-", action)
-            except Held:
-                if asyncio.iscoroutine(call):
-                    call.close()
-                raise
+        except BaseException:
+            # Held by the brake, database gone, or cancelled: the call was never sent; close it.
+            if asyncio.iscoroutine(call):
+                call.close()
+            raise
         try:
             result = await call
             created = result if isinstance(result, str) else None

@@ -7,6 +7,7 @@ transaction, which is what the reconciler converges from.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
@@ -40,6 +41,9 @@ from app.store.tables import dirty, emails, members, resources
 CHUNK = 500
 TOUCHED: ContextVar[set[tuple[str, str]] | None] = ContextVar("ziti_scim_touched", default=None)
 """The (source, user id) pairs a request marked dirty, for the inline reconcile after it commits."""
+OFF_LOOP_REFS = 1000
+"""A resource with more member/group references than this is validated in a worker thread."""
+
 REQUEST: ContextVar[tuple[str | None, str | None]] = ContextVar("ziti_scim_request", default=(None, None))
 """(request id, operation) of the request being served, recorded with the dirty marks it makes."""
 NEVER_STORED = ("password",)
@@ -331,7 +335,11 @@ class SqlStorage(AsyncScimStorage):
                 document[ZITI_EXTENSION] = extension
                 if ZITI_EXTENSION not in document.setdefault("schemas", []):
                     document["schemas"].append(ZITI_EXTENSION)
-            result.append(self._model(row.resource_type).model_validate(document))
+            model = self._model(row.resource_type)
+            if len(refs or ()) > OFF_LOOP_REFS:  # a big group: seconds of validation, not on the event loop
+                result.append(await asyncio.to_thread(model.model_validate, document))
+            else:
+                result.append(model.model_validate(document))
         return result
 
     async def get(
