@@ -86,14 +86,14 @@ async def _sync(config: Config, dry_run: bool, delete_orphans: bool = False) -> 
 
 
 async def _pull_webhook_sources(config: Config, db: Any, provisioner: Any) -> None:
-    """Sources fed by webhooks that are not retried (ZITADEL) are first re-read from the IdP's API."""
+    """Sources fed by lossy webhooks (ZITADEL, authentik with an API) are first re-read from the IdP's API."""
     from app.scim.router import ScimRouter
     from app.webhooks.routes import WebhookReceiver
 
     scim = ScimRouter(config.sources.values(), db, hooks=provisioner.hooks)
     for puller in WebhookReceiver(config, db, scim).pullers():
         report = await puller.run_once()
-        print(f"zitadel pull: {'; '.join(report.changes) if report else 'failed (see log)'}")
+        print(f"IdP pull: {'; '.join(report.changes) if report else 'failed (see log)'}")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

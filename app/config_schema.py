@@ -170,6 +170,13 @@ class SourceModel(_Model):
     zitadel_event_retention: Positive | None = None
     authentik_url: str | None = None
     authentik_token: str | None = None
+    # Webhooks as the IdPs send them (issue 15): retries of acknowledged Asgardeo deliveries
+    # (app/webhooks/pending.py), the authentik pull (app/webhooks/authentik_pull.py) and the ZITADEL
+    # organisations a source serves (app/webhooks/zitadel.py, zitadel_pull.py).
+    webhook_retry_interval: Positive | None = None
+    webhook_retry_retention: Positive | None = None
+    authentik_pull_interval: Positive | None = None
+    zitadel_organizations: list[str] | None = None
     # Diagnostics (app/diagnostics/source_checks.py): the ext-jwt signer this source's users log in with.
     signer: str | None = None
 

@@ -91,7 +91,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         metrics=metrics,
         limits=RequestLimits(config.limits.max_patch_operations, config.limits.max_attribute_values),
     )
-    webhooks = WebhookReceiver(config, db, scim)
+    webhooks = WebhookReceiver(config, db, scim, metrics=metrics)
     services = Services(config=config, db=db, scim=scim, metrics=metrics, provisioner=provisioner)
     services.extras["webhooks"] = webhooks
 
@@ -106,7 +106,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             await provisioner.start()
         else:
             log.warning("no [ziti] controller configured: SCIM state is stored but nothing is provisioned")
-        pullers = webhooks.pullers()  # ZITADEL does not retry deliveries: a periodic pull repairs misses
+        pullers = webhooks.background()  # periodic IdP pulls (repair lost deliveries) and webhook retries
         for puller in pullers:
             puller.start()
         log.info("ziti-scim ready: %d source(s), database %s", len(config.sources), db.engine.url.drivername)
@@ -188,6 +188,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
             Route("/metrics", metrics_endpoint),
             Route("/admin/audit", admin_audit),
             Route("/webhooks/{source}", webhooks.endpoint, methods=["GET", "POST"]),
+            Route("/webhooks/{source}/{secret}", webhooks.endpoint, methods=["POST"]),
         ],
         middleware=[Middleware(QuietDisconnect), Middleware(ScimPrefix, scim=scim)],
         lifespan=lifespan,

@@ -27,6 +27,7 @@ from app.diagnostics.store import (
     read_setting,
     read_settings_like,
 )
+from app.diagnostics.webhook_checks import check_authentik_tokens, check_webhook_store
 from app.reconcile.deployment import DEPLOYMENT_KEY
 from app.reconcile.settings import SourceSettings, source_settings
 from app.ziti.client import ZitiClient
@@ -234,6 +235,7 @@ async def run_doctor(config: Config, *, client: ZitiClient | None = None) -> Doc
     else:
         try:
             await _check_store_flags(findings, db)
+            await check_webhook_store(findings, config, db)
             users = {}
             for user in await load_users(db):
                 users.setdefault(user.source, []).append(user)
@@ -243,6 +245,7 @@ async def run_doctor(config: Config, *, client: ZitiClient | None = None) -> Doc
         finally:
             await db.dispose()
 
+    await check_authentik_tokens(findings, config)
     for name, source_settings_ in settings.items():
         source = config.sources[name]
         expectation = expected_claims(source.mapping or {"preset": source.kind}, source_settings_.mapping)

@@ -18,10 +18,18 @@ same inline reconcile. The IdP's user id is the SCIM ``externalId`` and users ar
   aggregate's events in sequence order and applies the result with :meth:`EventApplier.write_user`
   (only the attributes that differ are written), the grant methods of :class:`IdpState` and
   :meth:`EventApplier.sync_roles`.
-* Asgardeo role assignments (``RoleMembers``) add or remove ``roles`` values.
-* authentik ``UserGroups`` makes the user a member of exactly those groups (by ``displayName``),
-  creating the groups that do not exist yet.
-* ``FetchUser`` is resolved by the IdP's API (``resolver``) and the resulting events applied.
+* Asgardeo role assignments (``RoleMembers``) add or remove ``roles`` values. Group events
+  (``GroupMembers``) change the SCIM Group (``externalId`` = the IdP's group id) and ``RoleGroups`` give
+  a role to every member of a group. Each reason a user holds a role is remembered as a row of
+  :class:`IdpState` (``asg:role:<role>:<user>`` direct, ``asg:member:<group>:<user>`` through a group, whose
+  roles are the row ``asg:group:<group>``); a role is removed from a user only when no reason is left,
+  so losing a group never strips a role the user also holds directly.
+* authentik ``UserGroups`` makes the user a member of exactly those groups (by ``externalId`` when the
+  group's id is known, else by ``displayName``), creating the groups that do not exist yet.
+  ``GroupSnapshot`` makes a group's name and members what the IdP's API said; ``GroupDelete`` deletes it
+  (the store re-maps its members; deletions of identities only ever go through the reconciler).
+* ``FetchUser`` / ``FetchGroup`` are resolved by the IdP's API (``resolver``) and the resulting events
+  applied.
 """
 
 from __future__ import annotations
@@ -40,11 +48,16 @@ from app.scim.router import SourceApplication
 from app.store.webhook_state import IdpState
 from app.webhooks.events import (
     Challenge,
+    FetchGroup,
     FetchUser,
     GrantActive,
     GrantDelete,
     GrantUpsert,
+    GroupDelete,
+    GroupMembers,
+    GroupSnapshot,
     Ignored,
+    RoleGroups,
     RoleMembers,
     UserActive,
     UserDelete,
@@ -55,7 +68,7 @@ from app.webhooks.events import (
     WebhookEvent,
 )
 
-__all__ = ["ApplyFailed", "ApplyRetry", "EventApplier", "UserResolver"]
+__all__ = ["ApplyFailed", "ApplyRetry", "EventApplier", "GroupResolver", "UserResolver"]
 
 log = logging.getLogger("ziti_scim.webhooks")
 
@@ -87,6 +100,12 @@ class UserResolver(Protocol):
     """Reads a user from the IdP's API when a delivery named it without its attributes."""
 
     async def resolve(self, event: FetchUser) -> tuple[WebhookEvent, ...]: ...
+
+
+class GroupResolver(Protocol):
+    """Reads a group (name and members) from the IdP's API when a delivery named it."""
+
+    async def resolve_group(self, event: FetchGroup) -> tuple[WebhookEvent, ...]: ...
 
 
 @dataclass
@@ -122,11 +141,17 @@ class EventApplier:
     """Applies the events of one source's deliveries; see the module docstring for the rules."""
 
     def __init__(
-        self, app: SourceApplication, state: IdpState, *, resolver: UserResolver | None = None
+        self,
+        app: SourceApplication,
+        state: IdpState,
+        *,
+        resolver: UserResolver | None = None,
+        group_resolver: GroupResolver | None = None,
     ) -> None:
         self.app = app
         self.state = state
         self.resolver = resolver
+        self.group_resolver = group_resolver
 
     # -- the SCIM side ------------------------------------------------------------------------
 
@@ -203,6 +228,14 @@ class EventApplier:
             for resolved in await self.resolver.resolve(event):
                 await self._apply(resolved, outcome)
             return
+        if isinstance(event, FetchGroup):
+            if self.group_resolver is None:
+                raise ApplyFailed(
+                    422, "the delivery names a group without its members and no IdP API is configured"
+                )
+            for resolved in await self.group_resolver.resolve_group(event):
+                await self._apply(resolved, outcome)
+            return
         done = await self._dispatch(event)
         (outcome.applied if done else outcome.skipped).append(name)
 
@@ -228,7 +261,15 @@ class EventApplier:
         if isinstance(event, RoleMembers):
             return await self.role_members(event)
         if isinstance(event, UserGroups):
-            return await self.user_groups(event.source_user_id, event.group_names)
+            return await self.user_groups(event.source_user_id, event.group_names, event.group_ids)
+        if isinstance(event, GroupMembers):
+            return await self.group_members(event)
+        if isinstance(event, RoleGroups):
+            return await self.role_groups(event)
+        if isinstance(event, GroupSnapshot):
+            return await self.group_snapshot(event)
+        if isinstance(event, GroupDelete):
+            return await self.group_delete(event.group_id)
         return False
 
     async def upsert(self, idp_user_id: str, user: dict[str, Any]) -> bool:
@@ -237,8 +278,16 @@ class EventApplier:
             document["active"] = await self.state.set_flag(idp_user_id, active=bool(document["active"]))
         current = await self._find_or_adoptable(idp_user_id, document)
         if current is None:
-            await self._create(idp_user_id, document)
-            return True
+            try:
+                await self._create(idp_user_id, document)
+                return True
+            except ApplyFailed as failure:
+                # A concurrent delivery (or the periodic pull) created it first: update that one.
+                if failure.status != HTTPStatus.CONFLICT:
+                    raise
+                current = await self.find_user(idp_user_id)
+                if current is None:
+                    raise
         value = {key: item for key, item in document.items() if key.lower() != "schemas"}
         await self._patch(str(current["id"]), [{"op": "replace", "value": value}])
         return True
@@ -363,6 +412,23 @@ class EventApplier:
             await self.state.drop_grant(event.grant_id)
         return await self.sync_roles(idp_user_id)
 
+    async def _add_role(self, idp_user_id: str, role: str) -> bool:
+        current = await self.find_user(idp_user_id)
+        if current is None or any(r.get("value") == role for r in current.get("roles", [])):
+            return False
+        await self._patch(str(current["id"]), [{"op": "add", "path": "roles", "value": [{"value": role}]}])
+        return True
+
+    async def _drop_role_if_unheld(self, idp_user_id: str, role: str) -> bool:
+        if role in await self.state.roles_of(idp_user_id):
+            return False  # still held directly or through another group
+        current = await self.find_user(idp_user_id)
+        if current is None or not any(r.get("value") == role for r in current.get("roles", [])):
+            return False
+        path = f"roles[value eq {_quoted(role)}]"
+        await self._patch(str(current["id"]), [{"op": "remove", "path": path}])
+        return True
+
     async def role_members(self, event: RoleMembers) -> bool:
         if event.truncated:
             log.warning(
@@ -370,43 +436,179 @@ class EventApplier:
             )
         changed = False
         for idp_user_id in event.added_user_ids:
-            current = await self.find_user(idp_user_id)
-            if current is not None:
-                await self._patch(
-                    str(current["id"]),
-                    [{"op": "add", "path": "roles", "value": [{"value": event.role_name}]}],
-                )
-                changed = True
+            grant = f"asg:role:{event.role_name}:{idp_user_id}"
+            await self.state.put_grant(grant, idp_user_id, [event.role_name])
+            changed |= await self._add_role(idp_user_id, event.role_name)
         for idp_user_id in event.removed_user_ids:
-            current = await self.find_user(idp_user_id)
-            if current is not None and any(
-                r.get("value") == event.role_name for r in current.get("roles", [])
-            ):
-                path = f"roles[value eq {_quoted(event.role_name)}]"
-                await self._patch(str(current["id"]), [{"op": "remove", "path": path}])
-                changed = True
+            await self.state.drop_grant(f"asg:role:{event.role_name}:{idp_user_id}")
+            changed |= await self._drop_role_if_unheld(idp_user_id, event.role_name)
         return changed
 
-    async def user_groups(self, idp_user_id: str, names: Sequence[str]) -> bool:
+    # -- groups -------------------------------------------------------------------------------
+
+    async def _find_group(self, group_id: str, name: str | None) -> dict[str, Any] | None:
+        found = await self._search("Groups", f"externalId eq {_quoted(group_id)}")
+        if not found and name:
+            # A group first created by name (before its id was known) is adopted.
+            found = [g for g in await self._search("Groups", f"displayName eq {_quoted(name)}")
+                     if not g.get("externalId")]
+        return found[0] if found else None
+
+    async def _ensure_group(self, group_id: str, name: str | None) -> str | None:
+        """The SCIM id of the IdP's group, created (or renamed) to ``name``; None if unknown and unnamed."""
+        group = await self._find_group(group_id, name)
+        if group is None:
+            if not name:
+                return None
+            body = {"schemas": [GROUP_SCHEMA], "displayName": name, "externalId": group_id}
+            return await self._create_group(body)
+        value: dict[str, Any] = {}
+        if name and group.get("displayName") != name:
+            value["displayName"] = name
+        if group.get("externalId") != group_id:
+            value["externalId"] = group_id
+        if value:
+            await self._patch(str(group["id"]), [{"op": "replace", "value": value}], "Groups")
+        return str(group["id"])
+
+    async def _create_group(self, body: dict[str, Any]) -> str:
+        """Create a group; if a concurrent delivery (or the pull) created it first, that one's id."""
+        try:
+            return str(((await self._scim("POST", "/Groups", body)).body or {}).get("id"))
+        except ApplyFailed as failure:
+            if failure.status != HTTPStatus.CONFLICT:
+                raise
+            found = await self._search("Groups", f"displayName eq {_quoted(body['displayName'])}")
+            if not found:
+                raise
+            return str(found[0]["id"])
+
+    async def _member_ids(self, group_scim_id: str) -> dict[str, str]:
+        """``SCIM user id → externalId`` of the group's members."""
+        response = await self._scim("GET", f"/Groups/{group_scim_id}")
+        members = [str(m["value"]) for m in (response.body or {}).get("members", []) if m.get("value")]
+        result: dict[str, str] = {}
+        for user_id in members:
+            user = await self._scim("GET", f"/Users/{user_id}")
+            if int(user.status) == HTTPStatus.OK and (user.body or {}).get("externalId"):
+                result[user_id] = str((user.body or {})["externalId"])
+        return result
+
+    async def _set_membership(self, group_scim_id: str, idp_user_id: str, member: bool) -> bool:
         current = await self.find_user(idp_user_id)
         if current is None:
             return False
         user_id = str(current["id"])
-        wanted = list(dict.fromkeys(names))
-        held = {str(g.get("display")): str(g["value"]) for g in current.get("groups", []) if g.get("value")}
-        for name in wanted:
-            if name in held:
-                continue
-            found = await self._search("Groups", f"displayName eq {_quoted(name)}")
-            if found:
-                group_id = str(found[0]["id"])
-                operation = {"op": "add", "path": "members", "value": [{"value": user_id}]}
-                await self._patch(group_id, [operation], "Groups")
-            else:
-                body = {"schemas": [GROUP_SCHEMA], "displayName": name, "members": [{"value": user_id}]}
-                await self._scim("POST", "/Groups", body)
-        for name, group_id in held.items():
-            if name not in wanted:
+        held = any(str(g.get("value")) == group_scim_id for g in current.get("groups", []))
+        if held == member:
+            return False
+        operation = (
+            {"op": "add", "path": "members", "value": [{"value": user_id}]}
+            if member
+            else {"op": "remove", "path": f"members[value eq {_quoted(user_id)}]"}
+        )
+        await self._patch(group_scim_id, [operation], "Groups")
+        return True
+
+    async def _group_roles(self, group_id: str) -> list[str]:
+        return await self.state.roles_of(f"#group:{group_id}")
+
+    async def _known_members(self, group_id: str) -> set[str]:
+        prefix = f"asg:member:{group_id}:"
+        return {grant[len(prefix) :] for grant in await self.state.grant_ids() if grant.startswith(prefix)}
+
+    async def group_members(self, event: GroupMembers) -> bool:
+        group_scim_id = await self._ensure_group(event.group_id, event.group_name)
+        roles = await self._group_roles(event.group_id)
+        changed = group_scim_id is not None
+        for idp_user_id in event.added_user_ids:
+            await self.state.put_grant(f"asg:member:{event.group_id}:{idp_user_id}", idp_user_id, roles)
+            if group_scim_id is not None:
+                changed |= await self._set_membership(group_scim_id, idp_user_id, True)
+            for role in roles:
+                changed |= await self._add_role(idp_user_id, role)
+        for idp_user_id in event.removed_user_ids:
+            await self.state.drop_grant(f"asg:member:{event.group_id}:{idp_user_id}")
+            if group_scim_id is not None:
+                changed |= await self._set_membership(group_scim_id, idp_user_id, False)
+            for role in roles:
+                changed |= await self._drop_role_if_unheld(idp_user_id, role)
+        return changed
+
+    async def role_groups(self, event: RoleGroups) -> bool:
+        if event.truncated:
+            log.warning("role %s: the IdP truncated its group lists; some are missing", event.role_name)
+        changed = False
+        for (group_id, name), give in [(g, True) for g in event.added_groups] + [
+            (g, False) for g in event.removed_groups
+        ]:
+            roles = [r for r in await self._group_roles(group_id) if r != event.role_name]
+            if give:
+                roles.append(event.role_name)
+            await self.state.put_grant(f"asg:group:{group_id}", f"#group:{group_id}", roles)
+            members = await self._known_members(group_id)
+            group = await self._find_group(group_id, name)
+            if group is not None:
+                members |= set((await self._member_ids(str(group["id"]))).values())
+            for idp_user_id in sorted(members):
+                await self.state.put_grant(f"asg:member:{group_id}:{idp_user_id}", idp_user_id, roles)
+                if give:
+                    changed |= await self._add_role(idp_user_id, event.role_name)
+                else:
+                    changed |= await self._drop_role_if_unheld(idp_user_id, event.role_name)
+        return changed
+
+    async def group_snapshot(self, event: GroupSnapshot) -> bool:
+        group_scim_id = await self._ensure_group(event.group_id, event.group_name)
+        if group_scim_id is None:
+            return False
+        members = await self._member_ids(group_scim_id)
+        wanted = set(event.member_ids)
+        for user_id, idp_user_id in members.items():
+            if idp_user_id not in wanted:
                 path = f"members[value eq {_quoted(user_id)}]"
-                await self._patch(group_id, [{"op": "remove", "path": path}], "Groups")
+                await self._patch(group_scim_id, [{"op": "remove", "path": path}], "Groups")
+        for idp_user_id in sorted(wanted - set(members.values())):
+            await self._set_membership(group_scim_id, idp_user_id, True)
+        return True
+
+    async def group_delete(self, group_id: str) -> bool:
+        for grant in await self.state.grant_ids():
+            if grant.startswith(f"asg:member:{group_id}:") or grant == f"asg:group:{group_id}":
+                await self.state.drop_grant(grant)
+        group = await self._find_group(group_id, None)
+        if group is None:
+            return False
+        await self._scim("DELETE", f"/Groups/{group['id']}")
+        return True
+
+    async def user_groups(
+        self, idp_user_id: str, names: Sequence[str], group_ids: Sequence[str | None] = ()
+    ) -> bool:
+        current = await self.find_user(idp_user_id)
+        if current is None:
+            return False
+        user_id = str(current["id"])
+        held = {str(g["value"]) for g in current.get("groups", []) if g.get("value")}
+        ids = list(group_ids) + [None] * (len(names) - len(group_ids))
+        wanted: set[str] = set()
+        for name, group_id in dict.fromkeys(zip(names, ids, strict=True)):
+            group_scim_id: str | None
+            if group_id is not None:
+                group_scim_id = await self._ensure_group(group_id, name)
+            else:
+                by_name = await self._search("Groups", f"displayName eq {_quoted(name)}")
+                if by_name:
+                    group_scim_id = str(by_name[0]["id"])
+                else:
+                    group_scim_id = await self._create_group({"schemas": [GROUP_SCHEMA], "displayName": name})
+            if group_scim_id is None:
+                continue
+            wanted.add(group_scim_id)
+            if group_scim_id not in held:
+                operation = {"op": "add", "path": "members", "value": [{"value": user_id}]}
+                await self._patch(group_scim_id, [operation], "Groups")
+        for group_scim_id in held - wanted:
+            path = f"members[value eq {_quoted(user_id)}]"
+            await self._patch(group_scim_id, [{"op": "remove", "path": path}], "Groups")
         return True

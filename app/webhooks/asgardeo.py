@@ -7,6 +7,21 @@
   the age and ``jti`` is the replay / idempotency key.
 * Body: Security-Event-Token-shaped JSON (RFC 8417 layout, not a JWT): ``iss``, ``iat``, ``jti``,
   ``events: {"<event URI>": {...}}``. See research/asgardeo.md Part B.
+
+Answers. The WSO2 hub retries a delivery only on 500/502/503 and marks the subscription *stale* on any other
+failure, or once those retries are exhausted (product-integrator-websubhub
+``components/websubhub/modules/delivery/dispatcher.bal`` and ``delivery.bal``): no event is delivered
+after that until someone subscribes again. So only a bad signature is refused (401); once the signature
+holds, :meth:`AsgardeoWebhook.handle` never raises: a redelivered ``jti`` (Kafka is at-least-once, the hub
+times out after 60 s), a stale ``iat`` or a body that cannot be read become a result with ``duplicate`` or
+``problem`` set, which the receiver acknowledges with 2xx (and records); an event it cannot apply is kept
+and retried by ziti-scim (:mod:`app.webhooks.pending`), not by the hub.
+
+Group events (identity-webhook-event-handlers ``…/wso2/event/handler/internal/model/common/Group.java``,
+``WSO2RoleGroupsUpdatedEventPayload.java``): ``…/events/group/event-type/groupUpdated`` carries
+``group{id,name,addedUsers[{id,claims}],removedUsers[{id}]}`` → :class:`GroupMembers`;
+``…/events/role/event-type/roleGroupsUpdated`` carries ``role{id,name,audience,addedGroups[{id,
+groupName,userStoreDomain}],removedGroups}`` → :class:`RoleGroups`.
 """
 
 from __future__ import annotations
@@ -31,7 +46,9 @@ from app.webhooks.errors import WebhookInvalid, WebhookRejected
 from app.webhooks.events import (
     SCIM_USER_SCHEMA,
     Challenge,
+    GroupMembers,
     Ignored,
+    RoleGroups,
     RoleMembers,
     UserActive,
     UserDelete,
@@ -40,7 +57,7 @@ from app.webhooks.events import (
     UserUpsert,
     WebhookEvent,
 )
-from app.webhooks.replay import ReplayGuard, claim_delivery
+from app.webhooks.replay import ReplayGuard
 
 __all__ = [
     "EVENT_PREFIX",
@@ -151,25 +168,32 @@ class AsgardeoWebhook:
             raise WebhookRejected("signature mismatch")
 
     async def handle(self, headers: Mapping[str, str], body: bytes) -> WebhookResult:
-        """Verify, parse, check ``iat`` age, then claim ``jti`` in the replay guard."""
+        """Verify the signature (the only refusal), then parse, check ``iat`` and claim ``jti``.
+
+        After a good signature nothing raises: see the module docstring for why and what is returned.
+        """
         self.verify_signature(headers, body)
-        data = load_json_object(body)
-        result = _parse(data)
+        try:
+            data = load_json_object(body)
+            result = _parse(data)
+        except WebhookInvalid as invalid:
+            return WebhookResult(source=self.source, events=(), problem=invalid.reason)
         now = self._clock()
         iat = _iat_seconds(data)
         if iat is not None:
             if self._max_age is not None and now - iat > self._max_age:
-                raise WebhookRejected("delivery too old")
+                return replace(result, events=(), problem="delivery too old")
             if iat - now > self._skew:
-                raise WebhookRejected("delivery timestamp in the future")
+                return replace(result, events=(), problem="delivery timestamp in the future")
         elif self._max_age is not None:
-            raise WebhookRejected("delivery without iat")
+            return replace(result, events=(), problem="delivery without iat")
         if self._max_age is not None and iat is not None:
             expires = iat + self._max_age + self._skew
         else:
             expires = now + self._retention
         key = "asgardeo:" + (result.delivery_id or body_digest(body))
-        await claim_delivery(self._guard, key, expires)
+        if await self._guard.seen(key) or not await self._guard.remember(key, expires):
+            return replace(result, events=(), duplicate=True)
         return replace(result, replay_key=key)
 
 
@@ -286,6 +310,45 @@ def _role_users(payload: Mapping[str, Any]) -> WebhookEvent:
     )
 
 
+def _group_members(payload: Mapping[str, Any]) -> WebhookEvent:
+    group = payload.get("group")
+    if not isinstance(group, dict) or not isinstance(group.get("id"), str) or not group["id"]:
+        raise WebhookInvalid("group event without group.id")
+    name = group.get("name")
+    return GroupMembers(
+        group_id=group["id"],
+        group_name=name if isinstance(name, str) and name else None,
+        added_user_ids=_ids(group.get("addedUsers"), "group.addedUsers"),
+        removed_user_ids=_ids(group.get("removedUsers"), "group.removedUsers"),
+    )
+
+
+def _groups(value: Any, where: str) -> tuple[tuple[str, str | None], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise WebhookInvalid(f"{where} must be a list")
+    groups: list[tuple[str, str | None]] = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise WebhookInvalid(f"{where} entries must carry an id")
+        name = item.get("groupName")
+        groups.append((item["id"], name if isinstance(name, str) and name else None))
+    return tuple(groups)
+
+
+def _role_groups(payload: Mapping[str, Any]) -> WebhookEvent:
+    role = payload.get("role")
+    if not isinstance(role, dict) or not isinstance(role.get("name"), str) or not role["name"]:
+        raise WebhookInvalid("role event without role.name")
+    return RoleGroups(
+        role_name=role["name"],
+        added_groups=_groups(role.get("addedGroups"), "role.addedGroups"),
+        removed_groups=_groups(role.get("removedGroups"), "role.removedGroups"),
+        truncated=bool(role.get("addedGroupsTruncated") or role.get("removedGroupsTruncated")),
+    )
+
+
 def _event(uri: str, payload: Any) -> WebhookEvent:
     if not isinstance(payload, dict):
         raise WebhookInvalid("event payload must be an object")
@@ -306,6 +369,10 @@ def _event(uri: str, payload: Any) -> WebhookEvent:
         return simple[name](user_id)
     if name == "role/event-type/roleUsersUpdated":
         return _role_users(payload)
+    if name == "role/event-type/roleGroupsUpdated":
+        return _role_groups(payload)
+    if name == "group/event-type/groupUpdated":
+        return _group_members(payload)
     return Ignored(f"asgardeo event {name} is not used")
 
 

@@ -1,13 +1,27 @@
 """authentik notification-transport webhooks (generic ``webhook`` mode).
 
-authentik signs nothing (``authentik/events/models.py`` ``send_webhook``): authenticity rests on a
-shared secret that a ``NotificationWebhookMapping`` header mapping adds (e.g. ``Authorization: Bearer
-<secret>``), compared here in constant time. Two bodies are understood (research/authentik.md §6):
+authentik signs nothing (``authentik/events/models.py`` ``NotificationTransport.send_webhook``):
+authenticity rests on a shared secret, compared here in constant time, found in any of three places so
+that every supported release can send it (docs/idp/authentik.md, "Minimum versions"):
+
+* a header set by a header mapping (``webhook_mapping_headers``, authentik 2025.4+), e.g.
+  ``Authorization: Bearer <secret>``;
+* the ``webhook_secret`` key of a custom body mapping (``webhook_mapping``, every release);
+* a path segment, ``POST /webhooks/<source>/<secret>`` (every release, even with the default body).
+
+Two bodies are understood (research/authentik.md §6):
 
 * the **default** body ``{"body": "<action>: <python repr of the event context>", "severity", …}``,
-  which names the model only by pk → :class:`FetchUser` (or :class:`UserDelete` for ``model_deleted``);
-* the **custom** body mapping from authentik.md §6 (``action``, ``event_uuid``, ``created``, ``model``,
-  ``user{pk,username,name,email,is_active,groups,…}``) → :class:`UserUpsert` + :class:`UserGroups`.
+  which names the model only by pk → :class:`FetchUser` / :class:`FetchGroup` (read back from the API);
+  ``model_deleted`` → :class:`UserDelete` / :class:`GroupDelete`. It carries no event id nor time (a
+  request id only from 2024.10, and two edits through the same screen send the same bytes), so it is
+  never refused as a replay: it only triggers a re-read of the current state, which is idempotent.
+* the **custom** body mapping of docs/idp/authentik.md (``action``, ``event_uuid``, ``created``,
+  ``model``, ``user{pk,username,name,email,is_active,groups[{pk,name}]}``) → :class:`UserUpsert` +
+  :class:`UserGroups`; a second delivery of one ``event_uuid`` is acknowledged as a duplicate.
+
+Group events (``model_*`` on ``authentik_core.group``, sent when members are added or removed from the
+group's side, and on a rename or a deletion) → :class:`FetchGroup` / :class:`GroupDelete`.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from __future__ import annotations
 import ast
 import re
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +37,6 @@ from typing import Any
 from app.webhooks.common import (
     Clock,
     WebhookResult,
-    body_digest,
     constant_time_in,
     get_header,
     load_json_object,
@@ -31,18 +45,24 @@ from app.webhooks.common import (
 from app.webhooks.errors import WebhookInvalid, WebhookRejected
 from app.webhooks.events import (
     SCIM_USER_SCHEMA,
+    FetchGroup,
     FetchUser,
+    GroupDelete,
     Ignored,
     UserDelete,
     UserGroups,
     UserUpsert,
     WebhookEvent,
 )
-from app.webhooks.replay import ReplayGuard, claim_delivery
+from app.webhooks.replay import ReplayGuard
 
-__all__ = ["AuthentikWebhook", "authentik_user_to_scim", "parse_authentik", "user_events"]
+__all__ = ["AuthentikWebhook", "authentik_user_to_scim", "group_pk", "parse_authentik", "user_events"]
 
 _USER_MODEL = ("authentik_core", "user")
+_GROUP_MODEL = ("authentik_core", "group")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+#: The custom body mapping's key for the shared secret (docs/idp/authentik.md).
+BODY_SECRET_KEY = "webhook_secret"
 _UPSERT_ACTIONS = ("model_created", "model_updated")
 _MAX_SUMMARY_LEN = 64 * 1024
 # Fallback when the context repr holds non-literal values (datetime(...), UUID(...)).
@@ -80,30 +100,44 @@ def authentik_user_to_scim(obj: Mapping[str, Any]) -> dict[str, Any]:
     return user
 
 
-def _group_names(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
-    # Custom body: "groups" = list of names. API: "groups_obj" = [{name,...}] ("groups" are UUIDs there).
+def _groups(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str | None, ...]] | None:
+    """Group names and ids: API ``groups_obj[{pk,name}]`` (its ``groups`` are bare UUIDs), or the custom
+    body's ``groups`` (names, or ``{pk,name}`` objects as the documented mapping sends them)."""
     groups_obj = obj.get("groups_obj")
+    items: list[Any]
     if isinstance(groups_obj, list):
-        return tuple(g["name"] for g in groups_obj if isinstance(g, dict) and isinstance(g.get("name"), str))
-    groups = obj.get("groups")
-    if isinstance(groups, list) and "groups_obj" not in obj:
-        return tuple(g for g in groups if isinstance(g, str))
-    return None
+        items = groups_obj
+    elif isinstance(obj.get("groups"), list) and "groups_obj" not in obj:
+        items = obj["groups"]
+    else:
+        return None
+    names: list[str] = []
+    ids: list[str | None] = []
+    for item in items:
+        if isinstance(item, str):
+            names.append(item)
+            ids.append(None)
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            names.append(item["name"])
+            pk = item.get("pk")
+            ids.append(group_pk(pk) if isinstance(pk, str) and _UUID.fullmatch(pk) else None)
+    return tuple(names), tuple(ids)
 
 
 def user_events(obj: Mapping[str, Any]) -> tuple[WebhookEvent, ...]:
-    """``UserUpsert`` (+ ``UserGroups`` when the object lists group names) for an authentik user object."""
+    """``UserUpsert`` (+ ``UserGroups`` when the object lists its groups) for an authentik user object."""
     user = authentik_user_to_scim(obj)
     source_id = user["externalId"]
     events: list[WebhookEvent] = [UserUpsert(source_id, user)]
-    groups = _group_names(obj)
+    groups = _groups(obj)
     if groups is not None:
-        events.append(UserGroups(source_id, groups))
+        names, ids = groups
+        events.append(UserGroups(source_id, names, ids if any(ids) else ()))
     return tuple(events)
 
 
-def _is_user_model(model: Any) -> bool:
-    return isinstance(model, dict) and (model.get("app"), model.get("model_name")) == _USER_MODEL
+def _is_model(model: Any, which: tuple[str, str]) -> bool:
+    return isinstance(model, dict) and (model.get("app"), model.get("model_name")) == which
 
 
 def _pk(model: Mapping[str, Any]) -> str:
@@ -116,9 +150,31 @@ def _pk(model: Mapping[str, Any]) -> str:
     return str(pk)
 
 
+def group_pk(value: str) -> str:
+    """A group's pk in one form: events carry ``UUID.hex`` (``authentik/events/utils.py``
+    ``sanitize_item``), the API the dashed form; both become the dashed lower-case form."""
+    if not _UUID.fullmatch(value):
+        raise WebhookInvalid("authentik group pk must be a UUID")
+    return str(uuid.UUID(value))
+
+
+def _group_event(action: str, model: Mapping[str, Any]) -> WebhookEvent:
+    raw = model.get("pk")
+    if not isinstance(raw, str) or not raw:
+        raise WebhookInvalid("authentik group pk must be a UUID")
+    pk = group_pk(raw)  # groups are keyed by UUIDs, users by numbers (_pk)
+    if action == "model_deleted":
+        return GroupDelete(pk)
+    if action in _UPSERT_ACTIONS:
+        return FetchGroup(pk)
+    return Ignored(f"authentik action {action} is not used")
+
+
 def _model_event(action: str, model: Any, user: Any) -> WebhookEvent | tuple[WebhookEvent, ...]:
-    if not _is_user_model(model):
-        return Ignored(f"authentik {action} on a model other than a user")
+    if _is_model(model, _GROUP_MODEL):
+        return _group_event(action, model)
+    if not _is_model(model, _USER_MODEL):
+        return Ignored(f"authentik {action} on a model other than a user or a group")
     pk = _pk(model)
     if action == "model_deleted":
         return UserDelete(pk)
@@ -185,10 +241,12 @@ def _created(data: Mapping[str, Any]) -> float | None:
 class AuthentikWebhook:
     """Shared-secret check + parser for authentik notification webhooks.
 
-    ``header_name``/``expected_values``: the header the mapping adds and its exact value(s), e.g.
-    ``("Authorization", ["Bearer <secret>"])``; several values are accepted during a rotation.
-    Replay key: ``event_uuid`` (custom body) or the body hash (default body; it embeds a request id).
-    ``max_age`` bounds the custom body's ``created`` (authentik retries failed sends up to 5 times).
+    ``header_name``/``expected_values``: the header a header mapping adds and its exact value(s), e.g.
+    ``("Authorization", ["Bearer <secret>"])``; ``secrets``: the bare secret(s), accepted in the custom
+    body (``webhook_secret``) or the URL path (see the module docstring). Several values are accepted
+    during a rotation. Replay key: ``event_uuid`` of the custom body (a second delivery is a duplicate);
+    the default body has none and is never refused as a replay. ``max_age`` bounds the custom body's
+    ``created`` (authentik retries failed sends up to 5 times).
     """
 
     source = "authentik"
@@ -199,6 +257,7 @@ class AuthentikWebhook:
         expected_values: Sequence[str] | str,
         replay_guard: ReplayGuard,
         *,
+        secrets: Sequence[str] | str | None = None,
         max_age: float | None = 86400.0,
         clock_skew: float = 300.0,
         replay_retention: float = 86400.0,
@@ -208,24 +267,41 @@ class AuthentikWebhook:
             raise ValueError("AuthentikWebhook: header_name is required")
         self._header = header_name
         self._values = require_secrets(expected_values, "AuthentikWebhook")
+        self._secrets = require_secrets(secrets, "AuthentikWebhook") if secrets is not None else ()
         self._guard = replay_guard
         self._max_age = max_age
         self._skew = clock_skew
         self._retention = replay_retention
         self._clock = clock
 
-    def verify_secret(self, headers: Mapping[str, str]) -> None:
-        """Constant-time comparison of the configured header with the expected value(s)."""
+    def verify_secret(
+        self,
+        headers: Mapping[str, str],
+        data: Mapping[str, Any] | None = None,
+        path_secret: str | None = None,
+    ) -> None:
+        """Constant-time check of the secret in the header, the URL path or the custom body."""
         value = get_header(headers, self._header)
-        if not value:
-            raise WebhookRejected("missing shared-secret header")
-        if not constant_time_in(value.strip().encode("utf-8", "replace"), self._values):
-            raise WebhookRejected("shared secret mismatch")
+        if value and constant_time_in(value.strip().encode("utf-8", "replace"), self._values):
+            return
+        for candidate in (path_secret, (data or {}).get(BODY_SECRET_KEY)):
+            if isinstance(candidate, str) and candidate and self._secrets:
+                if constant_time_in(candidate.encode("utf-8", "replace"), self._secrets):
+                    return
+        if not value and path_secret is None and BODY_SECRET_KEY not in (data or {}):
+            raise WebhookRejected("missing shared secret")
+        raise WebhookRejected("shared secret mismatch")
 
-    async def handle(self, headers: Mapping[str, str], body: bytes) -> WebhookResult:
-        """Check the secret, parse, check ``created`` age, then claim the replay key."""
-        self.verify_secret(headers)
-        data = load_json_object(body)
+    async def handle(
+        self, headers: Mapping[str, str], body: bytes, *, path_secret: str | None = None
+    ) -> WebhookResult:
+        """Check the secret, parse, check ``created`` age, then claim the ``event_uuid``."""
+        try:
+            data = load_json_object(body)
+        except WebhookInvalid:
+            self.verify_secret(headers, None, path_secret)  # an unauthenticated caller learns nothing
+            raise
+        self.verify_secret(headers, data, path_secret)
         events, delivery_id = _parse(data)
         now = self._clock()
         created = _created(data)
@@ -237,6 +313,10 @@ class AuthentikWebhook:
                 raise WebhookRejected("delivery timestamp in the future")
             if self._max_age is not None:
                 expires = created + self._max_age + self._skew
-        key = "authentik:" + (delivery_id or body_digest(body))
-        await claim_delivery(self._guard, key, expires)
+        result = WebhookResult(source=self.source, events=events, delivery_id=delivery_id)
+        if delivery_id is None:
+            return result  # the default body: a re-read of current state, safe to repeat (see above)
+        key = "authentik:" + delivery_id
+        if await self._guard.seen(key) or not await self._guard.remember(key, expires):
+            return WebhookResult(source=self.source, events=(), delivery_id=delivery_id, duplicate=True)
         return WebhookResult(source=self.source, events=events, delivery_id=delivery_id, replay_key=key)

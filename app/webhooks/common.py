@@ -58,6 +58,9 @@ class WebhookResult:
     ``sequenced``: set when the IdP numbers its events per aggregate (ZITADEL): the receiver then keeps
     the event and folds the aggregate's events in sequence order instead of applying ``events`` as they
     come (:mod:`app.webhooks.zitadel_sync`).
+    ``duplicate``: the delivery was authentic but already received (its key is claimed): acknowledge it,
+    change nothing. ``problem``: authentic but unusable (unreadable body, stale timestamp): acknowledge it
+    and record the reason; ``events`` is then empty.
     """
 
     source: str
@@ -65,6 +68,8 @@ class WebhookResult:
     delivery_id: str | None = None
     replay_key: str | None = None
     sequenced: SequencedEvent | None = None
+    duplicate: bool = False
+    problem: str | None = None
 
 
 def get_header(headers: Mapping[str, str], name: str) -> str | None:

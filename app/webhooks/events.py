@@ -13,11 +13,16 @@ from typing import Any
 
 __all__ = [
     "Challenge",
+    "FetchGroup",
     "FetchUser",
+    "GroupDelete",
+    "GroupMembers",
+    "GroupSnapshot",
     "GrantActive",
     "GrantDelete",
     "GrantUpsert",
     "Ignored",
+    "RoleGroups",
     "RoleMembers",
     "UserActive",
     "UserDelete",
@@ -88,11 +93,68 @@ class UserDelete:
 class UserGroups:
     """Complete set of group names the user belongs to (authentik custom mapping / API fetch).
 
-    Replace semantics: groups not listed are no longer held by the user.
+    Replace semantics: groups not listed are no longer held by the user. ``group_ids`` (same order, an
+    entry may be None) are the IdP's group ids when known: groups are then found by ``externalId``, so a
+    renamed group stays the same group.
     """
 
     source_user_id: str
     group_names: tuple[str, ...]
+    group_ids: tuple[str | None, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMembers:
+    """Users were added to / removed from a group (Asgardeo ``groupUpdated``): a delta.
+
+    ``group_id`` is the IdP's group id (the SCIM Group's ``externalId``); ``group_name`` its current name.
+    """
+
+    group_id: str
+    group_name: str | None
+    added_user_ids: tuple[str, ...]
+    removed_user_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSnapshot:
+    """A group as the IdP's API describes it now (authentik): its name and complete member list.
+
+    ``member_ids`` are IdP user ids; replace semantics (members not listed leave the group).
+    """
+
+    group_id: str
+    group_name: str
+    member_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDelete:
+    """The group was deleted in the IdP: its members lose it (and what their roles drew from it)."""
+
+    group_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchGroup:
+    """The delivery names a group but not its members (authentik ``model_*`` on a group): read it back
+    from the IdP's API (a :class:`GroupSnapshot`, or :class:`GroupDelete` on positive evidence)."""
+
+    group_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoleGroups:
+    """A role was given to / taken from groups (Asgardeo ``roleGroupsUpdated``): a delta.
+
+    Every member of an added group holds the role while it is a member; ``added_groups`` and
+    ``removed_groups`` are ``(group id, group name or None)`` pairs.
+    """
+
+    role_name: str
+    added_groups: tuple[tuple[str, str | None], ...]
+    removed_groups: tuple[tuple[str, str | None], ...]
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +237,11 @@ WebhookEvent = (
     | GrantActive
     | GrantDelete
     | RoleMembers
+    | RoleGroups
+    | GroupMembers
+    | GroupSnapshot
+    | GroupDelete
+    | FetchGroup
     | FetchUser
     | Challenge
     | Ignored

@@ -1,8 +1,15 @@
 """ZITADEL Actions v2 event executions (JSON payload type, HMAC-signed).
 
-Signature (``pkg/actions/signing.go``): header ``ZITADEL-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]``,
-one ``v1`` per active signing key, ``v1 = hex(HMAC-SHA256(key=signingKey, msg=f"{t}." + raw_body))``;
-ZITADEL's own validator rejects ``now - t > 300 s`` and accepts any matching ``v1``.
+Signature (``pkg/actions/signing.go``): header ``ZITADEL-Signature: t=<unix>,v1=<hex>``,
+``v1 = hex(HMAC-SHA256(key=signingKey, msg=f"{t}." + raw_body))`` with the target's single current
+signing key (regenerating it replaces it at once: there is no overlap). ZITADEL's own validator rejects
+``now - t > 300 s`` and accepts any matching ``v1``; several configured keys are accepted here so that
+the new key can be added before the old one is removed.
+
+Organisations: Actions v2 executions are instance-wide, so deliveries bring users of every organisation
+(``resourceOwner``). With ``organizations`` set, events of other organisations are acknowledged and
+ignored; the organisation of every kept event is remembered (payload key ``resourceOwner``) so that the
+pull only deletes users of organisations it has listed (:mod:`app.webhooks.zitadel_pull`).
 
 Body (``ContextInfoEvent``): ``aggregateID`` (user id = OIDC ``sub`` for ``user.*``, grant id for
 ``user.grant.*``), ``aggregateType``, ``resourceOwner``, ``instanceID``, ``sequence``, ``event_type``,
@@ -49,6 +56,7 @@ from app.webhooks.events import (
 from app.webhooks.replay import ReplayGuard, claim_delivery
 
 __all__ = [
+    "ORG_KEY",
     "SIGNATURE_HEADER",
     "SignedDelivery",
     "ZitadelWebhook",
@@ -58,6 +66,10 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "ZITADEL-Signature"
+#: Where a kept event's payload remembers its aggregate's organisation (the envelope's ``resourceOwner``).
+ORG_KEY = "resourceOwner"
+#: ZITADEL's "no language set" (``language.Und``): always present in profiles, never a value to copy.
+UNDETERMINED_LANGUAGE = "und"
 DEFAULT_TOLERANCE = 300.0
 _MAX_HEADER_LEN = 4096
 _HEX_SHA256_LEN = 64
@@ -136,9 +148,11 @@ class ZitadelWebhook:
         replay_guard: ReplayGuard,
         *,
         tolerance: float = DEFAULT_TOLERANCE,
+        organizations: Sequence[str] | None = None,
         clock: Clock = time.time,
     ) -> None:
         self._keys = require_secrets(signing_keys, "ZitadelWebhook")
+        self._organizations = frozenset(organizations) if organizations else None
         if tolerance <= 0:
             raise ValueError("tolerance must be positive")
         self._guard = replay_guard
@@ -175,6 +189,11 @@ class ZitadelWebhook:
         """Verify, parse, then claim the replay key (an unparseable body does not consume it)."""
         signed = self.verify_signature(headers, body)
         result = parse_zitadel(body)
+        if self._organizations is not None and result.sequenced is not None:
+            owner = result.sequenced.payload.get(ORG_KEY)
+            if owner not in self._organizations:
+                ignored = Ignored("zitadel event of an organisation this source does not serve")
+                return replace(result, events=(ignored,), sequenced=None)
         await claim_delivery(self._guard, signed.replay_key, signed.replay_expires_at)
         return replace(result, replay_key=signed.replay_key)
 
@@ -232,8 +251,9 @@ def _profile_changes(payload: Mapping[str, Any]) -> dict[str, Any]:
         ("nickName", "nickName"),
         ("preferredLanguage", "preferredLanguage"),
     ):
-        if (v := _str(payload, src)) is not None:
-            changes[dst] = v
+        value = _str(payload, src)
+        if value is not None and not (dst == "preferredLanguage" and value == UNDETERMINED_LANGUAGE):
+            changes[dst] = value
     return changes
 
 
@@ -264,7 +284,7 @@ def _user_event(event_type: str, user_id: str, payload: Mapping[str, Any]) -> We
     if event_type == "user.human.profile.changed":
         changes = _profile_changes(payload)
         return UserPatch(user_id, changes) if changes else FetchUser(user_id)
-    if event_type in ("user.username.changed", "user.human.username.changed"):
+    if event_type == "user.username.changed":  # there is no user.human.username.changed
         username = _str(payload, "userName")
         return UserPatch(user_id, {"userName": username}) if username else FetchUser(user_id)
     simple: dict[str, Callable[[str], WebhookEvent]] = {
@@ -284,7 +304,11 @@ def _grant_event(event_type: str, grant_id: str, payload: Mapping[str, Any]) -> 
         if not payload:
             return Ignored("zitadel grant event without payload; reconcile grants from the API")
         return GrantUpsert(grant_id, _str(payload, "userId"), _role_keys(payload), _str(payload, "projectId"))
-    if event_type in ("user.grant.changed", "user.grant.cascade.changed"):
+    if event_type == "user.grant.cascade.changed":
+        # roleKeys is ``omitempty`` here (internal/repository/usergrant/user_grant.go): deleting a project
+        # role that was the grant's only one sends ``{}``, i.e. no role left.
+        return GrantUpsert(grant_id, None, _role_keys(payload))
+    if event_type == "user.grant.changed":
         if "roleKeys" not in payload:
             return Ignored("zitadel grant event without payload; reconcile grants from the API")
         return GrantUpsert(grant_id, _str(payload, "userId"), _role_keys(payload), _str(payload, "projectId"))
@@ -299,6 +323,7 @@ def _grant_event(event_type: str, grant_id: str, payload: Mapping[str, Any]) -> 
 
 def zitadel_event(event_type: str, aggregate_id: str, payload: Mapping[str, Any]) -> WebhookEvent:
     """The neutral meaning of one ZITADEL event (research/zitadel.md §6); also used to re-read kept events."""
+    payload = {key: value for key, value in payload.items() if key != ORG_KEY}
     if event_type.startswith("user.grant."):
         return _grant_event(event_type, aggregate_id, payload)
     if event_type.startswith("user."):
@@ -332,6 +357,9 @@ def parse_zitadel(body: bytes) -> WebhookResult:
     # Only the fields the parser reads are kept (no password hash, phone or address is ever stored).
     payload = {key: value for key, value in _payload(data).items() if key in _KEPT_FIELDS}
     event = zitadel_event(event_type, aggregate_id, payload)
+    owner = data.get(ORG_KEY)
+    if isinstance(owner, str) and owner and len(owner) <= _MAX_AGGREGATE_ID:
+        payload[ORG_KEY] = owner
     sequenced = None
     if not isinstance(event, Ignored):
         kind = "grant" if event_type.startswith("user.grant.") else "user"

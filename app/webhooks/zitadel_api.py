@@ -60,8 +60,8 @@ def zitadel_user_events(user: dict[str, Any]) -> tuple[WebhookEvent, ...]:
     if name:
         scim["name"] = name
     for key in ("displayName", "nickName", "preferredLanguage"):
-        if profile.get(key):
-            scim[key] = profile[key]
+        if profile.get(key) and not (key == "preferredLanguage" and profile[key] == "und"):
+            scim[key] = profile[key]  # "und": ZITADEL's "no language set", always sent
     if isinstance(email, str) and email:
         scim["emails"] = [{"value": email, "primary": True, "type": "work"}]
     return (UserUpsert(user_id, scim), UserLocked(user_id, state == "USER_STATE_LOCKED"))

@@ -40,7 +40,7 @@ from app.webhooks.events import (
     UserUpsert,
     WebhookEvent,
 )
-from app.webhooks.zitadel import zitadel_event
+from app.webhooks.zitadel import ORG_KEY, zitadel_event
 from app.webhooks.zitadel_api import zitadel_user_events
 
 __all__ = [
@@ -71,6 +71,7 @@ class UserState:
     ``complete``: the profile describes the user completely (``user.human.added`` or an API read seen);
     until then the user cannot be created. ``active``/``locked``: ``None`` while no event said.
     ``needs_read``: an event without payload (ZITADEL v4.1.x) came after the base: ask the API.
+    ``organization``: the user's organisation (``resourceOwner``), once an event or the API named it.
     """
 
     profile: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +80,7 @@ class UserState:
     locked: bool | None = None
     removed: bool = False
     needs_read: bool = False
+    organization: str | None = None
 
     @property
     def scim_active(self) -> bool:
@@ -92,6 +94,7 @@ class UserState:
             "locked": self.locked,
             "removed": self.removed,
             "needs_read": self.needs_read,
+            "organization": self.organization,
         }
 
     @classmethod
@@ -105,6 +108,7 @@ class UserState:
             locked=_flag(data.get("locked")),
             removed=data.get("removed") is True,
             needs_read=data.get("needs_read") is True,
+            organization=data["organization"] if isinstance(data.get("organization"), str) else None,
         )
 
 
@@ -192,10 +196,15 @@ def _merge(profile: dict[str, Any], event: UserPatch) -> None:
 
 def fold_user(base: UserState | None, base_sequence: int, events: Iterable[SequencedEvent]) -> UserState:
     """The user's state: ``base`` (at ``base_sequence``), then the events numbered after it, in order."""
+    events = list(events)
     removed, ordered = _in_order(base_sequence, events)
     if removed or (base is not None and base.removed):
         return UserState(removed=True)
     state = UserState.from_json(base.to_json()) if base is not None else UserState()
+    for kept in events:  # an aggregate never changes organisation; any event may name it
+        owner = kept.payload.get(ORG_KEY)
+        if isinstance(owner, str) and owner:
+            state.organization = owner
     for event in ordered:
         if isinstance(event, UserUpsert):
             state.profile = _profile(event)
@@ -248,6 +257,9 @@ def user_state_from_api(user: dict[str, Any]) -> UserState | None:
     if isinstance(events[0], Ignored):
         return None
     state = UserState()
+    details = user.get("details")
+    owner = details.get("resourceOwner") if isinstance(details, dict) else None
+    state.organization = owner if isinstance(owner, str) and owner else None
     for event in events:
         if isinstance(event, UserUpsert):
             state.profile = _profile(event)

@@ -247,6 +247,10 @@ class ZitadelAggregates:
 
     # -- the pull -----------------------------------------------------------------------------
 
+    async def organization_of(self, user_id: str) -> str | None:
+        """The user's organisation as its kept events or the last API read named it (None: unknown)."""
+        return fold_user_log(await self.events.load(user_id)).organization
+
     async def snapshot_user(self, user: dict[str, Any], outcome: Outcome) -> str | None:
         """Record the API's view of a user as its base and apply the fold; the user id, or None for a
         machine user or a user a ``user.removed`` event already deleted."""

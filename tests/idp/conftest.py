@@ -74,6 +74,12 @@ class FakeApi:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     grants: list[dict[str, Any]] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    #: authentik groups by pk (``GroupSerializer``: pk, name, users[<user pk>]).
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: authentik: whether the token's user is a superuser (``/core/users/me/``).
+    superuser: bool = True
+    #: authentik: user pks the token may not see (object-level permissions: 404).
+    hidden: set[str] = field(default_factory=set)
 
 
 def _fake_api_app(api: FakeApi, token: str) -> Starlette:
@@ -85,8 +91,37 @@ def _fake_api_app(api: FakeApi, token: str) -> Starlette:
     async def authentik_user(request: Request) -> JSONResponse:
         if not authorized(request):
             return JSONResponse({"detail": "Token invalid/expired"}, status_code=403)
-        user = api.users.get(request.path_params["pk"])
+        pk = request.path_params["pk"]
+        user = None if pk in api.hidden else api.users.get(pk)
         return JSONResponse(user) if user else JSONResponse({"detail": "Not found."}, status_code=404)
+
+    async def authentik_me(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return JSONResponse({"detail": "Token invalid/expired"}, status_code=403)
+        return JSONResponse({"user": {"pk": 1, "username": "ziti-scim", "is_superuser": api.superuser}})
+
+    def authentik_page(request: Request, items: list[dict[str, Any]]) -> JSONResponse:
+        # authentik's pagination (authentik/api/pagination.py): page numbers, "next" 0 on the last page.
+        page, size = int(request.query_params.get("page", 1)), int(request.query_params.get("page_size", 20))
+        chunk = items[(page - 1) * size : page * size]
+        following = page + 1 if page * size < len(items) else 0
+        return JSONResponse({"pagination": {"next": following, "count": len(items)}, "results": chunk})
+
+    async def authentik_users(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return JSONResponse({"detail": "Token invalid/expired"}, status_code=403)
+        return authentik_page(request, [u for pk, u in api.users.items() if pk not in api.hidden])
+
+    async def authentik_groups(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return JSONResponse({"detail": "Token invalid/expired"}, status_code=403)
+        return authentik_page(request, list(api.groups.values()))
+
+    async def authentik_group(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return JSONResponse({"detail": "Token invalid/expired"}, status_code=403)
+        group = api.groups.get(request.path_params["pk"])
+        return JSONResponse(group) if group else JSONResponse({"detail": "Not found."}, status_code=404)
 
     async def zitadel_user(request: Request) -> JSONResponse:
         if not authorized(request):
@@ -115,7 +150,11 @@ def _fake_api_app(api: FakeApi, token: str) -> Starlette:
 
     return Starlette(
         routes=[
+            Route("/api/v3/core/users/me/", authentik_me),
+            Route("/api/v3/core/users/", authentik_users),
             Route("/api/v3/core/users/{pk}/", authentik_user),
+            Route("/api/v3/core/groups/", authentik_groups),
+            Route("/api/v3/core/groups/{pk}/", authentik_group),
             Route("/v2/users/{user_id}", zitadel_user),
             Route("/v2/users", zitadel_users, methods=["POST"]),
             Route("/management/v1/users/grants/_search", zitadel_grants, methods=["POST"]),

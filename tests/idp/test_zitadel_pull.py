@@ -20,11 +20,13 @@ from tests.idp.conftest import API_TOKEN, FakeApi, source
 
 KEY = "zitadel-signing-key-0123456789"
 INSPECT = "inspection-token-0123456789"
+ORG = "339100000000000001"
 
 
 def human(user_id: str, username: str, state: str = "USER_STATE_ACTIVE", **profile: str) -> dict[str, Any]:
     return {
         "userId": user_id,
+        "details": {"resourceOwner": ORG},
         "state": state,
         "username": username,
         "loginNames": [username],
@@ -79,6 +81,7 @@ async def test_pull_converges_users_grants_and_deletions(
         {
             "aggregateID": "300",
             "aggregateType": "user",
+            "resourceOwner": ORG,
             "instanceID": "1",
             "sequence": 1,
             "event_type": "user.human.added",
