@@ -69,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args, password, lambda config, sock: _serve(config, HOST, None, sock))
 
 
-async def _sync(config: Config, dry_run: bool) -> int:
+async def _sync(config: Config, dry_run: bool, delete_orphans: bool = False) -> int:
     from app.reconcile import sync
     from app.reconcile.provisioner import Provisioner
     from app.store.db import Database
@@ -81,7 +81,7 @@ async def _sync(config: Config, dry_run: bool) -> int:
         async with sync.exclusive(db):
             if not dry_run:
                 await _pull_webhook_sources(config, db, provisioner)
-            return await sync.run(provisioner, dry_run=dry_run, report=print)
+            return await sync.run(provisioner, dry_run=dry_run, report=print, delete_orphans=delete_orphans)
     finally:
         await provisioner.stop()
         await db.dispose()
@@ -102,7 +102,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     if not config.ziti.url:
         raise ConfigError("sync needs a [ziti] controller")
-    return asyncio.run(_sync(config, args.dry_run))
+    return asyncio.run(_sync(config, args.dry_run, args.delete_orphans))
 
 
 async def _with_db(config: Config, action: str, args: argparse.Namespace) -> int:
@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="compare every user with its identity and repair drift")
     sync.add_argument("--config", help="TOML configuration (default: $ZITI_SCIM_CONFIG)")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sync.add_argument(
+        "--delete-orphans",
+        action="store_true",
+        help="also remove the proposed orphans (identities of this deployment whose user is unknown), "
+        "through the mass-deprovision brake",
+    )
     sync.set_defaults(func=cmd_sync)
 
     for name, text in (

@@ -161,6 +161,8 @@ class Config:
     json_logs: bool = True
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
+    deployment_id: str | None = None
+    """``[server] deployment_id``: see :mod:`app.reconcile.deployment` (generated and stored when unset)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.database_url, MaskedUrl):
@@ -209,6 +211,7 @@ def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
         safety=SafetyConfig(**safety.model_dump()),
         admin_token_hash=hash_token(parsed.admin_token) if parsed.admin_token else None,
         json_logs=server.json_logs,
+        deployment_id=server.deployment_id,
         limits=LimitsConfig(
             max_patch_operations=server.max_patch_operations,
             max_attribute_values=server.max_attribute_values,

@@ -76,6 +76,8 @@ class ServerModel(_Model):
     readyz_cache_seconds: NonNegative = 5.0
     metrics_token_sha256: str | None = None
     metrics_source_labels: bool = True
+    # Ownership (app/reconcile/deployment.py): the tag scimDeployment; generated and stored when unset.
+    deployment_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] | None = None
 
     @field_validator("metrics_token_sha256")
     @classmethod
@@ -147,6 +149,8 @@ class SourceModel(_Model):
     # Provisioning (app/reconcile/settings.py).
     on_delete: Literal["delete", "disable"] = "delete"
     adopt: Literal["adopt", "refuse"] = "adopt"
+    on_delete_adopted: Literal["untag", "disable", "delete"] = "disable"
+    takeover_from: list[Annotated[str, Field(min_length=1)]] = []
     unmappable: Literal["store", "refuse"] = "store"
     # SCIM quirks overrides (app/scim/quirks.py) and rate limit (app/scim/router.py).
     partial_put: bool | None = None

@@ -32,8 +32,10 @@ IGNORE = shutil.ignore_patterns(
 
 SAFETY = "app/reconcile/safety.py"
 RECONCILER = "app/reconcile/reconciler.py"
+OWNERSHIP = "app/reconcile/ownership.py"
 ROLES = "app/mapping/roles.py"
 SAFETY_TESTS = ("tests/operations/test_safety.py",)
+OWNERSHIP_TESTS = ("tests/provisioning/test_ownership_rules.py", "tests/provisioning/test_ownership.py")
 LIFECYCLE_TESTS = ("tests/provisioning/test_options.py", "tests/provisioning/test_lifecycle.py")
 
 
@@ -115,15 +117,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         'on_delete = "disable" deletes instead',
         RECONCILER,
-        'elif identity is not None and settings.on_delete == "disable":',
+        'elif how == "disable":',
         "elif False:",
         LIFECYCLE_TESTS,
     ),
     Mutation(
         'adopt = "refuse" ignored',
-        RECONCILER,
-        'elif settings.adopt == "refuse":',
-        "elif False:",
+        OWNERSHIP,
+        "if not owner.adopt:",
+        "if False:",
         LIFECYCLE_TESTS,
     ),
     Mutation(
@@ -176,11 +178,32 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/operations/test_safety.py", "tests/scim"),
     ),
     Mutation(
-        "re-read after an unfinished change reverted",
+        "re-read before a change reverted (the recorded fields trusted)",
         RECONCILER,
-        'if current is not None and record.get("last_error"):',
-        "if False:",
+        'current = Applied(identity["id"], observed_fields(identity), ownership.is_adopted(identity))',
+        'current = Applied(identity["id"], dict(applied.get("fields") or {}), ownership.is_adopted(identity))',
         ("tests/resilience/test_res_controller.py", "tests/provisioning"),
+    ),
+    Mutation(
+        "an admin identity may be adopted or taken over",
+        OWNERSHIP,
+        "    if is_admin(identity):\n        return Decision(\"conflict\"",
+        "    if False:\n        return Decision(\"conflict\"",
+        OWNERSHIP_TESTS,
+    ),
+    Mutation(
+        "another deployment's identity counts as ours",
+        OWNERSHIP,
+        "if deployment != owner.deployment:",
+        "if False:",
+        OWNERSHIP_TESTS,
+    ),
+    Mutation(
+        "a database without users deletes orphans",
+        OWNERSHIP,
+        "return known_users > 0",
+        "return True",
+        OWNERSHIP_TESTS,
     ),
     Mutation(
         "a cursor= search is not refused",

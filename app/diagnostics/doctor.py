@@ -29,6 +29,7 @@ from app.diagnostics.store import (
 )
 from app.diagnostics.versions import check_controller_rules
 from app.diagnostics.webhook_checks import check_authentik_tokens, check_webhook_store
+from app.reconcile.deployment import DEPLOYMENT_KEY
 from app.reconcile.settings import SourceSettings, source_settings
 from app.ziti.client import ZitiClient
 
@@ -164,6 +165,16 @@ async def _check_store_flags(findings: Findings, db: Any) -> None:
         )
     if not engaged:
         findings.add(Severity.OK, "safety", "no mass-deprovision brake is engaged", code="brake-off")
+    deployment = await read_setting(db, DEPLOYMENT_KEY)
+    if deployment:
+        findings.add(
+            Severity.INFO,
+            "database",
+            f"deployment id {deployment!r}: ziti-scim changes only identities tagged "
+            f"scimDeployment={deployment}",
+            f'to keep it after restoring or rebuilding the database: [server] deployment_id = "{deployment}"',
+            code="deployment-id",
+        )
     if await read_setting(db, PAUSED_KEY):
         findings.add(
             Severity.WARN,

@@ -158,7 +158,8 @@ def check_provisioning(findings: Findings, source: SourceConfig, users: Sequence
         return
     scope = f"source {source.name}"
     states: Counter[str] = Counter(
-        "pending" if u.dirty and u.state != "failed" else (u.state or "not provisioned") for u in users
+        "pending" if u.dirty and u.state not in ("failed", "conflict") else (u.state or "not provisioned")
+        for u in users
     )
     summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     findings.add(Severity.INFO, scope, f"{len(users)} user(s): {summary}", code="provisioning-summary")
@@ -182,4 +183,21 @@ def check_provisioning(findings: Findings, source: SourceConfig, users: Sequence
             f"({sample})",
             "the IdP's next write that brings the attribute provisions them (or change the mapping)",
             code="provisioning-skipped",
+        )
+    conflicts = [u for u in users if u.state == "conflict"]
+    if conflicts:
+        lines = "\n".join(
+            f"{u.user_name}: identity {u.conflict[0] or '?'}: {u.conflict[1]}"
+            if u.conflict
+            else f"{u.user_name}: {u.last_error or 'no detail recorded'}"
+            for u in conflicts
+        )
+        findings.add(
+            Severity.WARN,
+            scope,
+            f"{len(conflicts)} user(s) not provisioned: an identity ziti-scim does not own holds their "
+            f"externalId or name (left untouched):\n{lines}",
+            "decide who the other identity belongs to: delete or re-key it if it is not this user's, or "
+            "name its source in takeover_from; then the next SCIM update or `ziti-scim sync` retries",
+            code="provisioning-conflict",
         )

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.mapping import GroupRef
 from app.store.db import Database, database_url
-from app.store.tables import dirty, members, provisioning, resources, settings
+from app.store.tables import audit, dirty, members, provisioning, resources, settings
 
 
 class StoreUnavailable(Exception):
@@ -37,6 +37,8 @@ class StoredUser:
     state: str | None = None
     last_error: str | None = None
     dirty: bool = False
+    conflict: tuple[str | None, str] | None = None
+    """For state ``conflict``: the other identity's id and why (from the audit log; operators only)."""
 
     @property
     def user_name(self) -> str:
@@ -85,6 +87,15 @@ async def load_users(db: Database, source: str | None = None) -> list[StoredUser
                 dirty_query = dirty_query.where(dirty.c.source == source)
             records = {(r.source, r.user_id): r for r in await conn.execute(records_query)}
             pending = {(r.source, r.user_id) for r in await conn.execute(dirty_query)}
+            conflicts: dict[tuple[str, str], tuple[str | None, str]] = {}
+            if any(r.state == "conflict" for r in records.values()):
+                audit_query = select(
+                    audit.c.source, audit.c.user_id, audit.c.identity_id, audit.c.error
+                ).where(audit.c.action == "conflict")
+                if source is not None:
+                    audit_query = audit_query.where(audit.c.source == source)
+                for row in await conn.execute(audit_query.order_by(audit.c.id)):
+                    conflicts[(row.source, row.user_id)] = (row.identity_id, row.error or "")
     except (SQLAlchemyError, OSError) as error:
         raise StoreUnavailable(_describe(error)) from error
     users = []
@@ -101,6 +112,9 @@ async def load_users(db: Database, source: str | None = None) -> list[StoredUser
                 state=record.state if record is not None else None,
                 last_error=record.last_error if record is not None else None,
                 dirty=(row.source, row.id) in pending,
+                conflict=conflicts.get((row.source, row.id))
+                if record is not None and record.state == "conflict"
+                else None,
             )
         )
     return users

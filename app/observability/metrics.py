@@ -29,6 +29,13 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.ownership_conflicts = Counter(
+            "ziti_scim_ownership_conflicts_total",
+            "Users left unprovisioned because an identity ziti-scim does not own holds their externalId or "
+            "name (app.reconcile.ownership), by source",
+            ["source"],
+            registry=self.registry,
+        )
         self.controller_latency = Histogram(
             "ziti_scim_controller_request_seconds",
             "Latency of controller API calls by method, path template and status",

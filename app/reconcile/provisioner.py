@@ -73,7 +73,14 @@ class Provisioner:
                 window=safety.brake_window,
             ),
         )
-        self.reconciler = Reconciler(db, self.client, self.settings, safety=self.safety, metrics=metrics)
+        self.reconciler = Reconciler(
+            db,
+            self.client,
+            self.settings,
+            safety=self.safety,
+            metrics=metrics,
+            deployment=config.deployment_id,
+        )
         self.worker = Worker(self.reconciler, audit_retention_days=safety.audit_retention_days)
 
     async def after_write(self, users: set[tuple[str, str]]) -> None:

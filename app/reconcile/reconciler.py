@@ -3,12 +3,17 @@
 Idempotent and level-triggered: it compares the desired identity with what was last applied and sends
 only the difference, so an unchanged user costs no controller call and a created one costs one. It
 never touches an identity it did not create or explicitly adopt: every identity it writes carries the
-provenance tags of :mod:`app.reconcile.settings`, and it only acts on identity ids it recorded.
+provenance tags of :mod:`app.reconcile.settings`, it only acts on identity ids it recorded and re-reads
+(to check they are still its own, :mod:`app.reconcile.ownership`) before changing them, and an identity
+that already holds a user's externalId or name is adopted, taken over or left untouched as a conflict
+(provisioningState ``conflict``) by the rules of :mod:`app.reconcile.ownership`.
 
 Controller quirks handled here (ziti-api.md §3.5, §3.7): identities are PATCHed, never PUT (PUT clears
 omitted fields and re-enables); a rename onto a taken name is silently dropped by the controller and an
 externalId collision on PATCH is a 500, so both are checked before patching; a create whose outcome is
-unknown is resolved by looking the identity up by externalId and tags on the next attempt.
+unknown (a timeout, or a 429/503 from an HA controller that applied it before answering) is resolved
+by looking the identity up by ziti-scim's own tags before creating again; a 404 on PATCH is checked with
+a GET (an unknown ``authPolicyId`` is also a 404) before the identity is taken as deleted out of band.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
 from app.observability import audit
 from app.observability.metrics import Metrics
-from app.reconcile import queue
+from app.reconcile import ownership, queue
+from app.reconcile.deployment import deployment_id
 from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.safety import Held, Safety
-from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE, SourceSettings
+from app.reconcile.settings import TAG_DEPLOYMENT, TAG_ID, TAG_SOURCE, SourceSettings
 from app.reconcile.skipped import SKIPPED, unmappable_message
 from app.store.db import Database
 from app.store.tables import provisioning
@@ -48,7 +54,7 @@ from app.ziti.errors import (
 
 log = logging.getLogger("ziti_scim.reconcile")
 
-Outcome = Literal["synced", "deprovisioned", "pending", "failed", "skipped", "held", "busy"]
+Outcome = Literal["synced", "deprovisioned", "pending", "failed", "skipped", "conflict", "held", "busy"]
 MAX_NAME_SUFFIX = 50
 FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
@@ -75,6 +81,19 @@ _CONTEXT: ContextVar[_Context | None] = ContextVar("ziti_scim_converge", default
 
 class Permanent(Exception):
     """A failure that retrying will not fix (shown as provisioningState=failed with this message)."""
+
+
+class Conflict(Permanent):
+    """Another identity holds what this user needs; it is left untouched (provisioningState=conflict).
+
+    ``reason`` and ``identity_id`` go to the audit log and ``doctor`` only; the SCIM client sees
+    :data:`app.reconcile.ownership.PUBLIC_CONFLICT`.
+    """
+
+    def __init__(self, reason: str, identity_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.identity_id = identity_id
 
 
 class Unmappable(Exception):
@@ -116,13 +135,6 @@ def observed_fields(identity: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def is_ours(identity: dict[str, Any], source: str, user_id: str) -> bool:
-    tags = identity.get("tags") or {}
-    return bool(
-        tags.get(TAG_MANAGED_BY) == MANAGER and tags.get(TAG_SOURCE) == source and tags.get(TAG_ID) == user_id
-    )
-
-
 def _transient(error: BaseException) -> bool:
     return isinstance(
         error, ZitiUnavailable | ZitiRateLimited | ZitiOutcomeUnknown | ZitiUnauthorized | OSError
@@ -140,8 +152,11 @@ class Reconciler:
         *,
         safety: Safety | None = None,
         metrics: Metrics | None = None,
+        deployment: str | None = None,
     ) -> None:
         self.db = db
+        self.configured_deployment = deployment
+        self._deployment: str | None = None
         self.client = client
         self.settings = settings
         self.safety = safety
@@ -151,6 +166,20 @@ class Reconciler:
         """The claims being worked on, whose leases the worker renews."""
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
+        )
+
+    async def deployment(self) -> str:
+        """This installation's deployment id (:mod:`app.reconcile.deployment`), read once."""
+        if self._deployment is None:
+            self._deployment = await deployment_id(self.db, self.configured_deployment)
+        return self._deployment
+
+    async def owner(self, settings: SourceSettings) -> ownership.Owner:
+        return ownership.Owner(
+            deployment=await self.deployment(),
+            source=settings.name,
+            adopt=settings.adopt == "adopt",
+            takeover_from=settings.takeover_from,
         )
 
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
@@ -278,6 +307,14 @@ class Reconciler:
                 return "deprovisioned"
             await self._provision(settings, user_id, state)
             return "synced"
+        except Conflict as error:
+            public = ownership.PUBLIC_CONFLICT
+            await self._record_failure(source, user_id, public, failed=True, state="conflict")
+            await self._audit("conflict", error.identity_id, "refused", error.reason)
+            if self.metrics is not None:
+                self.metrics.ownership_conflicts.labels(source).inc()
+            log.warning("user %s/%s conflict: %s", source, user_id, error.reason)
+            return "conflict"
         except Held as error:
             await self._record_failure(source, user_id, str(error), failed=False)
             await self._audit(*self._attempted(context), "held", str(error))
@@ -328,35 +365,55 @@ class Reconciler:
             and applied.get("target") == target
         ):
             return
-        current = (
-            Applied(record["identity_id"], dict(applied.get("fields") or {}), bool(record.get("adopted")))
-            if record.get("identity_id")
-            else None
-        )
-        if current is not None and record.get("last_error"):
-            # The last attempt did not finish cleanly: what is recorded may be stale, read the truth.
+        owner = await self.owner(settings)
+        current = None
+        if record.get("identity_id"):
+            # About to write: re-read it, so that the diff is exact and an identity that stopped being
+            # ours (re-tagged, made an admin) is never changed.
             try:
-                current.fields = observed_fields(await self.client.get_identity(current.identity_id))
+                identity = await self.client.get_identity(record["identity_id"])
             except ZitiNotFound:
-                current = None
+                identity = None
+            if identity is not None:
+                # isAdmin is ours to change only where this user's mapping grants it, or granted it before.
+                granted = desired.is_admin or (applied.get("fields") or {}).get("isAdmin") is True
+                decision = ownership.check_owned(identity, owner, user_id, admin_granted=granted)
+                if not decision.allowed:
+                    raise Conflict(decision.reason, identity["id"])
+                if ownership.tags_of(identity).get(TAG_DEPLOYMENT) is None:
+                    # Made before deployment ids: the database vouches for it; tag it once.
+                    tags = ownership.claimed_tags(identity, owner, user_id, "ours")
+                    retag = self.client.patch_identity(identity["id"], {"tags": tags})
+                    await self._act("patch", identity["id"], retag)
+                current = Applied(identity["id"], observed_fields(identity), ownership.is_adopted(identity))
         if current is None:
-            lost = await self._lost_identity(settings, user_id, record)
+            lost = await self._lost_identity(owner, user_id, record)
             if lost is not None:
-                current = Applied(
-                    lost["id"], observed_fields(lost), bool((lost.get("tags") or {}).get("scimAdopted"))
-                )
+                current = Applied(lost["id"], observed_fields(lost), ownership.is_adopted(lost))
         if current is None:
-            current = await self._create_or_adopt(settings, user_id, desired, target)
+            current = await self._create_or_adopt(settings, owner, user_id, desired, target)
         try:
             await self._update(settings, user_id, current, target)
-        except ZitiNotFound:
-            # Deleted out of band: create it again.
-            current = await self._create_or_adopt(settings, user_id, desired, target)
-            await self._update(settings, user_id, current, target)
+        except ZitiNotFound as error:
+            # A 404 may name another entity (an unknown authPolicyId): only a 404 on GET means deleted.
+            try:
+                await self.client.get_identity(current.identity_id)
+            except ZitiNotFound:
+                current = await self._create_or_adopt(settings, owner, user_id, desired, target)
+                await self._update(settings, user_id, current, target)
+            else:
+                field = error.cause.get("field") if isinstance(error.cause, dict) else None
+                what = f"{field} {target[field]!r}" if field in target else "an entity the change names"
+                raise Permanent(f"{what} does not exist on the controller: {error}") from error
         await self._record_success(settings.name, user_id, current, target)
 
     async def _create_or_adopt(
-        self, settings: SourceSettings, user_id: str, desired: DesiredIdentity, target: dict[str, Any]
+        self,
+        settings: SourceSettings,
+        owner: ownership.Owner,
+        user_id: str,
+        desired: DesiredIdentity,
+        target: dict[str, Any],
     ) -> Applied:
         body: dict[str, Any] = {
             "type": "User",
@@ -364,53 +421,84 @@ class Reconciler:
             "externalId": desired.external_id,
             "authPolicyId": desired.auth_policy_id,
             "roleAttributes": sorted(desired.role_attributes),
-            "tags": settings.tags(user_id),
+            "tags": settings.tags(user_id, owner.deployment),
         }
-        names = (
-            candidate_names(desired.name, MAX_NAME_SUFFIX)
-            if settings.mapping.name_conflict == "suffix"
-            else iter([desired.name])
-        )
+        suffix = settings.mapping.name_conflict == "suffix"
+        names = candidate_names(desired.name, MAX_NAME_SUFFIX) if suffix else iter([desired.name])
+        looked = False
         for name in names:
             try:
                 identity_id = await self._act(
                     "create", None, self.client.create_identity({**body, "name": name})
                 )
             except ZitiDuplicate as error:
-                if error.field == "name":
-                    continue
-                return await self._claim_existing(settings, user_id, desired)
+                # Adoption and our own earlier create (applied, then answered 429/503) come before the
+                # name check: the holder of the name may be the identity this user should get.
+                if not looked or error.field != "name":
+                    looked = True
+                    existing = await self._existing(settings, owner, user_id, desired)
+                    if existing is not None:
+                        return existing
+                    if error.field != "name":
+                        raise ZitiUnavailable(
+                            "identity create conflicted but the identity cannot be found; retrying"
+                        ) from error
+                continue
             fields = {k: v for k, v in target.items() if k != "disabled"}
             fields["name"] = name
             return Applied(identity_id, {**fields, "disabled": False})
-        raise Permanent(f"identity name {desired.name!r} is taken by an identity ziti-scim does not manage")
+        holders = await self.client.find_identities_by_name(desired.name) if not suffix else []
+        raise Conflict(
+            f"identity name {desired.name!r} is taken by an identity ziti-scim may not adopt "
+            f"(name_conflict = {settings.mapping.name_conflict})",
+            holders[0].get("id") if holders else None,
+        )
 
-    async def _claim_existing(
-        self, settings: SourceSettings, user_id: str, desired: DesiredIdentity
-    ) -> Applied:
-        """An identity already has this externalId: ours (a lost create), a deleted user's, or unmanaged."""
+    async def _existing(
+        self, settings: SourceSettings, owner: ownership.Owner, user_id: str, desired: DesiredIdentity
+    ) -> Applied | None:
+        """After a refused create: our own identity (found by our tags), one to adopt or take over, or
+        a :class:`Conflict`; None when nothing holds the user's externalId."""
+        tagged = await self.client.find_identities_by_tag(TAG_ID, user_id)
+        mine = ownership.lost_create(tagged, owner, user_id)
+        if mine is not None:
+            return Applied(str(mine["id"]), observed_fields(dict(mine)), ownership.is_adopted(mine))
         found = await self.client.find_identities_by_external_id(desired.external_id)
         if not found:
-            raise ZitiUnavailable("identity create conflicted but the identity cannot be found; retrying")
+            return None
         identity = found[0]
-        tags = identity.get("tags") or {}
-        if is_ours(identity, settings.name, user_id):
-            return Applied(identity["id"], observed_fields(identity), bool(tags.get("scimAdopted")))
-        if tags.get(TAG_MANAGED_BY) == MANAGER:
-            # Managed for another user; the externalId claim index guarantees that user is gone.
-            log.info("taking over identity %s of deleted user %s", identity["id"], tags.get(TAG_ID))
-        elif settings.adopt == "refuse":
-            raise Permanent(
-                f"identity {identity['id']} ({identity.get('name')}) already has externalId "
-                f"{desired.external_id!r} and is not managed by ziti-scim (adopt = refuse)"
-            )
-        else:
-            log.info("adopting unmanaged identity %s for %s/%s", identity["id"], settings.name, user_id)
-        merged = {**tags, **settings.tags(user_id)}
-        if tags.get(TAG_MANAGED_BY) != MANAGER:
-            merged["scimAdopted"] = True
-        await self._act("adopt", identity["id"], self.client.patch_identity(identity["id"], {"tags": merged}))
-        return Applied(identity["id"], observed_fields(identity), adopted=bool(merged.get("scimAdopted")))
+        tags = ownership.tags_of(identity)
+        gone = False
+        if ownership.is_managed(identity) and tags.get(TAG_SOURCE) == settings.name and tags.get(TAG_ID):
+            async with self.db.transaction() as conn:
+                previous = await read_user_state(conn, settings.name, str(tags[TAG_ID]))
+            gone = previous.document is None
+        decision = ownership.classify(
+            identity,
+            owner,
+            user_id,
+            desired.external_id,
+            previous_user_gone=gone,
+            admin_granted=desired.is_admin,
+        )
+        if decision.verdict == "conflict":
+            raise Conflict(decision.reason, identity["id"])
+        if decision.verdict == "ours":
+            return Applied(identity["id"], observed_fields(identity), ownership.is_adopted(identity))
+        log.info(
+            "%s identity %s for %s/%s: %s",
+            decision.verdict,
+            identity["id"],
+            settings.name,
+            user_id,
+            decision.reason,
+        )
+        merged = ownership.claimed_tags(identity, owner, user_id, decision.verdict)
+        await self._act(
+            decision.verdict, identity["id"], self.client.patch_identity(identity["id"], {"tags": merged})
+        )
+        adopted = ownership.is_adopted({"tags": merged})
+        return Applied(identity["id"], observed_fields(identity), adopted=adopted)
 
     async def _free_name(self, base: str, identity_id: str, suffix: bool) -> str | None:
         """A name for this identity: the base, or the first free suffixed one (None if refused)."""
@@ -432,14 +520,17 @@ class Reconciler:
                 base, current.identity_id, settings.mapping.name_conflict == "suffix"
             )
             if name is None:
-                raise Permanent(
+                raise Conflict(
                     f"identity name {base!r} is taken by another identity (name_conflict = refuse)"
                 )
             diff["name"] = name
         if "externalId" in diff:
             holders = await self.client.find_identities_by_external_id(target["externalId"])
-            if any(h.get("id") != current.identity_id for h in holders):
-                raise Permanent(f"externalId {target['externalId']!r} is already used by another identity")
+            other = next((h for h in holders if h.get("id") != current.identity_id), None)
+            if other is not None:
+                raise Conflict(
+                    f"externalId {target['externalId']!r} is used by another identity", other.get("id")
+                )
         if diff:
             await self._act(
                 "patch", current.identity_id, self.client.patch_identity(current.identity_id, diff)
@@ -457,36 +548,48 @@ class Reconciler:
             fields["disabled"] = target["disabled"]
 
     async def _lost_identity(
-        self, settings: SourceSettings, user_id: str, record: dict[str, Any] | None
+        self, owner: ownership.Owner, user_id: str, record: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         """The identity an earlier attempt may have created without our knowing (its answer was lost).
 
         Only looked for when no identity is recorded and an earlier attempt failed, so the normal
-        create path still costs a single controller call.
+        create path still costs a single controller call; found by our tags only.
         """
         if not record or record.get("identity_id") or not record.get("last_error"):
             return None
         found = await self.client.find_identities_by_tag(TAG_ID, user_id)
-        return next((identity for identity in found if is_ours(identity, settings.name, user_id)), None)
+        lost = ownership.lost_create(found, owner, user_id)
+        return dict(lost) if lost is not None else None
 
     async def _deprovision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
-        record = state.provisioning
-        identity_id = record.get("identity_id") if record else None
-        if not identity_id and (lost := await self._lost_identity(settings, user_id, record)) is not None:
-            identity_id = lost["id"]
+        record = state.provisioning or {}
+        owner = await self.owner(settings)
+        identity_id = record.get("identity_id")
+        identity: dict[str, Any] | None = None
         if identity_id:
             try:
                 identity = await self.client.get_identity(identity_id)
             except ZitiNotFound:
                 identity = None
-            if identity is not None and not is_ours(identity, settings.name, user_id):
+        elif (lost := await self._lost_identity(owner, user_id, record)) is not None:
+            identity, identity_id = lost, lost["id"]
+        if identity is not None and identity_id:
+            granted = ((record.get("applied") or {}).get("fields") or {}).get("isAdmin") is True
+            decision = ownership.check_owned(identity, owner, user_id, admin_granted=granted)
+            adopted = ownership.is_adopted(identity) or bool(record.get("adopted"))
+            how = ownership.removal(adopted, settings.on_delete, settings.on_delete_adopted)
+            if not decision.allowed:
                 log.warning(
-                    "identity %s is no longer tagged for %s/%s: left untouched",
+                    "identity %s of %s/%s left untouched: %s",
                     identity_id,
                     settings.name,
                     user_id,
+                    decision.reason,
                 )
-            elif identity is not None and settings.on_delete == "disable":
+                await self._audit("conflict", identity_id, "refused", decision.reason)
+                if self.metrics is not None:
+                    self.metrics.ownership_conflicts.labels(settings.name).inc()
+            elif how == "disable":
                 if not identity.get("disabled"):
                     await self._act("disable", identity_id, self.client.disable_identity(identity_id))
                 async with self.db.transaction(write=True) as conn:
@@ -496,7 +599,10 @@ class Reconciler:
                         .values(state="disabled", last_error=None, updated_at=time.time())
                     )
                 return
-            elif identity is not None:
+            elif how == "untag":
+                tags = ownership.released_tags(identity)
+                await self._act("untag", identity_id, self.client.patch_identity(identity_id, {"tags": tags}))
+            else:
                 await self._act(
                     "delete", identity_id, self.client.delete_identity(identity_id, missing_ok=True)
                 )

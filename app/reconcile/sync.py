@@ -3,8 +3,13 @@
 Only identities carrying ziti-scim's provenance tags are considered, so an identity ziti-scim does not
 manage is never listed, changed or deleted. The repair goes through the reconciler: a drifted user's
 record is set to what the controller really holds and the user is marked dirty, so the reconciler
-sends exactly the difference; orphans (managed identities whose user no longer exists) are deleted or
-disabled per their source's policy.
+sends exactly the difference.
+
+Orphans (identities tagged for this deployment and one of its sources whose user the database does not
+know) are only proposed: ``sync --delete-orphans`` removes them per the source's ``on_delete`` (or
+``on_delete_adopted``), each through the mass-deprovision brake and into the audit log. A source the
+database knows no users of never deletes any (a fresh or restored database), and identities of another
+deployment are never orphans of this one (:mod:`app.reconcile.ownership`).
 """
 
 from __future__ import annotations
@@ -19,21 +24,33 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import select, text, update
 
 from app.mapping import MappingError, map_user
+from app.observability import audit
+from app.reconcile import ownership
 from app.reconcile.desired import read_user_state
-from app.reconcile.reconciler import Reconciler, is_ours, observed_fields, target_fields
-from app.reconcile.safety import write_setting
-from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE
+from app.reconcile.reconciler import Reconciler, observed_fields, target_fields
+from app.reconcile.safety import Held, write_setting
+from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY
 from app.scim.provider import load_provider
 from app.store.db import Database
 from app.store.storage import SqlStorage
 from app.store.tables import dirty, provisioning, resources
+from app.ziti.errors import ZitiNotFound
 from app.ziti.filters import ziti_filter_tag_eq
 
 if TYPE_CHECKING:
     from app.reconcile.provisioner import Provisioner
     from app.reconcile.worker import Worker
 
-Action = Literal["create", "patch", "enable", "disable", "delete-orphan", "disable-orphan", "unmappable"]
+Action = Literal[
+    "create", "patch", "enable", "disable", "delete-orphan", "disable-orphan", "untag-orphan", "unmappable"
+]
+ORPHAN_ACTIONS = ("delete-orphan", "disable-orphan", "untag-orphan")
+ORPHAN_ACTION: dict[str, Action] = {
+    "delete": "delete-orphan",
+    "disable": "disable-orphan",
+    "untag": "untag-orphan",
+}
+NO_USERS = "kept: the database knows no users of this source"
 
 
 @dataclass
@@ -81,9 +98,12 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
         identity["id"]: identity
         async for identity in client.iter_identities(ziti_filter_tag_eq(TAG_MANAGED_BY, MANAGER))
     }
+    deployment = await reconciler.deployment()
     items: list[PlanItem] = []
     claimed: set[str] = set()
+    known: dict[str, int] = {}
     for source, settings in reconciler.settings.items():
+        owner = await reconciler.owner(settings)
         async with db.transaction() as conn:
             user_ids = [
                 row.id
@@ -93,6 +113,7 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
                     )
                 )
             ]
+        known[source] = len(user_ids)
         for user_id in user_ids:
             async with db.transaction() as conn:
                 state = await read_user_state(conn, source, user_id)
@@ -111,10 +132,11 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
             disabled = state.document.get("active") is False
             record = state.provisioning or {}
             identity = managed.get(record.get("identity_id") or "")
-            if identity is None or not is_ours(identity, source, user_id):
-                items.append(
-                    PlanItem("create", source, user_id, None, detail=f"externalId {desired.external_id!r}")
-                )
+            if identity is None or not ownership.owns(identity, owner, user_id, recorded=True):
+                detail = f"externalId {desired.external_id!r}"
+                if record.get("state") == "conflict":
+                    detail += " (conflict: held by an identity ziti-scim does not own, see doctor)"
+                items.append(PlanItem("create", source, user_id, None, detail=detail))
                 continue
             claimed.add(identity["id"])
             observed = observed_fields(identity)
@@ -131,37 +153,33 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
     for identity_id, identity in managed.items():
         if identity_id in claimed:
             continue
-        tags = identity.get("tags") or {}
-        owner = reconciler.settings.get(str(tags.get(TAG_SOURCE)))
-        if owner is None:
-            continue  # managed for a source this configuration does not serve: not ours to judge
-        user = str(tags.get(TAG_ID))
+        source_name = ownership.orphan_source(identity, deployment, reconciler.settings)
+        if source_name is None:
+            continue  # another deployment's, or a source this configuration does not serve: not ours
+        owner_settings = reconciler.settings[source_name]
+        user = str(ownership.tags_of(identity).get(TAG_ID))
         async with db.transaction() as conn:
-            state = await read_user_state(conn, owner.name, user)
+            state = await read_user_state(conn, source_name, user)
         if state.document is not None:
             continue  # the user exists but points at another identity: its own item covers it
-        action: Action = "delete-orphan" if owner.on_delete == "delete" else "disable-orphan"
-        if action == "disable-orphan" and identity.get("disabled"):
+        how = ownership.removal(
+            ownership.is_adopted(identity), owner_settings.on_delete, owner_settings.on_delete_adopted
+        )
+        if how == "disable" and identity.get("disabled"):
             continue
-        items.append(PlanItem(action, owner.name, user, identity_id, detail=str(identity.get("name"))))
+        action = ORPHAN_ACTION[how]
+        detail = str(identity.get("name"))
+        if not ownership.may_delete_orphans(known.get(source_name, 0)):
+            detail += f"  ({NO_USERS})"
+        items.append(PlanItem(action, source_name, user, identity_id, detail=detail))
     return items
 
 
 async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict[str, SqlStorage]) -> None:
-    """Repair what :func:`plan` found; the reconciler converges the marked users afterwards."""
+    """Repair what :func:`plan` found (orphans aside); the reconciler converges the marked users later."""
     client, db = reconciler.client, reconciler.db
     for item in items:
-        if item.action in ("delete-orphan", "disable-orphan"):
-            assert item.identity_id is not None
-            identity = await client.get_identity(item.identity_id)
-            if not (identity.get("tags") or {}).get(TAG_MANAGED_BY) == MANAGER:
-                continue
-            if item.action == "delete-orphan":
-                await client.delete_identity(item.identity_id, missing_ok=True)
-            else:
-                await client.disable_identity(item.identity_id)
-            continue
-        if item.user_id is None or item.action == "unmappable":
+        if item.user_id is None or item.action in ("unmappable", *ORPHAN_ACTIONS):
             continue
         async with db.transaction(write=True) as conn:
             if item.action == "create":
@@ -188,6 +206,66 @@ async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict
                 .values(**values)
             )
             await storage_for[item.source].mark_dirty(conn, [item.user_id])
+
+
+async def remove_orphans(reconciler: Reconciler, items: list[PlanItem], report: Callable[[str], None]) -> int:
+    """Remove the proposed orphans (``--delete-orphans``); return how many were left (held, kept, changed)."""
+    client, db, safety = reconciler.client, reconciler.db, reconciler.safety
+    deployment = await reconciler.deployment()
+    left = 0
+    held: set[str] = set()
+    for item in items:
+        if item.action not in ORPHAN_ACTIONS:
+            continue
+        assert item.identity_id is not None and item.user_id is not None
+        if NO_USERS in item.detail or item.source in held:
+            left += 1
+            continue
+        try:
+            identity = await client.get_identity(item.identity_id)
+        except ZitiNotFound:
+            continue  # gone meanwhile
+        async with db.transaction() as conn:
+            state = await read_user_state(conn, item.source, item.user_id)
+        if (
+            ownership.orphan_source(identity, deployment, reconciler.settings) != item.source
+            or ownership.tags_of(identity).get(TAG_ID) != item.user_id
+            or state.document is not None
+        ):
+            left += 1  # changed since the plan: the next sync looks again
+            continue
+        action = item.action.removesuffix("-orphan")
+        destructive = action in ("delete", "disable") and safety is not None
+        if destructive:
+            assert safety is not None
+            try:
+                await safety.acquire_destructive(item.source, action)
+            except Held as error:
+                report(f"  {item.source}: {error}")
+                held.add(item.source)
+                left += 1
+                continue
+        try:
+            if action == "delete":
+                await client.delete_identity(item.identity_id, missing_ok=True)
+            elif action == "disable":
+                await client.disable_identity(item.identity_id)
+            else:
+                await client.patch_identity(item.identity_id, {"tags": ownership.released_tags(identity)})
+            entry = audit.AuditEntry(
+                source=item.source,
+                action=action,
+                outcome="done",
+                user_id=item.user_id,
+                identity_id=item.identity_id,
+                operation="sync --delete-orphans",
+            )
+            await audit.record(db, [entry])
+        finally:
+            if destructive:
+                assert safety is not None
+                safety.release_destructive()
+    return left
 
 
 LAST_FULL_SYNC = "last_full_sync"
@@ -237,11 +315,19 @@ def _split(items: list[PlanItem]) -> tuple[list[PlanItem], list[PlanItem]]:
     return [i for i in items if i.action != "unmappable"], [i for i in items if i.action == "unmappable"]
 
 
-async def run(provisioner: Provisioner, *, dry_run: bool, report: Callable[[str], None]) -> int:
+async def run(
+    provisioner: Provisioner,
+    *,
+    dry_run: bool,
+    report: Callable[[str], None],
+    delete_orphans: bool = False,
+) -> int:
     """Plan, print, and (unless ``dry_run``) repair; 0 when nothing is left to repair.
 
     Users skipped for a missing value (``unmappable``) are listed apart: nothing here can repair them
     (the IdP's next write that brings the value does), so they are neither changes nor differences.
+    Orphans are removed only with ``delete_orphans``; otherwise they are listed as proposals and do
+    not count as differences left.
     """
     reconciler = provisioner.reconciler
     items, skipped = _split(await plan(reconciler))
@@ -252,21 +338,32 @@ async def run(provisioner: Provisioner, *, dry_run: bool, report: Callable[[str]
         report(f"{len(skipped)} user(s) skipped, a value their identity needs is missing:")
         for item in skipped:
             report("  " + item.describe())
+    orphans = [item for item in items if item.action in ORPHAN_ACTIONS]
+    if orphans and not delete_orphans:
+        report(f"{len(orphans)} orphan(s) proposed, none removed (`sync --delete-orphans` removes them)")
     if dry_run:
         return 0
-    if items:
+    if orphans and delete_orphans:
+        await remove_orphans(reconciler, orphans, report)
+    changes = [item for item in items if item.action not in ORPHAN_ACTIONS]
+    if changes or (orphans and delete_orphans):
         storages = {
             name: SqlStorage(reconciler.db, load_provider(source.policy), name, provisioner.hooks)
             for name, source in provisioner.config.sources.items()
         }
-        await apply(reconciler, items, storages)
+        await apply(reconciler, changes, storages)
         marked = {
             (item.source, item.user_id)
-            for item in items
+            for item in changes
             if item.user_id is not None and item.action in ("create", "patch", "enable", "disable")
         }
         await settle(provisioner.worker, marked, timeout=600)
-        remaining, _ = _split(await plan(reconciler))
+        # Orphans count as left only when asked to remove them and they could be (not held back by rule).
+        remaining = [
+            item
+            for item in _split(await plan(reconciler))[0]
+            if item.action not in ORPHAN_ACTIONS or (delete_orphans and NO_USERS not in item.detail)
+        ]
         report(f"after repair: {len(remaining)} difference(s) left")
         for item in remaining:
             report("  " + item.describe())

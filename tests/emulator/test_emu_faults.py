@@ -21,6 +21,24 @@ def test_next_requests_answer_429_then_recover(emu: Emu, admin: httpx.Client) ->
     assert len(emu.state.identities) == 2  # the faulted requests changed nothing
 
 
+def test_apply_then_answer_makes_the_change_and_hides_it(emu: Emu, admin: httpx.Client) -> None:
+    """An HA controller whose raft forward times out after the leader applied the command."""
+    emu.state.faults.inject(429, method="POST", path_contains="/identities", apply=True)
+    emu.state.faults.inject(503, method="PATCH", path_contains="/identities", apply=True)
+    body = {"name": "applied", "type": "User", "isAdmin": False, "externalId": "applied@example.com"}
+    limited = admin.post("/identities", json=body)
+    assert limited.status_code == 429 and error_of(limited)["code"] == "SERVER_TOO_MANY_REQUESTS"
+    created = emu.state.identity_by_name("applied")
+    assert created is not None and created.external_id == "applied@example.com"
+    no_leader = admin.patch(f"/identities/{created.id}", json={"roleAttributes": ["after"]})
+    assert no_leader.status_code == 503 and error_of(no_leader)["code"] == "CLUSTER_NO_LEADER"
+    assert emu.state.identities[created.id].role_attributes == ["after"]
+    assert [r.status for r in emu.state.requests][-2:] == [429, 503]  # only the answers seen are logged
+    again = admin.post("/identities", json=body)  # the fault is used up: a retry meets the first create
+    assert again.status_code == 400 and error_of(again)["code"] == "COULD_NOT_VALIDATE"
+    assert [i.name for i in emu.state.identities.values()].count("applied") == 1
+
+
 def test_503_envelope_and_502_plain_text(emu: Emu, admin: httpx.Client) -> None:
     emu.state.faults.inject(503)
     no_leader = admin.get("/identities")

@@ -6,10 +6,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from app.observability import audit
+from app.reconcile.ownership import PUBLIC_CONFLICT
+from app.store.db import Database
 from tests.provisioning.conftest import Stack
 from tests.provisioning.test_lifecycle import GROUP, PATCH, ZITI, patch, user
 
@@ -19,6 +23,15 @@ OptionStack = Callable[..., AbstractContextManager[Stack]]
 def snapshot(stack: Stack, identity_id: str) -> tuple[Any, ...]:
     i = stack.state.identities[identity_id]
     return (i.name, i.external_id, list(i.role_attributes), dict(i.tags), i.is_admin, i.disabled_at)
+
+
+async def conflict_reasons(database_url: str) -> list[str]:
+    """Why users were left in ``conflict`` (the audit log: the operator's view, not the SCIM client's)."""
+    db = Database(database_url)
+    try:
+        return [str(e["error"]) for e in await audit.read(db) if e["action"] == "conflict"]
+    finally:
+        await db.dispose()
 
 
 def test_on_delete_disable_keeps_the_identity_disabled(option_stack: OptionStack) -> None:
@@ -36,36 +49,41 @@ def test_on_delete_disable_keeps_the_identity_disabled(option_stack: OptionStack
     assert stack.login(email="dora@example.com").status_code == 401
 
 
-def test_adopt_refuse_leaves_the_unmanaged_identity_alone(option_stack: OptionStack) -> None:
+def test_adopt_refuse_leaves_the_unmanaged_identity_alone(option_stack: OptionStack, database_url: str) -> None:
     with option_stack(adopt="refuse") as stack, stack.client() as scim:
         jit = stack.state.create_identity("hal", external_id="hal@example.com", role_attributes=["old"])
         before = snapshot(stack, jit.id)
         created = scim.post("/Users", json=user("hal", "hal@example.com", roles=[{"value": "new"}]))
         assert created.status_code == 201
         body = created.json()
-        assert body[ZITI]["provisioningState"] == "failed"
-        assert "adopt = refuse" in body[ZITI]["lastError"]
+        assert body[ZITI]["provisioningState"] == "conflict"
+        assert body[ZITI]["lastError"] == PUBLIC_CONFLICT  # nothing about the other identity
         assert body[ZITI].get("identityId") is None
+    assert any("adopt = refuse" in reason for reason in asyncio.run(conflict_reasons(database_url)))
     assert snapshot(stack, jit.id) == before
     assert [i.id for i in stack.state.identities.values() if i.external_id == "hal@example.com"] == [jit.id]
 
 
-def test_name_conflict_refuse_creates_no_identity_and_renames_nothing(option_stack: OptionStack) -> None:
+def test_name_conflict_refuse_creates_no_identity_and_renames_nothing(
+    option_stack: OptionStack, database_url: str
+) -> None:
     with option_stack(mapping={"name_conflict": "refuse"}) as stack, stack.client() as scim:
         taken = stack.state.create_identity("ivan")
         other = stack.state.create_identity("judy")
         refused = scim.post("/Users", json=user("ivan", "ivan@example.com"))
         assert refused.status_code == 201
-        assert refused.json()[ZITI]["provisioningState"] == "failed"
-        assert "'ivan' is taken" in refused.json()[ZITI]["lastError"]
+        assert refused.json()[ZITI]["provisioningState"] == "conflict"
+        assert refused.json()[ZITI]["lastError"] == PUBLIC_CONFLICT
         assert stack.identity("ivan@example.com") is None
         # A rename onto a taken name is refused too: the identity keeps its name.
         kate = scim.post("/Users", json=user("kate", "kate@example.com")).json()
         renamed = scim.patch(
             f"/Users/{kate['id']}", json=patch({"op": "replace", "path": "userName", "value": "judy"})
         )
-        assert renamed.status_code == 200 and renamed.json()[ZITI]["provisioningState"] == "failed"
+        assert renamed.status_code == 200 and renamed.json()[ZITI]["provisioningState"] == "conflict"
         assert stack.identity("kate@example.com").name == "kate"
+    reasons = asyncio.run(conflict_reasons(database_url))
+    assert any("'ivan' is taken" in r for r in reasons) and any("'judy' is taken" in r for r in reasons)
     assert stack.state.identity_by_name("ivan").id == taken.id and taken.external_id is None
     assert stack.state.identity_by_name("judy").id == other.id and other.external_id is None
 

@@ -1,4 +1,5 @@
-"""Acceptance 9: ``sync --dry-run`` lists exactly the out-of-band edits; ``sync`` repairs them."""
+"""Acceptance 9: ``sync --dry-run`` lists exactly the out-of-band edits; ``sync`` repairs them; orphans are
+only proposed, and removed with ``--delete-orphans``."""
 
 from __future__ import annotations
 
@@ -58,7 +59,12 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
     orphan = state.create_identity(
         "ghost",
         external_id="ghost@example.com",
-        tags={"managedBy": "ziti-scim", "scimSource": source_name, "scimId": "gone"},
+        tags={
+            "managedBy": "ziti-scim",
+            "scimSource": source_name,
+            "scimId": "gone",
+            "scimDeployment": ann.tags["scimDeployment"],
+        },
     )
     bystander = state.create_identity("hand-made", external_id="hand@example.com", role_attributes=["x"])
 
@@ -78,9 +84,15 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
     repaired = run_sync(stack, tmp_path, source_name, database_url)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert "after repair: 0 difference(s) left" in repaired.stdout
+    assert "1 orphan(s) proposed, none removed" in repaired.stdout
     assert state.identities[ann.id].role_attributes == ["staff"]
     assert state.identities[ben.id].disabled_at is None
     assert state.identity_by_external_id("cid@example.com") is not None
+    assert orphan.id in state.identities  # only proposed
+
+    removed = run_sync(stack, tmp_path, source_name, database_url, "--delete-orphans")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "after repair: 0 difference(s) left" in removed.stdout
     assert orphan.id not in state.identities
     kept = state.identities[bystander.id]
     assert (kept.name, kept.external_id, kept.role_attributes) == ("hand-made", "hand@example.com", ["x"])

@@ -344,6 +344,8 @@ def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str,
                 external_id = sync.expected.users["flip"].external_id
                 controller.recorder.response_delay = 0.8
                 controller.recorder.delay_paths = "/identities/"
+                # Only the PATCH's answer is late (the reconciler reads the identity before writing it).
+                controller.recorder.delay_methods = frozenset({"PATCH"})
                 sync.set_roles("flip", ["ops"])
                 assert _roles(controller, external_id) == ["ops"]  # applied, the answer lost
                 with _held(app):

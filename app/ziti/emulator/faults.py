@@ -20,7 +20,8 @@ from .errors import ApiError, cluster_no_leader, too_many_requests, unhandled
 
 @dataclass
 class Fault:
-    """Answer ``status`` instead of serving the request, ``remaining`` more times (None = until cleared)."""
+    """Answer ``status`` instead of serving the request (or after serving it, with ``apply``),
+    ``remaining`` more times (None = until cleared)."""
 
     status: int
     remaining: int | None
