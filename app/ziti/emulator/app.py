@@ -208,10 +208,6 @@ class EmulatorMiddleware:
                 await JSONResponse(body, 500)(scope, receive, send_wrapper)
 
 
-async def _discard(message: Message) -> None:
-    """The ``send`` of a request whose own answer is replaced by an injected fault."""
-
-
 def create_emulator_app(
     *,
     admin_username: str = "admin",
