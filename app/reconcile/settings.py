@@ -21,6 +21,8 @@ class SourceSettings:
     mapping: MappingConfig
     on_delete: Literal["delete", "disable"] = "delete"
     adopt: Literal["adopt", "refuse"] = "adopt"
+    wait_for_sync: float = 0.0
+    """Seconds a SCIM write may wait for its user to converge before answering (0: never waits)."""
 
     def tags(self, user_id: str) -> dict[str, str]:
         return {TAG_MANAGED_BY: MANAGER, TAG_SOURCE: self.name, TAG_ID: user_id}
@@ -37,4 +39,12 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         raise ConfigError(f"sources.{source.name}.on_delete must be 'delete' or 'disable'")
     if adopt not in ("adopt", "refuse"):
         raise ConfigError(f"sources.{source.name}.adopt must be 'adopt' or 'refuse'")
-    return SourceSettings(name=source.name, mapping=mapping, on_delete=on_delete, adopt=adopt)
+    try:
+        wait_for_sync = float(source.options.get("wait_for_sync", 0.0))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"sources.{source.name}.wait_for_sync must be a number of seconds") from error
+    if not 0.0 <= wait_for_sync <= 30.0:
+        raise ConfigError(f"sources.{source.name}.wait_for_sync must be between 0 and 30 seconds")
+    return SourceSettings(
+        name=source.name, mapping=mapping, on_delete=on_delete, adopt=adopt, wait_for_sync=wait_for_sync
+    )

@@ -57,9 +57,9 @@ class ServiceUnavailable(SCIMException):
 
 
 class AfterWrite(Protocol):
-    """Called once a SCIM write committed, with the users it marked dirty (the inline reconcile)."""
+    """Called once a SCIM write committed, with the users it marked dirty; True if it waited for them."""
 
-    async def __call__(self, users: set[tuple[str, str]]) -> None: ...
+    async def __call__(self, users: set[tuple[str, str]]) -> bool: ...
 
 
 class SourceApplication(ASGIApplication):
@@ -96,13 +96,12 @@ class SourceApplication(ASGIApplication):
             response = await self.handler.handle(request)
         finally:
             TOUCHED.reset(token)
-        if write and touched and self.after_write is not None:
-            await self.after_write(touched)
+        if write and touched and self.after_write is not None and await self.after_write(touched):
             await self._refresh_provisioning_view(response)
         return response
 
     async def _refresh_provisioning_view(self, response: ScimResponse) -> None:
-        """Show the provisioning state reached by the inline reconcile in the response body."""
+        """Show the provisioning state reached during the source's ``wait_for_sync`` in the response."""
         body = response.body
         if self.hooks is None or not body or body.get("meta", {}).get("resourceType") != "User":
             return

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.store.db import Database, fold
 from app.store.filters import Dialect, Translator, where_clause
+from app.store.notify import notify
 from app.store.tables import dirty, emails, members, resources
 
 CHUNK = 500
@@ -244,6 +245,8 @@ class SqlStorage(AsyncScimStorage):
                 },
             )
             await conn.execute(statement)
+        if not self.db.is_sqlite:
+            await notify(conn)
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
             ).json()["id"]
             for name in ("ann", "ben", "cid", "dot")
         }
+    stack.settle()
     state = stack.state
     ann = state.identity_by_external_id("ann@example.com")
     ben = state.identity_by_external_id("ben@example.com")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,30 @@ class Stack:
 
     def identity(self, external_id: str) -> Any:
         return self.state.identity_by_external_id(external_id)
+
+    def settle(self, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Wait until no user is pending (convergence runs after the SCIM answer); returns the users."""
+        return settle(self.client, timeout)
+
+
+ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+
+
+def settle(client: Callable[[], httpx.Client], timeout: float = 20.0) -> list[dict[str, Any]]:
+    """Poll the SCIM API until no user shows ``provisioningState`` ``pending``, with a deadline.
+
+    The observable end of the background convergence: a user is ``pending`` while a dirty mark is left.
+    """
+    deadline = time.monotonic() + timeout
+    with client() as scim:
+        while True:
+            users = scim.get("/Users", params={"count": 1000}).json().get("Resources", [])
+            pending = [u for u in users if u.get(ZITI_EXTENSION, {}).get("provisioningState") == "pending"]
+            if not pending:
+                return list(users)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still pending after {timeout} s: {[u['userName'] for u in pending]}")
+            time.sleep(0.02)
 
 
 def make_stack_config(
