@@ -83,6 +83,11 @@ class Worker:
                 future.cancel()
         self._waiters.clear()
 
+    @property
+    def idle(self) -> bool:
+        """Whether no user is being converged in this process right now."""
+        return not self._inflight
+
     def wake(self) -> None:
         """Look for due work now (a write committed, or another replica announced one)."""
         self._wake.set()
