@@ -17,18 +17,21 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
 from app.observability import audit
 from app.observability.metrics import Metrics
 from app.reconcile import queue
+from app.reconcile.actuator import Actuator, NotOurs, Origin
 from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE, SourceSettings
@@ -54,19 +57,25 @@ FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
 HELD_RECHECK = 60.0
 CHANGE_IN_FLIGHT = "a change was sent to the controller; its outcome is not known yet"
-DESTRUCTIVE = ("disable", "delete")
+
+
+Step = Callable[[AsyncConnection], Awaitable[None]]
 
 
 @dataclass
 class _Context:
-    """What the audit log needs to know about the converge in progress."""
+    """The converge in progress: who it is for (the audit log) and the bookkeeping it leaves.
+
+    The bookkeeping (``steps``: the provisioning record, the audit rows of the changes made) is written
+    in one transaction with the settling of the dirty mark, once the converge is over.
+    """
 
     claim: queue.Claim
-    user_name: str | None
-    request_id: str | None
-    operation: str | None
+    origin: Origin
     attempt: tuple[str, str | None] | None = None
     marked: bool = False
+    entries: list[audit.AuditEntry] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
 
 
 _CONTEXT: ContextVar[_Context | None] = ContextVar("ziti_scim_converge", default=None)
@@ -137,6 +146,7 @@ class Reconciler:
         self.settings = settings
         self.safety = safety
         self.metrics = metrics
+        self.actuator = Actuator(db, safety=safety, metrics=metrics)
         # One lock per user being converged in this process; entries vanish when nobody holds them.
         self.held: dict[tuple[str, str], queue.Claim] = {}
         """The claims being worked on, whose leases the worker renews."""
@@ -158,13 +168,19 @@ class Reconciler:
         async with self._lock((claim.source, claim.user_id)):
             self.held[(claim.source, claim.user_id)] = claim
             try:
-                outcome = await self._converge(claim)
-                if outcome == "pending":
-                    await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
-                elif outcome == "held":
-                    await queue.retry_later(self.db, claim, HELD_RECHECK)
-                else:
-                    await queue.finish(self.db, claim)
+                context = _Context(claim, Origin(claim.source, claim.user_id))
+                outcome = await self._converge(context)
+                async with self.db.transaction(write=True) as conn:
+                    for step in context.steps:
+                        await step(conn)
+                    if context.entries:
+                        await audit.record(self.db, context.entries)
+                    if outcome == "pending":
+                        await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
+                    elif outcome == "held":
+                        await queue.retry_later(self.db, claim, HELD_RECHECK)
+                    else:
+                        await queue.finish(self.db, claim)
             finally:
                 self.held.pop((claim.source, claim.user_id), None)
         if self.metrics is not None:
@@ -184,24 +200,7 @@ class Reconciler:
         context = _CONTEXT.get()
         if context is None:
             return
-        await audit.record(
-            self.db,
-            [
-                audit.AuditEntry(
-                    source=context.claim.source,
-                    user_id=context.claim.user_id,
-                    user_name=context.user_name,
-                    request_id=context.request_id,
-                    operation=context.operation,
-                    identity_id=identity_id,
-                    action=action,
-                    outcome=outcome,
-                    error=error,
-                )
-            ],
-        )
-        if self.metrics is not None and outcome == "done":
-            self.metrics.controller_actions.labels(action).inc()
+        context.entries.append(Actuator.entry(context.origin, action, identity_id, outcome, error))
         log.info(
             "controller action",
             extra={
@@ -210,15 +209,23 @@ class Reconciler:
                 "action": action,
                 "identity_id": identity_id,
                 "outcome": outcome,
-                "request_id": context.request_id,
+                "request_id": context.origin.request_id,
             },
         )
 
-    async def _act(self, action: str, identity_id: str | None, call: Awaitable[Any]) -> Any:
-        """Run one controller call and audit it; destructive ones go through the brake first."""
+    async def _act(
+        self,
+        action: str,
+        identity_id: str | None,
+        call: Callable[[], Awaitable[Any]],
+        *,
+        identity: dict[str, Any] | None = None,
+    ) -> Any:
+        """Make one controller change through the actuator (ownership, brake, audit, metric)."""
         context = _CONTEXT.get()
-        if context is not None:
-            context.attempt = (action, identity_id)
+        assert context is not None
+
+        async def mark_in_flight() -> None:
             if not context.marked:
                 # Recorded before the first change: if its answer is lost (crash, timeout), the next
                 # attempt re-reads the controller instead of trusting what was last recorded.
@@ -226,39 +233,34 @@ class Reconciler:
                     context.claim.source, context.claim.user_id, CHANGE_IN_FLIGHT, failed=False
                 )
                 context.marked = True
-        destructive = action in DESTRUCTIVE and self.safety is not None
-        if destructive:
-            assert self.safety is not None
-            try:
-                await self.safety.acquire_destructive(context.claim.source if context else "-", action)
-            except Held:
-                if asyncio.iscoroutine(call):
-                    call.close()
-                raise
+
+        context.attempt = (action, identity_id)
         try:
-            result = await call
-            created = result if isinstance(result, str) else None
-            await self._audit(action, identity_id or created, "done")
-            return result
+            return await self.actuator.act(
+                context.origin,
+                action,
+                identity_id,
+                call,
+                identity=identity,
+                before=mark_in_flight,
+                audit_to=context.entries,
+            )
         finally:
-            if destructive:
-                assert self.safety is not None
-                self.safety.release_destructive()
-            if context is not None:
-                context.attempt = None
+            context.attempt = None
 
     # -- the algorithm ------------------------------------------------------------------------------
 
-    async def _converge(self, claim: queue.Claim) -> Outcome:
+    async def _converge(self, context: _Context) -> Outcome:
+        claim = context.claim
         source, user_id = claim.source, claim.user_id
         settings = self.settings.get(source)
         if settings is None:
             return "failed"
         async with self.db.transaction() as conn:
             state = await read_user_state(conn, source, user_id)
-            info = await queue.request_info(conn, claim)
+            request_id, operation = await queue.request_info(conn, claim)
         record = state.provisioning or {}
-        context = _Context(claim, record.get("user_name"), *info)
+        context.origin = Origin(source, user_id, record.get("user_name"), request_id, operation)
         token = _CONTEXT.set(context)
         try:
             if self.safety is not None and await self.safety.paused():
@@ -269,23 +271,23 @@ class Reconciler:
             await self._provision(settings, user_id, state)
             return "synced"
         except Held as error:
-            await self._record_failure(source, user_id, str(error), failed=False)
+            context.steps.append(self._failure(source, user_id, str(error), failed=False))
             await self._audit(*self._attempted(context), "held", str(error))
             log.warning("user %s/%s held: %s", source, user_id, error)
             return "held"
-        except Permanent as error:
-            await self._record_failure(source, user_id, str(error), failed=True)
+        except (Permanent, NotOurs) as error:
+            context.steps.append(self._failure(source, user_id, str(error), failed=True))
             await self._audit(*self._attempted(context), "failed", str(error))
             log.warning("user %s/%s failed: %s", source, user_id, error)
             return "failed"
         except Exception as error:  # noqa: BLE001 - any other error is retried, never lost
             message = str(error) or type(error).__name__
             if not _transient(error) and isinstance(error, ZitiError):
-                await self._record_failure(source, user_id, message, failed=True)
+                context.steps.append(self._failure(source, user_id, message, failed=True))
                 await self._audit(*self._attempted(context), "failed", message)
                 log.warning("user %s/%s failed: %s", source, user_id, error)
                 return "failed"
-            await self._record_failure(source, user_id, message, failed=False)
+            context.steps.append(self._failure(source, user_id, message, failed=False))
             await self._audit(*self._attempted(context), "retry", message)
             log.info("user %s/%s pending: %s", source, user_id, error)
             return "pending"
@@ -359,7 +361,7 @@ class Reconciler:
         for name in names:
             try:
                 identity_id = await self._act(
-                    "create", None, self.client.create_identity({**body, "name": name})
+                    "create", None, partial(self.client.create_identity, {**body, "name": name})
                 )
             except ZitiDuplicate as error:
                 if error.field == "name":
@@ -394,7 +396,12 @@ class Reconciler:
         merged = {**tags, **settings.tags(user_id)}
         if tags.get(TAG_MANAGED_BY) != MANAGER:
             merged["scimAdopted"] = True
-        await self._act("adopt", identity["id"], self.client.patch_identity(identity["id"], {"tags": merged}))
+        await self._act(
+            "adopt",
+            identity["id"],
+            lambda: self.client.patch_identity(identity["id"], {"tags": merged}),
+            identity=identity,
+        )
         return Applied(identity["id"], observed_fields(identity), adopted=bool(merged.get("scimAdopted")))
 
     async def _free_name(self, base: str, identity_id: str, suffix: bool) -> str | None:
@@ -427,17 +434,17 @@ class Reconciler:
                 raise Permanent(f"externalId {target['externalId']!r} is already used by another identity")
         if diff:
             await self._act(
-                "patch", current.identity_id, self.client.patch_identity(current.identity_id, diff)
+                "patch", current.identity_id, lambda: self.client.patch_identity(current.identity_id, diff)
             )
             fields.update(diff)
         if bool(fields.get("disabled")) != target["disabled"]:
             if target["disabled"]:
                 await self._act(
-                    "disable", current.identity_id, self.client.disable_identity(current.identity_id)
+                    "disable", current.identity_id, lambda: self.client.disable_identity(current.identity_id)
                 )
             else:
                 await self._act(
-                    "enable", current.identity_id, self.client.enable_identity(current.identity_id)
+                    "enable", current.identity_id, lambda: self.client.enable_identity(current.identity_id)
                 )
             fields["disabled"] = target["disabled"]
 
@@ -473,26 +480,47 @@ class Reconciler:
                 )
             elif identity is not None and settings.on_delete == "disable":
                 if not identity.get("disabled"):
-                    await self._act("disable", identity_id, self.client.disable_identity(identity_id))
-                async with self.db.transaction(write=True) as conn:
+                    await self._act(
+                        "disable",
+                        identity_id,
+                        lambda: self.client.disable_identity(identity_id),
+                        identity=identity,
+                    )
+
+                async def disabled(conn: AsyncConnection) -> None:
                     await conn.execute(
                         update(provisioning)
                         .where(provisioning.c.source == settings.name, provisioning.c.user_id == user_id)
                         .values(state="disabled", last_error=None, updated_at=time.time())
                     )
+
+                self._step(disabled)
                 return
             elif identity is not None:
                 await self._act(
-                    "delete", identity_id, self.client.delete_identity(identity_id, missing_ok=True)
+                    "delete",
+                    identity_id,
+                    lambda: self.client.delete_identity(identity_id, missing_ok=True),
+                    identity=identity,
                 )
-        async with self.db.transaction(write=True) as conn:
+
+        async def forget(conn: AsyncConnection) -> None:
             await conn.execute(
                 delete(provisioning).where(
                     provisioning.c.source == settings.name, provisioning.c.user_id == user_id
                 )
             )
 
+        self._step(forget)
+
     # -- bookkeeping ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _step(step: Step) -> None:
+        """Leave bookkeeping for the settling transaction of the converge in progress."""
+        context = _CONTEXT.get()
+        assert context is not None
+        context.steps.append(step)
 
     def _upsert(self) -> Any:
         return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(provisioning)
@@ -508,20 +536,32 @@ class Reconciler:
             "adopted": current.adopted,
             "updated_at": time.time(),
         }
-        async with self.db.transaction(write=True) as conn:
-            await conn.execute(
-                self._upsert()
-                .values(source=source, user_id=user_id, **values)
-                .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
-            )
+        statement = (
+            self._upsert()
+            .values(source=source, user_id=user_id, **values)
+            .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
+        )
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(statement)
+
+        self._step(record)
 
     async def _record_failure(self, source: str, user_id: str, message: str, *, failed: bool) -> None:
+        async with self.db.transaction(write=True) as conn:
+            await self._failure(source, user_id, message, failed=failed)(conn)
+
+    @staticmethod
+    def _failure(source: str, user_id: str, message: str, *, failed: bool) -> Step:
         values: dict[str, Any] = {"last_error": message[:1000], "updated_at": time.time()}
         if failed:
             values["state"] = "failed"
-        async with self.db.transaction(write=True) as conn:
+
+        async def record(conn: AsyncConnection) -> None:
             await conn.execute(
                 update(provisioning)
                 .where(provisioning.c.source == source, provisioning.c.user_id == user_id)
                 .values(**values)
             )
+
+        return record

@@ -4,7 +4,10 @@ Only identities carrying ziti-scim's provenance tags are considered, so an ident
 manage is never listed, changed or deleted. The repair goes through the reconciler: a drifted user's
 record is set to what the controller really holds and the user is marked dirty, so the reconciler
 sends exactly the difference; orphans (managed identities whose user no longer exists) are deleted or
-disabled per their source's policy.
+disabled per their source's policy, through the actuator (:mod:`app.reconcile.actuator`) like every other
+controller change: ownership re-checked on a fresh read, the mass-deprovision brake applied (what it
+holds stays on the controller, and the brake stays engaged until ``ziti-scim resume``), an audit row
+written for each change made or held.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import select, text, update
 
 from app.mapping import MappingError, map_user
+from app.reconcile.actuator import NotOurs, Origin
 from app.reconcile.desired import read_user_state
 from app.reconcile.reconciler import Reconciler, is_ours, observed_fields, target_fields
-from app.reconcile.safety import write_setting
+from app.reconcile.safety import Held, write_setting
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE
 from app.scim.provider import load_provider
 from app.store.db import Database
 from app.store.storage import SqlStorage
 from app.store.tables import provisioning, resources
+from app.ziti.errors import ZitiNotFound
 from app.ziti.filters import ziti_filter_tag_eq
 
 if TYPE_CHECKING:
@@ -142,19 +147,47 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
     return items
 
 
-async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict[str, SqlStorage]) -> None:
-    """Repair what :func:`plan` found; the reconciler converges the marked users afterwards."""
+async def _remove_orphan(reconciler: Reconciler, item: PlanItem) -> bool:
+    """Delete or disable an orphan through the actuator; False when the brake held it."""
+    client, actuator = reconciler.client, reconciler.actuator
+    identity_id = item.identity_id
+    assert identity_id is not None
+    try:
+        identity = await client.get_identity(identity_id)
+    except ZitiNotFound:
+        return True
+    origin = Origin(item.source, item.user_id, operation="sync")
+    action = "delete" if item.action == "delete-orphan" else "disable"
+    try:
+        if action == "delete":
+            await actuator.act(
+                origin,
+                action,
+                identity_id,
+                lambda: client.delete_identity(identity_id, missing_ok=True),
+                identity=identity,
+            )
+        else:
+            await actuator.act(
+                origin, action, identity_id, lambda: client.disable_identity(identity_id), identity=identity
+            )
+    except NotOurs as error:
+        await actuator.refused(origin, action, identity_id, "refused", str(error))
+    except Held as error:
+        await actuator.refused(origin, action, identity_id, "held", str(error))
+        return False
+    return True
+
+
+async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict[str, SqlStorage]) -> int:
+    """Repair what :func:`plan` found (the reconciler converges the marked users afterwards); returns
+    how many orphan removals the brake held."""
     client, db = reconciler.client, reconciler.db
+    held = 0
     for item in items:
         if item.action in ("delete-orphan", "disable-orphan"):
-            assert item.identity_id is not None
-            identity = await client.get_identity(item.identity_id)
-            if not (identity.get("tags") or {}).get(TAG_MANAGED_BY) == MANAGER:
-                continue
-            if item.action == "delete-orphan":
-                await client.delete_identity(item.identity_id, missing_ok=True)
-            else:
-                await client.disable_identity(item.identity_id)
+            if not await _remove_orphan(reconciler, item):
+                held += 1
             continue
         if item.user_id is None or item.action == "unmappable":
             continue
@@ -183,6 +216,7 @@ async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict
                 .values(**values)
             )
             await storage_for[item.source].mark_dirty(conn, [item.user_id])
+    return held
 
 
 LAST_FULL_SYNC = "last_full_sync"
@@ -202,12 +236,17 @@ async def run(provisioner: Provisioner, *, dry_run: bool, report: Callable[[str]
             name: SqlStorage(reconciler.db, load_provider(source.policy), name, provisioner.hooks)
             for name, source in provisioner.config.sources.items()
         }
-        await apply(reconciler, items, storages)
+        held = await apply(reconciler, items, storages)
         await provisioner.worker.drain(timeout=600)
         remaining = await plan(reconciler)
         report(f"after repair: {len(remaining)} difference(s) left")
         for item in remaining:
             report("  " + item.describe())
+        if held:
+            report(
+                f"{held} orphan removal(s) held by the mass-deprovision brake: review them "
+                "(ziti-scim audit), then ziti-scim resume and sync again"
+            )
         if remaining:
             return 1
     await write_setting(reconciler.db, LAST_FULL_SYNC, time.time())

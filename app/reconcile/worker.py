@@ -25,6 +25,7 @@ from app.reconcile.reconciler import Outcome, Reconciler
 from app.store.notify import listen
 
 log = logging.getLogger("ziti_scim.reconcile")
+DRAIN_POLL = 0.05
 
 
 class Worker:
@@ -136,7 +137,8 @@ class Worker:
             log.error("converge failed unexpectedly", exc_info=task.exception())
 
     async def drain(self, timeout: float = 60.0) -> None:
-        """Converge everything that is due now (the ``sync`` command and tests)."""
+        """Converge everything that is due now (the ``sync`` command and tests), or see it converged by
+        another process sharing the queue."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while loop.time() < end:
@@ -144,6 +146,9 @@ class Worker:
             if not claims:
                 if self._inflight:
                     await asyncio.wait(set(self._inflight), timeout=max(0.0, end - loop.time()))
+                    continue
+                if await queue.due_count(self.reconciler.db):
+                    await asyncio.sleep(DRAIN_POLL)  # another process holds them: wait for it to finish
                     continue
                 return
             await asyncio.gather(*(self._converge(claim) for claim in claims))

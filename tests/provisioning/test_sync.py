@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
+from typing import Any
 
+from app.observability import audit
+from app.store.db import Database
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack
 from tests.support.configfile import command, environment, write_config
 
@@ -79,3 +83,37 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
     assert orphan.id not in state.identities
     kept = state.identities[bystander.id]
     assert (kept.name, kept.external_id, kept.role_attributes) == ("hand-made", "hand@example.com", ["x"])
+
+
+def test_sync_against_unknown_tagged_identities_is_held_by_the_brake_and_audited(
+    stack: Stack, tmp_path: Path, source_name: str, database_url: str
+) -> None:
+    """A controller full of identities tagged for this source that the database does not know (a lost or
+    wrong database): sync removes no more than the brake allows, holds the rest, and audits both."""
+    orphans = [
+        stack.state.create_identity(
+            f"orphan-{i}",
+            external_id=f"orphan-{i}@example.com",
+            tags={"managedBy": "ziti-scim", "scimSource": source_name, "scimId": f"unknown-{i}"},
+        ).id
+        for i in range(30)
+    ]
+    result = run_sync(stack, tmp_path, source_name, database_url)
+    assert "held by the mass-deprovision brake" in result.stdout, result.stdout + result.stderr
+    removed = [identity_id for identity_id in orphans if identity_id not in stack.state.identities]
+    # brake_min (10) actions are allowed when the share is 100%; the 11th engages the brake.
+    assert len(removed) == 10, len(removed)
+
+    async def trail() -> list[dict[str, Any]]:
+        db = Database(database_url)
+        try:
+            return await audit.read(db, limit=1000)
+        finally:
+            await db.dispose()
+
+    entries = [e for e in asyncio.run(trail()) if e["source"] == source_name]
+    done = {e["identity_id"] for e in entries if e["action"] == "delete" and e["outcome"] == "done"}
+    held = {e["identity_id"] for e in entries if e["action"] == "delete" and e["outcome"] == "held"}
+    assert done == set(removed)
+    assert held == set(orphans) - set(removed)
+    assert all(e["operation"] == "sync" for e in entries)

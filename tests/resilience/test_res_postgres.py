@@ -296,18 +296,7 @@ def _explain(database: str, source: str, seed: int) -> None:
     asyncio.run(dump())
 
 
-ABANDONED_CALL = (
-    "'coroutine ZitiClient.patch_identity was never awaited' (RuntimeWarning; an error under "
-    "filterwarnings=error, so any test whose server stops at the wrong moment fails): Reconciler._act "
-    "(app/reconcile/reconciler.py) receives the controller call as an already-created coroutine and, since "
-    "the in-flight marker, first awaits _record_failure(CHANGE_IN_FLIGHT); when that raises (database "
-    "gone) or is cancelled (shutdown), the coroutine is dropped without close(). Close it on every exit "
-    "before the await (or pass a callable)"
-)
-
-
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=ABANDONED_CALL)
 def test_database_lost_just_before_a_controller_change_abandons_nothing(
     own_database: str, source_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -323,14 +312,19 @@ def test_database_lost_just_before_a_controller_change_abandons_nothing(
                 sync.create_user(sync.user_spec("before"))
                 user_id = sync.expected.user_ids["before"]
 
+                sync.settle()
+                lost = threading.Event()
+
                 def lose_database(method: str, path: str, query: str) -> None:
                     if method == "GET" and path.endswith("/identities") and "renamed" in query:
                         controller.recorder.before_answer = None
                         proxy.stop()
+                        lost.set()
 
                 controller.recorder.before_answer = lose_database
                 spec = replace(sync.expected.users["before"], user_name="renamed")
                 answer = sync.call("PUT", f"/Users/{user_id}", spec.resource())
+                assert lost.wait(timeout=20), "the reconciler never checked the new name"
                 proxy.start()
                 assert answer.status_code in (200, 503), answer.text
                 sync.expected.users["before"] = spec
