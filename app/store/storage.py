@@ -7,12 +7,12 @@ transaction, which is what the reconciler converges from.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from typing import Any, Protocol
 
 from scim2_models import (
@@ -39,10 +39,6 @@ from app.store.notify import notify
 from app.store.tables import dirty, emails, members, resources
 
 CHUNK = 500
-TOUCHED: ContextVar[set[tuple[str, str]] | None] = ContextVar("ziti_scim_touched", default=None)
-"""The (source, user id) pairs a request marked dirty, for the inline reconcile after it commits."""
-REQUEST: ContextVar[tuple[str | None, str | None]] = ContextVar("ziti_scim_request", default=(None, None))
-"""(request id, operation) of the request being served, recorded with the dirty marks it makes."""
 NEVER_STORED = ("password",)
 """Attributes that are never persisted, whatever the schema says (RFC 7643 §4.1.1: password is writeOnly)."""
 
@@ -145,6 +141,22 @@ class SqlStorage(AsyncScimStorage):
         self.source = source
         self.hooks = hooks
         self.dialect = Dialect(is_sqlite=db.is_sqlite)
+        self.write = False
+        """Whether the request served writes (its operation's transaction is then a write one)."""
+        self.request_id: str | None = None
+        self.operation_label: str | None = None
+        self.touched: set[tuple[str, str]] = set()
+        """The (source, user id) pairs this request marked dirty, woken once it commits."""
+
+    def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
+        """This storage for one request: what it marks dirty is recorded with the request's id and
+        operation (the audit log shows them) and collected in :attr:`touched`."""
+        storage = copy.copy(self)
+        storage.write = write
+        storage.request_id = request_id
+        storage.operation_label = operation
+        storage.touched = set()
+        return storage
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -160,7 +172,7 @@ class SqlStorage(AsyncScimStorage):
 
     @asynccontextmanager
     async def _operation(self) -> AsyncIterator[None]:
-        async with self.db.transaction():
+        async with self.db.transaction(write=self.write):
             yield
 
     def _scope(self, resource_type: str) -> ColumnElement[bool]:
@@ -168,7 +180,7 @@ class SqlStorage(AsyncScimStorage):
 
     async def _row(self, conn: AsyncConnection, resource_type: str, resource_id: str) -> Row[Any]:
         query = select(resources).where(self._scope(resource_type), resources.c.id == resource_id)
-        if self.db.for_update:
+        if self.db.locks(conn):
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
         if row is None:
@@ -215,11 +227,9 @@ class SqlStorage(AsyncScimStorage):
             ids = list(dict.fromkeys(user_ids))
         if not ids:
             return
-        touched = TOUCHED.get()
-        if touched is not None:
-            touched.update((self.source, user_id) for user_id in ids)
+        self.touched.update((self.source, user_id) for user_id in ids)
         now = time.time()
-        request_id, operation = REQUEST.get()
+        request_id, operation = self.request_id, self.operation_label
         for start in range(0, len(ids), CHUNK):
             rows = [
                 {

@@ -280,7 +280,7 @@ class IdpEventLog:
         """
         async with self.db.transaction(write=True) as conn:
             query = select(idp_aggregates.c.sequence, idp_aggregates.c.closed).where(self._base(aggregate_id))
-            if self.db.for_update:
+            if self.db.locks(conn):
                 query = query.with_for_update()
             current = (await conn.execute(query)).first()
             if current is not None and (bool(current.closed) or int(current.sequence) > sequence):
