@@ -46,6 +46,8 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Outcome]] = set()
         self._waiters: dict[tuple[str, str], list[asyncio.Future[Outcome]]] = {}
+        self._backlog = False
+        """Whether the last claim filled every free slot (more may be due than was taken)."""
         self.paused = False
 
     def start(self) -> None:
@@ -132,7 +134,8 @@ class Worker:
 
     def _done(self, task: asyncio.Task[Outcome]) -> None:
         self._inflight.discard(task)
-        self._wake.set()  # a free slot: claim the next due user now
+        if self._backlog:
+            self._wake.set()  # a free slot and more may be due: claim the next user now
         if not task.cancelled() and task.exception() is not None:
             log.error("converge failed unexpectedly", exc_info=task.exception())
 
@@ -174,7 +177,8 @@ class Worker:
                     claims = await queue.claim_due(self.reconciler.db, free)
                 for claim in claims:
                     self._spawn(claim)
-                if len(claims) == free and free > 0:
+                self._backlog = free <= 0 or len(claims) == free
+                if claims and len(claims) == free:
                     continue  # there may be more due right now
             except asyncio.CancelledError:
                 raise
