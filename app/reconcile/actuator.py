@@ -95,7 +95,7 @@ class Actuator:
         """Make one controller change. ``identity`` is the identity as last read, when it was read.
 
         ``audit_to`` collects the audit row instead of writing it, for a caller that writes it in the
-        same transaction as its own bookkeeping.
+        same transaction as its own bookkeeping (not for disable/delete, which the brake counts at once).
         """
         assert action in ACTIONS, action
         check_ownership(origin, action, identity)
@@ -107,13 +107,18 @@ class Actuator:
             await self.safety.acquire_destructive(origin.source, action)
         try:
             result = await call()
-        finally:
+        except BaseException:
             if destructive:
                 assert self.safety is not None
                 self.safety.release_destructive()
+            raise
         created = result if isinstance(result, str) else None
         entry = self.entry(origin, action, identity_id or created, "done")
-        if audit_to is not None:
+        if destructive:
+            # The brake counts done disable/delete rows: the row is written as the reservation drops.
+            assert self.safety is not None
+            await self.safety.complete_destructive(lambda: audit.record(self.db, [entry]))
+        elif audit_to is not None:
             audit_to.append(entry)
         else:
             await audit.record(self.db, [entry])

@@ -13,12 +13,12 @@ from typing import Any
 
 from scim2_models import InvalidValueException, UniquenessException
 from sqlalchemy import and_, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.mapping import GroupRef, MappingError, map_user
 from app.reconcile.settings import SourceSettings
+from app.store.db import upsert
 from app.store.tables import dirty, provisioning
 
 
@@ -45,7 +45,7 @@ class ProvisioningHooks:
             raise InvalidValueException(
                 detail=f"{error.attribute}: {error.detail} (needed for the OpenZiti identity)"
             ) from error
-        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(provisioning)
+        insert = upsert(provisioning, is_sqlite=self.is_sqlite)
         user_name = document.get("userName")
         statement = insert.values(
             source=source,

@@ -24,7 +24,6 @@ from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
@@ -523,7 +522,7 @@ class Reconciler:
         context.steps.append(step)
 
     def _upsert(self) -> Any:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(provisioning)
+        return self.db.upsert(provisioning)
 
     async def _record_success(
         self, source: str, user_id: str, current: Applied, target: dict[str, Any]

@@ -20,7 +20,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -33,6 +34,11 @@ WRITE = "ziti_scim_write"
 def fold(value: str) -> str:
     """The case-insensitive form of a string: NFC, then lower case (scim2-models' default comparison key)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
+
+
+def upsert(table: Table, *, is_sqlite: bool) -> sqlite.Insert | postgresql.Insert:
+    """``INSERT … ON CONFLICT`` for the dialect in use (SQLite and PostgreSQL share the construct)."""
+    return (sqlite.insert if is_sqlite else postgresql.insert)(table)
 
 
 def database_url(url_or_path: str) -> str:
@@ -87,6 +93,10 @@ class Database:
         @event.listens_for(sync_engine, "begin")
         def on_begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get(WRITE) else "BEGIN")
+
+    def upsert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        """``INSERT … ON CONFLICT`` on ``table`` for this database's dialect."""
+        return upsert(table, is_sqlite=self.is_sqlite)
 
     def locks(self, conn: AsyncConnection) -> bool:
         """Whether reads in ``conn``'s transaction must lock their rows (a write transaction, PostgreSQL)."""

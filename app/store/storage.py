@@ -28,7 +28,6 @@ from scim2_models import (
 )
 from scim2_server.storage import AsyncScimStorage, SearchPage
 from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -217,7 +216,7 @@ class SqlStorage(AsyncScimStorage):
         }
 
     def _insert(self, table: Any) -> Any:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(table)
+        return self.db.upsert(table)
 
     async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> None:
         """Record that these users' identities must be (re)converged: an upsert in the same transaction."""

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from app.config import SafetyConfig
+from tests.operations.conftest import ADMIN_TOKEN
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
 from tests.support.configfile import command, environment, write_config
 
@@ -70,9 +71,18 @@ def test_brake_holds_a_mass_deactivation_and_resume_releases_it(
             views = [found[uid] for uid in ids[:6]]
             done = [v for v in views if v["provisioningState"] == "synced"]
             waiting = [v for v in views if "brake" in v.get("lastError", "")]
+            seen.append(views)
             return len(done) == 3 and len(waiting) == 3
 
-        wait_for(held)  # converged in the background, in any order: three pass, the brake holds three
+        seen: list[Any] = []
+
+        try:
+            wait_for(held)  # converged in the background, in any order: three pass, the brake holds three
+        except AssertionError:
+            trail = httpx.get(
+                f"{stack.extra['url']}/admin/audit", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            ).json()
+            raise AssertionError(f"expected three synced and three held: {seen[-1]} {trail}") from None
         disabled = [stack.identity(f"u{i}@example.com").disabled_at is not None for i in range(8)]
         assert sum(disabled[:6]) == 3 and disabled[6:] == [False, False]
         metrics = httpx.get(f"{stack.extra['url']}/metrics").text
