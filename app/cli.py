@@ -7,46 +7,40 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from app.config import Config, ConfigError, PolicyConfig, SourceConfig, ZitiConfig, hash_token, read_config
+from app.config import Config, ConfigError, read_config
+from app.demo import DEFAULT_PORT, DEFAULT_ZITI_PORT, DEMO_SOURCE, HOST, demo_config, run_demo
 from app.diagnostics.cli import register as register_diagnostics
 
-DEMO_SOURCE = "demo"
+__all__ = ["DEMO_SOURCE", "build_parser", "demo_config", "main"]
 
 
-def _serve(config: Config, host: str | None, port: int | None) -> int:
+def _serve(config: Config, host: str | None, port: int | None, sock: socket.socket | None = None) -> int:
+    """Serve until interrupted; ``sock``: a socket already bound (the demo binds its own, see app.demo)."""
     from app.observability import logs
     from app.server import create_app
 
     logs.configure(json_logs=config.json_logs)
-    uvicorn.run(
-        create_app(config),
-        host=host or config.host,
-        port=port or config.port,
-        log_config=None,
-        access_log=False,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host=host or config.host,
+            port=port or config.port,
+            log_config=None,
+            access_log=False,
+        )
     )
+    server.run(sockets=[sock] if sock is not None else None)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(read_config(args.config), args.host, args.port)
-
-
-def demo_config(
-    database: str, token: str, ziti_url: str | None = None, admin_password: str | None = None
-) -> Config:
-    """Embedded defaults: SQLite in a local file, one generic source, and the built-in controller emulator."""
-    source = SourceConfig(
-        name=DEMO_SOURCE, kind="generic", token_hashes=(hash_token(token),), policy=PolicyConfig()
-    )
-    ziti = ZitiConfig(url=ziti_url, username="admin", password=admin_password)
-    return Config(database_url=database, sources={DEMO_SOURCE: source}, ziti=ziti)
 
 
 def _admin_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -67,36 +61,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.ziti.emulator import EmulatorThread, create_emulator_app
-
-    token = args.token or secrets.token_urlsafe(24)
     password, _ = _admin_password(args)
-    emulator = EmulatorThread(create_emulator_app(admin_password=password), port=args.ziti_port).start()
-    config = demo_config(args.database, token, emulator.url, password)
-    base = f"http://127.0.0.1:{args.port}/scim/v2"
-    ziti = emulator.management_url
-    print(
-        "\nziti-scim demo (SQLite + the built-in OpenZiti controller emulator)\n"
-        f"  SCIM endpoint       : {base}\n"
-        f"  bearer token        : {token}\n"
-        f"  database            : {Path(args.database).resolve()}\n"
-        f"  controller emulator : {ziti}  (admin / {password})\n\n"
-        "Create a user; it becomes an OpenZiti identity whose externalId is its primary email:\n"
-        f"  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' \\\n"
-        f'       -d \'{{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice",'
-        f'"emails":[{{"value":"alice@example.com","primary":true}}]}}\' {base}/Users\n'
-        "See the identity on the controller:\n"
-        f"  S=$(curl -s -H 'Content-Type: application/json' \\\n"
-        f'       -d \'{{"username":"admin","password":"{password}"}}\' \\\n'
-        f"       '{ziti}/authenticate?method=password' \\\n"
-        '       | python3 -c \'import sys,json;print(json.load(sys.stdin)["data"]["token"])\')\n'
-        f"  curl -s -H \"zt-session: $S\" '{ziti}/identities?filter=externalId%3D%22alice@example.com%22'\n",
-        flush=True,
-    )
-    try:
-        return _serve(config, "127.0.0.1", args.port)
-    finally:
-        emulator.stop()
+    return run_demo(args, password, lambda config, sock: _serve(config, HOST, None, sock))
 
 
 async def _sync(config: Config, dry_run: bool) -> int:
@@ -201,11 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="run everything on embedded defaults and print a token")
-    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument(
+        "--port", type=int, help=f"SCIM port (default: {DEFAULT_PORT}, or a free one when it is busy)"
+    )
     demo.add_argument("--token", help="bearer token to accept (default: a random one, printed)")
     demo.add_argument("--database", default="ziti-scim-demo.db", help="SQLite file (default: %(default)s)")
     demo.add_argument(
-        "--ziti-port", type=int, default=1280, help="controller emulator port (default: %(default)s)"
+        "--ziti-port",
+        type=int,
+        help=f"controller emulator port (default: {DEFAULT_ZITI_PORT}, or a free one when it is busy)",
     )
     demo.add_argument("--admin-password", help="emulator admin password (default: random, printed)")
     demo.set_defaults(func=cmd_demo)
@@ -254,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"ziti-scim: configuration error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C after a graceful shutdown (uvicorn re-raises the signal): the usual status, no traceback.
+        return 130
 
 
 if __name__ == "__main__":

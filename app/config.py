@@ -1,39 +1,62 @@
 """Configuration: a TOML file (``--config`` or ``ZITI_SCIM_CONFIG``), with environment overrides for secrets.
 
+The file is parsed into typed models (:mod:`app.config_schema`) at start-up: an unknown key, a value of
+the wrong type, two sources sharing a bearer token or a short admin token stop the service with one
+line naming the key (``sources.a.on_delet: unknown key``), never at the first request.
+
 Secrets never need to be written in the file:
 
 - a source's bearer tokens: ``ZITI_SCIM_SOURCE_<NAME>_TOKENS`` (comma-separated, clear text; hashed on
   load), or ``token_sha256`` hashes in the file;
 - the controller password: ``password_env`` (default ``ZITI_SCIM_ZITI_PASSWORD``) or ``password_file``;
-- the admin token of ``/admin``: ``ZITI_SCIM_ADMIN_TOKEN``;
+- the admin token of ``/admin``: ``ZITI_SCIM_ADMIN_TOKEN`` (at least 16 characters);
 - the database URL: ``ZITI_SCIM_DATABASE_URL``;
 - a source's webhook and IdP API secrets (:data:`SECRET_OPTIONS`): ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>``, e.g.
   ``ZITI_SCIM_SOURCE_ZITADEL_WEBHOOK_SECRET`` (comma-separated for a key rotation),
   ``ZITI_SCIM_SOURCE_AUTHENTIK_AUTHENTIK_TOKEN``, ``ZITI_SCIM_SOURCE_ZITADEL_ZITADEL_TOKEN``.
 
-Clear-text tokens are hashed (SHA-256) as soon as they are read and never kept in clear.
+Clear-text tokens are hashed (SHA-256) as soon as they are read and never kept in clear. Secrets that
+must be kept (the controller password, webhook secrets, IdP API tokens) are :class:`Secret` strings,
+whose ``repr`` is masked, so ``repr(config)`` never shows them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SOURCE_KINDS = ("generic", "authentik", "zitadel", "asgardeo", "entra", "okta")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+from app.config_schema import SECRET_OPTIONS, SOURCE_KINDS, ConfigError, MaskedUrl, Secret, parse
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message says what to fix."""
+__all__ = [
+    "SECRET_OPTIONS",
+    "SOURCE_KINDS",
+    "Config",
+    "ConfigError",
+    "MaskedUrl",
+    "PolicyConfig",
+    "SafetyConfig",
+    "Secret",
+    "SourceConfig",
+    "ZitiConfig",
+    "hash_token",
+    "load_config",
+    "read_config",
+]
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class _Options(dict[str, Any]):
+    """A source's options (typed and checked by :mod:`app.config_schema`); secret values masked in repr."""
+
+    def __repr__(self) -> str:
+        return repr({key: "**********" if key in SECRET_OPTIONS else value for key, value in self.items()})
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,10 @@ class SourceConfig:
     mapping: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, _Options):
+            object.__setattr__(self, "options", _Options(self.options))
+
 
 @dataclass(frozen=True)
 class ZitiConfig:
@@ -66,6 +93,10 @@ class ZitiConfig:
     insecure: bool = False
     max_in_flight: int = 8
     reconcile_deadline: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.password is not None and not isinstance(self.password, Secret):
+            object.__setattr__(self, "password", Secret(self.password))
 
 
 @dataclass(frozen=True)
@@ -91,123 +122,53 @@ class Config:
     admin_token_hash: str | None = None
     json_logs: bool = True
 
-
-SECRET_OPTIONS = ("webhook_secret", "authentik_token", "zitadel_token")
-"""Source options holding secrets; each may come from ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>`` instead."""
-
-
-def _env_key(name: str, suffix: str) -> str:
-    return f"ZITI_SCIM_SOURCE_{name.upper().replace('-', '_')}_{suffix.upper()}"
+    def __post_init__(self) -> None:
+        if not isinstance(self.database_url, MaskedUrl):
+            object.__setattr__(self, "database_url", MaskedUrl(self.database_url))
 
 
-def _tokens_from_env(name: str, env: dict[str, str]) -> list[str]:
-    return [token.strip() for token in env.get(_env_key(name, "tokens"), "").split(",") if token.strip()]
-
-
-def _secret_options(name: str, options: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    """Apply the environment overrides of :data:`SECRET_OPTIONS` (a comma-separated value gives a list)."""
-    result = dict(options)
-    for option in SECRET_OPTIONS:
-        value = env.get(_env_key(name, option), "").strip()
-        if value:
-            parts = [part.strip() for part in value.split(",") if part.strip()]
-            result[option] = parts[0] if len(parts) == 1 else parts
-    return result
-
-
-def _source(name: str, raw: dict[str, Any], env: dict[str, str]) -> SourceConfig:
-    if not _NAME.match(name):
-        raise ConfigError(f"source name {name!r}: use letters, digits, '-' and '_' (at most 64)")
-    kind = raw.get("kind", "generic")
-    if kind not in SOURCE_KINDS:
-        raise ConfigError(f"sources.{name}.kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
-    hashes = [str(h).lower() for h in raw.get("token_sha256", [])]
-    for h in hashes:
-        if not re.fullmatch(r"[0-9a-f]{64}", h):
-            raise ConfigError(f"sources.{name}.token_sha256 entries must be 64 hex digits")
-    clear = [str(t) for t in raw.get("tokens", [])] + _tokens_from_env(name, env)
-    for token in clear:
-        if len(token) < 16:
-            raise ConfigError(f"sources.{name}: a bearer token must have at least 16 characters")
-    hashes += [hash_token(token) for token in clear]
-    policy_raw = raw.get("policy", {})
-    policy = PolicyConfig(
-        **{k: str(v) for k, v in policy_raw.items() if k in PolicyConfig.__dataclass_fields__}
-    )
-    unknown_keys = set(policy_raw) - set(PolicyConfig.__dataclass_fields__)
-    if unknown_keys:
-        raise ConfigError(f"sources.{name}.policy: unknown keys {sorted(unknown_keys)}")
-    known = {"kind", "token_sha256", "tokens", "policy", "mapping"}
-    options = _secret_options(name, {k: v for k, v in raw.items() if k not in known}, env)
+def _source(name: str, model: Any, token_hashes: tuple[str, ...]) -> SourceConfig:
+    options = model.options()
     return SourceConfig(
         name=name,
-        kind=kind,
-        token_hashes=tuple(dict.fromkeys(hashes)),
-        policy=policy,
-        mapping=dict(raw.get("mapping", {"preset": kind})),
+        kind=model.kind,
+        token_hashes=token_hashes,
+        policy=PolicyConfig(**model.policy.model_dump()),
+        mapping=dict(model.mapping if model.mapping is not None else {"preset": model.kind}),
         options=options,
     )
 
 
-def _read_secret_file(path: str) -> str:
-    try:
-        return Path(path).expanduser().read_text().strip()
-    except OSError as error:
-        raise ConfigError(f"cannot read secret file {path}: {error.strerror}") from error
-
-
-def _ziti(raw: dict[str, Any], env: dict[str, str]) -> ZitiConfig:
-    if "password" in raw:
-        raise ConfigError("ziti.password must not be written in the file: use password_env or password_file")
-    password = None
-    if raw.get("password_file"):
-        password = _read_secret_file(str(raw["password_file"]))
-    else:
-        password = env.get(str(raw.get("password_env", "ZITI_SCIM_ZITI_PASSWORD"))) or None
-    return ZitiConfig(
-        url=env.get("ZITI_SCIM_ZITI_URL", raw.get("url")),
-        username=str(raw.get("username", "admin")),
-        password=password,
-        cert_file=raw.get("cert_file"),
-        key_file=raw.get("key_file"),
-        ca_bundle=raw.get("ca_bundle"),
-        insecure=bool(raw.get("insecure", False)),
-        max_in_flight=int(raw.get("max_in_flight", 8)),
-        reconcile_deadline=float(raw.get("reconcile_deadline", 5.0)),
-    )
-
-
 def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Config:
-    """Build a :class:`Config` from parsed TOML, applying the environment overrides."""
+    """Build a :class:`Config` from parsed TOML, applying the environment overrides.
+
+    Raises :class:`ConfigError` with one line naming the offending key.
+    """
     env = dict(os.environ if env is None else env)
-    server = data.get("server", {})
-    database = data.get("database", {})
-    sources_raw = data.get("sources", {})
-    if not isinstance(sources_raw, dict):
-        raise ConfigError("[sources] must be a table of sources, e.g. [sources.authentik]")
-    sources = {name: _source(name, raw, env) for name, raw in sources_raw.items()}
-    admin = env.get("ZITI_SCIM_ADMIN_TOKEN") or server.get("admin_token")
+    parsed = parse(data, env, hash_token)
+    server, ziti, safety = parsed.file.server, parsed.file.ziti, parsed.file.safety
+    sources = parsed.file.sources
     return Config(
-        database_url=env.get("ZITI_SCIM_DATABASE_URL", database.get("url", "ziti-scim.db")),
-        host=str(server.get("host", "127.0.0.1")),
-        port=int(server.get("port", 8080)),
-        max_body_bytes=int(server.get("max_body_bytes", 1024 * 1024)),
-        sources=sources,
-        ziti=_ziti(data.get("ziti", {}), env),
-        safety=_safety(data.get("safety", {})),
-        admin_token_hash=hash_token(admin) if admin else None,
-        json_logs=bool(server.get("json_logs", True)),
+        database_url=parsed.database_url,
+        host=server.host,
+        port=server.port,
+        max_body_bytes=server.max_body_bytes,
+        sources={name: _source(name, model, parsed.token_hashes[name]) for name, model in sources.items()},
+        ziti=ZitiConfig(
+            url=parsed.ziti_url,
+            username=ziti.username,
+            password=parsed.ziti_password,
+            cert_file=ziti.cert_file,
+            key_file=ziti.key_file,
+            ca_bundle=ziti.ca_bundle,
+            insecure=ziti.insecure,
+            max_in_flight=ziti.max_in_flight,
+            reconcile_deadline=ziti.reconcile_deadline,
+        ),
+        safety=SafetyConfig(**safety.model_dump()),
+        admin_token_hash=hash_token(parsed.admin_token) if parsed.admin_token else None,
+        json_logs=server.json_logs,
     )
-
-
-def _safety(raw: dict[str, Any]) -> SafetyConfig:
-    unknown = set(raw) - set(SafetyConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"[safety]: unknown keys {sorted(unknown)}")
-    try:
-        return SafetyConfig(**{key: type(getattr(SafetyConfig(), key))(value) for key, value in raw.items()})
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"[safety]: {error}") from error
 
 
 def read_config(path: str | None, env: dict[str, str] | None = None) -> Config:

@@ -25,6 +25,7 @@ from app.observability.metrics import Metrics, seconds_since
 from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
 from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
+from app.reconcile.skipped import skipped_counts
 from app.reconcile.sync import LAST_FULL_SYNC
 from app.scim.router import ScimRouter
 from app.store.db import Database
@@ -139,6 +140,9 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         metrics.since_full_sync.set(seconds_since(float(last) if last is not None else None))
         metrics.brake.set(len(await engaged_brakes(db)))
         metrics.paused.set(1 if await read_setting(db, PAUSED) else 0)
+        skipped = await skipped_counts(db)
+        for name in config.sources:
+            metrics.skipped.labels(name).set(skipped.get(name, 0))
 
     async def metrics_endpoint(request: Request) -> Response:
         body = await metrics.render(refresh_gauges)

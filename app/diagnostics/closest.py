@@ -111,6 +111,9 @@ def _attributes(user: StoredUser) -> list[tuple[str, str | None, str]]:
 def _state(user: StoredUser) -> str:
     if user.state == "failed":
         return f"provisioning failed: {user.last_error or 'no error recorded'}"
+    if user.state == "skipped" and not user.dirty:
+        missing = user.last_error or "no error recorded"
+        return f"not provisioned: a value its identity needs is missing ({missing})"
     if user.dirty or user.state == "pending":
         return "provisioning is pending (the controller was unreachable or the worker has not run yet)"
     if user.state == "synced" and user.identity_id:

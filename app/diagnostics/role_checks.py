@@ -153,7 +153,7 @@ def check_roles(
 
 
 def check_provisioning(findings: Findings, source: SourceConfig, users: Sequence[StoredUser]) -> None:
-    """Counts of provisioning states; failed users are warnings with their last error."""
+    """Counts of provisioning states; failed and skipped users are warnings with their last error."""
     if not users:
         return
     scope = f"source {source.name}"
@@ -171,4 +171,15 @@ def check_provisioning(findings: Findings, source: SourceConfig, users: Sequence
             f"{len(failed)} user(s) failed to provision ({sample})",
             "fix the cause, then the next SCIM update or full sync retries them",
             code="provisioning-failed",
+        )
+    skipped = [u for u in users if u.state == "skipped" and not u.dirty]
+    if skipped:
+        sample = "; ".join(f"{u.user_name}: {u.last_error or 'no error recorded'}" for u in skipped[:3])
+        findings.add(
+            Severity.WARN,
+            scope,
+            f"{len(skipped)} user(s) stored but not provisioned, a value their identity needs is missing "
+            f"({sample})",
+            "the IdP's next write that brings the attribute provisions them (or change the mapping)",
+            code="provisioning-skipped",
         )

@@ -49,6 +49,13 @@ class Metrics:
             "Sources whose mass-deprovision brake holds destructive actions",
             registry=self.registry,
         )
+        self.skipped = Gauge(
+            "ziti_scim_skipped_users",
+            "Users stored but not provisioned: a value their identity needs is missing (provisioningState"
+            "=skipped, lastError names it)",
+            ["source"],
+            registry=self.registry,
+        )
         self.paused = Gauge("ziti_scim_paused", "1 while provisioning is paused", registry=self.registry)
         self.rate_limited = Counter(
             "ziti_scim_rate_limited_total",

@@ -1,9 +1,14 @@
-"""Admission of a user write: the mapping must yield an identity, and its externalId must be free.
+"""Admission of a user write: what the mapping yields, and whether its externalId is free.
 
-Runs inside the SCIM transaction (a storage hook), so a refused user is never stored: a missing
-mapped value is 400 ``invalidValue`` naming the attribute, an externalId another user already claims
-(in any source) is 409 ``uniqueness``. The claim is a unique index, so two concurrent writes cannot
-both win.
+Runs inside the SCIM transaction (a storage hook). An externalId another user already claims (in any
+source) is 409 ``uniqueness``; the claim is a unique index, so two concurrent writes cannot both win.
+
+A user the mapping cannot turn into an identity (a value it needs is missing, e.g. the primary email of
+the ``generic`` preset: RFC 7643 §4.1.2 makes ``emails`` optional) is, by default (source option
+``unmappable = "store"``), stored and answered 201 with ``provisioningState: skipped`` and a
+``lastError`` naming the missing attribute; the write that brings the attribute provisions it. It keeps
+the externalId it had claimed, if any, so that claim cannot move to another user meanwhile. With
+``unmappable = "refuse"`` it is 400 ``invalidValue`` naming the attribute, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.mapping import GroupRef, MappingError, map_user
 from app.reconcile.settings import SourceSettings
+from app.reconcile.skipped import SKIPPED, unmappable_message
 from app.store.db import upsert
 from app.store.tables import dirty, provisioning
 
@@ -39,14 +45,26 @@ class ProvisioningHooks:
     ) -> None:
         settings = self.settings[source]
         refs = [GroupRef(id=g["value"], display_name=g.get("display") or "") for g in groups]
+        insert = upsert(provisioning, is_sqlite=self.is_sqlite)
+        user_name = document.get("userName")
         try:
             desired = map_user(document, refs, settings.mapping).identity
         except MappingError as error:
-            raise InvalidValueException(
-                detail=f"{error.attribute}: {error.detail} (needed for the OpenZiti identity)"
-            ) from error
-        insert = upsert(provisioning, is_sqlite=self.is_sqlite)
-        user_name = document.get("userName")
+            message = unmappable_message(error)
+            if settings.unmappable == "refuse":
+                raise InvalidValueException(detail=message) from error
+            values = {
+                "user_name": user_name,
+                "state": SKIPPED,
+                "last_error": message,
+                "updated_at": time.time(),
+            }
+            await conn.execute(
+                insert.values(source=source, user_id=user_id, adopted=False, **values).on_conflict_do_update(
+                    index_elements=["source", "user_id"], set_=values
+                )
+            )
+            return
         statement = insert.values(
             source=source,
             user_id=user_id,

@@ -34,6 +34,7 @@ from app.reconcile.actuator import Actuator, NotOurs, Origin
 from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE, SourceSettings
+from app.reconcile.skipped import SKIPPED, unmappable_message
 from app.store.db import Database
 from app.store.tables import provisioning
 from app.ziti.client import ZitiClient
@@ -49,7 +50,7 @@ from app.ziti.errors import (
 
 log = logging.getLogger("ziti_scim.reconcile")
 
-Outcome = Literal["synced", "deprovisioned", "pending", "failed", "held", "busy"]
+Outcome = Literal["synced", "deprovisioned", "pending", "failed", "skipped", "held", "busy"]
 MAX_NAME_SUFFIX = 50
 FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
@@ -82,6 +83,14 @@ _CONTEXT: ContextVar[_Context | None] = ContextVar("ziti_scim_converge", default
 
 class Permanent(Exception):
     """A failure that retrying will not fix (shown as provisioningState=failed with this message)."""
+
+
+class Unmappable(Exception):
+    """The user lacks an attribute its identity needs (provisioningState=skipped until a write brings it).
+
+    Not a failure: RFC 7643 lets a user omit e.g. ``emails``; nothing is sent to the controller, and an
+    identity the user already has is left as it is (see :mod:`app.reconcile.admission`).
+    """
 
 
 @dataclass
@@ -274,6 +283,11 @@ class Reconciler:
             await self._audit(*self._attempted(context), "held", str(error))
             log.warning("user %s/%s held: %s", source, user_id, error)
             return "held"
+        except Unmappable as error:
+            context.steps.append(self._failure(source, user_id, str(error), failed=True, state=SKIPPED))
+            await self._audit(*self._attempted(context), SKIPPED, str(error))
+            log.info("user %s/%s skipped: %s", source, user_id, error)
+            return "skipped"
         except (Permanent, NotOurs) as error:
             context.steps.append(self._failure(source, user_id, str(error), failed=True))
             await self._audit(*self._attempted(context), "failed", str(error))
@@ -302,7 +316,7 @@ class Reconciler:
         try:
             desired = map_user(state.document, list(state.groups), settings.mapping).identity
         except MappingError as error:
-            raise Permanent(f"{error.attribute}: {error.detail}") from error
+            raise Unmappable(unmappable_message(error)) from error
         target = target_fields(desired)
         target["disabled"] = state.document.get("active") is False
         record = state.provisioning or {}
@@ -551,10 +565,10 @@ class Reconciler:
             await self._failure(source, user_id, message, failed=failed)(conn)
 
     @staticmethod
-    def _failure(source: str, user_id: str, message: str, *, failed: bool) -> Step:
+    def _failure(source: str, user_id: str, message: str, *, failed: bool, state: str = "failed") -> Step:
         values: dict[str, Any] = {"last_error": message[:1000], "updated_at": time.time()}
         if failed:
-            values["state"] = "failed"
+            values["state"] = state
 
         async def record(conn: AsyncConnection) -> None:
             await conn.execute(

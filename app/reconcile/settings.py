@@ -23,6 +23,10 @@ class SourceSettings:
     adopt: Literal["adopt", "refuse"] = "adopt"
     wait_for_sync: float = 0.0
     """Seconds a SCIM write may wait for its user to converge before answering (0: never waits)."""
+    unmappable: Literal["store", "refuse"] = "store"
+    """A user the mapping cannot turn into an identity (e.g. no email for an email-based externalId):
+    ``store`` keeps it with ``provisioningState: skipped`` until the attribute arrives (RFC 7643 makes
+    ``emails`` optional); ``refuse`` answers 400 ``invalidValue`` and stores nothing."""
 
     def tags(self, user_id: str) -> dict[str, str]:
         return {TAG_MANAGED_BY: MANAGER, TAG_SOURCE: self.name, TAG_ID: user_id}
@@ -45,6 +49,14 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         raise ConfigError(f"sources.{source.name}.wait_for_sync must be a number of seconds") from error
     if not 0.0 <= wait_for_sync <= 30.0:
         raise ConfigError(f"sources.{source.name}.wait_for_sync must be between 0 and 30 seconds")
+    unmappable = source.options.get("unmappable", "store")
+    if unmappable not in ("store", "refuse"):
+        raise ConfigError(f"sources.{source.name}.unmappable must be 'store' or 'refuse'")
     return SourceSettings(
-        name=source.name, mapping=mapping, on_delete=on_delete, adopt=adopt, wait_for_sync=wait_for_sync
+        name=source.name,
+        mapping=mapping,
+        on_delete=on_delete,
+        adopt=adopt,
+        unmappable=unmappable,
+        wait_for_sync=wait_for_sync,
     )

@@ -106,6 +106,9 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
                 items.append(
                     PlanItem("unmappable", source, user_id, None, detail=f"{error.attribute}: {error.detail}")
                 )
+                # A skipped user keeps the identity it already has: never an orphan to clean up.
+                if kept := (state.provisioning or {}).get("identity_id"):
+                    claimed.add(str(kept))
                 continue
             target = target_fields(desired)
             disabled = state.document.get("active") is False
@@ -222,13 +225,26 @@ async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict
 LAST_FULL_SYNC = "last_full_sync"
 
 
+def _split(items: list[PlanItem]) -> tuple[list[PlanItem], list[PlanItem]]:
+    """The changes to make, and the users skipped for a missing value."""
+    return [i for i in items if i.action != "unmappable"], [i for i in items if i.action == "unmappable"]
+
+
 async def run(provisioner: Provisioner, *, dry_run: bool, report: Callable[[str], None]) -> int:
-    """Plan, print, and (unless ``dry_run``) repair; 0 when nothing is left to repair."""
+    """Plan, print, and (unless ``dry_run``) repair; 0 when nothing is left to repair.
+
+    Users skipped for a missing value (``unmappable``) are listed apart: nothing here can repair them
+    (the IdP's next write that brings the value does), so they are neither changes nor differences.
+    """
     reconciler = provisioner.reconciler
-    items = await plan(reconciler)
+    items, skipped = _split(await plan(reconciler))
     report(f"{len(items)} change(s) {'would be made' if dry_run else 'to make'}:")
     for item in items:
         report("  " + item.describe())
+    if skipped:
+        report(f"{len(skipped)} user(s) skipped, a value their identity needs is missing:")
+        for item in skipped:
+            report("  " + item.describe())
     if dry_run:
         return 0
     if items:
@@ -238,7 +254,7 @@ async def run(provisioner: Provisioner, *, dry_run: bool, report: Callable[[str]
         }
         held = await apply(reconciler, items, storages)
         await provisioner.worker.drain(timeout=600)
-        remaining = await plan(reconciler)
+        remaining, _ = _split(await plan(reconciler))
         report(f"after repair: {len(remaining)} difference(s) left")
         for item in remaining:
             report("  " + item.describe())

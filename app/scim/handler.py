@@ -118,6 +118,24 @@ def member_delta(patch_op: PatchOp[Any], policy: ScimPolicy) -> MemberDelta | No
     return delta
 
 
+def _display_name(payload: dict[str, Any]) -> Any:
+    return next((v for k, v in payload.items() if k.lower() == "displayname"), None)
+
+
+def _renames(patch_op: PatchOp[Any]) -> bool:
+    """Whether a Group PATCH may change ``displayName`` (by path, or in a path-less value)."""
+    for operation in patch_op.operations or []:
+        path = str(operation.path) if operation.path is not None else ""
+        if path.lower().rsplit(":", 1)[-1] == "displayname":
+            return True
+        value = operation.value
+        if not path and isinstance(value, dict) and _display_name(value) is not None:
+            return True
+        if not path and getattr(value, "display_name", None) is not None:
+            return True
+    return False
+
+
 def _wants_members(query: Mapping[str, str]) -> bool:
     def names(key: str) -> set[str]:
         parts = query.get(key, "").split(",")
@@ -157,22 +175,45 @@ class ZitiScimHandler(AsyncScimHandler):
                 await self._refuse_duplicate_group(resource_type, payload)
         return await super().create(request)
 
-    async def _refuse_duplicate_group(self, resource_type: ResourceType, payload: dict[str, Any]) -> None:
-        """409 for a second group of the same name (checked before the insert: not race-proof)."""
-        name = next((v for k, v in payload.items() if k.lower() == "displayname"), None)
+    async def _refuse_duplicate_group(
+        self, resource_type: ResourceType, payload: dict[str, Any], *, allowed: int = 0
+    ) -> None:
+        """409 when more than ``allowed`` groups of the source already carry the name (case-insensitive).
+
+        A create checks before its insert (``allowed=0``); a rename checks after its write, in the same
+        transaction, so the 409 rolls it back (``allowed=1``: the renamed group itself). On SQLite writers
+        are serialised, so two concurrent writes cannot both pass; on PostgreSQL they could.
+        """
+        name = _display_name(payload)
         if isinstance(name, str):
             query = {"filter": f"displayName eq {json.dumps(name)}", "count": 1}
             search = SearchRequest[Any].model_validate(query)
-            if (await self.storage.search([resource_type], search)).total:
+            if ((await self.storage.search([resource_type], search)).total or 0) > allowed:
                 raise UniquenessException(detail=f"a group named {name!r} already exists")
 
+    async def _renamed_group(self, resource_type: ResourceType, group_id: str, payload: Any) -> bool:
+        """Whether a PUT body gives the group another name (legacy duplicates may keep theirs)."""
+        name = _display_name(payload) if isinstance(payload, dict) else None
+        if not isinstance(name, str) or not self.service.quirks.unique_group_names:
+            return False
+        current = await self.storage.get(resource_type, group_id)
+        return str(getattr(current, "display_name", "") or "").casefold() != name.casefold()
+
     async def replace(self, request: ScimRequest) -> ScimResponse:
-        if not self.service.quirks.partial_put:
-            return await super().replace(request)
         with self.service.provider:
             target = self.service.route(request, Operation.replace)
             resource_type = self.service.resource_type_at(cast(str, target.endpoint))
-        if resource_type.name != "User":
+        if resource_type.name == "Group":
+            with self.service.provider:
+                payload = self.service.decode_body(request.body, request.header("Content-Type"))
+            async with self.storage.operation():
+                if not await self._renamed_group(resource_type, cast(str, target.resource_id), payload):
+                    return await super().replace(request)
+                response = await super().replace(request)
+                if int(response.status) < 300:
+                    await self._refuse_duplicate_group(resource_type, payload, allowed=1)
+                return response
+        if not self.service.quirks.partial_put or resource_type.name != "User":
             return await super().replace(request)
         async with self.storage.operation():
             current = await self.storage.get(resource_type, cast(str, target.resource_id))
@@ -238,6 +279,9 @@ class ZitiScimHandler(AsyncScimHandler):
                         self.service.read_conditions(request),
                         response_parameters,
                     )
+                if self.service.quirks.unique_group_names and _renames(patch_op):
+                    name = getattr(resource, "display_name", None)
+                    await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
             return self.service.patch_response(request.base_url, resource, response_parameters)
 
     async def _patch_members(

@@ -15,9 +15,11 @@ normalised here, before validation, and only for the kinds that need it (researc
 * ``authentik`` (authentik.md §1, §3): every compatibility mode already works on the standard paths; the
   ``sfdc`` mode's ``/ServiceProviderConfigs`` is served by the router for every source.
 
-Every IdP kind refuses a second Group with the same ``displayName`` (409): Entra and Asgardeo find groups
-by name, and authentik links a duplicate POST to the existing group through the filter lookup
-(``unique_group_names``). Source options override the defaults of the kind: ``partial_put``,
+Every source kind, ``generic`` included, refuses a second Group with the same ``displayName`` in the
+source, compared case-insensitively (409 ``uniqueness``): role attributes derive from group names, so two
+groups of one name are ambiguous; Entra and Asgardeo find groups by name, and authentik links a
+duplicate POST to the existing group through the filter lookup (``unique_group_names``).
+Source options override the defaults of the kind: ``partial_put``,
 ``raw_token``, ``group_patch_no_content``, ``unique_group_names``.
 Every normaliser is idempotent: it may run twice on the same payload (partial PUT merges, then validates).
 """
@@ -47,7 +49,7 @@ _LITERALS = {"true", "false", "null"}
 
 @dataclass(frozen=True)
 class Quirks:
-    """What one source's SCIM client needs; the default (``generic``) changes nothing."""
+    """What one source's SCIM client needs; the default (``generic``) only keeps group names unique."""
 
     kind: str = "generic"
     fill_schemas: bool = False
@@ -59,7 +61,7 @@ class Quirks:
     partial_put: bool = False
     raw_token: bool = False
     group_patch_no_content: bool = False
-    unique_group_names: bool = False
+    unique_group_names: bool = True
 
     # -- resources (POST / PUT bodies) --------------------------------------------------------
 

@@ -117,3 +117,28 @@ def test_sync_against_unknown_tagged_identities_is_held_by_the_brake_and_audited
     assert done == set(removed)
     assert held == set(orphans) - set(removed)
     assert all(e["operation"] == "sync" for e in entries)
+
+
+def test_sync_keeps_the_identity_of_a_user_skipped_for_a_missing_email(
+    stack: Stack, tmp_path: Path, source_name: str, database_url: str
+) -> None:
+    """A user that lost its email is skipped, not gone: its identity is no orphan for the full sync."""
+    with stack.client() as scim:
+        created = scim.post(
+            "/Users", json={"schemas": [USER], "userName": "eve", "emails": [{"value": "eve@example.com"}]}
+        ).json()
+        stack.settle()
+        assert scim.put(f"/Users/{created['id']}", json={"schemas": [USER], "userName": "eve"}).status_code == 200
+        (eve,) = stack.settle()
+        assert eve["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["provisioningState"] == "skipped"
+    identity = stack.state.identity_by_external_id("eve@example.com")
+    assert identity is not None
+
+    repaired = run_sync(stack, tmp_path, source_name, database_url)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "delete-orphan" not in repaired.stdout
+    assert repaired.stdout.splitlines()[:2] == [
+        "0 change(s) to make:",
+        "1 user(s) skipped, a value their identity needs is missing:",
+    ]
+    assert identity.id in stack.state.identities
