@@ -81,7 +81,7 @@ class ZitiModel(_Model):
     ca_bundle: str | None = None
     insecure: bool = False
     max_in_flight: Annotated[int, Field(gt=0)] = 8
-    reconcile_deadline: NonNegative = 5.0
+    reconcile_deadline: NonNegative = 5.0  # ignored: writes no longer wait (sources' wait_for_sync)
 
 
 class SafetyModel(_Model):
