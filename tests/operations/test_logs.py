@@ -25,6 +25,7 @@ def test_json_lines_for_requests_and_controller_actions_without_secrets(
                                             "emails": [{"value": "logged@example.com"}]})
         assert created.status_code == 201
         scim.get("/Users", headers={"Authorization": "Bearer not-a-valid-token-at-all"})
+        stack.settle()  # the controller action runs after the answer
     formatter = JsonFormatter()
     lines = [formatter.format(record) for record in caplog.records]
     entries = [json.loads(line) for line in lines]
