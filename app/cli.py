@@ -24,6 +24,7 @@ def _serve(config: Config, host: str | None, port: int | None, sock: socket.sock
     """Serve until interrupted; ``sock``: a socket already bound (the demo binds its own, see app.demo)."""
     from app.observability import logs
     from app.server import create_app
+    from app.serving import uvicorn_options
 
     logs.configure(json_logs=config.json_logs)
     server = uvicorn.Server(
@@ -33,6 +34,7 @@ def _serve(config: Config, host: str | None, port: int | None, sock: socket.sock
             port=port or config.port,
             log_config=None,
             access_log=False,
+            **uvicorn_options(config.limits),
         )
     )
     server.run(sockets=[sock] if sock is not None else None)

@@ -11,6 +11,7 @@ Secrets never need to be written in the file:
 - the controller password: ``password_env`` (default ``ZITI_SCIM_ZITI_PASSWORD``) or ``password_file``;
 - the admin token of ``/admin``: ``ZITI_SCIM_ADMIN_TOKEN`` (at least 16 characters);
 - the database URL: ``ZITI_SCIM_DATABASE_URL``;
+- the token of ``/metrics`` (when one is wanted): ``ZITI_SCIM_METRICS_TOKEN``;
 - a source's webhook and IdP API secrets (:data:`SECRET_OPTIONS`): ``ZITI_SCIM_SOURCE_<NAME>_<OPTION>``, e.g.
   ``ZITI_SCIM_SOURCE_ZITADEL_WEBHOOK_SECRET`` (comma-separated for a key rotation),
   ``ZITI_SCIM_SOURCE_AUTHENTIK_AUTHENTIK_TOKEN``, ``ZITI_SCIM_SOURCE_ZITADEL_ZITADEL_TOKEN``.
@@ -36,8 +37,10 @@ __all__ = [
     "SOURCE_KINDS",
     "Config",
     "ConfigError",
+    "LimitsConfig",
     "MaskedUrl",
     "PolicyConfig",
+    "ProbesConfig",
     "SafetyConfig",
     "Secret",
     "SourceConfig",
@@ -111,6 +114,39 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on one request and one connection (``[server]`` keys), so no client can stall the service.
+
+    ``max_patch_operations`` and ``max_attribute_values``: see :mod:`app.scim.limits`. The others are
+    handed to uvicorn (``limit_concurrency``, ``timeout_keep_alive``) or enforced by
+    :mod:`app.serving` (``header_timeout``: a request's headers must arrive within it;
+    ``body_timeout``: its body within it once the headers are in).
+    """
+
+    max_patch_operations: int = 1000
+    max_attribute_values: int = 500
+    limit_concurrency: int = 500
+    timeout_keep_alive: int = 5
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    """``/readyz`` and ``/metrics`` (``[server]`` keys).
+
+    ``readyz_cache_seconds``: how long a controller check is reused (probes must not load the controller);
+    ``metrics_token_hash``: SHA-256 of the bearer token ``/metrics`` requires (``metrics_token_sha256``
+    or ``ZITI_SCIM_METRICS_TOKEN``), none = open; ``metrics_source_labels = false`` replaces source names
+    in metric labels by ``source-N`` (N in configuration order).
+    """
+
+    readyz_cache_seconds: float = 5.0
+    metrics_token_hash: str | None = None
+    metrics_source_labels: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str = "ziti-scim.db"
     host: str = "127.0.0.1"
@@ -121,6 +157,8 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     admin_token_hash: str | None = None
     json_logs: bool = True
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.database_url, MaskedUrl):
@@ -168,6 +206,25 @@ def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
         safety=SafetyConfig(**safety.model_dump()),
         admin_token_hash=hash_token(parsed.admin_token) if parsed.admin_token else None,
         json_logs=server.json_logs,
+        limits=LimitsConfig(
+            max_patch_operations=server.max_patch_operations,
+            max_attribute_values=server.max_attribute_values,
+            limit_concurrency=server.limit_concurrency,
+            timeout_keep_alive=server.timeout_keep_alive,
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+        ),
+        probes=_probes(server, env),
+    )
+
+
+def _probes(server: Any, env: dict[str, str]) -> ProbesConfig:
+    token = env.get("ZITI_SCIM_METRICS_TOKEN")
+    digest = hash_token(token) if token else server.metrics_token_sha256
+    return ProbesConfig(
+        readyz_cache_seconds=server.readyz_cache_seconds,
+        metrics_token_hash=digest,
+        metrics_source_labels=server.metrics_source_labels,
     )
 
 

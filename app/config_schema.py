@@ -65,6 +65,24 @@ class ServerModel(_Model):
     max_body_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
     json_logs: bool = True
     admin_token: str | None = None
+    # Bounds on one request and one connection (app.scim.limits, app.serving; README "[server]").
+    max_patch_operations: Annotated[int, Field(gt=0)] = 1000
+    max_attribute_values: Annotated[int, Field(gt=0)] = 500
+    limit_concurrency: Annotated[int, Field(gt=0)] = 500
+    timeout_keep_alive: Annotated[int, Field(gt=0)] = 5
+    header_timeout: Positive = 10.0
+    body_timeout: Positive = 30.0
+    # Probes (app.observability.probes).
+    readyz_cache_seconds: NonNegative = 5.0
+    metrics_token_sha256: str | None = None
+    metrics_source_labels: bool = True
+
+    @field_validator("metrics_token_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX64.match(value.lower()):
+            raise ValueError("must be 64 hex digits (the SHA-256 of the token)")
+        return value.lower() if value is not None else None
 
 
 class DatabaseModel(_Model):
@@ -106,6 +124,9 @@ class OAuthModel(_Model):
     jwks_url: str = ""
     required_scopes: list[str] = []
     required_claims: dict[str, str] = {}
+    allowed_clients: list[str] = []
+    accept_any_client: bool = False
+    token_types: list[str] = ["at+jwt", "jwt"]
     leeway: NonNegative = 30.0
 
     _audience = field_validator("audience", mode="before")(

@@ -12,11 +12,17 @@ from pathlib import Path
 import pytest
 
 from app.store.db import Database
+from tests.paths import SHARED, shared_dir
 
 PG_ADMIN_URL = os.environ.get("ZITI_SCIM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 pytest_plugins = ["tests.support.stack"]
+__all__ = ["SHARED"]
+
+
+def pytest_report_header() -> str:
+    found = shared_dir()
+    return f"shared test data: {found}" if found else f"shared test data: MISSING ({SHARED})"
 
 
 def _postgres_available() -> bool:

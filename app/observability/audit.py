@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,3 +57,33 @@ async def prune(db: Database, retention_days: float) -> int:
     async with db.transaction(write=True) as conn:
         result = await conn.execute(delete(audit).where(audit.c.at < time.time() - retention_days * 86400))
         return int(result.rowcount or 0)
+
+
+MAX_START_INDEX = 2**31 - 1
+
+
+def parse_query(params: Mapping[str, str]) -> tuple[int, int, float | None]:
+    """``(limit, offset, since)`` of an /admin/audit query; ValueError (a 400) says what is wrong.
+
+    ``count`` is clamped to 1..1000; ``startIndex`` must be 1..2^31-1 (beyond, the database's integer
+    overflows); ``since`` must be a finite Unix time.
+    """
+    try:
+        limit = min(max(int(params.get("count", 100)), 1), 1000)
+    except ValueError:
+        raise ValueError("count must be an integer") from None
+    try:
+        start = int(params.get("startIndex", 1))
+    except ValueError:
+        raise ValueError("startIndex must be an integer") from None
+    if not 1 <= start <= MAX_START_INDEX:
+        raise ValueError(f"startIndex must be between 1 and {MAX_START_INDEX}")
+    since = None
+    if "since" in params:
+        try:
+            since = float(params["since"])
+        except ValueError:
+            raise ValueError("since must be a Unix time in seconds") from None
+        if not math.isfinite(since):
+            raise ValueError("since must be a finite Unix time in seconds")
+    return limit, start - 1, since

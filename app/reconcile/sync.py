@@ -12,6 +12,7 @@ written for each change made or held.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,12 +30,13 @@ from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY, TAG_SOURCE
 from app.scim.provider import load_provider
 from app.store.db import Database
 from app.store.storage import SqlStorage
-from app.store.tables import provisioning, resources
+from app.store.tables import dirty, provisioning, resources
 from app.ziti.errors import ZitiNotFound
 from app.ziti.filters import ziti_filter_tag_eq
 
 if TYPE_CHECKING:
     from app.reconcile.provisioner import Provisioner
+    from app.reconcile.worker import Worker
 
 Action = Literal["create", "patch", "enable", "disable", "delete-orphan", "disable-orphan", "unmappable"]
 
@@ -223,6 +225,45 @@ async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict
 
 
 LAST_FULL_SYNC = "last_full_sync"
+SETTLE_POLL = 0.2
+
+
+async def _unsettled(db: Database, marked: set[tuple[str, str]]) -> int:
+    """How many marked users are still being converged: claimed by someone, or due and unclaimed.
+
+    A row waiting for a retry later (claimed by nobody, not due) has failed for now: not waited for.
+    """
+    now = time.time()
+    async with db.transaction() as conn:
+        rows = await conn.execute(
+            select(dirty.c.source, dirty.c.user_id, dirty.c.claimed_until, dirty.c.due_at).where(
+                dirty.c.source.in_({source for source, _ in marked})
+            )
+        )
+        return sum(
+            1
+            for source, user_id, claimed_until, due_at in rows
+            if (source, user_id) in marked
+            and ((claimed_until is not None and claimed_until >= now) or due_at <= now)
+        )
+
+
+async def settle(worker: Worker, marked: set[tuple[str, str]], *, timeout: float) -> None:
+    """Converge the users ``sync`` marked, also those a running service claimed first.
+
+    ``sync`` runs next to the live service (the normal case): the service's worker may hold the lease
+    of a row ``sync`` just marked, so :meth:`Worker.drain` finds nothing to claim and returns while
+    that user is still being converged. Re-planning then would report a difference that is about to
+    vanish; so this waits until each marked row is finished, or its lease expires (a dead holder) and
+    the drain takes it over.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        await worker.drain(timeout=max(0.0, end - loop.time()))
+        if not marked or loop.time() >= end or not await _unsettled(worker.reconciler.db, marked):
+            return
+        await asyncio.sleep(SETTLE_POLL)
 
 
 def _split(items: list[PlanItem]) -> tuple[list[PlanItem], list[PlanItem]]:
@@ -253,7 +294,12 @@ async def run(provisioner: Provisioner, *, dry_run: bool, report: Callable[[str]
             for name, source in provisioner.config.sources.items()
         }
         held = await apply(reconciler, items, storages)
-        await provisioner.worker.drain(timeout=600)
+        marked = {
+            (item.source, item.user_id)
+            for item in items
+            if item.user_id is not None and item.action in ("create", "patch", "enable", "disable")
+        }
+        await settle(provisioner.worker, marked, timeout=600)
         remaining, _ = _split(await plan(reconciler))
         report(f"after repair: {len(remaining)} difference(s) left")
         for item in remaining:

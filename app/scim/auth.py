@@ -5,8 +5,9 @@
   Okta's "HTTP Header" mode, entra-okta.md §2.1) may also accept ``Authorization: <token>`` (``raw_token``).
 * IdP access tokens: a source with an ``[sources.<name>.oauth]`` table accepts JWTs its IdP issues
   (ZITADEL service users, Asgardeo/authentik OAuth clients), validated by
-  :class:`~app.webhooks.jwt_bearer.JwtBearerValidator` (signature against the JWKS, ``iss``, ``aud``,
-  ``exp``, required scopes/claims). Only a token shaped like a JWS (RFC 7515 §7.1) is tried, and only
+  :class:`~app.webhooks.jwt_bearer.JwtBearerValidator` (signature against the JWKS, ``typ``, ``iss``,
+  ``aud``, ``exp``, and at least one of required scopes, claims or client ids: a start-up error
+  otherwise). Only a token shaped like a JWS (RFC 7515 §7.1) is tried, and only
   against the sources whose issuer its (unverified) ``iss`` names.
 
 Every failure is the same ``None`` to the caller, which answers one 401 that says nothing of the reason.
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 
 from app.config import ConfigError, SourceConfig, hash_token
-from app.webhooks.jwt_bearer import JwtBearerConfig, JwtBearerValidator, TokenRejected
+from app.webhooks.jwt_bearer import ACCESS_TOKEN_TYPES, JwtBearerConfig, JwtBearerValidator, TokenRejected
 
 __all__ = ["Authenticator", "oauth_config"]
 
@@ -50,7 +51,9 @@ def oauth_config(source: SourceConfig) -> JwtBearerConfig | None:
     where = f"sources.{source.name}.oauth"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(raw) - {"issuer", "audience", "jwks_url", "required_scopes", "required_claims", "leeway"}
+    known = {"issuer", "audience", "jwks_url", "required_scopes", "required_claims", "leeway"}
+    known |= {"allowed_clients", "accept_any_client", "token_types"}
+    unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     audience = raw.get("audience")
@@ -60,6 +63,13 @@ def oauth_config(source: SourceConfig) -> JwtBearerConfig | None:
         raise ConfigError(f"{where}.required_scopes must be a list of strings")
     if not isinstance(claims, dict) or not all(isinstance(v, str) for v in claims.values()):
         raise ConfigError(f"{where}.required_claims must be a table of strings")
+    clients = raw.get("allowed_clients", [])
+    types = raw.get("token_types", list(ACCESS_TOKEN_TYPES))
+    for name, value in (("allowed_clients", clients), ("token_types", types)):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}.{name} must be a list of strings")
+    if not isinstance(raw.get("accept_any_client", False), bool):
+        raise ConfigError(f"{where}.accept_any_client must be true or false")
     try:
         return JwtBearerConfig(
             jwks_url=str(raw.get("jwks_url", "")),
@@ -67,6 +77,9 @@ def oauth_config(source: SourceConfig) -> JwtBearerConfig | None:
             audience=tuple(audience) if isinstance(audience, list) else str(audience or ""),
             required_scopes=tuple(scopes),
             required_claims=dict(claims),
+            allowed_clients=tuple(clients),
+            accept_any_client=bool(raw.get("accept_any_client", False)),
+            token_types=tuple(types),
             leeway=float(raw.get("leeway", 30.0)),
         )
     except (ValueError, TypeError) as error:

@@ -16,6 +16,7 @@ attributes, asgardeo.md §A3), so omitted attributes are kept.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
+from scim2_server.storage import projection
 
 from app.scim.service import NothingToPatch, ZitiScimService
 from app.store.storage import SqlStorage
@@ -251,15 +253,71 @@ class ZitiScimHandler(AsyncScimHandler):
                 resource = await self.storage.get(resource_type, cast(str, target.resource_id))
                 return self.service.patch_response(request.base_url, resource, parameters)
 
+    async def query(self, request: ScimRequest) -> ScimResponse:
+        """scim2-server's GET of one resource, with the response built in a worker thread.
+
+        Publishing a group of 50,000 members takes seconds of CPU; off the event loop, other requests
+        and health probes are served meanwhile.
+        """
+        with self.service.provider:
+            target = self.service.route(request, Operation.query)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            response_parameters = self.service.read_response_parameters(resource_type, request.query)
+            async with self.storage.operation():
+                resource = await self.storage.get(
+                    resource_type,
+                    cast(str, target.resource_id),
+                    **projection(self.storage, response_parameters),
+                )
+            response = await asyncio.to_thread(
+                self.service.query_response,
+                request.base_url,
+                resource,
+                response_parameters,
+                self.service.read_conditions(request),
+            )
+            return self.service.me_response(request, target, response)
+
+    async def patch_resource(
+        self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
+    ) -> Any:
+        """scim2-server's PATCH application, with the CPU-bound part run in a worker thread.
+
+        Applying up to ``max_patch_operations`` operations to a resource holding up to
+        ``max_attribute_values`` values per attribute can take a while; in a thread it leaves the event
+        loop free to serve health probes and other sources meanwhile (the GIL is handed over every few ms).
+        """
+        current = await self.storage.get(resource_type, resource_id)
+        assert current.meta is not None
+        version = current.meta.version
+        patched = await asyncio.to_thread(self.service.apply_patch, current, patch_op, conditions)
+        if patched is None:
+            return current
+        return await self.storage.update(resource_type, patched, expected_version=version)
+
     async def _patch(self, request: ScimRequest) -> ScimResponse:
         with self.service.provider:
             target = self.service.route(request, Operation.patch)
             resource_type = self.service.resource_type_at(cast(str, target.endpoint))
-            if resource_type.name != "Group":
-                return await super().patch(request)
             self.service.authorize(request, target, resource_type)
             response_parameters = self.service.read_response_parameters(resource_type, request.query)
-            patch_op = self.service.read_patch(resource_type, request.body, request.header("Content-Type"))
+            # Validating up to max_patch_operations operations takes tens of ms: not on the event loop.
+            patch_op = await asyncio.to_thread(
+                self.service.read_patch, resource_type, request.body, request.header("Content-Type")
+            )
+            if resource_type.name != "Group":  # scim2-server's AsyncScimHandler.patch from here on
+                async with self.storage.operation():
+                    resource = await self.patch_resource(
+                        resource_type,
+                        cast(str, target.resource_id),
+                        patch_op,
+                        self.service.read_conditions(request),
+                    )
+                response = await asyncio.to_thread(
+                    self.service.patch_response, request.base_url, resource, response_parameters
+                )
+                return self.service.me_response(request, target, response)
             policy = self.service.provider.policy or ScimPolicy()
             delta = member_delta(patch_op, policy)
             async with self.storage.operation():
@@ -282,7 +340,9 @@ class ZitiScimHandler(AsyncScimHandler):
                 if self.service.quirks.unique_group_names and _renames(patch_op):
                     name = getattr(resource, "display_name", None)
                     await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
-            return self.service.patch_response(request.base_url, resource, response_parameters)
+            return await asyncio.to_thread(
+                self.service.patch_response, request.base_url, resource, response_parameters
+            )
 
     async def _patch_members(
         self,

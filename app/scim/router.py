@@ -7,9 +7,10 @@ not found (404). Discovery (RFC 7644 §4) needs no token.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -19,17 +20,21 @@ from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+from starlette.requests import ClientDisconnect
 
 from app.config import SourceConfig
 from app.observability.metrics import Metrics
+from app.observability.request_id import request_id_from
 from app.scim.auth import Authenticator
 from app.scim.handler import ZitiScimHandler
+from app.scim.limits import RequestLimits
 from app.scim.provider import load_provider
 from app.scim.quirks import quirks_for
 from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
+from app.store.errors import is_data_error
 from app.store.storage import SERVER_MANAGED, ZITI_EXTENSION, SqlStorage, UserHooks
 
 Scope = dict[str, Any]
@@ -37,6 +42,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("ziti_scim.scim")
+
+OFF_LOOP_ITEMS = 1000
+"""A response body with a list longer than this is JSON-encoded in a worker thread."""
 
 WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete}
 PLURAL_SPC = "/ServiceProviderConfigs"
@@ -71,11 +79,12 @@ class SourceApplication(ASGIApplication):
         db: Database,
         hooks: UserHooks | None = None,
         after_write: AfterWrite | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         provider = load_provider(source.policy)
         storage = SqlStorage(db, provider, source.name, hooks)
         self.quirks = quirks_for(source)
-        super().__init__(storage, provider, ZitiScimService(provider, self.quirks))
+        super().__init__(storage, provider, ZitiScimService(provider, self.quirks, limits))
         self.source = source
         self.db = db
         self.hooks = hooks
@@ -125,7 +134,7 @@ class SourceApplication(ASGIApplication):
             body[ZITI_EXTENSION] = extension
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
-        if isinstance(exception, DataError):
+        if is_data_error(exception):
             # A value the database cannot hold (e.g. beyond its numeric range): the client's to fix.
             log.info("%s %s -> 400: the database refused a value", request.method, request.path)
             return self.service.error_response(InvalidValueException(detail="A value cannot be stored"))
@@ -144,6 +153,18 @@ class SourceApplication(ASGIApplication):
             return self.service.error_response(exception)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return self.service.error_response(exception)
+
+    @staticmethod
+    async def send_response(response: ScimResponse, send: Send) -> None:
+        """scim2-server's ASGI send; a large body (a big group, a long page) is JSON-encoded off the loop."""
+        body = response.body
+        if body is None or not any(isinstance(v, list) and len(v) > OFF_LOOP_ITEMS for v in body.values()):
+            await ASGIApplication.send_response(response, send)
+            return
+        encoded = await asyncio.to_thread(lambda: json.dumps(body).encode())
+        headers = [(name.encode(), value.encode()) for name, value in response.headers.items()]
+        await send({"type": "http.response.start", "status": int(response.status), "headers": headers})
+        await send({"type": "http.response.body", "body": encoded})
 
     def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
         response = super().finalize_response(request, response)
@@ -170,8 +191,11 @@ class ScimRouter:
         hooks: UserHooks | None = None,
         after_write: AfterWrite | None = None,
         metrics: Metrics | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
-        self.apps = {source.name: SourceApplication(source, db, hooks, after_write) for source in sources}
+        self.apps = {
+            source.name: SourceApplication(source, db, hooks, after_write, limits) for source in sources
+        }
         self.authenticator = Authenticator(
             [app.source for app in self.apps.values()],
             raw_token_sources=[name for name, app in self.apps.items() if app.quirks.raw_token],
@@ -199,7 +223,7 @@ class ScimRouter:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientDisconnect  # nobody to answer; logged once by app.serving.QuietDisconnect
             chunk = message.get("body", b"")
             if not too_large:
                 body.extend(chunk)
@@ -222,7 +246,7 @@ class ScimRouter:
             query={},
             headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]],
         )
-        request_id = request.header("X-Request-Id") or uuid.uuid4().hex
+        request_id = request_id_from(request.header("X-Request-Id"))
         try:
             operation = app.service.match(request).operation
         except SCIMException:

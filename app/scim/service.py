@@ -4,8 +4,14 @@
   expect the resource).
 - ``password`` is dropped from every payload before validation: it is never stored nor logged
   (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly).
+- Every request does bounded work (:mod:`app.scim.limits`): PATCH operations and values per multi-valued
+  attribute are capped, and runs of ``add`` operations are merged so a PATCH applies in linear time.
 - The source's :class:`~app.scim.quirks.Quirks` normalise bodies and filters before validation, and a
   group PATCH answers 204 for the clients that expect it (Entra, Okta).
+- Cursor pagination (RFC 9865) is not announced (``ServiceProviderConfig`` has no ``pagination``
+  with ``cursor: true``), so a search with a ``cursor`` is a pagination error: ``400`` with
+  ``scimType`` ``invalidCursor`` (RFC 9865 §2.1, "Pagination Errors"), not the ``501`` of an
+  unsupported operation; the client pages with ``startIndex`` (RFC 7644 §3.4.2.4) instead.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from scim2_models import (
     Context,
+    InvalidCursorException,
     InvalidFilterException,
     InvalidValueException,
     PatchOp,
@@ -29,8 +36,18 @@ from scim2_models import (
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService, scim_exception_of
 
+from app.scim.limits import (
+    RequestLimits,
+    apply_linear,
+    check_patch_body,
+    check_patch_size,
+    check_patched_values,
+    check_resource_values,
+    value_counts,
+)
 from app.scim.quirks import Quirks
 
+CURSOR_REFUSED = "Cursor pagination is not supported: page with startIndex and count (RFC 7644 §3.4.2.4)"
 ModelT = TypeVar("ModelT")
 
 _NEVER_ACCEPTED = frozenset({"password"})
@@ -101,9 +118,16 @@ class NothingToPatch(Exception):
 class ZitiScimService(ScimService):
     """ScimService with the response and payload rules above."""
 
-    def __init__(self, provider: ScimProvider, quirks: Quirks | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        provider: ScimProvider,
+        quirks: Quirks | None = None,
+        limits: RequestLimits | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(provider, **kwargs)
         self.quirks = quirks or Quirks()
+        self.limits = limits or RequestLimits()
         self.known_schemas = frozenset(str(schema.id) for schema in provider.schemas)
 
     def normalize(self, model: type[Any], payload: Any, scim_ctx: Context | None = None) -> Any:
@@ -120,6 +144,8 @@ class ZitiScimService(ScimService):
     ) -> tuple[SearchRequest[Any], Any]:
         if "\x00" in "".join(query.values()):
             raise InvalidFilterException(detail="Query parameters must not contain NUL (U+0000)")
+        if "cursor" in query:
+            raise InvalidCursorException(detail=CURSOR_REFUSED)
         if "filter" in query:
             query = {**query, "filter": self.quirks.filter(query["filter"])}
         search_request, position = super().read_search_query(resource_types, query)
@@ -129,13 +155,18 @@ class ZitiScimService(ScimService):
     def read_search_body(
         self, resource_types: list[ResourceType], body: bytes, content_type: str | None
     ) -> Any:
+        payload = self.decode_body(body, content_type)
+        if isinstance(payload, dict) and any(key.lower() == "cursor" for key in payload):
+            raise InvalidCursorException(detail=CURSOR_REFUSED)
         search_request, position = super().read_search_body(resource_types, body, content_type)
         _refuse_nul_in_filter(search_request)
         return search_request, position
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         self.ensure_patch_supported()
+        check_patch_body(body, self.limits)
         payload = self.decode_body(body, content_type)
+        check_patch_size(payload, self.limits)
         cleaned = _without_secrets(payload)
         if isinstance(payload, dict) and isinstance(cleaned, dict):
             given = next((v for k, v in payload.items() if k.lower() == "operations"), None)
@@ -150,12 +181,26 @@ class ZitiScimService(ScimService):
         payload = self.normalize(
             model, _without_secrets(_refuse_nul(self.decode_body(body, content_type))), scim_ctx
         )
+        if isinstance(model, type) and issubclass(model, Resource):
+            check_resource_values(payload, self.limits)
         try:
             return model.model_validate(payload, scim_ctx=scim_ctx)  # type: ignore[attr-defined, no-any-return]
         except ValidationError as exception:
             raise scim_exception_of(exception) from exception
         except (TypeError, ValueError) as exception:
             raise InvalidValueException(detail=str(exception)) from exception
+
+    def apply_patch(self, current: Any, patch_op: PatchOp[Any], conditions: Any) -> Any:
+        """Apply a PATCH in linear time (:func:`~app.scim.limits.apply_linear`), then check the value caps.
+
+        :return: The patched resource, or None when the PATCH changes nothing (as scim2-server's).
+        """
+        self.check_preconditions(current, "PATCH", conditions)
+        before = value_counts(current)
+        if not apply_linear(patch_op, current):
+            return None
+        check_patched_values(before, current, self.limits)
+        return current
 
     def patch_response(
         self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]

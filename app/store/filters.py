@@ -6,6 +6,12 @@ parameter, never spliced into SQL. The semantics follow :meth:`ScimFilter.match`
 storage contract tests check: case folding unless ``caseExact``, a multi-valued attribute matches when
 any value matches (``ne`` when none equals), a missing attribute is unequal to everything, and every
 atom yields TRUE or FALSE (never SQL NULL) so that ``not`` negates as the evaluator does.
+
+Where this differs from ``ScimFilter.match`` it refuses, with 400 ``invalidFilter`` (RFC 7644 §3.12:
+"the specified attribute and filter comparison combination is not supported"), a filter that names an
+attribute the published schema (``/Schemas``) does not define — e.g. ``title``, which ziti-scim does
+not keep — and a filter value holding NUL (U+0000), which PostgreSQL text cannot store
+(:mod:`app.scim.service`). The hostile-filter property test holds every refusal to these two rules.
 """
 
 from __future__ import annotations

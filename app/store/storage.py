@@ -7,6 +7,7 @@ transaction, which is what the reconciler converges from.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import time
@@ -38,6 +39,8 @@ from app.store.notify import notify
 from app.store.tables import dirty, emails, members, resources
 
 CHUNK = 500
+OFF_LOOP_REFS = 1000
+"""A resource with more member/group references than this is validated in a worker thread."""
 NEVER_STORED = ("password",)
 """Attributes that are never persisted, whatever the schema says (RFC 7643 §4.1.1: password is writeOnly)."""
 
@@ -343,7 +346,11 @@ class SqlStorage(AsyncScimStorage):
                 document[ZITI_EXTENSION] = extension
                 if ZITI_EXTENSION not in document.setdefault("schemas", []):
                     document["schemas"].append(ZITI_EXTENSION)
-            result.append(self._model(row.resource_type).model_validate(document))
+            model = self._model(row.resource_type)
+            if len(refs or ()) > OFF_LOOP_REFS:  # a big group: seconds of validation, not on the event loop
+                result.append(await asyncio.to_thread(model.model_validate, document))
+            else:
+                result.append(model.model_validate(document))
         return result
 
     async def get(

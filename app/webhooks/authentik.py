@@ -107,9 +107,12 @@ def _is_user_model(model: Any) -> bool:
 
 
 def _pk(model: Mapping[str, Any]) -> str:
+    """A user model's pk: authentik numbers users (an integer primary key), so anything else is refused."""
     pk = model.get("pk")
     if isinstance(pk, bool) or not isinstance(pk, int | str) or str(pk) == "":
         raise WebhookInvalid("model without pk")
+    if not re.fullmatch(r"[0-9]{1,20}", str(pk)):
+        raise WebhookInvalid("authentik user pk must be a number")
     return str(pk)
 
 

@@ -6,6 +6,14 @@ The signature is checked with PyJWT against the IdP's JWKS (RFC 7517), selected 
 §4.1.4-6). Keys are cached; an unknown ``kid`` triggers a JWKS refresh, at most once per
 ``min_refresh_interval`` so that forged ``kid`` values cannot make us hammer the IdP.
 
+A valid signature only proves the IdP issued the token; what it is *for* is checked too. ``typ`` (RFC 7515
+§4.1.9), when the token has one, must be an access-token type (``at+jwt``, RFC 9068 §2.1, or ``JWT``): an
+ID token, logout token or DPoP proof is refused. The configuration must name an audience and at least
+one of ``required_scopes``, ``required_claims`` (e.g. an app role) or ``allowed_clients`` (the token's
+client: ``azp``, ``client_id`` (RFC 9068 §2.2) or Entra's ``appid``): otherwise any token the IdP issues
+for that audience, to any of its applications, would be accepted. ``accept_any_client`` opts out,
+explicitly.
+
 Every failure raises :class:`TokenRejected`, whose message is always ``"invalid token"``; the private
 ``reason`` (for logs) never includes the token or any claim value.
 """
@@ -38,6 +46,8 @@ ASYMMETRIC_ALGORITHMS = (
     "ES512",
     "EdDSA",
 )
+ACCESS_TOKEN_TYPES = ("at+jwt", "jwt")
+CLIENT_CLAIMS = ("azp", "client_id", "appid")
 _KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
@@ -62,6 +72,9 @@ class JwtBearerConfig:
     space-separated ``scope`` claim (RFC 8693 §4.2 / RFC 9068 §2.2.3) or the ``scp`` list/string.
     ``required_claims``: ``claim -> value``; a string claim must equal it, a list claim must contain it,
     an object claim must have it as a key (e.g. ZITADEL's ``urn:zitadel:iam:org:project:roles``).
+    ``allowed_clients``: the token's client id (``azp``, else ``client_id``, else ``appid``) must be one
+    of them. ``token_types``: accepted ``typ`` header values (compared case-insensitively, with or without
+    ``application/``); a token without ``typ`` is accepted.
     """
 
     jwks_url: str
@@ -69,6 +82,9 @@ class JwtBearerConfig:
     audience: str | tuple[str, ...]
     required_scopes: tuple[str, ...] = ()
     required_claims: Mapping[str, str] = field(default_factory=dict)
+    allowed_clients: tuple[str, ...] = ()
+    accept_any_client: bool = False
+    token_types: tuple[str, ...] = ACCESS_TOKEN_TYPES
     algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
     leeway: float = 30.0
     min_refresh_interval: float = 30.0
@@ -83,6 +99,15 @@ class JwtBearerConfig:
             raise ValueError("issuer is required")
         if not self.audience:
             raise ValueError("audience is required")
+        if not (self.required_scopes or self.required_claims or self.allowed_clients) and not (
+            self.accept_any_client
+        ):
+            raise ValueError(
+                "name at least one of required_scopes, required_claims or allowed_clients (or set "
+                "accept_any_client = true): otherwise any token of this issuer and audience is accepted"
+            )
+        if not self.token_types:
+            raise ValueError("token_types must name at least one type (e.g. at+jwt)")
         bad = [a for a in self.algorithms if a not in ASYMMETRIC_ALGORITHMS]
         if bad or not self.algorithms:
             raise ValueError(f"only asymmetric JWS algorithms are allowed, got {bad or 'none'}")
@@ -249,6 +274,7 @@ class JwtBearerValidator:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in cfg.algorithms:
             raise TokenRejected("algorithm not allowed")
+        self._check_type(header.get("typ"))
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenRejected("malformed kid")
@@ -298,7 +324,18 @@ class JwtBearerValidator:
         if iat is not None and iat > now + leeway:
             raise TokenRejected("token issued in the future")
 
+    def _check_type(self, typ: Any) -> None:
+        if typ is None:
+            return
+        wanted = {t.lower().removeprefix("application/") for t in self._config.token_types}
+        if not isinstance(typ, str) or typ.lower().removeprefix("application/") not in wanted:
+            raise TokenRejected("token type not accepted")
+
     def _check_authorization(self, claims: Mapping[str, Any]) -> None:
+        if self._config.allowed_clients:
+            client = next((claims[name] for name in CLIENT_CLAIMS if name in claims), None)
+            if not isinstance(client, str) or client not in self._config.allowed_clients:
+                raise TokenRejected("client not allowed")
         missing = set(self._config.required_scopes) - _scopes(claims)
         if missing:
             raise TokenRejected(f"missing scope(s) {sorted(missing)}")

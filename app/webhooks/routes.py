@@ -243,7 +243,9 @@ class WebhookReceiver:
         except WebhookError as error:
             return JSONResponse({"error": error.public_message}, status_code=error.status)
         if isinstance(answer, Challenge):
-            return PlainTextResponse(answer.response_body, media_type=answer.media_type)
+            # The echo is the caller's text: never let a browser sniff it as HTML.
+            nosniff = {"X-Content-Type-Options": "nosniff"}
+            return PlainTextResponse(answer.response_body, media_type=answer.media_type, headers=nosniff)
         return Response(status_code=200)
 
 

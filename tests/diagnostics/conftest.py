@@ -23,13 +23,12 @@ from app.config import hash_token, read_config
 from app.diagnostics.cli import main
 from app.server import create_app
 from app.ziti.emulator import EmulatorState, EmulatorThread, Flavor, create_emulator_app
-from tests.conftest import SHARED
+from tests.paths import SPEC, need
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
 
 TOKEN = "diagnostics-test-token-0123456789"
 ADMIN_PASSWORD = "emulator-admin-Pa55word"
-SPEC = SHARED / "ziti-edge-api" / "management.yml"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -205,7 +204,7 @@ def other_idp() -> Iterator[TestIdp]:
 
 
 def _emulator(flavor: Flavor, version: str | None) -> EmulatorThread:
-    app = create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=SPEC, flavor=flavor)
+    app = create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC), flavor=flavor)
     return EmulatorThread(with_version(app, version) if version else app)
 
 

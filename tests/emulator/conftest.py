@@ -11,6 +11,7 @@ import pytest
 from emu_support import ADMIN_PASSWORD, MANAGEMENT_SPEC, Emu, FakeClock, SigningKey
 
 from app.ziti.emulator import EmulatorThread, create_emulator_app
+from tests.paths import need
 
 
 @pytest.fixture
@@ -20,9 +21,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def spec_path() -> Path:
-    if not MANAGEMENT_SPEC.is_file():
-        pytest.skip(f"controller spec not found at {MANAGEMENT_SPEC}")
-    return MANAGEMENT_SPEC
+    return need(MANAGEMENT_SPEC)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from app.ziti.emulator import EmulatorState, EmulatorThread
+from tests.paths import SPEC
 
 ADMIN_PASSWORD = "s3cret-admin"
-SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "ziti-edge-api"
-MANAGEMENT_SPEC = SPEC_DIR / "management.yml"
+MANAGEMENT_SPEC = SPEC
 ISSUER = "https://idp.example.test/oauth2/default"
 AUDIENCE = "openziti"
 

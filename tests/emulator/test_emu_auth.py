@@ -116,10 +116,13 @@ def test_2_0_permissions_grant_identity_access_but_not_put(emu: Emu) -> None:
         ident = created.json()["data"]["id"]
         assert c.get("/auth-policies/default").status_code == 200
         assert c.post("/auth-policies", json={}).status_code == 401
-        put = c.put(f"/identities/{ident}", json={"name": "carol", "type": "User", "isAdmin": False})
+        put = c.put(f"/identities/{ident}", json={"name": "renamed", "type": "User", "isAdmin": False})
         assert put.status_code == 401 and "PATCH" in error_of(put)["cause"]["message"]
         assert c.patch(f"/identities/{ident}", json={"isAdmin": True}).status_code == 401
+        assert emu.state.identities[ident].name == "carol"  # the refused PUT changed nothing
+        assert emu.state.identities[ident].is_admin is False  # nor the refused PATCH
         assert c.patch(f"/identities/{ident}", json={"roleAttributes": ["a"]}).status_code == 200
+        assert emu.state.identities[ident].role_attributes == ["a"]
 
 
 def test_disabled_identity_cannot_log_in(emu: Emu) -> None:

@@ -25,13 +25,11 @@ from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_toke
 from app.server import create_app
 from app.webhooks.routes import WebhookReceiver, webhook_receiver
 from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
-from tests.conftest import SHARED
+from tests.paths import SPEC, need
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
 
 ADMIN_PASSWORD = "emulator-admin-Pa55word"
-SPEC = SHARED / "ziti-edge-api" / "management.yml"
-TRACES = SHARED / "traces"
 
 # Issuers and audiences shaped like each IdP's (research notes; docs/idp/*.md).
 ISSUERS = {
@@ -64,7 +62,7 @@ def idps() -> Iterator[dict[str, TestIdp]]:
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorThread]:
-    with EmulatorThread(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=SPEC)) as emu:
+    with EmulatorThread(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC))) as emu:
         yield emu
         assert emu.state.spec_violations == [], "a request body did not validate against management.yml"
 

@@ -10,14 +10,15 @@ from typing import Any
 
 import httpx
 
-from tests.idp.conftest import TRACES, Stack
+from tests.idp.conftest import Stack
+from tests.paths import TRACES, need
 
 DROPPED_HEADERS = {"host", "content-length", "connection", "accept-encoding"}
 
 
 def load(folder: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
     """Every trace of ``folder`` whose file name starts with ``prefix``, in file order."""
-    files = sorted(p for p in (TRACES / folder).glob(f"{prefix}*.json"))
+    files = sorted(p for p in need(TRACES / folder).glob(f"{prefix}*.json"))
     assert files, f"no traces in {TRACES / folder}"
     return [(p.name, json.loads(p.read_text())) for p in files]
 

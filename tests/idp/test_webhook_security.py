@@ -134,9 +134,13 @@ def test_unknown_source_and_bad_bodies(zitadel: Stack) -> None:
     assert httpx.get(f"{zitadel.url}/webhooks/zitadel").status_code == 405
     t = 1772446531
     zitadel.pin_clock(t)
+    identities = {k: repr(v) for k, v in zitadel.state.identities.items()}
     for body in (b"not json", b"[]", b'{"event_type": "user.human.added"}'):
         headers = {"ZITADEL-Signature": sign_zitadel(body, ZITADEL_KEY, t)}
         response = post(zitadel, "zitadel", body, headers)
         assert response.status_code == 400 and "error" in response.json()
     too_big = b"{" + b" " * (1024 * 1024 + 1) + b"}"
     assert post(zitadel, "zitadel", too_big, {}).status_code == 413
+    # Refused deliveries change nothing: no user stored, no identity touched.
+    assert users(zitadel) == []
+    assert {k: repr(v) for k, v in zitadel.state.identities.items()} == identities

@@ -114,21 +114,29 @@ def test_two_primaries_are_noted() -> None:
     assert "2 elements of emails are marked primary" in ev.notes
 
 
+ODD_PATHS = ("emails[primary eq true].value", "name.givenName", f"{ENT}:employeeNumber", "emails.value")
+
+
 @pytest.mark.parametrize(
-    "resource",
+    ("resource", "expected"),
     [
-        {"emails": "not-a-list"},
-        {"emails": {"value": "x"}},  # a single object where a list was expected
-        {"emails": [1, True, None, ["nested"]]},
-        {"name": "flat"},
-        {ENT: "not-an-object"},
-        {ENT: None},
-        {},
+        # A bare value where a list of objects was expected is read as its own value.
+        ({"emails": "not-a-list"}, [("not-a-list",), (), (), ("not-a-list",)]),
+        ({"emails": {"value": "x"}}, [("x",), (), (), ("x",)]),  # a single object where a list was expected
+        # Scalars pass through (the mapper refuses non-strings later); nested lists are flattened.
+        ({"emails": [1, True, None, ["nested"]]}, [(1,), (), (), (1, True, "nested")]),
+        ({"name": "flat"}, [(), (), (), ()]),
+        ({ENT: "not-an-object"}, [(), (), (), ()]),
+        ({ENT: None}, [(), (), (), ()]),
+        ({}, [(), (), (), ()]),
     ],
 )
-def test_odd_shapes_never_raise(resource: dict[str, Any]) -> None:
-    for text in ("emails[primary eq true].value", "name.givenName", f"{ENT}:employeeNumber", "emails.value"):
-        evaluate(parse_path(text), resource, primary_fallback=True)
+def test_odd_shapes_never_raise(resource: dict[str, Any], expected: list[tuple[object, ...]]) -> None:
+    got = [evaluate(parse_path(text), resource, primary_fallback=True) for text in ODD_PATHS]
+    assert [ev.values for ev in got] == expected
+    for ev in got:
+        assert not any(isinstance(v, dict | list) for v in ev.values)  # never a container
+    assert f"extension {ENT} is absent" in got[2].notes
 
 
 def test_single_object_where_list_expected_still_matches() -> None:

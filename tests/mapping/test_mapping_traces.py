@@ -1,4 +1,5 @@
-"""Presets applied to the real request bodies captured in /work/shared/traces.
+"""Presets applied to the real request bodies captured in the project's shared/traces
+(:mod:`tests.paths`).
 
 Each test loads the JSON files (no inline copies) and checks that the preset yields the externalId its
 description documents, i.e. the value the paired ext-jwt signer claim will carry.
@@ -7,7 +8,6 @@ description documents, i.e. the value the paired ext-jwt signer claim will carry
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +21,11 @@ from app.mapping import (
     load_mapping,
     map_user,
 )
-
-TRACES = Path("/work/shared/traces")
+from tests.paths import TRACES, need
 
 
 def trace(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((TRACES / name).read_text(encoding="utf-8"))
+    doc: dict[str, Any] = json.loads(need(TRACES / name).read_text(encoding="utf-8"))
     return doc
 
 

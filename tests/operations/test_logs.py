@@ -3,32 +3,64 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable
-from typing import Any
+import subprocess
+import time
+from pathlib import Path
 
-import pytest
+import httpx
 
-from app.observability.logs import JsonFormatter, scrub
+from app.observability.logs import scrub
+from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
+from tests.support.configfile import command, environment, write_config
+from tests.support.live import free_port
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 
 def test_json_lines_for_requests_and_controller_actions_without_secrets(
-    make_stack: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    emulator: EmulatorThread, sqlite_url: str, source_name: str, tmp_path: Path
 ) -> None:
+    """What ``ziti-scim serve`` itself writes: every line one JSON object, no secret in any."""
     user_password = "Okta-Sends-This-Pa55!"
-    caplog.set_level(logging.DEBUG)
-    with make_stack() as stack, stack.client() as scim:
-        created = scim.post("/Users", json={"schemas": [USER], "userName": "logged", "password": user_password,
-                                            "emails": [{"value": "logged@example.com"}]})
-        assert created.status_code == 201
-        scim.get("/Users", headers={"Authorization": "Bearer not-a-valid-token-at-all"})
-        stack.settle()  # the controller action runs after the answer
-    formatter = JsonFormatter()
-    lines = [formatter.format(record) for record in caplog.records]
-    entries = [json.loads(line) for line in lines]
+    port = free_port()
+    config = write_config(
+        tmp_path / "serve.toml", database_url=sqlite_url, source=source_name, ziti_url=emulator.url, port=port
+    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            command("serve", "--config", str(config)),
+            env=environment(source_name, TOKEN, ADMIN_PASSWORD),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while not _healthy(url):
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+            headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
+            created = httpx.post(
+                f"{url}/scim/v2/Users",
+                headers=headers,
+                json={"schemas": [USER], "userName": "logged", "password": user_password,
+                      "emails": [{"value": "logged@example.com"}]},
+                timeout=30,
+            )
+            assert created.status_code == 201
+            httpx.get(f"{url}/scim/v2/Users", headers={"Authorization": "Bearer not-a-valid-token-at-all"})
+            user = f"{url}/scim/v2/Users/{created.json()['id']}"
+            while httpx.get(user, headers=headers, timeout=30).json()[ZITI]["provisioningState"] != "synced":
+                assert time.monotonic() < deadline, "the user was not converged"  # after the answer
+                time.sleep(0.05)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line the service writes is one JSON object
     requests = [e for e in entries if e["message"] == "scim request"]
     actions = [e for e in entries if e["message"] == "controller action"]
     assert any(e["method"] == "POST" and e["status"] == 201 and e["request_id"] for e in requests)
@@ -38,6 +70,13 @@ def test_json_lines_for_requests_and_controller_actions_without_secrets(
     everything = "\n".join(lines)
     for secret in (TOKEN, ADMIN_PASSWORD, user_password, "not-a-valid-token-at-all"):
         assert secret not in everything
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_scrub_masks_secret_shapes() -> None:

@@ -1,7 +1,12 @@
-"""Issue 5 acceptance 4 (mass-deprovision brake), pause/resume, and per-source rate limiting."""
+"""Issue 5 acceptance 4 (mass-deprovision brake), pause/resume, and per-source rate limiting.
+
+Issue 16: every rule of the brake (count, share above ``brake_min``, window, per source), pause and
+the rate limit has a test here that fails when the rule is ignored (``python -m tests.mutations``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable
@@ -9,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 
 from app.config import SafetyConfig
-from tests.operations.conftest import ADMIN_TOKEN
+from app.store.db import Database
+from app.store.tables import audit
+from tests.operations.conftest import ADMIN_TOKEN, SECOND_TOKEN
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
 from tests.support.configfile import command, environment, write_config
 
@@ -49,6 +57,104 @@ def deactivate(scim: httpx.Client, user_id: str) -> httpx.Response:
         f"/Users/{user_id}",
         json={"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": False}]},
     )
+
+
+def create_users(scim: httpx.Client, prefix: str, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        created = scim.post(
+            "/Users",
+            json={
+                "schemas": [USER],
+                "userName": f"{prefix}{i}",
+                "emails": [{"value": f"{prefix}{i}@example.com"}],
+            },
+        )
+        assert created.status_code == 201 and created.json()[ZITI]["provisioningState"] == "synced"
+        ids.append(created.json()["id"])
+    return ids
+
+
+def deactivation_states(scim: httpx.Client, ids: list[str]) -> list[str]:
+    """Deactivate each user in turn; the provisioning state each answer reports."""
+    states = []
+    for user_id in ids:
+        response = deactivate(scim, user_id)
+        assert response.status_code == 200 and response.json()["active"] is False
+        states.append(response.json()[ZITI]["provisioningState"])
+    return states
+
+
+def disabled(stack: Any, prefix: str, count: int) -> list[bool]:
+    return [stack.identity(f"{prefix}{i}@example.com").disabled_at is not None for i in range(count)]
+
+
+def second_client(stack: Any) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.scim_url,
+        headers={"Authorization": f"Bearer {SECOND_TOKEN}", "Content-Type": "application/scim+json"},
+        timeout=30,
+    )
+
+
+def test_brake_share_engages_above_brake_min(make_stack: Callable[..., Any]) -> None:
+    """brake_share: 8 managed, share 25 %, brake_min 3 — the 4th disable (50 %, above brake_min) is
+    held; the 3rd (37 %) is not, since the share only counts above brake_min."""
+    with (
+        make_stack(SafetyConfig(brake_max=100, brake_share=0.25, brake_min=3)) as stack,
+        stack.client() as scim,
+    ):
+        ids = create_users(scim, "s", 8)
+        assert deactivation_states(scim, ids[:6]) == ["synced"] * 3 + ["pending"] * 3
+        assert disabled(stack, "s", 8) == [True] * 3 + [False] * 5
+        held = scim.get(f"/Users/{ids[3]}").json()[ZITI]["lastError"]
+        assert "brake" in held and "of 8 managed" in held
+
+
+def _age_audit(database_url: str, source: str, seconds: float) -> None:
+    """Move the source's audit rows ``seconds`` into the past (as if they were that old)."""
+
+    async def run() -> None:
+        db = Database(database_url)
+        try:
+            async with db.transaction(write=True) as conn:
+                await conn.execute(
+                    update(audit).where(audit.c.source == source).values(at=audit.c.at - seconds)
+                )
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def test_brake_counts_only_actions_within_the_window(
+    make_stack: Callable[..., Any], database_url: str, source_name: str
+) -> None:
+    """brake_window: disables older than the window no longer count towards brake_max."""
+    safety = SafetyConfig(brake_max=2, brake_share=1.0, brake_min=0, brake_window=600)
+    with make_stack(safety) as stack, stack.client() as scim:
+        ids = create_users(scim, "w", 6)
+        assert deactivation_states(scim, ids[:2]) == ["synced", "synced"]
+        _age_audit(database_url, source_name, 601)  # those two are now outside the window
+        assert deactivation_states(scim, ids[2:5]) == ["synced", "synced", "pending"]
+        assert disabled(stack, "w", 6) == [True] * 4 + [False] * 2
+
+
+def test_each_source_has_its_own_brake(make_stack: Callable[..., Any]) -> None:
+    """One source's disables neither count towards nor engage another source's brake."""
+    safety = SafetyConfig(brake_max=2, brake_share=1.0, brake_min=0)
+    with (
+        make_stack(safety, second_source="other-idp") as stack,
+        stack.client() as scim,
+        second_client(stack) as other,
+    ):
+        ids = create_users(scim, "a", 4)
+        other_ids = create_users(other, "b", 3)
+        assert deactivation_states(scim, ids[:3]) == ["synced", "synced", "pending"]
+        assert deactivation_states(other, other_ids[:2]) == ["synced", "synced"]
+        assert disabled(stack, "a", 4) == [True, True, False, False]
+        assert disabled(stack, "b", 3) == [True, True, False]
+        assert deactivation_states(other, other_ids[2:]) == ["pending"]  # its own limit still holds
 
 
 def test_brake_holds_a_mass_deactivation_and_resume_releases_it(
@@ -112,16 +218,34 @@ def test_brake_holds_a_mass_deactivation_and_resume_releases_it(
 def test_pause_stores_writes_and_resume_applies_them(make_stack: Callable[..., Any], tmp_path: Path) -> None:
     with make_stack() as stack, stack.client() as scim:
         assert cli(stack, tmp_path, "pause").returncode == 0
-        time.sleep(1.1)  # the service reads the flag with a one-second cache
+        # The service reads the flag through a short cache: write until it answers "pending" (the
+        # observable sign that it has seen the pause); the probes written before may be synced.
+        probes: list[str] = []
+
+        def probe_pending() -> bool:
+            name = f"probe{len(probes)}"
+            created = scim.post(
+                "/Users",
+                json={"schemas": [USER], "userName": name, "emails": [{"value": f"{name}@example.com"}]},
+            )
+            assert created.status_code == 201
+            probes.append(name)
+            return bool(created.json()[ZITI]["provisioningState"] == "pending")
+
+        wait_for(probe_pending)
         created = scim.post(
             "/Users",
             json={"schemas": [USER], "userName": "paused", "emails": [{"value": "paused@example.com"}]},
         )
         assert created.status_code == 201 and created.json()[ZITI]["provisioningState"] == "pending"
-        time.sleep(1.5)
+        # Nothing is sent while paused: an absence can only be watched over a window (two polls of
+        # the background worker, whose cycle is one second).
+        time.sleep(2.0)
         assert stack.identity("paused@example.com") is None
+        assert stack.identity(f"{probes[-1]}@example.com") is None
         assert cli(stack, tmp_path, "resume").returncode == 0
         wait_for(lambda: stack.identity("paused@example.com") is not None)
+        wait_for(lambda: all(stack.identity(f"{name}@example.com") is not None for name in probes))
         audit = cli(stack, tmp_path, "audit", "--user", "paused")
         assert audit.returncode == 0 and " create " in audit.stdout
 
@@ -133,3 +257,25 @@ def test_rate_limit_answers_429_with_retry_after(make_stack: Callable[..., Any])
         assert [r.status_code for r in statuses[:3]] == [200, 200, 200] and limited
         assert int(limited[0].headers["Retry-After"]) >= 1
         assert limited[0].json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+        # A refused write changes nothing.
+        refused = scim.post(
+            "/Users", json={"schemas": [USER], "userName": "late", "emails": [{"value": "late@example.com"}]}
+        )
+        assert refused.status_code == 429 and stack.identity("late@example.com") is None
+
+
+def test_rate_limit_refills_and_is_per_source(make_stack: Callable[..., Any]) -> None:
+    """The bucket refills at rate_limit per second, and one source's burst does not limit another."""
+    with (
+        make_stack(rate_limit=2, rate_burst=2, second_source="other-idp") as stack,
+        stack.client() as scim,
+        second_client(stack) as other,
+    ):
+        first = [scim.get("/Users").status_code for _ in range(6)]
+        assert first[:2] == [200, 200] and 429 in first
+        assert [other.get("/Users").status_code for _ in range(2)] == [200, 200]  # its own bucket
+        # Retry-After is a ceiling in whole seconds; honour it and the request passes.
+        retry = scim.get("/Users")
+        if retry.status_code == 429:
+            time.sleep(int(retry.headers["Retry-After"]))
+        assert scim.get("/Users").status_code == 200

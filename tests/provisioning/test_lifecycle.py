@@ -140,9 +140,18 @@ def test_name_taken_by_an_unmanaged_identity_gets_a_suffix(stack: Stack) -> None
 
 def test_two_users_cannot_claim_the_same_external_id(stack: Stack) -> None:
     with stack.client() as scim:
-        assert scim.post("/Users", json=user("gina", "gina@example.com")).status_code == 201
+        first = scim.post("/Users", json=user("gina", "gina@example.com"))
+        assert first.status_code == 201
+        identity = stack.identity("gina@example.com")
+        before = (identity.name, identity.external_id, list(identity.role_attributes), dict(identity.tags))
+        count = len(stack.state.identities)
         second = scim.post("/Users", json=user("gina2", "GINA@example.com"))
         assert second.status_code == 409 and second.json()["scimType"] == "uniqueness"
+        # Nothing of the refused user is stored or sent: the first keeps its identity untouched.
+        assert scim.get("/Users", params={"filter": 'userName eq "gina2"'}).json()["totalResults"] == 0
+        assert scim.get(f"/Users/{first.json()['id']}").json()[ZITI]["identityId"] == identity.id
+    assert len(stack.state.identities) == count
+    assert (identity.name, identity.external_id, list(identity.role_attributes), dict(identity.tags)) == before
 
 
 def test_adoption_of_an_identity_created_by_token_enrollment(stack: Stack) -> None:

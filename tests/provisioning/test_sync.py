@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import insert
+
 from app.observability import audit
 from app.store.db import Database
+from app.store.tables import dirty
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack
 from tests.support.configfile import command, environment, write_config
 
@@ -117,6 +121,43 @@ def test_sync_against_unknown_tagged_identities_is_held_by_the_brake_and_audited
     assert done == set(removed)
     assert held == set(orphans) - set(removed)
     assert all(e["operation"] == "sync" for e in entries)
+
+
+async def _hold_lease(database_url: str, source: str, user_id: str, seconds: float) -> None:
+    """Another process claims the user's dirty row (as a live service does) and stops renewing it."""
+    db = Database(database_url)
+    try:
+        async with db.transaction(write=True) as conn:
+            now = time.time()
+            await conn.execute(
+                insert(dirty).values(
+                    source=source, user_id=user_id, generation=1, due_at=now, attempts=0,
+                    claimed_until=now + seconds,
+                )
+            )
+    finally:
+        await db.dispose()
+
+
+def test_sync_waits_for_a_lease_held_by_another_process(
+    stack: Stack, tmp_path: Path, source_name: str, database_url: str
+) -> None:
+    """Issue 16: ``sync`` next to a running service must not re-plan while the service holds a row it
+    marked; it waits until the row is finished or the lease expires and takes it over."""
+    with stack.client() as scim:
+        user_id = scim.post(
+            "/Users",
+            json={"schemas": [USER], "userName": "eve", "emails": [{"value": "eve@example.com"}]},
+        ).json()["id"]
+    eve = stack.state.identity_by_external_id("eve@example.com")
+    eve.role_attributes = ["injected-admin"]
+    asyncio.run(_hold_lease(database_url, source_name, user_id, seconds=3.0))
+
+    repaired = run_sync(stack, tmp_path, source_name, database_url)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "1 change(s) to make" in repaired.stdout
+    assert "after repair: 0 difference(s) left" in repaired.stdout
+    assert stack.state.identities[eve.id].role_attributes == []
 
 
 def test_sync_keeps_the_identity_of_a_user_skipped_for_a_missing_email(

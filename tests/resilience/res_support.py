@@ -27,7 +27,8 @@ from app.ziti.client import ZitiClient
 from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
-from tests.support.stack import ADMIN_PASSWORD, SPEC, TOKEN, make_stack_config
+from tests.paths import SPEC, need
+from tests.support.stack import ADMIN_PASSWORD, TOKEN, make_stack_config
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -145,7 +146,7 @@ class Controller:
 
 @contextmanager
 def running_controller() -> Iterator[Controller]:
-    recorder = CreateRecorder(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=SPEC))
+    recorder = CreateRecorder(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC)))
     with EmulatorThread(recorder) as thread:  # type: ignore[arg-type]
         yield Controller(thread, recorder)
         assert thread.state.spec_violations == [], "a request body did not validate against management.yml"

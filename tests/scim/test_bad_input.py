@@ -113,6 +113,18 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, str | None]] = [
         "invalidFilter",
     ),
     ("startIndex not a number", "GET", "/Users?startIndex=abc", {}, None, 400, "invalidValue"),
+    # Cursors are not announced (ServiceProviderConfig pagination.cursor = false): RFC 9865 §2.1.
+    ("cursor, first page", "GET", "/Users?cursor=&count=1", {}, None, 400, "invalidCursor"),
+    ("cursor value", "GET", "/Groups?cursor=VZUTiyhEQJ94IR", {}, None, 400, "invalidCursor"),
+    (
+        "cursor in a search body",
+        "POST",
+        "/Users/.search",
+        {},
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "cursor": "", "count": 1},
+        400,
+        "invalidCursor",
+    ),
     ("unknown user id", "GET", "/Users/00000000-0000-0000-0000-000000000000", {}, None, 404, None),
     ("unknown group id", "DELETE", "/Groups/00000000-0000-0000-0000-000000000000", {}, None, 404, None),
     (

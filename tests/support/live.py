@@ -20,10 +20,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any, *, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` over loopback HTTP and yield its base URL; the lifespan runs as in production."""
+def live_server(app: Any, *, port: int | None = None, **options: Any) -> Iterator[str]:
+    """Serve ``app`` over loopback HTTP and yield its base URL; the lifespan runs as in production.
+
+    ``options`` go to ``uvicorn.Config`` (e.g. ``app.serving.uvicorn_options``, ``log_config=None``).
+    """
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    options = {"log_level": "warning", **options}
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", **options)
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,14 +13,12 @@ import pytest
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
 from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
+from tests.paths import SPEC, need
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-
 TOKEN = "provisioning-test-token-0123456789"
 ADMIN_PASSWORD = "emulator-admin-Pa55word"
-SPEC = SHARED / "ziti-edge-api" / "management.yml"
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +29,7 @@ def idp() -> Iterator[TestIdp]:
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorThread]:
-    with EmulatorThread(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=SPEC)) as emu:
+    with EmulatorThread(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC))) as emu:
         yield emu
         assert emu.state.spec_violations == [], "a request body did not validate against management.yml"
 

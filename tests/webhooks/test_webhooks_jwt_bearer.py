@@ -253,7 +253,9 @@ async def test_jwks_unavailable(jwks_server: tuple[JwksServer, str]) -> None:
         v = make_validator(url, FrozenClock(NOW), client)
         assert await reject(v, sign(claims())) == "no matching key in JWKS"
     v2 = JwtBearerValidator(
-        JwtBearerConfig(jwks_url="http://127.0.0.1:9/keys", issuer=ISSUER, audience=AUDIENCE, http_timeout=2),
+        JwtBearerConfig(
+            jwks_url="http://127.0.0.1:9/keys", issuer=ISSUER, audience=AUDIENCE, http_timeout=2, accept_any_client=True
+        ),
         clock=FrozenClock(NOW),
     )
     try:

@@ -24,6 +24,7 @@ from ziti_support import (
 from app.ziti.client import ZitiClient
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
+from tests.paths import need
 
 
 @pytest.fixture
@@ -69,8 +70,7 @@ async def make_client(
 @pytest.fixture(scope="session")
 def spec_validator() -> Callable[[str, Any], None]:
     """``validate(definition, instance)`` against management.yml ``#/definitions/<definition>``."""
-    if not SPEC_PATH.is_file():
-        pytest.skip(f"edge-api spec not found at {SPEC_PATH}")
+    need(SPEC_PATH)
     return make_spec_validator()
 
 

@@ -24,6 +24,7 @@ from app.ziti.errors import (
 )
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
+from tests.paths import need
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "emu-Admin-pw-1"
@@ -55,8 +56,7 @@ def shared_clock() -> SharedClock:
 
 @pytest.fixture
 def emulator(shared_clock: SharedClock) -> Iterator[EmulatorThread]:
-    if not SPEC_PATH.is_file():
-        pytest.skip(f"edge-api spec not found at {SPEC_PATH}")
+    need(SPEC_PATH)
     app = create_emulator_app(
         admin_username=ADMIN, admin_password=ADMIN_PASSWORD, spec_path=SPEC_PATH, clock=shared_clock
     )

@@ -30,7 +30,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "ziti-edge-api" / "management.yml"
+from tests.paths import SPEC
+
+SPEC_PATH = SPEC
 USERNAME = "scim-admin"
 PASSWORD = "pw-Very-Secret-42"  # noqa: S105 - test value, asserted never to be logged
 BASE = "https://ctrl.test:1280/edge/management/v1"
