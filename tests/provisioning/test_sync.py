@@ -149,7 +149,7 @@ def test_sync_waits_for_a_lease_held_by_another_process(
             "/Users",
             json={"schemas": [USER], "userName": "eve", "emails": [{"value": "eve@example.com"}]},
         ).json()["id"]
-    eve = stack.state.identity_by_external_id("eve@example.com")
+    eve = stack.identity("eve@example.com")  # once converged
     eve.role_attributes = ["injected-admin"]
     asyncio.run(_hold_lease(database_url, source_name, user_id, seconds=3.0))
 
