@@ -241,8 +241,8 @@ def test_pause_stores_writes_and_resume_applies_them(make_stack: Callable[..., A
         # Nothing is sent while paused: an absence can only be watched over a window (two polls of
         # the background worker, whose cycle is one second).
         time.sleep(2.0)
-        assert stack.identity("paused@example.com") is None
-        assert stack.identity(f"{probes[-1]}@example.com") is None
+        assert stack.state.identity_by_external_id("paused@example.com") is None  # paused: nothing settles
+        assert stack.state.identity_by_external_id(f"{probes[-1]}@example.com") is None
         assert cli(stack, tmp_path, "resume").returncode == 0
         wait_for(lambda: stack.identity("paused@example.com") is not None)
         wait_for(lambda: all(stack.identity(f"{name}@example.com") is not None for name in probes))
