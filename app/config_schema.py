@@ -101,7 +101,7 @@ class ZitiModel(_Model):
     ca_bundle: str | None = None
     insecure: bool = False
     max_in_flight: Annotated[int, Field(gt=0)] = 8
-    reconcile_deadline: NonNegative = 5.0
+    reconcile_deadline: NonNegative = 5.0  # ignored: writes no longer wait (sources' wait_for_sync)
     session: Literal["auto", "oidc", "legacy"] = "auto"
 
 
@@ -152,6 +152,7 @@ class SourceModel(_Model):
     on_delete_adopted: Literal["untag", "disable", "delete"] = "disable"
     takeover_from: list[Annotated[str, Field(min_length=1)]] = []
     unmappable: Literal["store", "refuse"] = "store"
+    wait_for_sync: Annotated[float, Field(ge=0, le=30)] = 0.0
     # SCIM quirks overrides (app/scim/quirks.py) and rate limit (app/scim/router.py).
     partial_put: bool | None = None
     raw_token: bool | None = None

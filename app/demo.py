@@ -32,9 +32,17 @@ class PortBusy(Exception):
 def demo_config(
     database: str, token: str, ziti_url: str | None = None, admin_password: str | None = None
 ) -> Config:
-    """Embedded defaults: SQLite in a local file, one generic source, and the built-in controller emulator."""
+    """Embedded defaults: SQLite in a local file, one generic source, and the built-in controller emulator.
+
+    The demo source waits up to two seconds for each write to converge (``wait_for_sync``), so that the
+    printed curl shows the identity it made; a real source answers at once by default.
+    """
     source = SourceConfig(
-        name=DEMO_SOURCE, kind="generic", token_hashes=(hash_token(token),), policy=PolicyConfig()
+        name=DEMO_SOURCE,
+        kind="generic",
+        token_hashes=(hash_token(token),),
+        policy=PolicyConfig(),
+        options={"wait_for_sync": 2.0},
     )
     ziti = ZitiConfig(url=ziti_url, username="admin", password=admin_password)
     return Config(database_url=database, sources={DEMO_SOURCE: source}, ziti=ziti)

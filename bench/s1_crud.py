@@ -10,11 +10,18 @@ from typing import Any
 
 from bench.common import dumps, replace_display_body, user_body, user_name
 from bench.load import LoadResult, run_load
-from bench.procs import Workdir
+from bench.procs import Server, Workdir
 from bench.results import Results
 from bench.targets import LABELS, Target, reference_target, ziti_target
 
 OPS = ("create", "get", "filter", "patch", "put")
+SHORT = {
+    "ziti-sqlite": "SQLite",
+    "ziti-postgres": "PG",
+    "ziti-sqlite-prov": "SQLite+prov",
+    "ziti-postgres-prov": "PG+prov",
+    "reference": "ref",
+}
 CONCURRENCY = (1, 8)
 
 
@@ -106,19 +113,33 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
         + (" --quick: with 60 samples, p99 is the slowest sample." if quick else "")
     )
     section.note(
-        "ziti-scim runs here without a [ziti] controller (SCIM storage only, the same work as the "
-        "reference); provisioning is measured in section 5."
+        "ziti-scim (SQLite) / (PostgreSQL) run without a [ziti] controller (SCIM storage only, the same "
+        "work as the reference); '(…, provisioning)' runs with provisioning on against the controller "
+        "emulator in a separate process: every create, PATCH and PUT is converged in the background while "
+        "the load runs (end-to-end convergence is measured in section 5)."
     )
     section.note("The reference answers PATCH with 204 and no body; ziti-scim answers 200 with the resource.")
-    targets = [ziti_target(db, workdir, "crud") for db in databases] + [reference_target()]
+    names = [f"ziti-{db}" for db in databases] + [f"ziti-{db}-prov" for db in databases] + ["reference"]
     measured: dict[str, dict[tuple[str, int], LoadResult]] = {}
-    for target in targets:
-        log(f"  crud: {target.label}")
+    for name in names:
+        log(f"  crud: {LABELS[name]}")
+        emulator = None
+        if name == "reference":
+            target = reference_target()
+        elif name.endswith("-prov"):
+            emulator = Server("emulator", log_name="emulator-crud").start()
+            db = name.removeprefix("ziti-").removesuffix("-prov")
+            target = ziti_target(db, workdir, "crud-prov", "--ziti-url", emulator.url, "--max-in-flight", "8")
+            target.name = name
+        else:
+            target = ziti_target(name.removeprefix("ziti-"), workdir, "crud")
         target.start()
         try:
-            measured[target.name] = asyncio.run(measure_target(target, plan))
+            measured[name] = asyncio.run(measure_target(target, plan))
         finally:
             target.cleanup()
+            if emulator is not None:
+                emulator.stop()
         for (op, concurrency), result in measured[target.name].items():
             labels: dict[str, Any] = {"target": target.name, "op": op, "concurrency": concurrency}
             section.metric("throughput", result.throughput, "req/s", **labels)
@@ -135,13 +156,12 @@ def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, l
                 section.note(
                     f"{target.name} {op} c={concurrency}: {result.errors} errors, first: {result.first_error}"
                 )
-    names = [t.name for t in targets]
     columns = ["operation", "clients"]
     for name in names:
-        short = {"ziti-sqlite": "SQLite", "ziti-postgres": "PG", "reference": "ref"}[name]
+        short = SHORT[name]
         columns += [f"{short} req/s", f"{short} p50 ms", f"{short} p99 ms"]
     zitis = [n for n in names if n != "reference"]
-    columns += [f"{'SQLite' if n == 'ziti-sqlite' else 'PG'}/ref req/s" for n in zitis]
+    columns += [f"{SHORT[n]}/ref req/s" for n in zitis]
     table = section.table(
         "Throughput and latency (ratio = ziti-scim / reference; >1 means ziti-scim is faster)", columns
     )

@@ -10,6 +10,8 @@ from bench.procs import Server, Workdir, drop_pg, fresh_pg, ziti_server
 LABELS = {
     "ziti-sqlite": "ziti-scim (SQLite)",
     "ziti-postgres": "ziti-scim (PostgreSQL)",
+    "ziti-sqlite-prov": "ziti-scim (SQLite, provisioning)",
+    "ziti-postgres-prov": "ziti-scim (PostgreSQL, provisioning)",
     "reference": "scim2-server in-memory",
 }
 

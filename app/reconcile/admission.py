@@ -18,13 +18,13 @@ from typing import Any
 
 from scim2_models import InvalidValueException, UniquenessException
 from sqlalchemy import and_, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.mapping import GroupRef, MappingError, map_user
 from app.reconcile.settings import SourceSettings
 from app.reconcile.skipped import SKIPPED, unmappable_message
+from app.store.db import upsert
 from app.store.tables import dirty, provisioning
 
 
@@ -45,7 +45,7 @@ class ProvisioningHooks:
     ) -> None:
         settings = self.settings[source]
         refs = [GroupRef(id=g["value"], display_name=g.get("display") or "") for g in groups]
-        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(provisioning)
+        insert = upsert(provisioning, is_sqlite=self.is_sqlite)
         user_name = document.get("userName")
         try:
             desired = map_user(document, refs, settings.mapping).identity

@@ -83,13 +83,24 @@ class Provisioner:
         )
         self.worker = Worker(self.reconciler, audit_retention_days=safety.audit_retention_days)
 
-    async def after_write(self, users: set[tuple[str, str]]) -> None:
-        """Converge inline what one request changed, when it is a few users (a user write, a small
-        membership change); a write that touches many (a group rename) is left to the background worker
-        rather than holding the IdP's request, since its response shows no user's provisioning state."""
-        if len(users) <= INLINE_LIMIT and not await self.safety.paused():
-            await self.worker.converge_now(sorted(users), self.config.ziti.reconcile_deadline)
+    async def after_write(self, users: set[tuple[str, str]]) -> bool:
+        """A write committed: start converging what it marked now, in the background.
+
+        The IdP does not wait for the controller, unless its source sets ``wait_for_sync`` (seconds): then
+        a write touching a few users (a user write, a small membership change) waits up to that long for
+        them to converge, so that its response can show ``provisioningState`` ``synced``. Returns whether
+        it waited (the response's provisioning view is then worth re-reading).
+        """
         self.worker.wake()
+        wait = max((self._wait_for_sync(source) for source, _ in users), default=0.0)
+        if wait <= 0 or len(users) > INLINE_LIMIT:
+            return False
+        await self.worker.wait_for(sorted(users), wait)
+        return True
+
+    def _wait_for_sync(self, source: str) -> float:
+        settings = self.settings.get(source)
+        return settings.wait_for_sync if settings is not None else 0.0
 
     async def start(self) -> None:
         if self.db.is_sqlite:

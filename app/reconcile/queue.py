@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.store.db import Database
@@ -57,31 +57,28 @@ async def claim(db: Database, source: str, user_id: str) -> Claim | None:
 
 
 async def claim_due(db: Database, limit: int) -> list[Claim]:
-    """Claim up to ``limit`` rows that are due."""
+    """Claim up to ``limit`` rows that are due.
+
+    Looked for first in a read transaction, so that an empty queue costs no write (on SQLite a write
+    transaction takes the single writer's turn); then claimed with one ``UPDATE … RETURNING``.
+    """
     now = time.time()
+    due = and_(dirty.c.due_at <= now, _claimable(now))
+    async with db.transaction() as conn:
+        if (await conn.execute(select(dirty.c.user_id).where(due).limit(1))).first() is None:
+            return []
     async with db.transaction(write=True) as conn:
-        query = (
-            select(dirty.c.source, dirty.c.user_id)
-            .where(dirty.c.due_at <= now, _claimable(now))
-            .order_by(dirty.c.due_at)
-            .limit(limit)
-        )
+        chosen = select(dirty.c.source, dirty.c.user_id).where(due).order_by(dirty.c.due_at).limit(limit)
         if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        rows = (await conn.execute(query)).all()
-        claims = []
-        for source, user_id in rows:
-            claimed = (
-                await conn.execute(
-                    update(dirty)
-                    .where(dirty.c.source == source, dirty.c.user_id == user_id)
-                    .values(claimed_until=now + LEASE_SECONDS)
-                    .returning(dirty.c.generation, dirty.c.attempts)
-                )
-            ).first()
-            if claimed is not None:
-                claims.append(Claim(source, user_id, claimed.generation, claimed.attempts))
-        return claims
+            chosen = chosen.with_for_update(skip_locked=True)
+        keys = chosen.subquery()
+        rows = await conn.execute(
+            update(dirty)
+            .where(tuple_(dirty.c.source, dirty.c.user_id).in_(select(keys.c.source, keys.c.user_id)), due)
+            .values(claimed_until=now + LEASE_SECONDS)
+            .returning(dirty.c.source, dirty.c.user_id, dirty.c.generation, dirty.c.attempts)
+        )
+        return [Claim(row.source, row.user_id, row.generation, row.attempts) for row in rows]
 
 
 async def request_info(conn: AsyncConnection, claim: Claim) -> tuple[str | None, str | None]:
@@ -145,6 +142,13 @@ async def release_all(db: Database) -> None:
     """Drop every claim: only for a single-process store (SQLite), where no other worker can hold one."""
     async with db.transaction(write=True) as conn:
         await conn.execute(update(dirty).values(claimed_until=None))
+
+
+async def due_count(db: Database) -> int:
+    """Rows due now, claimed or not (another process may be converging them)."""
+    async with db.transaction() as conn:
+        query = select(func.count()).select_from(dirty).where(dirty.c.due_at <= time.time())
+        return int((await conn.execute(query)).scalar_one())
 
 
 async def pending_count(db: Database) -> int:

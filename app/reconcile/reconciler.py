@@ -22,18 +22,20 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
 from app.observability import audit
 from app.observability.metrics import Metrics
 from app.reconcile import ownership, queue
+from app.reconcile.actuator import Actuator, NotOurs, Origin
 from app.reconcile.deployment import deployment_id
 from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.safety import Held, Safety
@@ -61,19 +63,25 @@ FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
 HELD_RECHECK = 60.0
 CHANGE_IN_FLIGHT = "a change was sent to the controller; its outcome is not known yet"
-DESTRUCTIVE = ("disable", "delete")
+
+
+Step = Callable[[AsyncConnection], Awaitable[None]]
 
 
 @dataclass
 class _Context:
-    """What the audit log needs to know about the converge in progress."""
+    """The converge in progress: who it is for (the audit log) and the bookkeeping it leaves.
+
+    The bookkeeping (``steps``: the provisioning record, the audit rows of the changes made) is written
+    in one transaction with the settling of the dirty mark, once the converge is over.
+    """
 
     claim: queue.Claim
-    user_name: str | None
-    request_id: str | None
-    operation: str | None
+    origin: Origin
     attempt: tuple[str, str | None] | None = None
     marked: bool = False
+    entries: list[audit.AuditEntry] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
 
 
 _CONTEXT: ContextVar[_Context | None] = ContextVar("ziti_scim_converge", default=None)
@@ -161,6 +169,7 @@ class Reconciler:
         self.settings = settings
         self.safety = safety
         self.metrics = metrics
+        self.actuator = Actuator(db, safety=safety, metrics=metrics)
         # One lock per user being converged in this process; entries vanish when nobody holds them.
         self.held: dict[tuple[str, str], queue.Claim] = {}
         """The claims being worked on, whose leases the worker renews."""
@@ -196,13 +205,19 @@ class Reconciler:
         async with self._lock((claim.source, claim.user_id)):
             self.held[(claim.source, claim.user_id)] = claim
             try:
-                outcome = await self._converge(claim)
-                if outcome == "pending":
-                    await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
-                elif outcome == "held":
-                    await queue.retry_later(self.db, claim, HELD_RECHECK)
-                else:
-                    await queue.finish(self.db, claim)
+                context = _Context(claim, Origin(claim.source, claim.user_id))
+                outcome = await self._converge(context)
+                async with self.db.transaction(write=True) as conn:
+                    for step in context.steps:
+                        await step(conn)
+                    if context.entries:
+                        await audit.record(self.db, context.entries)
+                    if outcome == "pending":
+                        await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
+                    elif outcome == "held":
+                        await queue.retry_later(self.db, claim, HELD_RECHECK)
+                    else:
+                        await queue.finish(self.db, claim)
             finally:
                 self.held.pop((claim.source, claim.user_id), None)
         if self.metrics is not None:
@@ -222,24 +237,7 @@ class Reconciler:
         context = _CONTEXT.get()
         if context is None:
             return
-        await audit.record(
-            self.db,
-            [
-                audit.AuditEntry(
-                    source=context.claim.source,
-                    user_id=context.claim.user_id,
-                    user_name=context.user_name,
-                    request_id=context.request_id,
-                    operation=context.operation,
-                    identity_id=identity_id,
-                    action=action,
-                    outcome=outcome,
-                    error=error,
-                )
-            ],
-        )
-        if self.metrics is not None and outcome == "done":
-            self.metrics.controller_actions.labels(action).inc()
+        context.entries.append(Actuator.entry(context.origin, action, identity_id, outcome, error))
         log.info(
             "controller action",
             extra={
@@ -248,56 +246,58 @@ class Reconciler:
                 "action": action,
                 "identity_id": identity_id,
                 "outcome": outcome,
-                "request_id": context.request_id,
+                "request_id": context.origin.request_id,
             },
         )
 
-    async def _act(self, action: str, identity_id: str | None, call: Awaitable[Any]) -> Any:
-        """Run one controller call and audit it; destructive ones go through the brake first."""
+    async def _act(
+        self,
+        action: str,
+        identity_id: str | None,
+        call: Callable[[], Awaitable[Any]],
+        *,
+        identity: dict[str, Any] | None = None,
+    ) -> Any:
+        """Make one controller change through the actuator (ownership, brake, audit, metric)."""
         context = _CONTEXT.get()
-        destructive = action in DESTRUCTIVE and self.safety is not None
+        assert context is not None
+
+        async def mark_in_flight() -> None:
+            if not context.marked:
+                # Recorded before the first change: if its answer is lost (crash, timeout), the next
+                # attempt re-reads the controller instead of trusting what was last recorded.
+                await self._record_failure(
+                    context.claim.source, context.claim.user_id, CHANGE_IN_FLIGHT, failed=False
+                )
+                context.marked = True
+
+        context.attempt = (action, identity_id)
         try:
-            if context is not None:
-                context.attempt = (action, identity_id)
-                if not context.marked:
-                    # Recorded before the first change: if its answer is lost (crash, timeout), the next
-                    # attempt re-reads the controller instead of trusting what was last recorded.
-                    await self._record_failure(
-                        context.claim.source, context.claim.user_id, CHANGE_IN_FLIGHT, failed=False
-                    )
-                    context.marked = True
-            if destructive:
-                assert self.safety is not None
-                await self.safety.acquire_destructive(context.claim.source if context else "-", action)
-        except BaseException:
-            # Held by the brake, database gone, or cancelled: the call was never sent; close it.
-            if asyncio.iscoroutine(call):
-                call.close()
-            raise
-        try:
-            result = await call
-            created = result if isinstance(result, str) else None
-            await self._audit(action, identity_id or created, "done")
-            return result
+            return await self.actuator.act(
+                context.origin,
+                action,
+                identity_id,
+                call,
+                identity=identity,
+                before=mark_in_flight,
+                audit_to=context.entries,
+            )
         finally:
-            if destructive:
-                assert self.safety is not None
-                self.safety.release_destructive()
-            if context is not None:
-                context.attempt = None
+            context.attempt = None
 
     # -- the algorithm ------------------------------------------------------------------------------
 
-    async def _converge(self, claim: queue.Claim) -> Outcome:
+    async def _converge(self, context: _Context) -> Outcome:
+        claim = context.claim
         source, user_id = claim.source, claim.user_id
         settings = self.settings.get(source)
         if settings is None:
             return "failed"
         async with self.db.transaction() as conn:
             state = await read_user_state(conn, source, user_id)
-            info = await queue.request_info(conn, claim)
+            request_id, operation = await queue.request_info(conn, claim)
         record = state.provisioning or {}
-        context = _Context(claim, record.get("user_name"), *info)
+        context.origin = Origin(source, user_id, record.get("user_name"), request_id, operation)
         token = _CONTEXT.set(context)
         try:
             if self.safety is not None and await self.safety.paused():
@@ -309,35 +309,35 @@ class Reconciler:
             return "synced"
         except Conflict as error:
             public = ownership.PUBLIC_CONFLICT
-            await self._record_failure(source, user_id, public, failed=True, state="conflict")
+            context.steps.append(self._failure(source, user_id, public, failed=True, state="conflict"))
             await self._audit("conflict", error.identity_id, "refused", error.reason)
             if self.metrics is not None:
                 self.metrics.ownership_conflicts.labels(source).inc()
             log.warning("user %s/%s conflict: %s", source, user_id, error.reason)
             return "conflict"
         except Held as error:
-            await self._record_failure(source, user_id, str(error), failed=False)
+            context.steps.append(self._failure(source, user_id, str(error), failed=False))
             await self._audit(*self._attempted(context), "held", str(error))
             log.warning("user %s/%s held: %s", source, user_id, error)
             return "held"
         except Unmappable as error:
-            await self._record_failure(source, user_id, str(error), failed=True, state=SKIPPED)
+            context.steps.append(self._failure(source, user_id, str(error), failed=True, state=SKIPPED))
             await self._audit(*self._attempted(context), SKIPPED, str(error))
             log.info("user %s/%s skipped: %s", source, user_id, error)
             return "skipped"
-        except Permanent as error:
-            await self._record_failure(source, user_id, str(error), failed=True)
+        except (Permanent, NotOurs) as error:
+            context.steps.append(self._failure(source, user_id, str(error), failed=True))
             await self._audit(*self._attempted(context), "failed", str(error))
             log.warning("user %s/%s failed: %s", source, user_id, error)
             return "failed"
         except Exception as error:  # noqa: BLE001 - any other error is retried, never lost
             message = str(error) or type(error).__name__
             if not _transient(error) and isinstance(error, ZitiError):
-                await self._record_failure(source, user_id, message, failed=True)
+                context.steps.append(self._failure(source, user_id, message, failed=True))
                 await self._audit(*self._attempted(context), "failed", message)
                 log.warning("user %s/%s failed: %s", source, user_id, error)
                 return "failed"
-            await self._record_failure(source, user_id, message, failed=False)
+            context.steps.append(self._failure(source, user_id, message, failed=False))
             await self._audit(*self._attempted(context), "retry", message)
             log.info("user %s/%s pending: %s", source, user_id, error)
             return "pending"
@@ -383,8 +383,12 @@ class Reconciler:
                 if ownership.tags_of(identity).get(TAG_DEPLOYMENT) is None:
                     # Made before deployment ids: the database vouches for it; tag it once.
                     tags = ownership.claimed_tags(identity, owner, user_id, "ours")
-                    retag = self.client.patch_identity(identity["id"], {"tags": tags})
-                    await self._act("patch", identity["id"], retag)
+                    await self._act(
+                        "patch",
+                        identity["id"],
+                        lambda: self.client.patch_identity(identity["id"], {"tags": tags}),
+                        identity=identity,
+                    )
                 current = Applied(identity["id"], observed_fields(identity), ownership.is_adopted(identity))
         if current is None:
             lost = await self._lost_identity(owner, user_id, record)
@@ -429,7 +433,7 @@ class Reconciler:
         for name in names:
             try:
                 identity_id = await self._act(
-                    "create", None, self.client.create_identity({**body, "name": name})
+                    "create", None, partial(self.client.create_identity, {**body, "name": name})
                 )
             except ZitiDuplicate as error:
                 # Adoption and our own earlier create (applied, then answered 429/503) come before the
@@ -495,7 +499,10 @@ class Reconciler:
         )
         merged = ownership.claimed_tags(identity, owner, user_id, decision.verdict)
         await self._act(
-            decision.verdict, identity["id"], self.client.patch_identity(identity["id"], {"tags": merged})
+            decision.verdict,
+            identity["id"],
+            lambda: self.client.patch_identity(identity["id"], {"tags": merged}),
+            identity=identity,
         )
         adopted = ownership.is_adopted({"tags": merged})
         return Applied(identity["id"], observed_fields(identity), adopted=adopted)
@@ -533,17 +540,17 @@ class Reconciler:
                 )
         if diff:
             await self._act(
-                "patch", current.identity_id, self.client.patch_identity(current.identity_id, diff)
+                "patch", current.identity_id, lambda: self.client.patch_identity(current.identity_id, diff)
             )
             fields.update(diff)
         if bool(fields.get("disabled")) != target["disabled"]:
             if target["disabled"]:
                 await self._act(
-                    "disable", current.identity_id, self.client.disable_identity(current.identity_id)
+                    "disable", current.identity_id, lambda: self.client.disable_identity(current.identity_id)
                 )
             else:
                 await self._act(
-                    "enable", current.identity_id, self.client.enable_identity(current.identity_id)
+                    "enable", current.identity_id, lambda: self.client.enable_identity(current.identity_id)
                 )
             fields["disabled"] = target["disabled"]
 
@@ -591,32 +598,58 @@ class Reconciler:
                     self.metrics.ownership_conflicts.labels(settings.name).inc()
             elif how == "disable":
                 if not identity.get("disabled"):
-                    await self._act("disable", identity_id, self.client.disable_identity(identity_id))
-                async with self.db.transaction(write=True) as conn:
+                    await self._act(
+                        "disable",
+                        identity_id,
+                        lambda: self.client.disable_identity(identity_id),
+                        identity=identity,
+                    )
+
+                async def disabled(conn: AsyncConnection) -> None:
                     await conn.execute(
                         update(provisioning)
                         .where(provisioning.c.source == settings.name, provisioning.c.user_id == user_id)
                         .values(state="disabled", last_error=None, updated_at=time.time())
                     )
+
+                self._step(disabled)
                 return
             elif how == "untag":
                 tags = ownership.released_tags(identity)
-                await self._act("untag", identity_id, self.client.patch_identity(identity_id, {"tags": tags}))
+                await self._act(
+                    "untag",
+                    identity_id,
+                    lambda: self.client.patch_identity(identity_id, {"tags": tags}),
+                    identity=identity,
+                )
             else:
                 await self._act(
-                    "delete", identity_id, self.client.delete_identity(identity_id, missing_ok=True)
+                    "delete",
+                    identity_id,
+                    lambda: self.client.delete_identity(identity_id, missing_ok=True),
+                    identity=identity,
                 )
-        async with self.db.transaction(write=True) as conn:
+
+        async def forget(conn: AsyncConnection) -> None:
             await conn.execute(
                 delete(provisioning).where(
                     provisioning.c.source == settings.name, provisioning.c.user_id == user_id
                 )
             )
 
+        self._step(forget)
+
     # -- bookkeeping ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _step(step: Step) -> None:
+        """Leave bookkeeping for the settling transaction of the converge in progress."""
+        context = _CONTEXT.get()
+        assert context is not None
+        context.steps.append(step)
+
     def _upsert(self) -> Any:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(provisioning)
+        return self.db.upsert(provisioning)
 
     async def _record_success(
         self, source: str, user_id: str, current: Applied, target: dict[str, Any]
@@ -629,22 +662,32 @@ class Reconciler:
             "adopted": current.adopted,
             "updated_at": time.time(),
         }
-        async with self.db.transaction(write=True) as conn:
-            await conn.execute(
-                self._upsert()
-                .values(source=source, user_id=user_id, **values)
-                .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
-            )
+        statement = (
+            self._upsert()
+            .values(source=source, user_id=user_id, **values)
+            .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
+        )
 
-    async def _record_failure(
-        self, source: str, user_id: str, message: str, *, failed: bool, state: str = "failed"
-    ) -> None:
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(statement)
+
+        self._step(record)
+
+    async def _record_failure(self, source: str, user_id: str, message: str, *, failed: bool) -> None:
+        async with self.db.transaction(write=True) as conn:
+            await self._failure(source, user_id, message, failed=failed)(conn)
+
+    @staticmethod
+    def _failure(source: str, user_id: str, message: str, *, failed: bool, state: str = "failed") -> Step:
         values: dict[str, Any] = {"last_error": message[:1000], "updated_at": time.time()}
         if failed:
             values["state"] = state
-        async with self.db.transaction(write=True) as conn:
+
+        async def record(conn: AsyncConnection) -> None:
             await conn.execute(
                 update(provisioning)
                 .where(provisioning.c.source == source, provisioning.c.user_id == user_id)
                 .values(**values)
             )
+
+        return record

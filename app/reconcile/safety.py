@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.store.db import Database
 from app.store.tables import audit, dirty, provisioning, settings
@@ -65,7 +65,7 @@ async def write_setting(db: Database, key: str, value: Any) -> None:
         if value is None:
             await conn.execute(delete(settings).where(settings.c.key == key))
             return
-        insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(settings)
+        insert = db.upsert(settings)
         await conn.execute(
             insert.values(key=key, value=value).on_conflict_do_update(
                 index_elements=["key"], set_={"value": value}
@@ -179,4 +179,17 @@ class Safety:
             self._reserved += 1
 
     def release_destructive(self) -> None:
+        """A reserved action that was not made (its call failed): it leaves no audit row."""
         self._reserved = max(0, self._reserved - 1)
+
+    async def complete_destructive(self, record: Callable[[], Awaitable[None]]) -> None:
+        """A reserved action was made: write its audit row (``record``) and drop the reservation together.
+
+        Under the same lock as :meth:`acquire_destructive`, so that a count in progress sees the action
+        either as reserved or as a done row, never as neither (nor both).
+        """
+        async with self._lock:
+            try:
+                await record()
+            finally:
+                self._reserved = max(0, self._reserved - 1)

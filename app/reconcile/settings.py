@@ -34,6 +34,8 @@ class SourceSettings:
     adopt: Literal["adopt", "refuse"] = "adopt"
     on_delete_adopted: OnDeleteAdopted = "disable"
     takeover_from: frozenset[str] = field(default_factory=frozenset)
+    wait_for_sync: float = 0.0
+    """Seconds a SCIM write may wait for its user to converge before answering (0: never waits)."""
     unmappable: Literal["store", "refuse"] = "store"
     """A user the mapping cannot turn into an identity (e.g. no email for an email-based externalId):
     ``store`` keeps it with ``provisioningState: skipped`` until the attribute arrives (RFC 7643 makes
@@ -60,6 +62,12 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         raise ConfigError(f"sources.{source.name}.on_delete_adopted must be 'untag', 'disable' or 'delete'")
     if not isinstance(takeover_from, list) or not all(isinstance(s, str) and s for s in takeover_from):
         raise ConfigError(f"sources.{source.name}.takeover_from must be a list of source names")
+    try:
+        wait_for_sync = float(source.options.get("wait_for_sync", 0.0))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"sources.{source.name}.wait_for_sync must be a number of seconds") from error
+    if not 0.0 <= wait_for_sync <= 30.0:
+        raise ConfigError(f"sources.{source.name}.wait_for_sync must be between 0 and 30 seconds")
     unmappable = source.options.get("unmappable", "store")
     if unmappable not in ("store", "refuse"):
         raise ConfigError(f"sources.{source.name}.unmappable must be 'store' or 'refuse'")
@@ -71,4 +79,5 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         on_delete_adopted=on_delete_adopted,
         takeover_from=frozenset(takeover_from) - {source.name},
         unmappable=unmappable,
+        wait_for_sync=wait_for_sync,
     )

@@ -9,7 +9,10 @@ Orphans (identities tagged for this deployment and one of its sources whose user
 know) are only proposed: ``sync --delete-orphans`` removes them per the source's ``on_delete`` (or
 ``on_delete_adopted``), each through the mass-deprovision brake and into the audit log. A source the
 database knows no users of never deletes any (a fresh or restored database), and identities of another
-deployment are never orphans of this one (:mod:`app.reconcile.ownership`).
+deployment are never orphans of this one (:mod:`app.reconcile.ownership`). Every change goes through the
+actuator (:mod:`app.reconcile.actuator`), like the reconciler's: ownership re-checked on a fresh read, the
+brake applied (what it holds stays on the controller until ``ziti-scim resume``), an audit row for each
+change made, held or refused.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import select, text, update
 
 from app.mapping import MappingError, map_user
-from app.observability import audit
 from app.reconcile import ownership
+from app.reconcile.actuator import NotOurs, Origin
 from app.reconcile.desired import read_user_state
 from app.reconcile.reconciler import Reconciler, observed_fields, target_fields
 from app.reconcile.safety import Held, write_setting
@@ -210,7 +213,7 @@ async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict
 
 async def remove_orphans(reconciler: Reconciler, items: list[PlanItem], report: Callable[[str], None]) -> int:
     """Remove the proposed orphans (``--delete-orphans``); return how many were left (held, kept, changed)."""
-    client, db, safety = reconciler.client, reconciler.db, reconciler.safety
+    client, db, actuator = reconciler.client, reconciler.db, reconciler.actuator
     deployment = await reconciler.deployment()
     left = 0
     held: set[str] = set()
@@ -235,36 +238,33 @@ async def remove_orphans(reconciler: Reconciler, items: list[PlanItem], report: 
             left += 1  # changed since the plan: the next sync looks again
             continue
         action = item.action.removesuffix("-orphan")
-        destructive = action in ("delete", "disable") and safety is not None
-        if destructive:
-            assert safety is not None
-            try:
-                await safety.acquire_destructive(item.source, action)
-            except Held as error:
-                report(f"  {item.source}: {error}")
-                held.add(item.source)
-                left += 1
-                continue
-        try:
+        identity_id = item.identity_id
+        origin = Origin(item.source, item.user_id, operation="sync --delete-orphans")
+
+        released = {"tags": ownership.released_tags(identity)}
+
+        async def change(
+            action: str = action, identity_id: str = identity_id, released: Any = released
+        ) -> None:
             if action == "delete":
-                await client.delete_identity(item.identity_id, missing_ok=True)
+                await client.delete_identity(identity_id, missing_ok=True)
             elif action == "disable":
-                await client.disable_identity(item.identity_id)
+                await client.disable_identity(identity_id)
             else:
-                await client.patch_identity(item.identity_id, {"tags": ownership.released_tags(identity)})
-            entry = audit.AuditEntry(
-                source=item.source,
-                action=action,
-                outcome="done",
-                user_id=item.user_id,
-                identity_id=item.identity_id,
-                operation="sync --delete-orphans",
+                await client.patch_identity(identity_id, released)
+
+        try:
+            await actuator.act(origin, action, identity_id, change, identity=identity)
+        except NotOurs as error:
+            await actuator.refused(origin, action, identity_id, "refused", str(error))
+            left += 1
+        except Held as error:
+            await actuator.refused(origin, action, identity_id, "held", str(error))
+            report(
+                f"  {item.source}: {error}; review (ziti-scim audit), then ziti-scim resume and sync again"
             )
-            await audit.record(db, [entry])
-        finally:
-            if destructive:
-                assert safety is not None
-                safety.release_destructive()
+            held.add(item.source)
+            left += 1
     return left
 
 

@@ -1,7 +1,15 @@
-"""Runs the reconciler: inline after each SCIM write (within a deadline), and in the background.
+"""Runs the reconciler in the background, woken as soon as a write commits.
 
-The background loop claims due dirty marks in batches; nothing else has to remember work, so a
-restart, a crash or a controller outage only delays convergence (level-triggered, nothing lost).
+Every SCIM or webhook write leaves a dirty mark in its own transaction and wakes this worker (in this
+process directly; on PostgreSQL also through ``LISTEN/NOTIFY``, so another replica may take it). The
+worker keeps up to ``batch`` users converging at once and claims more as soon as one finishes, so a
+burst of writes becomes a steady stream of controller calls bounded by the client's ``max_in_flight``.
+Repeated marks of one user coalesce in its single dirty row (a generation counter), so a user changed
+ten times while converging is converged once more, not ten times.
+
+Nothing else has to remember work: a restart, a crash or a controller outage only delays convergence
+(level-triggered, nothing lost); a poll every ``poll`` seconds picks up what no wake-up announced
+(retries coming due, another replica's lost notification).
 """
 
 from __future__ import annotations
@@ -9,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from app.observability import audit
 from app.reconcile import queue
 from app.reconcile.reconciler import Outcome, Reconciler
+from app.store.notify import listen
 
 log = logging.getLogger("ziti_scim.reconcile")
+DRAIN_POLL = 0.05
 
 
 class Worker:
@@ -34,15 +43,23 @@ class Worker:
         self.batch = batch
         self.poll = poll
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._renewer: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Outcome]] = set()
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[Outcome]]] = {}
+        self._backlog = False
+        """Whether the last claim filled every free slot (more may be due than was taken)."""
         self.paused = False
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ziti-scim-reconciler")
-            self._renewer = asyncio.create_task(self._renew(), name="ziti-scim-lease-renewal")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name="ziti-scim-reconciler"),
+                asyncio.create_task(self._renew(), name="ziti-scim-lease-renewal"),
+            ]
+            if not self.reconciler.db.is_sqlite:
+                self._tasks.append(
+                    asyncio.create_task(listen(self.reconciler.db, self.wake), name="ziti-scim-listen")
+                )
 
     async def _renew(self) -> None:
         while True:
@@ -55,36 +72,76 @@ class Worker:
                 log.exception("lease renewal failed; retrying")
 
     async def stop(self) -> None:
-        for loop_task in (self._task, self._renewer):
-            if loop_task is not None:
-                loop_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop_task
-        self._task = self._renewer = None
+        for loop_task in self._tasks:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+        self._tasks = []
         for task in list(self._inflight):
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        for futures in self._waiters.values():
+            for future in futures:
+                future.cancel()
+        self._waiters.clear()
+
+    @property
+    def idle(self) -> bool:
+        """Whether no user is being converged in this process right now."""
+        return not self._inflight
 
     def wake(self) -> None:
+        """Look for due work now (a write committed, or another replica announced one)."""
         self._wake.set()
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
-        task = asyncio.ensure_future(coroutine)
+    async def wait_for(self, users: Iterable[tuple[str, str]], timeout: float) -> None:
+        """Wait until this process finished converging these users once, or ``timeout`` passed.
+
+        Only for the optional short inline wait of a source (``wait_for_sync``): the work itself goes on
+        in the background either way, and another replica may be the one converging.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = []
+        for key in users:
+            future: asyncio.Future[Outcome] = loop.create_future()
+            self._waiters.setdefault(key, []).append(future)
+            futures.append(future)
+        self.wake()
+        try:
+            if futures:
+                await asyncio.wait(futures, timeout=timeout)
+        finally:
+            for key, future in zip(users, futures, strict=False):
+                waiting = self._waiters.get(key)
+                if waiting is not None and future in waiting:
+                    waiting.remove(future)
+                    if not waiting:
+                        del self._waiters[key]
+
+    async def _converge(self, claim: queue.Claim) -> Outcome:
+        outcome = await self.reconciler.converge_claimed(claim)
+        for future in self._waiters.pop((claim.source, claim.user_id), []):
+            if not future.done():
+                future.set_result(outcome)
+        return outcome
+
+    def _spawn(self, claim: queue.Claim) -> asyncio.Task[Outcome]:
+        task = asyncio.ensure_future(self._converge(claim))
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._done)
         return task
 
-    async def converge_now(self, users: Iterable[tuple[str, str]], deadline: float) -> None:
-        """Converge these users now; return at the deadline, leaving the rest running (not lost)."""
-        if self.paused:
-            return
-        tasks = [self._spawn(self.reconciler.converge(source, user_id)) for source, user_id in users]
-        if tasks:
-            await asyncio.wait(tasks, timeout=deadline)
+    def _done(self, task: asyncio.Task[Outcome]) -> None:
+        self._inflight.discard(task)
+        if self._backlog:
+            self._wake.set()  # a free slot and more may be due: claim the next user now
+        if not task.cancelled() and task.exception() is not None:
+            log.error("converge failed unexpectedly", exc_info=task.exception())
 
     async def drain(self, timeout: float = 60.0) -> None:
-        """Converge everything that is due now (the ``sync`` command and tests)."""
+        """Converge everything that is due now (the ``sync`` command and tests), or see it converged by
+        another process sharing the queue."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while loop.time() < end:
@@ -93,8 +150,11 @@ class Worker:
                 if self._inflight:
                     await asyncio.wait(set(self._inflight), timeout=max(0.0, end - loop.time()))
                     continue
+                if await queue.due_count(self.reconciler.db):
+                    await asyncio.sleep(DRAIN_POLL)  # another process holds them: wait for it to finish
+                    continue
                 return
-            await asyncio.gather(*(self.reconciler.converge_claimed(claim) for claim in claims))
+            await asyncio.gather(*(self._converge(claim) for claim in claims))
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,20 +166,23 @@ class Worker:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before looking, so that a wake-up arriving during the claim is not lost.
+            self._wake.clear()
             try:
                 await self._housekeeping()
+                free = self.batch - len(self._inflight)
                 safety = self.reconciler.safety
-                if self.paused or (safety is not None and await safety.paused()):
-                    claims = []
-                else:
-                    claims = await queue.claim_due(self.reconciler.db, self.batch)
-                if claims:
-                    await asyncio.gather(*(self._spawn(self.reconciler.converge_claimed(c)) for c in claims))
-                    continue
+                claims: list[queue.Claim] = []
+                if free > 0 and not self.paused and not (safety is not None and await safety.paused()):
+                    claims = await queue.claim_due(self.reconciler.db, free)
+                for claim in claims:
+                    self._spawn(claim)
+                self._backlog = free <= 0 or len(claims) == free
+                if claims and len(claims) == free:
+                    continue  # there may be more due right now
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
                 log.exception("reconcile loop error; retrying")
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll)

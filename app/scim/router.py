@@ -35,7 +35,7 @@ from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
 from app.store.errors import is_data_error
-from app.store.storage import REQUEST, SERVER_MANAGED, TOUCHED, ZITI_EXTENSION, SqlStorage, UserHooks
+from app.store.storage import SERVER_MANAGED, ZITI_EXTENSION, SqlStorage, UserHooks
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -65,9 +65,9 @@ class ServiceUnavailable(SCIMException):
 
 
 class AfterWrite(Protocol):
-    """Called once a SCIM write committed, with the users it marked dirty (the inline reconcile)."""
+    """Called once a SCIM write committed, with the users it marked dirty; True if it waited for them."""
 
-    async def __call__(self, users: set[tuple[str, str]]) -> None: ...
+    async def __call__(self, users: set[tuple[str, str]]) -> bool: ...
 
 
 class SourceApplication(ASGIApplication):
@@ -90,28 +90,37 @@ class SourceApplication(ASGIApplication):
         self.hooks = hooks
         self.after_write = after_write
         self.sql_storage = storage
-        self.handler = ZitiScimHandler(self.service, storage)
+
+    async def serve(
+        self, request: ScimRequest, *, request_id: str | None = None, label: str | None = None
+    ) -> ScimResponse:
+        """Serve one request; ``request_id`` and ``label`` go with the dirty marks it makes (audit log)."""
+        try:
+            response = await self._dispatch(request, request_id, label)
+        except Exception as exception:
+            response = self.handle_exception(request, exception)
+        return self.finalize_response(request, response)
 
     async def dispatch_request(self, request: ScimRequest) -> ScimResponse:
+        return await self._dispatch(request, None, None)
+
+    async def _dispatch(
+        self, request: ScimRequest, request_id: str | None, label: str | None
+    ) -> ScimResponse:
         try:
             operation = self.service.match(request).operation
         except SCIMException:
             operation = None
         write = operation in WRITES
-        self.db.set_write_intent(write)
-        touched: set[tuple[str, str]] = set()
-        token = TOUCHED.set(touched)
-        try:
-            response = await self.handler.handle(request)
-        finally:
-            TOUCHED.reset(token)
-        if write and touched and self.after_write is not None:
-            await self.after_write(touched)
+        storage = self.sql_storage.bound(write=write, request_id=request_id, operation=label)
+        response = await ZitiScimHandler(self.service, storage).handle(request)
+        touched = storage.touched
+        if write and touched and self.after_write is not None and await self.after_write(touched):
             await self._refresh_provisioning_view(response)
         return response
 
     async def _refresh_provisioning_view(self, response: ScimResponse) -> None:
-        """Show the provisioning state reached by the inline reconcile in the response body."""
+        """Show the provisioning state reached during the source's ``wait_for_sync`` in the response."""
         body = response.body
         if self.hooks is None or not body or body.get("meta", {}).get("resourceType") != "User":
             return
@@ -273,11 +282,9 @@ class ScimRouter:
                 )
             else:
                 label = f"{request.method} {operation.value if operation else '-'}"
-                token = REQUEST.set((request_id, label))
-                try:
-                    response = await app.serve(await app.read_request(scope, _replay(body)))
-                finally:
-                    REQUEST.reset(token)
+                response = await app.serve(
+                    await app.read_request(scope, _replay(body)), request_id=request_id, label=label
+                )
         response = app.finalize_response(request, response)
         response.headers["X-Request-Id"] = request_id
         await app.send_response(response, send)

@@ -1,9 +1,10 @@
 """The database connection: engine set-up, migrations at start-up, and one transaction per SCIM operation.
 
 SQLite (the default, a file in WAL mode) and PostgreSQL are both first-class. Each SCIM operation runs
-in one transaction (:meth:`Database.transaction`); the storage methods called inside it share its
-connection through a context variable, so a PATCH's read and write are atomic. Writers are serialised
-per row: ``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on PostgreSQL.
+in one transaction (:meth:`Database.transaction`); the storage methods called inside it join it (the
+task's open transaction), so a PATCH's read and write are atomic. Whether a transaction writes is said
+when it opens (``write=True``) and kept on its connection: writers are serialised per row, ``BEGIN
+IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on PostgreSQL (:meth:`Database.locks`).
 """
 
 from __future__ import annotations
@@ -19,18 +20,25 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _current: ContextVar[AsyncConnection | None] = ContextVar("ziti_scim_connection", default=None)
-_write_intent: ContextVar[bool] = ContextVar("ziti_scim_write_intent", default=False)
+WRITE = "ziti_scim_write"
+"""The connection ``info`` key telling whether its transaction writes (read by the SQLite begin hook)."""
 
 
 def fold(value: str) -> str:
     """The case-insensitive form of a string: NFC, then lower case (scim2-models' default comparison key)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
+
+
+def upsert(table: Table, *, is_sqlite: bool) -> sqlite.Insert | postgresql.Insert:
+    """``INSERT … ON CONFLICT`` for the dialect in use (SQLite and PostgreSQL share the construct)."""
+    return (sqlite.insert if is_sqlite else postgresql.insert)(table)
 
 
 def database_url(url_or_path: str) -> str:
@@ -84,12 +92,15 @@ class Database:
 
         @event.listens_for(sync_engine, "begin")
         def on_begin(connection: Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get(WRITE) else "BEGIN")
 
-    @property
-    def for_update(self) -> bool:
-        """Whether reads inside a write transaction must lock their rows (PostgreSQL)."""
-        return not self.is_sqlite and _write_intent.get()
+    def upsert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        """``INSERT … ON CONFLICT`` on ``table`` for this database's dialect."""
+        return upsert(table, is_sqlite=self.is_sqlite)
+
+    def locks(self, conn: AsyncConnection) -> bool:
+        """Whether reads in ``conn``'s transaction must lock their rows (a write transaction, PostgreSQL)."""
+        return not self.is_sqlite and bool(conn.info.get(WRITE))
 
     async def migrate(self) -> None:
         """Apply the Alembic migrations shipped in :mod:`app.store.migrations`."""
@@ -101,31 +112,29 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-        token = _write_intent.set(True)
-        try:
-            async with self.engine.begin() as connection:
+        async with self.engine.connect() as connection:
+            connection.info[WRITE] = True
+            async with connection.begin():
                 await connection.run_sync(upgrade)
-        finally:
-            _write_intent.reset(token)
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool | None = None) -> AsyncIterator[AsyncConnection]:
-        """Run the enclosed block in one transaction, or join the one already open."""
+    async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """Run the enclosed block in one transaction, or join the one already open.
+
+        A block that writes says so (``write=True``) on the outermost transaction of the operation.
+        """
         current = _current.get()
         if current is not None:
             yield current
             return
-        writing = _write_intent.get() if write is None else write
-        token_intent = _write_intent.set(writing)
-        try:
-            async with self._writer_turn(writing), self.engine.begin() as connection:
+        async with self._writer_turn(write), self.engine.connect() as connection:
+            connection.info[WRITE] = write
+            async with connection.begin():
                 token = _current.set(connection)
                 try:
                     yield connection
                 finally:
                     _current.reset(token)
-        finally:
-            _write_intent.reset(token_intent)
 
     def _writer_turn(self, writing: bool) -> AbstractAsyncContextManager[Any]:
         """SQLite has one writer: queue this process's writers here instead of in SQLite's busy loop,
@@ -135,11 +144,6 @@ class Database:
         if self._writer is None:
             self._writer = asyncio.Lock()
         return self._writer
-
-    @staticmethod
-    def set_write_intent(write: bool) -> None:
-        """Declare that the operation about to start writes (set by the SCIM handler per request)."""
-        _write_intent.set(write)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

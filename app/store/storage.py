@@ -8,12 +8,12 @@ transaction, which is what the reconciler converges from.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from typing import Any, Protocol
 
 from scim2_models import (
@@ -29,23 +29,18 @@ from scim2_models import (
 )
 from scim2_server.storage import AsyncScimStorage, SearchPage
 from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.store.db import Database, fold
 from app.store.filters import Dialect, Translator, where_clause
+from app.store.notify import notify
 from app.store.tables import dirty, emails, members, resources
 
 CHUNK = 500
-TOUCHED: ContextVar[set[tuple[str, str]] | None] = ContextVar("ziti_scim_touched", default=None)
-"""The (source, user id) pairs a request marked dirty, for the inline reconcile after it commits."""
 OFF_LOOP_REFS = 1000
 """A resource with more member/group references than this is validated in a worker thread."""
-
-REQUEST: ContextVar[tuple[str | None, str | None]] = ContextVar("ziti_scim_request", default=(None, None))
-"""(request id, operation) of the request being served, recorded with the dirty marks it makes."""
 NEVER_STORED = ("password",)
 """Attributes that are never persisted, whatever the schema says (RFC 7643 §4.1.1: password is writeOnly)."""
 
@@ -148,6 +143,22 @@ class SqlStorage(AsyncScimStorage):
         self.source = source
         self.hooks = hooks
         self.dialect = Dialect(is_sqlite=db.is_sqlite)
+        self.write = False
+        """Whether the request served writes (its operation's transaction is then a write one)."""
+        self.request_id: str | None = None
+        self.operation_label: str | None = None
+        self.touched: set[tuple[str, str]] = set()
+        """The (source, user id) pairs this request marked dirty, woken once it commits."""
+
+    def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
+        """This storage for one request: what it marks dirty is recorded with the request's id and
+        operation (the audit log shows them) and collected in :attr:`touched`."""
+        storage = copy.copy(self)
+        storage.write = write
+        storage.request_id = request_id
+        storage.operation_label = operation
+        storage.touched = set()
+        return storage
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -163,7 +174,7 @@ class SqlStorage(AsyncScimStorage):
 
     @asynccontextmanager
     async def _operation(self) -> AsyncIterator[None]:
-        async with self.db.transaction():
+        async with self.db.transaction(write=self.write):
             yield
 
     def _scope(self, resource_type: str) -> ColumnElement[bool]:
@@ -171,7 +182,7 @@ class SqlStorage(AsyncScimStorage):
 
     async def _row(self, conn: AsyncConnection, resource_type: str, resource_id: str) -> Row[Any]:
         query = select(resources).where(self._scope(resource_type), resources.c.id == resource_id)
-        if self.db.for_update:
+        if self.db.locks(conn):
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
         if row is None:
@@ -208,7 +219,7 @@ class SqlStorage(AsyncScimStorage):
         }
 
     def _insert(self, table: Any) -> Any:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(table)
+        return self.db.upsert(table)
 
     async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> None:
         """Record that these users' identities must be (re)converged: an upsert in the same transaction."""
@@ -218,11 +229,9 @@ class SqlStorage(AsyncScimStorage):
             ids = list(dict.fromkeys(user_ids))
         if not ids:
             return
-        touched = TOUCHED.get()
-        if touched is not None:
-            touched.update((self.source, user_id) for user_id in ids)
+        self.touched.update((self.source, user_id) for user_id in ids)
         now = time.time()
-        request_id, operation = REQUEST.get()
+        request_id, operation = self.request_id, self.operation_label
         for start in range(0, len(ids), CHUNK):
             rows = [
                 {
@@ -248,6 +257,8 @@ class SqlStorage(AsyncScimStorage):
                 },
             )
             await conn.execute(statement)
+        if not self.db.is_sqlite:
+            await notify(conn)
 
     # -- reading ------------------------------------------------------------------------------
 

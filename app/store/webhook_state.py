@@ -34,7 +34,7 @@ class SqlReplayGuard:
         self.clock = clock
 
     def _insert(self) -> sqlite.Insert | postgresql.Insert:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(webhook_deliveries)
+        return self.db.upsert(webhook_deliveries)
 
     async def seen(self, key: str) -> bool:
         async with self.db.transaction() as conn:
@@ -68,7 +68,7 @@ class IdpState:
         self.source = source
 
     def _insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(table)
+        return self.db.upsert(table)
 
     # -- grants -------------------------------------------------------------------------------
 
@@ -200,7 +200,7 @@ class IdpEventLog:
         self.source = source
 
     def _insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(table)
+        return self.db.upsert(table)
 
     def _events(self, aggregate_id: str) -> Any:
         return and_(idp_events.c.source == self.source, idp_events.c.aggregate_id == aggregate_id)
@@ -280,7 +280,7 @@ class IdpEventLog:
         """
         async with self.db.transaction(write=True) as conn:
             query = select(idp_aggregates.c.sequence, idp_aggregates.c.closed).where(self._base(aggregate_id))
-            if self.db.for_update:
+            if self.db.locks(conn):
                 query = query.with_for_update()
             current = (await conn.execute(query)).first()
             if current is not None and (bool(current.closed) or int(current.sequence) > sequence):

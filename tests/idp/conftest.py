@@ -8,6 +8,7 @@ the emulator configured as ``docs/idp/<idp>.md`` says (``claimsProperty`` from t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,16 @@ class Stack:
         self.receiver.clock = lambda: now
 
     def identity(self, external_id: str) -> Any:
+        """The controller's identity, once every write so far has converged (it runs after the answer)."""
+        self.settle()
         return self.state.identity_by_external_id(external_id)
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until no user is waiting to be converged (``ziti_scim_pending_users`` is 0)."""
+        deadline = time.monotonic() + timeout
+        while "ziti_scim_pending_users 0.0" not in httpx.get(f"{self.url}/metrics", timeout=10).text:
+            assert time.monotonic() < deadline, f"users still pending after {timeout} s"
+            time.sleep(0.02)
 
     def login(self, idp: str, **claims: Any) -> httpx.Response:
         token = self.idps[idp].token(**claims)

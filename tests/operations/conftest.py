@@ -32,7 +32,8 @@ def make_stack(
         second_source: str | None = None,
         **options: Any,
     ) -> Iterator[Stack]:
-        config = make_stack_config(database_url, source_name, emulator.url, **options)
+        # Writes wait briefly for convergence (wait_for_sync) so that responses show the brake's outcome.
+        config = make_stack_config(database_url, source_name, emulator.url, **{"wait_for_sync": 3.0, **options})
         if second_source is not None:
             first = config.sources[source_name]
             second = replace(first, name=second_source, token_hashes=(hash_token(SECOND_TOKEN),))

@@ -9,10 +9,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.operations.conftest import ADMIN_TOKEN
+from tests.operations.test_safety import wait_for
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -35,6 +37,9 @@ def test_audit_log_and_metrics_follow_a_scripted_sequence(make_stack: Callable[.
                 "/Users",
                 json={"schemas": [USER], "userName": "bob", "emails": [{"value": "bob@example.com"}]},
             )
+            # Convergence runs after each answer: settle between steps, so that the trail is in order.
+            settled = {u["userName"]: u[ZITI] for u in stack.settle()}
+            ann_identity, bob_identity = settled["ann"]["identityId"], settled["bob"]["identityId"]
             off = scim.patch(
                 f"/Users/{a.json()['id']}",
                 json={
@@ -42,15 +47,20 @@ def test_audit_log_and_metrics_follow_a_scripted_sequence(make_stack: Callable[.
                     "Operations": [{"op": "replace", "path": "active", "value": False}],
                 },
             )
+            stack.settle()
             same = scim.put(
                 f"/Users/{b.json()['id']}",
                 json={"schemas": [USER], "userName": "bob", "emails": [{"value": "bob@example.com"}]},
             )
+            stack.settle()
             group = scim.post(
                 "/Groups",
                 json={"schemas": [GROUP], "displayName": "ops", "members": [{"value": b.json()["id"]}]},
             )
+            stack.settle()
             gone = scim.delete(f"/Users/{a.json()['id']}")
+            wait_for(lambda: 'outcome="deprovisioned"' in httpx.get(f"{stack.extra['url']}/metrics").text)
+            assert ann_identity not in stack.state.identities
             refused = scim.get("/Users/does-not-exist")
         assert [r.status_code for r in (a, b, off, same, group, gone, refused)] == [
             201,
@@ -61,10 +71,6 @@ def test_audit_log_and_metrics_follow_a_scripted_sequence(make_stack: Callable[.
             204,
             404,
         ]
-        ann_identity, bob_identity = (
-            a.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["identityId"],
-            (b.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["identityId"]),
-        )
 
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         assert httpx.get(f"{stack.extra['url']}/admin/audit").status_code == 401

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.server import create_app
 from app.ziti.emulator import EmulatorThread
-from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
+from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, make_stack_config
 from tests.support.configfile import command, environment, write_config
-from tests.support.live import free_port
+from tests.support.live import free_port, live_server
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -128,3 +129,30 @@ def test_two_processes_on_one_postgres(replicas: list[str], emulator: EmulatorTh
         matches = [i for i in emulator.state.identities.values() if i.external_id == external_id]
         assert len(matches) == 1, f"{external_id}: {len(matches)} identities"
         assert matches[0].role_attributes == ["round-2"], (external_id, matches[0].role_attributes)
+
+
+@pytest.mark.postgres
+def test_a_write_on_one_replica_wakes_the_other_through_notify(
+    emulator: EmulatorThread, postgres_url: str, source_name: str
+) -> None:
+    """LISTEN/NOTIFY: a replica whose worker is paused takes the write; the other converges it at once,
+    long before its own poll would have found it."""
+    config = make_stack_config(postgres_url, source_name, emulator.url)
+    writer, converger = create_app(config), create_app(config)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
+    with live_server(writer) as writer_url, live_server(converger):
+        writer.state.services.provisioner.worker.paused = True
+        worker = converger.state.services.provisioner.worker
+        worker.poll = 120.0
+        with httpx.Client(base_url=f"{writer_url}/scim/v2", headers=headers, timeout=30) as scim:
+            for name in ("first", "second"):
+                # The first may be found by the poll still under way; the second only by a notification.
+                created = scim.post(
+                    "/Users",
+                    json={"schemas": [USER], "userName": name, "emails": [{"value": f"{name}@example.com"}]},
+                )
+                assert created.status_code == 201
+                deadline = time.monotonic() + 20
+                while emulator.state.identity_by_external_id(f"{name}@example.com") is None or not worker.idle:
+                    assert time.monotonic() < deadline, f"{name} was not converged by the other replica"
+                    time.sleep(0.02)

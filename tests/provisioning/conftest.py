@@ -22,12 +22,19 @@ __all__ = ["ADMIN_PASSWORD", "SPEC", "TOKEN", "Stack", "add_signer", "make_stack
 def option_stack(
     emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
 ) -> Callable[..., AbstractContextManager[Stack]]:
-    """A stack whose source has these options (``on_delete``, ``adopt``) and mapping overrides."""
+    """A stack whose source has these options (``on_delete``, ``adopt``) and mapping overrides.
+
+    Its writes wait for convergence (``wait_for_sync``), so that each response shows the option's outcome.
+    """
 
     @contextmanager
     def build(mapping: dict[str, Any] | None = None, **options: Any) -> Iterator[Stack]:
         config = make_stack_config(
-            database_url, source_name, emulator.url, {"preset": "generic", **(mapping or {})}, **options
+            database_url,
+            source_name,
+            emulator.url,
+            {"preset": "generic", **(mapping or {})},
+            **{"wait_for_sync": 10.0, **options},
         )
         signer_id = add_signer(emulator, idp)
         app = create_app(config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.provisioning.conftest import Stack
@@ -10,6 +12,14 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 def user(name: str, email: str, **extra: Any) -> dict[str, Any]:
@@ -33,7 +43,8 @@ def test_post_user_creates_the_mapped_identity(stack: Stack) -> None:
             ),
         )
     assert created.status_code == 201
-    body = created.json()
+    assert created.json()[ZITI]["provisioningState"] == "pending", "the IdP does not wait for the controller"
+    (body,) = stack.settle()
     assert body[ZITI]["provisioningState"] == "synced"
     identity = stack.identity("alice@example.com")
     assert identity is not None and body[ZITI]["identityId"] == identity.id
@@ -51,6 +62,7 @@ def test_seed_scenario_first_login_works_right_after_provisioning(stack: Stack) 
     assert stack.state.last_auth_failure == "identity not found by externalId"
     with stack.client() as scim:
         assert scim.post("/Users", json=user("bob", "bob@example.com")).status_code == 201
+    stack.settle()
     after = stack.login(email="bob@example.com")
     assert after.status_code == 200, after.text
     assert after.json()["data"]["identity"]["name"] == "bob"
@@ -62,15 +74,21 @@ def test_group_membership_and_rename_follow_into_role_attributes(stack: Stack) -
         uid = scim.post("/Users", json=user("carol", "carol@example.com")).json()["id"]
         gid = scim.post("/Groups", json={"schemas": [GROUP], "displayName": "Engineering"}).json()["id"]
         scim.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": uid}]}))
+        stack.settle()
         assert stack.identity("carol@example.com").role_attributes == ["Engineering"]
         scim.patch(
             f"/Groups/{gid}", json=patch({"op": "replace", "path": "displayName", "value": "Platform"})
         )
+        stack.settle()
         assert stack.identity("carol@example.com").role_attributes == ["Platform"]
         scim.patch(f"/Groups/{gid}", json=patch({"op": "remove", "path": f'members[value eq "{uid}"]'}))
+        stack.settle()
         assert stack.identity("carol@example.com").role_attributes == []
         scim.patch(f"/Groups/{gid}", json=patch({"op": "add", "path": "members", "value": [{"value": uid}]}))
+        stack.settle()
+        assert stack.identity("carol@example.com").role_attributes == ["Platform"]
         assert scim.delete(f"/Groups/{gid}").status_code == 204
+        stack.settle()
         assert stack.identity("carol@example.com").role_attributes == []
 
 
@@ -78,15 +96,18 @@ def test_deactivation_disables_and_reactivation_enables(stack: Stack) -> None:
     """Acceptance 4."""
     with stack.client() as scim:
         uid = scim.post("/Users", json=user("dave", "dave@example.com")).json()["id"]
+        stack.settle()
         assert stack.login(email="dave@example.com").status_code == 200
         off = scim.patch(f"/Users/{uid}", json=patch({"op": "replace", "path": "active", "value": False}))
         assert off.status_code == 200 and off.json()["active"] is False
+        stack.settle()
         identity = stack.identity("dave@example.com")
         assert identity.disabled_at is not None
         assert not stack.state.has_session(identity.id), "disabling must kill the user's sessions"
         assert stack.login(email="dave@example.com").status_code == 401
         on = scim.patch(f"/Users/{uid}", json=patch({"op": "replace", "path": "active", "value": True}))
         assert on.status_code == 200
+        stack.settle()
         assert stack.login(email="dave@example.com").status_code == 200
 
 
@@ -98,8 +119,10 @@ def test_delete_removes_the_identity_and_never_touches_unmanaged_ones(stack: Sta
     before = (bystander.name, bystander.external_id, list(bystander.role_attributes), bystander.tags)
     with stack.client() as scim:
         uid = scim.post("/Users", json=user("erin", "erin@example.com")).json()["id"]
+        stack.settle()
         identity_id = stack.identity("erin@example.com").id
         assert scim.delete(f"/Users/{uid}").status_code == 204
+    wait_until(lambda: identity_id not in stack.state.identities, "the identity to be deleted")
     assert identity_id not in stack.state.identities
     assert stack.login(email="erin@example.com").status_code == 401
     kept = stack.state.identities[bystander.id]
@@ -110,6 +133,7 @@ def test_name_taken_by_an_unmanaged_identity_gets_a_suffix(stack: Stack) -> None
     stack.state.create_identity("frank")
     with stack.client() as scim:
         assert scim.post("/Users", json=user("frank", "frank@example.com")).status_code == 201
+    stack.settle()
     assert stack.identity("frank@example.com").name == "frank-2"
     assert stack.state.identity_by_name("frank").external_id is None
 
@@ -138,7 +162,8 @@ def test_adoption_of_an_identity_created_by_token_enrollment(stack: Stack) -> No
     with stack.client() as scim:
         created = scim.post("/Users", json=user("hank", "hank@example.com", roles=[{"value": "new"}]))
     assert created.status_code == 201
-    assert created.json()[ZITI]["identityId"] == jit.id
+    (body,) = stack.settle()
+    assert body[ZITI]["identityId"] == jit.id
     adopted = stack.state.identities[jit.id]
     assert adopted.tags["managedBy"] == "ziti-scim" and adopted.tags["scimAdopted"] is True
     assert adopted.role_attributes == ["new"] and adopted.name == "hank"
@@ -148,10 +173,12 @@ def test_adoption_of_an_identity_created_by_token_enrollment(stack: Stack) -> No
 def test_unchanged_update_makes_no_controller_call(stack: Stack) -> None:
     with stack.client() as scim:
         created = scim.post("/Users", json=user("ivy", "ivy@example.com", displayName="Ivy"))
+        stack.settle()
         calls = len(stack.state.requests)
         replaced = scim.put(
             f"/Users/{created.json()['id']}", json=user("ivy", "ivy@example.com", displayName="Ivy")
         )
         assert replaced.status_code == 200
-        assert replaced.json()[ZITI]["provisioningState"] == "synced"
+        (body,) = stack.settle()
+        assert body[ZITI]["provisioningState"] == "synced"
     assert len(stack.state.requests) == calls

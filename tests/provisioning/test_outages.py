@@ -15,6 +15,7 @@ from app.server import create_app
 from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, make_stack_config
 from tests.support.configfile import command, environment, write_config
+from tests.support.idp import TestIdp
 from tests.support.live import free_port, live_server
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -134,10 +135,36 @@ def _up(url: str) -> bool:
         return False
 
 
-def test_inline_reconcile_shows_synced_in_the_create_response(stack: Stack) -> None:
+def test_the_idp_does_not_wait_for_a_slow_controller(stack: Stack) -> None:
+    """By default a SCIM write answers once committed; convergence follows without another request."""
+    stack.state.faults.latency = 2.0
     with stack.client() as scim:
+        started = time.monotonic()
         created = scim.post(
             "/Users",
-            json={"schemas": [USER], "userName": "quick", "emails": [{"value": "quick@example.com"}]},
+            json={"schemas": [USER], "userName": "slow", "emails": [{"value": "slow@example.com"}]},
         )
+        elapsed = time.monotonic() - started
+    assert created.status_code == 201
+    assert created.json()[ZITI]["provisioningState"] == "pending"
+    assert elapsed < 2.0, f"the create waited {elapsed:.2f} s for the controller"
+    (body,) = stack.settle()
+    assert body[ZITI]["provisioningState"] == "synced"
+    assert stack.identity("slow@example.com") is not None
+
+
+def test_wait_for_sync_shows_synced_in_the_create_response(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
+) -> None:
+    """A source may choose a short inline wait (``wait_for_sync``) to see ``synced`` in the response."""
+    app = create_app(make_stack_config(database_url, source_name, emulator.url, wait_for_sync=5.0))
+    with live_server(app) as url:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
+        with httpx.Client(base_url=f"{url}/scim/v2", headers=headers, timeout=30) as scim:
+            created = scim.post(
+                "/Users",
+                json={"schemas": [USER], "userName": "quick", "emails": [{"value": "quick@example.com"}]},
+            )
     assert created.json()[ZITI]["provisioningState"] == "synced"
+    identity = emulator.state.identity_by_external_id("quick@example.com")
+    assert identity is not None and created.json()[ZITI]["identityId"] == identity.id

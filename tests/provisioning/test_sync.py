@@ -7,9 +7,11 @@ import asyncio
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert
 
+from app.observability import audit
 from app.store.db import Database
 from app.store.tables import dirty
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack
@@ -49,6 +51,7 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
             ).json()["id"]
             for name in ("ann", "ben", "cid", "dot")
         }
+    stack.settle()
     state = stack.state
     ann = state.identity_by_external_id("ann@example.com")
     ben = state.identity_by_external_id("ben@example.com")
@@ -98,6 +101,40 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
     assert (kept.name, kept.external_id, kept.role_attributes) == ("hand-made", "hand@example.com", ["x"])
 
 
+def test_sync_against_unknown_tagged_identities_is_held_by_the_brake_and_audited(
+    stack: Stack, tmp_path: Path, source_name: str, database_url: str
+) -> None:
+    """A controller full of identities tagged for this source that the database does not know (a lost or
+    wrong database): sync removes no more than the brake allows, holds the rest, and audits both."""
+    orphans = [
+        stack.state.create_identity(
+            f"orphan-{i}",
+            external_id=f"orphan-{i}@example.com",
+            tags={"managedBy": "ziti-scim", "scimSource": source_name, "scimId": f"unknown-{i}"},
+        ).id
+        for i in range(30)
+    ]
+    result = run_sync(stack, tmp_path, source_name, database_url)
+    assert "held by the mass-deprovision brake" in result.stdout, result.stdout + result.stderr
+    removed = [identity_id for identity_id in orphans if identity_id not in stack.state.identities]
+    # brake_min (10) actions are allowed when the share is 100%; the 11th engages the brake.
+    assert len(removed) == 10, len(removed)
+
+    async def trail() -> list[dict[str, Any]]:
+        db = Database(database_url)
+        try:
+            return await audit.read(db, limit=1000)
+        finally:
+            await db.dispose()
+
+    entries = [e for e in asyncio.run(trail()) if e["source"] == source_name]
+    done = {e["identity_id"] for e in entries if e["action"] == "delete" and e["outcome"] == "done"}
+    held = {e["identity_id"] for e in entries if e["action"] == "delete" and e["outcome"] == "held"}
+    assert done == set(removed)
+    assert held == set(orphans) - set(removed)
+    assert all(e["operation"] == "sync" for e in entries)
+
+
 async def _hold_lease(database_url: str, source: str, user_id: str, seconds: float) -> None:
     """Another process claims the user's dirty row (as a live service does) and stops renewing it."""
     db = Database(database_url)
@@ -124,7 +161,7 @@ def test_sync_waits_for_a_lease_held_by_another_process(
             "/Users",
             json={"schemas": [USER], "userName": "eve", "emails": [{"value": "eve@example.com"}]},
         ).json()["id"]
-    eve = stack.state.identity_by_external_id("eve@example.com")
+    eve = stack.identity("eve@example.com")  # once converged
     eve.role_attributes = ["injected-admin"]
     asyncio.run(_hold_lease(database_url, source_name, user_id, seconds=3.0))
 
@@ -143,8 +180,10 @@ def test_sync_keeps_the_identity_of_a_user_skipped_for_a_missing_email(
         created = scim.post(
             "/Users", json={"schemas": [USER], "userName": "eve", "emails": [{"value": "eve@example.com"}]}
         ).json()
-        replaced = scim.put(f"/Users/{created['id']}", json={"schemas": [USER], "userName": "eve"})
-        assert replaced.json()["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["provisioningState"] == "skipped"
+        stack.settle()
+        assert scim.put(f"/Users/{created['id']}", json={"schemas": [USER], "userName": "eve"}).status_code == 200
+        (eve,) = stack.settle()
+        assert eve["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["provisioningState"] == "skipped"
     identity = stack.state.identity_by_external_id("eve@example.com")
     assert identity is not None
 

@@ -260,6 +260,17 @@ class Sync:
     def close(self) -> None:
         self.client.close()
 
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until no user shows ``pending`` (convergence runs after each SCIM answer)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            users = self.client.get("/Users", params={"count": 1000}).json().get("Resources", [])
+            pending = [u["userName"] for u in users if u.get(ZITI, {}).get("provisioningState") == "pending"]
+            if not pending:
+                return
+            assert time.monotonic() < deadline, f"still pending after {timeout} s: {pending}"
+            time.sleep(0.02)
+
     def _count(self) -> None:
         with self.lock:
             self.operations += 1

@@ -184,6 +184,7 @@ def test_user_deleted_while_its_create_outcome_is_unknown_leaves_no_identity(
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
             try:
                 sync.create_user(sync.user_spec("warm"))  # opens the controller session
+                sync.settle()
                 _late_create(controller, sync, "late")
                 with _held(app):
                     sync.delete_user("late")  # before the reconciler's next attempt
@@ -219,6 +220,7 @@ def test_email_changed_while_the_create_outcome_is_unknown_gives_one_identity(
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
             try:
                 sync.create_user(sync.user_spec("warm"))
+                sync.settle()
                 _late_create(controller, sync, "rekey")
                 spec = replace(sync.expected.users["rekey"], email=f"REKEYED@{sync.domain}")
                 with _held(app):
@@ -253,6 +255,7 @@ def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no
         with live_server(create_app(config)) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
             sync.create_user(sync.user_spec("warm"))
+            sync.settle()
             controller.recorder.response_delay = 5.0
             sync.create_user(sync.user_spec("lost"))
             deadline = time.monotonic() + 60
@@ -295,6 +298,7 @@ def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
         with live_server(create_app(config)) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
             sync.create_user(sync.user_spec("flip", ["vpn"]))
+            sync.settle()
             external_id = sync.expected.users["flip"].external_id
             assert _roles(controller, external_id) == ["vpn"]
             controller.recorder.response_delay = 5.0
@@ -341,13 +345,17 @@ def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str,
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
             try:
                 sync.create_user(sync.user_spec("flip", ["vpn"]))
+                sync.settle()
                 external_id = sync.expected.users["flip"].external_id
                 controller.recorder.response_delay = 0.8
                 controller.recorder.delay_paths = "/identities/"
                 # Only the PATCH's answer is late (the reconciler reads the identity before writing it).
                 controller.recorder.delay_methods = frozenset({"PATCH"})
                 sync.set_roles("flip", ["ops"])
-                assert _roles(controller, external_id) == ["ops"]  # applied, the answer lost
+                deadline = time.monotonic() + 10
+                while _roles(controller, external_id) != ["ops"]:  # applied, the answer lost
+                    assert time.monotonic() < deadline, "the PATCH never reached the controller"
+                    time.sleep(0.02)
                 with _held(app):
                     controller.recorder.response_delay = 0
                     sync.set_roles("flip", ["vpn"])  # before the retry

@@ -318,14 +318,19 @@ def test_database_lost_just_before_a_controller_change_abandons_nothing(
                 sync.create_user(sync.user_spec("before"))
                 user_id = sync.expected.user_ids["before"]
 
+                sync.settle()
+                lost = threading.Event()
+
                 def lose_database(method: str, path: str, query: str) -> None:
                     if method == "GET" and path.endswith("/identities") and "renamed" in query:
                         controller.recorder.before_answer = None
                         proxy.stop()
+                        lost.set()
 
                 controller.recorder.before_answer = lose_database
                 spec = replace(sync.expected.users["before"], user_name="renamed")
                 answer = sync.call("PUT", f"/Users/{user_id}", spec.resource())
+                assert lost.wait(timeout=20), "the reconciler never checked the new name"
                 proxy.start()
                 assert answer.status_code in (200, 503), answer.text
                 sync.expected.users["before"] = spec

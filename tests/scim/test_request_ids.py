@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +52,10 @@ def test_a_200_character_request_id_is_bounded_and_the_write_succeeds(
         response = client.post("/Users", json=body, headers={"X-Request-Id": long_id})
     assert response.status_code == 201, response.text
     assert response.headers["X-Request-Id"] == "r" * 64
+    deadline = time.monotonic() + 20  # converged after the answer: wait for its audit row
+    while not asyncio.run(_stored_ids(database_url))[1]:
+        assert time.monotonic() < deadline, "the create was never converged"
+        time.sleep(0.05)
     assert emulator.state.identity_by_external_id("long-id@example.com") is not None
     marked, audited = asyncio.run(_stored_ids(database_url))
     assert audited and set(audited) == {"r" * 64}

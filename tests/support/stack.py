@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,49 @@ class Stack:
         )
 
     def identity(self, external_id: str) -> Any:
+        """The controller's identity once convergence settled (it runs after each SCIM answer); after
+        the service stopped, as it was left."""
+        try:
+            settle(self.client, quiet=True)
+        except httpx.TransportError:
+            pass  # the service is stopped: nothing converges any more
         return self.state.identity_by_external_id(external_id)
+
+    def settle(self, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Wait until no user is pending (convergence runs after the SCIM answer); returns the users."""
+        return settle(self.client, timeout)
+
+
+ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+
+
+IN_FLIGHT = "a change was sent to the controller"
+
+
+def settle(
+    client: Callable[[], httpx.Client], timeout: float = 20.0, *, quiet: bool = False
+) -> list[dict[str, Any]]:
+    """Poll the SCIM API until no user shows ``provisioningState`` ``pending``, with a deadline.
+
+    The observable end of the background convergence: a user is ``pending`` while a dirty mark is left.
+    ``quiet``: also accept users waiting out a retry or held by the brake (pending with a ``lastError``
+    other than a change in flight), whose state will not move before their backoff.
+    """
+    deadline = time.monotonic() + timeout
+    with client() as scim:
+        while True:
+            users = scim.get("/Users", params={"count": 1000}).json().get("Resources", [])
+            pending = [
+                u
+                for u in users
+                if (view := u.get(ZITI_EXTENSION, {})).get("provisioningState") == "pending"
+                and not (quiet and view.get("lastError") and IN_FLIGHT not in view["lastError"])
+            ]
+            if not pending:
+                return list(users)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still pending after {timeout} s: {[u['userName'] for u in pending]}")
+            time.sleep(0.02)
 
 
 def make_stack_config(
