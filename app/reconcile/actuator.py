@@ -33,7 +33,7 @@ log = logging.getLogger("ziti_scim.reconcile")
 T = TypeVar("T")
 DESTRUCTIVE = ("disable", "delete")
 ACTIONS = ("create", "patch", "disable", "enable", "delete", "adopt", "take-over", "untag")
-"""``take-over`` re-tags another source's identity (``takeover_from``); ``untag`` hands an adopted one back."""
+"""``take-over``: another source's identity (``takeover_from``); ``untag``: an adopted one handed back."""
 
 
 @dataclass(frozen=True)
