@@ -104,18 +104,29 @@ def test_sync_dry_run_lists_out_of_band_edits_and_sync_repairs_them(
 def test_sync_against_unknown_tagged_identities_is_held_by_the_brake_and_audited(
     stack: Stack, tmp_path: Path, source_name: str, database_url: str
 ) -> None:
-    """A controller full of identities tagged for this source that the database does not know (a lost or
-    wrong database): sync removes no more than the brake allows, holds the rest, and audits both."""
+    """A controller full of identities tagged for this deployment and source that the database does not
+    know (a lost or wrong database): plain ``sync`` only proposes them; ``--delete-orphans`` removes no
+    more than the brake allows, and audits what it removed and what the brake held."""
+    with stack.client() as scim:
+        known = scim.post(
+            "/Users", json={"schemas": [USER], "userName": "kept", "emails": [{"value": "kept@example.com"}]}
+        )
+        assert known.status_code == 201
+    stack.settle()
+    deployment = stack.state.identity_by_external_id("kept@example.com").tags["scimDeployment"]
+    tags = {"managedBy": "ziti-scim", "scimSource": source_name, "scimDeployment": deployment}
     orphans = [
         stack.state.create_identity(
-            f"orphan-{i}",
-            external_id=f"orphan-{i}@example.com",
-            tags={"managedBy": "ziti-scim", "scimSource": source_name, "scimId": f"unknown-{i}"},
+            f"orphan-{i}", external_id=f"orphan-{i}@example.com", tags={**tags, "scimId": f"unknown-{i}"}
         ).id
         for i in range(30)
     ]
-    result = run_sync(stack, tmp_path, source_name, database_url)
-    assert "held by the mass-deprovision brake" in result.stdout, result.stdout + result.stderr
+    proposed = run_sync(stack, tmp_path, source_name, database_url)
+    assert "30 orphan(s) proposed, none removed" in proposed.stdout, proposed.stdout + proposed.stderr
+    assert all(identity_id in stack.state.identities for identity_id in orphans)
+
+    result = run_sync(stack, tmp_path, source_name, database_url, "--delete-orphans")
+    assert result.returncode == 1 and "mass-deprovision brake engaged" in result.stdout, result.stdout
     removed = [identity_id for identity_id in orphans if identity_id not in stack.state.identities]
     # brake_min (10) actions are allowed when the share is 100%; the 11th engages the brake.
     assert len(removed) == 10, len(removed)
@@ -127,12 +138,12 @@ def test_sync_against_unknown_tagged_identities_is_held_by_the_brake_and_audited
         finally:
             await db.dispose()
 
-    entries = [e for e in asyncio.run(trail()) if e["source"] == source_name]
+    entries = [e for e in asyncio.run(trail()) if e["operation"] == "sync --delete-orphans"]
     done = {e["identity_id"] for e in entries if e["action"] == "delete" and e["outcome"] == "done"}
-    held = {e["identity_id"] for e in entries if e["action"] == "delete" and e["outcome"] == "held"}
+    held = [e["identity_id"] for e in entries if e["action"] == "delete" and e["outcome"] == "held"]
     assert done == set(removed)
-    assert held == set(orphans) - set(removed)
-    assert all(e["operation"] == "sync" for e in entries)
+    assert len(held) == 1 and held[0] in set(orphans) - set(removed)
+    assert stack.state.identity_by_external_id("kept@example.com") is not None
 
 
 async def _hold_lease(database_url: str, source: str, user_id: str, seconds: float) -> None:
