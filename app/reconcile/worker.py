@@ -102,8 +102,9 @@ class Worker:
         in the background either way, and another replica may be the one converging.
         """
         loop = asyncio.get_running_loop()
+        keys = list(users)  # walked twice: to register and to unregister
         futures: list[asyncio.Future[Outcome]] = []
-        for key in users:
+        for key in keys:
             future: asyncio.Future[Outcome] = loop.create_future()
             self._waiters.setdefault(key, []).append(future)
             futures.append(future)
@@ -112,7 +113,7 @@ class Worker:
             if futures:
                 await asyncio.wait(futures, timeout=timeout)
         finally:
-            for key, future in zip(users, futures, strict=False):
+            for key, future in zip(keys, futures, strict=True):
                 waiting = self._waiters.get(key)
                 if waiting is not None and future in waiting:
                     waiting.remove(future)

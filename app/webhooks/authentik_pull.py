@@ -15,7 +15,6 @@ reconciler) **only** when both lists were read completely and the token is prove
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from app.webhooks.authentik import user_events
 from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError, group_snapshot
 from app.webhooks.errors import WebhookInvalid
 from app.webhooks.events import UserDelete, UserGroups, UserUpsert
+from app.webhooks.periodic import Periodic
 
 __all__ = ["AuthentikPuller", "AuthentikPullReport", "pull_authentik"]
 
@@ -82,17 +82,23 @@ async def pull_authentik(applier: EventApplier, api: AuthentikUserFetcher) -> Au
     return report
 
 
-class AuthentikPuller:
-    """Runs :func:`pull_authentik` every ``interval`` seconds until stopped."""
+class AuthentikPuller(Periodic):
+    """Runs :func:`pull_authentik` every ``interval`` seconds until stopped.
+
+    The first pull waits one interval: at start-up the webhooks are already live and a pull racing the
+    first deliveries only adds load; ``ziti-scim sync`` pulls at once when asked.
+    """
+
+    first_delay = True
 
     def __init__(
         self, source: str, applier: EventApplier, api: AuthentikUserFetcher, interval: float = 900.0
     ) -> None:
+        super().__init__(f"authentik-pull-{source}")
         self.source = source
         self.applier = applier
         self.api = api
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> AuthentikPullReport | None:
         try:
@@ -102,26 +108,3 @@ class AuthentikPuller:
             return None
         log.info("authentik pull of source %s: %s", self.source, "; ".join(report.changes))
         return report
-
-    async def _loop(self) -> None:
-        while True:
-            # The first pull waits one interval: at start-up the webhooks are already live and a pull racing
-            # the first deliveries only adds load; ``ziti-scim sync`` pulls at once when asked.
-            await asyncio.sleep(self.interval)
-            try:
-                await self.run_once()
-            except Exception:  # noqa: BLE001 - a database outage must not end the loop
-                log.warning("authentik pull of source %s failed", self.source, exc_info=True)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=f"authentik-pull-{self.source}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None

@@ -17,7 +17,6 @@ has one) repairs what it described.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier
 from app.webhooks.authentik_fetcher import IdpFetchError
 from app.webhooks.common import WebhookResult, body_digest
 from app.webhooks.errors import WebhookError
+from app.webhooks.periodic import Periodic
 
 __all__ = ["PENDING_TYPE", "PendingDelivery", "PendingRetrier", "PendingStore", "pending_deliveries"]
 
@@ -148,7 +148,7 @@ class PendingStore:
         )
 
 
-class PendingRetrier:
+class PendingRetrier(Periodic):
     """Applies a source's pending deliveries again, every ``interval`` seconds until stopped."""
 
     def __init__(
@@ -163,9 +163,9 @@ class PendingRetrier:
         self.store = store
         self.parse = parse
         self.applier = applier
+        super().__init__(f"webhook-retry-{store.source}")
         self.interval = interval
         self.retention = retention
-        self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
         """Retry every waiting delivery once; returns how many were applied."""
@@ -185,24 +185,3 @@ class PendingRetrier:
             await self.store.done(aggregate_id, "webhook-retried", "applied")
             applied += 1
         return applied
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:  # noqa: BLE001 - a database outage must not end the loop
-                log.warning("webhook retry of source %s failed", self.store.source, exc_info=True)
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=f"webhook-retry-{self.store.source}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None

@@ -21,7 +21,6 @@ and reported.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 from app.webhooks.apply import ApplyFailed, ApplyRetry, Outcome
 from app.webhooks.authentik_fetcher import IdpFetchError
 from app.webhooks.events import UserDelete
+from app.webhooks.periodic import Periodic
 from app.webhooks.zitadel_api import ZitadelApi
 from app.webhooks.zitadel_sync import ZitadelAggregates
 
@@ -123,7 +123,7 @@ async def pull_zitadel_users(
     return report
 
 
-class ZitadelPuller:
+class ZitadelPuller(Periodic):
     """Runs :func:`pull_zitadel_users` every ``interval`` seconds until stopped."""
 
     def __init__(
@@ -133,11 +133,11 @@ class ZitadelPuller:
         interval: float = 900.0,
         organizations: Collection[str] | None = None,
     ) -> None:
+        super().__init__(f"zitadel-pull-{aggregates.source}")
         self.aggregates = aggregates
         self.api = api
         self.interval = interval
         self.organizations = organizations
-        self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> PullReport | None:
         try:
@@ -147,21 +147,3 @@ class ZitadelPuller:
             return None
         log.info("zitadel pull of source %s: %s", self.aggregates.source, "; ".join(report.changes))
         return report
-
-    async def _loop(self) -> None:
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="zitadel-pull")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
