@@ -144,13 +144,6 @@ async def release_all(db: Database) -> None:
         await conn.execute(update(dirty).values(claimed_until=None))
 
 
-async def due_count(db: Database) -> int:
-    """Rows due now, claimed or not (another process may be converging them)."""
-    async with db.transaction() as conn:
-        query = select(func.count()).select_from(dirty).where(dirty.c.due_at <= time.time())
-        return int((await conn.execute(query)).scalar_one())
-
-
 async def pending_count(db: Database) -> int:
     async with db.transaction() as conn:
         return int((await conn.execute(select(func.count()).select_from(dirty))).scalar_one())

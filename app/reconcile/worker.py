@@ -25,7 +25,6 @@ from app.reconcile.reconciler import Outcome, Reconciler
 from app.store.notify import listen
 
 log = logging.getLogger("ziti_scim.reconcile")
-DRAIN_POLL = 0.05
 
 
 class Worker:
@@ -141,8 +140,8 @@ class Worker:
             log.error("converge failed unexpectedly", exc_info=task.exception())
 
     async def drain(self, timeout: float = 60.0) -> None:
-        """Converge everything that is due now (the ``sync`` command and tests), or see it converged by
-        another process sharing the queue."""
+        """Converge everything this process can claim now (``sync``; rows another process holds are
+        waited for by :func:`app.reconcile.sync.settle`)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while loop.time() < end:
@@ -150,9 +149,6 @@ class Worker:
             if not claims:
                 if self._inflight:
                     await asyncio.wait(set(self._inflight), timeout=max(0.0, end - loop.time()))
-                    continue
-                if await queue.due_count(self.reconciler.db):
-                    await asyncio.sleep(DRAIN_POLL)  # another process holds them: wait for it to finish
                     continue
                 return
             await asyncio.gather(*(self._converge(claim) for claim in claims))
