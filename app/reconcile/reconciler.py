@@ -56,7 +56,7 @@ from app.ziti.errors import (
 
 log = logging.getLogger("ziti_scim.reconcile")
 
-Outcome = Literal["synced", "deprovisioned", "pending", "failed", "skipped", "conflict", "held", "busy"]
+Outcome = Literal["synced", "deprovisioned", "pending", "failed", "skipped", "conflict", "held"]
 MAX_NAME_SUFFIX = 50
 FIELDS = ("name", "externalId", "roleAttributes", "authPolicyId", "isAdmin")
 
@@ -223,13 +223,6 @@ class Reconciler:
         if self.metrics is not None:
             self.metrics.reconcile_outcomes.labels(claim.source, outcome).inc()
         return outcome
-
-    async def converge(self, source: str, user_id: str) -> Outcome:
-        """Claim and converge one user now (the inline path); 'busy' if another worker holds it."""
-        claim = await queue.claim(self.db, source, user_id)
-        if claim is None:
-            return "busy"
-        return await self.converge_claimed(claim)
 
     async def _audit(
         self, action: str, identity_id: str | None, outcome: str, error: str | None = None
