@@ -42,7 +42,10 @@ def _claimable(now: float) -> ColumnElement[bool]:
 
 
 async def claim(db: Database, source: str, user_id: str) -> Claim | None:
-    """Claim one user's row, due or not (no caller converges inline any more: kept for tools and the queue tests); None when it is not dirty or already claimed."""
+    """Claim one user's row, due or not; None when it is not dirty or already claimed.
+
+    The service claims with :func:`claim_due`; this one serves tools and the queue's lease tests.
+    """
     now = time.time()
     async with db.transaction(write=True) as conn:
         row = (
