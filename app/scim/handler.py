@@ -193,27 +193,30 @@ class ZitiScimHandler(AsyncScimHandler):
             if ((await self.storage.search([resource_type], search)).total or 0) > allowed:
                 raise UniquenessException(detail=f"a group named {name!r} already exists")
 
-    async def _renamed_group(self, resource_type: ResourceType, group_id: str, payload: Any) -> bool:
-        """Whether a PUT body gives the group another name (legacy duplicates may keep theirs)."""
-        name = _display_name(payload) if isinstance(payload, dict) else None
-        if not isinstance(name, str) or not self.service.quirks.unique_group_names:
-            return False
-        current = await self.storage.get(resource_type, group_id)
-        return str(getattr(current, "display_name", "") or "").casefold() != name.casefold()
+    async def _current_name(self, resource_type: ResourceType, group_id: str) -> str:
+        """The group's stored name, read without its members (a group may have tens of thousands)."""
+        without_members: ResponseParameters[Any] = ResponseParameters(
+            excluded_attributes=["members"]  # type: ignore[list-item]  # validated into paths by pydantic
+        )
+        current = await self.storage.get(resource_type, group_id, response_parameters=without_members)
+        return str(getattr(current, "display_name", "") or "")
 
     async def replace(self, request: ScimRequest) -> ScimResponse:
         with self.service.provider:
             target = self.service.route(request, Operation.replace)
             resource_type = self.service.resource_type_at(cast(str, target.endpoint))
-        if resource_type.name == "Group":
+        if resource_type.name == "Group" and self.service.quirks.unique_group_names:
             with self.service.provider:
                 payload = self.service.decode_body(request.body, request.header("Content-Type"))
+            name = _display_name(payload) if isinstance(payload, dict) else None
+            if not isinstance(name, str):
+                return await super().replace(request)
             async with self.storage.operation():
-                if not await self._renamed_group(resource_type, cast(str, target.resource_id), payload):
-                    return await super().replace(request)
+                before = await self._current_name(resource_type, cast(str, target.resource_id))
                 response = await super().replace(request)
-                if int(response.status) < 300:
-                    await self._refuse_duplicate_group(resource_type, payload, allowed=1)
+                # Only a real rename is checked: legacy duplicates may keep their name.
+                if int(response.status) < 300 and name.casefold() != before.casefold():
+                    await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
                 return response
         if not self.service.quirks.partial_put or resource_type.name != "User":
             return await super().replace(request)
@@ -320,7 +323,10 @@ class ZitiScimHandler(AsyncScimHandler):
                 return self.service.me_response(request, target, response)
             policy = self.service.provider.policy or ScimPolicy()
             delta = member_delta(patch_op, policy)
+            renames = self.service.quirks.unique_group_names and _renames(patch_op)
             async with self.storage.operation():
+                group_id = cast(str, target.resource_id)
+                before = await self._current_name(resource_type, group_id) if renames else ""
                 if delta is None:
                     resource = await self.patch_resource(
                         resource_type,
@@ -337,8 +343,9 @@ class ZitiScimHandler(AsyncScimHandler):
                         self.service.read_conditions(request),
                         response_parameters,
                     )
-                if self.service.quirks.unique_group_names and _renames(patch_op):
-                    name = getattr(resource, "display_name", None)
+                name = getattr(resource, "display_name", None)
+                # Only a real rename is checked: IdPs re-send the name, and legacy duplicates keep theirs.
+                if renames and isinstance(name, str) and name.casefold() != before.casefold():
                     await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
             return await asyncio.to_thread(
                 self.service.patch_response, request.base_url, resource, response_parameters

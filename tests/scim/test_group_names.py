@@ -82,3 +82,27 @@ def test_renaming_onto_a_taken_name_is_refused_and_changes_nothing(scim: str, ki
         assert http.patch(location, json={"schemas": [PATCH], "Operations": [rename]}).status_code in (200, 204)
         assert http.put(location, json={"schemas": [GROUP], "displayName": "OPERATIONS"}).status_code == 200
         assert names(http) == ["Engineers", "OPERATIONS"]
+
+
+def test_legacy_duplicates_keep_their_name_when_the_idp_resends_it(sqlite_url: str, source_name: str) -> None:
+    """Two groups that share a name from before the rule (or with it switched off) are not refused when the
+    IdP re-sends the unchanged name, as Entra and Okta do in every group PATCH; a real rename still is."""
+
+    def app(unique: bool) -> Config:
+        options = {"unique_group_names": unique}
+        source = SourceConfig(
+            name=source_name, kind="generic", token_hashes=(hash_token(token("generic")),), options=options
+        )
+        return Config(database_url=sqlite_url, sources={source_name: source})
+
+    with live_server(create_app(app(unique=False))) as url, client(f"{url}/scim/v2", "generic") as http:
+        ids = [http.post("/Groups", json={"schemas": [GROUP], "displayName": "Eng"}).json()["id"] for _ in (1, 2)]
+        assert http.post("/Groups", json={"schemas": [GROUP], "displayName": "Ops"}).status_code == 201
+    with live_server(create_app(app(unique=True))) as url, client(f"{url}/scim/v2", "generic") as http:
+        location = f"/Groups/{ids[0]}"
+        same = {"op": "replace", "path": "displayName", "value": "Eng"}
+        assert http.patch(location, json={"schemas": [PATCH], "Operations": [same]}).status_code in (200, 204)
+        assert http.put(location, json={"schemas": [GROUP], "displayName": "Eng"}).status_code == 200
+        onto = {"op": "replace", "path": "displayName", "value": "ops"}
+        assert_uniqueness(http.patch(location, json={"schemas": [PATCH], "Operations": [onto]}))
+        assert names(http) == ["Eng", "Eng", "Ops"]
