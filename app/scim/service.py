@@ -155,9 +155,10 @@ class ZitiScimService(ScimService):
     def read_search_body(
         self, resource_types: list[ResourceType], body: bytes, content_type: str | None
     ) -> Any:
-        payload = self.decode_body(body, content_type)
-        if isinstance(payload, dict) and any(key.lower() == "cursor" for key in payload):
-            raise InvalidCursorException(detail=CURSOR_REFUSED)
+        if b"cursor" in body.lower():  # decoded a second time only when it may name a cursor
+            payload = self.decode_body(body, content_type)
+            if isinstance(payload, dict) and any(key.lower() == "cursor" for key in payload):
+                raise InvalidCursorException(detail=CURSOR_REFUSED)
         search_request, position = super().read_search_body(resource_types, body, content_type)
         _refuse_nul_in_filter(search_request)
         return search_request, position
