@@ -22,10 +22,10 @@ from starlette.routing import Mount, Route
 from app.config import hash_token, read_config
 from app.diagnostics.cli import main
 from app.server import create_app
-from app.ziti.emulator import EmulatorState, EmulatorThread, Flavor, create_emulator_app
 from tests.paths import SPEC, need
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
+from ziti_emulator import EmulatorState, EmulatorThread, Flavor, create_emulator_app
 
 TOKEN = "diagnostics-test-token-0123456789"
 ADMIN_PASSWORD = "emulator-admin-Pa55word"
@@ -103,7 +103,7 @@ class Lab:
         return signer.id
 
     def add_policy(self, kind: str, name: str, identity_roles: list[str]) -> None:
-        from app.ziti.emulator.policy_ops import create_policy
+        from ziti_emulator.policy_ops import create_policy
 
         body: dict[str, Any] = {"name": name, "semantic": "AnyOf", "identityRoles": identity_roles}
         if kind == "service":

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from app.diagnostics.versions import rules_for
-from app.ziti.emulator import EmulatorThread, create_emulator_app
 from tests.diagnostics.conftest import ADMIN_PASSWORD, SPEC, Lab, user
 from tests.diagnostics.test_explain_token import explain
 from tests.support.idp import TestIdp
+from ziti_emulator import EmulatorThread, create_emulator_app
 
 BOB = user("bob", "bob@example.com")
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from emu_support import ADMIN_PASSWORD, MANAGEMENT_SPEC, Emu, FakeClock, SigningKey
 
-from app.ziti.emulator import EmulatorThread, create_emulator_app
 from tests.paths import need
+from ziti_emulator import EmulatorThread, create_emulator_app
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.ziti.emulator import EmulatorThread
+from ziti_emulator import EmulatorThread
 
 EMAIL = "alice@example.com"
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 
-from app.ziti.emulator import EmulatorThread, build_emulator_server, create_emulator_app
+from ziti_emulator import EmulatorThread, build_emulator_server, create_emulator_app
 
 
 def test_build_emulator_server_serves_the_configured_admin(spec_path: Path) -> None:

@@ -24,10 +24,10 @@ from starlette.routing import Route
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
 from app.webhooks.routes import WebhookReceiver, webhook_receiver
-from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
 from tests.paths import SPEC, need
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
+from ziti_emulator import EmulatorState, EmulatorThread, create_emulator_app
 
 ADMIN_PASSWORD = "emulator-admin-Pa55word"
 

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, make_stack_config
 from tests.support.configfile import command, environment, write_config
 from tests.support.idp import TestIdp
 from tests.support.live import free_port, live_server
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread, create_emulator_app
 from tests.support.live import live_server
 from tests.support.rr_proxy import RoundRobinProxy
 from tests.support.stack import ADMIN_PASSWORD, SPEC, TOKEN, make_stack_config
+from ziti_emulator import EmulatorThread, create_emulator_app
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"

@@ -24,11 +24,11 @@ import httpx
 
 from app.config import Config, SafetyConfig
 from app.ziti.client import ZitiClient
-from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
 from tests.paths import SPEC, need
 from tests.support.stack import ADMIN_PASSWORD, TOKEN, make_stack_config
+from ziti_emulator import EmulatorState, EmulatorThread, create_emulator_app
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -12,10 +12,10 @@ import pytest
 
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
-from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
 from tests.paths import SPEC, need
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
+from ziti_emulator import EmulatorState, EmulatorThread, create_emulator_app
 
 TOKEN = "provisioning-test-token-0123456789"
 ADMIN_PASSWORD = "emulator-admin-Pa55word"

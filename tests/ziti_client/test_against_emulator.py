@@ -1,4 +1,4 @@
-"""ZitiClient against the controller emulator (app.ziti.emulator) over real HTTP on 127.0.0.1.
+"""ZitiClient against the controller emulator (ziti_emulator) over real HTTP on 127.0.0.1.
 
 The emulator validates every request body against the real management.yml and records violations, so
 an empty ``spec_violations`` at the end proves the client's requests are what a controller accepts.
@@ -14,7 +14,6 @@ import pytest
 from ziti_support import SPEC_PATH
 
 from app.ziti.client import MANAGEMENT_API_PATH, ZitiClient
-from app.ziti.emulator import MANAGEMENT_BASE, EmulatorState, EmulatorThread, create_emulator_app
 from app.ziti.errors import (
     ZitiAuthenticationFailed,
     ZitiDuplicate,
@@ -25,6 +24,7 @@ from app.ziti.errors import (
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
 from tests.paths import need
+from ziti_emulator import MANAGEMENT_BASE, EmulatorState, EmulatorThread, create_emulator_app
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "emu-Admin-pw-1"
