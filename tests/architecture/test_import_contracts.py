@@ -16,3 +16,10 @@ def test_import_contracts_are_kept() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+    # The emulator's independence is among the contracts checked (a contract removed from pyproject fails).
+    text = " ".join(result.stdout.split())
+    for contract in (
+        "The controller emulator is a package of its own: it imports nothing from app KEPT",
+        "Only the demo and the CLI (app.demo, app.cli) may use the controller emulator KEPT",
+    ):
+        assert contract in text, result.stdout
