@@ -5,12 +5,9 @@ ziti-api.md §1 "Base paths and ports": the real controller is TLS-only on 1280.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import ssl
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 
+from tests.support.live import running
 from ziti_emulator import EmulatorThread, build_emulator_server, create_emulator_app
 
 
@@ -33,14 +31,7 @@ def test_build_emulator_server_serves_the_configured_admin(spec_path: Path) -> N
         spec_path=spec_path,
         log_level="warning",
     )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    with running(server) as port:
         base = f"http://127.0.0.1:{port}/edge/management/v1"
         ok = httpx.post(
             base + "/authenticate?method=password", json={"username": "root", "password": "cli-password"}
@@ -48,9 +39,6 @@ def test_build_emulator_server_serves_the_configured_admin(spec_path: Path) -> N
         assert ok.status_code == 200
         app = server.config.app
         assert isinstance(app, Starlette) and app.state.emulator.spec is not None
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

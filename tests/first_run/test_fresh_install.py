@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.first_run.demo_process import run_printed_curl, running_demo
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 IGNORE = shutil.ignore_patterns(
     ".git", ".venv*", "__pycache__", "build", "dist", "*.egg-info", "*.db", "*.db-wal", "*.db-shm",
     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis", "node_modules",

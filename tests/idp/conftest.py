@@ -24,12 +24,10 @@ from starlette.routing import Route
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
 from app.webhooks.routes import WebhookReceiver, webhook_receiver
-from tests.paths import SPEC, need
+from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
-from ziti_emulator import EmulatorState, EmulatorThread, create_emulator_app
-
-ADMIN_PASSWORD = "emulator-admin-Pa55word"
+from ziti_emulator import EmulatorState, EmulatorThread
 
 # Issuers and audiences shaped like each IdP's (research notes; docs/idp/*.md).
 ISSUERS = {
@@ -58,13 +56,6 @@ def idps() -> Iterator[dict[str, TestIdp]]:
         running_idp(*ISSUERS["okta"]) as okta,
     ):
         yield {"authentik": authentik, "zitadel": zitadel, "asgardeo": asgardeo, "entra": entra, "okta": okta}
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatorThread]:
-    with EmulatorThread(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC))) as emu:
-        yield emu
-        assert emu.state.spec_violations == [], "a request body did not validate against management.yml"
 
 
 @dataclass

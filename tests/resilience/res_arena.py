@@ -33,8 +33,8 @@ from tests.resilience.res_hostile import (
     valid_user,
 )
 from tests.resilience.res_support import GROUP, USER, Controller, list_all, report, running_controller
+from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.live import live_server
-from tests.support.stack import ADMIN_PASSWORD
 
 SCIM_JSON = {"Content-Type": "application/scim+json"}
 

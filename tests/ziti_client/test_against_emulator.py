@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from ziti_support import SPEC_PATH
 
 from app.ziti.client import MANAGEMENT_API_PATH, ZitiClient
 from app.ziti.errors import (
@@ -23,8 +22,8 @@ from app.ziti.errors import (
 )
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
-from tests.paths import need
-from ziti_emulator import MANAGEMENT_BASE, EmulatorState, EmulatorThread, create_emulator_app
+from tests.support.emulator import emulator_app, running_emulator
+from ziti_emulator import MANAGEMENT_BASE, EmulatorState, EmulatorThread
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "emu-Admin-pw-1"
@@ -56,11 +55,8 @@ def shared_clock() -> SharedClock:
 
 @pytest.fixture
 def emulator(shared_clock: SharedClock) -> Iterator[EmulatorThread]:
-    need(SPEC_PATH)
-    app = create_emulator_app(
-        admin_username=ADMIN, admin_password=ADMIN_PASSWORD, spec_path=SPEC_PATH, clock=shared_clock
-    )
-    with EmulatorThread(app) as thread:
+    app = emulator_app(admin_username=ADMIN, admin_password=ADMIN_PASSWORD, clock=shared_clock)
+    with running_emulator(app) as thread:
         yield thread
 
 
