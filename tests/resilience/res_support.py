@@ -522,6 +522,16 @@ class Verdict:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """What a scenario's report line shows of the end state."""
+        return {
+            "users": self.users,
+            "identities_verified": self.identities_verified,
+            "duplicates": self.duplicates,
+            "leftovers": self.leftovers,
+        }
+
 
 def list_all(client: httpx.Client, endpoint: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []

@@ -122,10 +122,7 @@ def test_controller_fault_during_sync_converges(
     report(
         f"controller-{fault}[{database}]",
         operations=sync.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
         controller_faults=faulted,
         client_timeouts=timeouts,
         flips=flips,
@@ -195,10 +192,7 @@ def test_user_deleted_while_its_create_outcome_is_unknown_leaves_no_identity(
     report(
         "late-create-then-delete",
         operations=sync.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     # The whole end state: the other user intact, the deleted one's identity gone, nothing else.
     assert verdict.ok, verdict.problems
@@ -234,10 +228,7 @@ def test_email_changed_while_the_create_outcome_is_unknown_gives_one_identity(
     report(
         "late-create-then-rekey",
         operations=sync.operations + 1,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 
@@ -278,10 +269,7 @@ def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no
     report(
         "crash-during-applied-create-then-delete",
         operations=sync.operations + again.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 
@@ -324,10 +312,7 @@ def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
     report(
         "crash-after-applied-patch-then-revert",
         operations=sync.operations + again.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 
@@ -365,10 +350,7 @@ def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str,
     report(
         "lost-patch-answer-then-revert",
         operations=sync.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 

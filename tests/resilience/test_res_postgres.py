@@ -256,10 +256,7 @@ def test_postgres_restarts_during_sync(own_database: str, source_name: str) -> N
         inflight_503=sum(1 for o in outages for status, _ in o.inflight if status == 503),
         backends_terminated=sum(o.terminated for o in outages),
         half_applied=sum(o.half_applied for o in outages),
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
         converged_after_s=round(converge_seconds, 1),
         total_s=round(time.monotonic() - started, 1),
         seed=seed,
@@ -346,9 +343,6 @@ def test_database_lost_just_before_a_controller_change_abandons_nothing(
         "database-lost-before-a-change",
         operations=sync.operations + 1,
         put_status=answer.status_code,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
