@@ -102,7 +102,7 @@ def test_the_demo_creates_the_identity_with_the_curl_it_prints(fresh_venv: Path,
         assert [(i["id"], i["externalId"], i["name"], i["tags"]["managedBy"]) for i in identities] == [
             (created[ZITI]["identityId"], "alice@example.com", "alice", "ziti-scim")
         ]
-    assert demo.process.returncode == 130, "Ctrl-C ends the demo with the usual status"
+    assert demo.process.returncode == 130, ("Ctrl-C ends the demo with the usual status", demo.stderr[-20:])
     assert not any("Traceback" in line for line in demo.stderr), demo.stderr
     unvalidated = [line for line in demo.stderr if "not validated against the controller's OpenAPI" in line]
     assert len(unvalidated) == 1, demo.stderr
