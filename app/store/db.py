@@ -26,6 +26,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+# The one context variable left: scim2-server calls the storage's methods with signatures fixed by its ABC
+# (``AsyncScimStorage``), so the SCIM operation's transaction (``SqlStorage.operation``) cannot be passed
+# to them; they join it through this. The store's own operations take their transaction as an argument.
 _current: ContextVar[AsyncConnection | None] = ContextVar("ziti_scim_connection", default=None)
 WRITE = "ziti_scim_write"
 """The connection ``info`` key telling whether its transaction writes (read by the SQLite begin hook)."""
