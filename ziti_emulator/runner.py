@@ -1,6 +1,6 @@
 """Running the emulator under uvicorn: the CLI entry point and a background-thread helper for tests.
 
-The real controller listens on 1280 with TLS (ziti-api.md §1 "Base paths and ports"); the emulator serves
+The real controller listens on 1280 with TLS (``docs/controller-api.md`` §1 "Base paths"); the emulator serves
 plain HTTP unless ``ssl_certfile``/``ssl_keyfile`` are given.
 """
 
