@@ -121,7 +121,6 @@ class Lab:
             f"url = {json.dumps(self.emulator.url if self.ziti_url is None else self.ziti_url)}",
             'username = "admin"',
             f"password_file = {json.dumps(str(secret))}",
-            "reconcile_deadline = 5.0",
             *([f"ca_bundle = {json.dumps(self.ca_bundle)}"] if self.ca_bundle else []),
             f"[sources.{self.source}]",
             f"kind = {json.dumps(self.kind)}",

@@ -260,7 +260,7 @@ def make_stack(emulator: EmulatorThread, idps: dict[str, TestIdp], tmp_path: Pat
             database_url=database_url or str(tmp_path / f"store-{len(servers)}.db"),
             sources={s.name: s for s in sources},
             ziti=ZitiConfig(
-                url=emulator.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=5.0
+                url=emulator.url, username="admin", password=ADMIN_PASSWORD
             ),
         )
         app = create_app(config)

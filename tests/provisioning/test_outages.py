@@ -36,12 +36,6 @@ def test_controller_down_during_create_converges_without_another_idp_request(
     emulator: EmulatorThread, database_url: str, source_name: str
 ) -> None:
     config = make_stack_config(database_url, source_name, emulator.url)
-    config = config.__class__(
-        **{
-            **config.__dict__,
-            "ziti": config.ziti.__class__(**{**config.ziti.__dict__, "reconcile_deadline": 1.0}),
-        }
-    )
     emulator.state.faults.set_down(True)
     with live_server(create_app(config)) as url:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}

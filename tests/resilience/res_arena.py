@@ -74,7 +74,7 @@ def hostile_server(database_url: str, sources: int) -> Iterator[Hostile]:
                 for name, token in tokens.items()
             },
             ziti=ZitiConfig(
-                url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=0.5
+                url=controller.url, username="admin", password=ADMIN_PASSWORD
             ),
             safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
         )

@@ -169,14 +169,10 @@ def fast_ziti_client(
     )
 
 
-def stack_config(database_url: str, source: str, ziti_url: str, *, deadline: float = 0.2) -> Config:
-    """The stack's configuration with a short inline deadline and the brake out of the way."""
+def stack_config(database_url: str, source: str, ziti_url: str) -> Config:
+    """The stack's configuration with the brake out of the way."""
     config = make_stack_config(database_url, source, ziti_url)
-    return replace(
-        config,
-        ziti=replace(config.ziti, reconcile_deadline=deadline),
-        safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
-    )
+    return replace(config, safety=SafetyConfig(brake_max=100_000, brake_min=100_000))
 
 
 # -- the SCIM side: a sync driver that knows the end state it must produce ------------------------------

@@ -78,7 +78,7 @@ def test_controller_fault_during_sync_converges(
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3 if fault.startswith("slow") else 1.0)
         app = create_app(
-            stack_config(database_url, source_name, controller.url, deadline=0.1), ziti_client=ziti
+            stack_config(database_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
@@ -175,7 +175,7 @@ def test_user_deleted_while_its_create_outcome_is_unknown_leaves_no_identity(
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3, attempts=1)
         app = create_app(
-            stack_config(database_url, source_name, controller.url, deadline=1.0), ziti_client=ziti
+            stack_config(database_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
@@ -208,7 +208,7 @@ def test_email_changed_while_the_create_outcome_is_unknown_gives_one_identity(
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3, attempts=1)
         app = create_app(
-            stack_config(database_url, source_name, controller.url, deadline=1.0), ziti_client=ziti
+            stack_config(database_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
@@ -240,7 +240,7 @@ def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no
     restart the user is deleted before any retry (made deterministic by pausing provisioning around the
     restart, as an operator may): the identity must not be left behind. Regression: nothing had been
     recorded, so the deletion never looked for the identity (an orphan until `ziti-scim sync`)."""
-    config = stack_config(sqlite_url, source_name, "http://unused", deadline=0.5)
+    config = stack_config(sqlite_url, source_name, "http://unused")
     with running_controller() as controller:
         config = replace(config, ziti=replace(config.ziti, url=controller.url))
         with live_server(create_app(config)) as url:
@@ -280,7 +280,7 @@ def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
     """The controller applies a PATCH (roles vpn -> ops) but the service goes away before recording it;
     after the restart the IdP reverts the change (ops -> vpn) before any retry (paused around the
     restart to make the order deterministic): the identity must end with vpn."""
-    config = stack_config(sqlite_url, source_name, "http://unused", deadline=0.5)
+    config = stack_config(sqlite_url, source_name, "http://unused")
     with running_controller() as controller:
         config = replace(config, ziti=replace(config.ziti, url=controller.url))
         with live_server(create_app(config)) as url:
@@ -324,7 +324,7 @@ def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str,
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3, attempts=1)
         app = create_app(
-            stack_config(sqlite_url, source_name, controller.url, deadline=1.0), ziti_client=ziti
+            stack_config(sqlite_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")

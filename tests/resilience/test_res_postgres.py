@@ -225,7 +225,7 @@ def test_postgres_restarts_during_sync(own_database: str, source_name: str) -> N
         controller.state.faults.latency = 0.02  # the worker is busy when the database goes away
         url = PG_ADMIN_URL.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}/{own_database}"
         app = create_app(
-            stack_config(url, source_name, controller.url, deadline=0.2),
+            stack_config(url, source_name, controller.url),
             ziti_client=fast_ziti_client(controller.url),
         )
         with live_server(app) as base:
@@ -308,7 +308,7 @@ def test_database_lost_just_before_a_controller_change_abandons_nothing(
     closing it when recording the in-flight marker failed ("coroutine ... was never awaited")."""
     with TcpProxy(("127.0.0.1", 5432)) as proxy, running_controller() as controller:
         url = PG_ADMIN_URL.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}/{own_database}"
-        app = create_app(stack_config(url, source_name, controller.url, deadline=2.0))
+        app = create_app(stack_config(url, source_name, controller.url))
         with live_server(app) as base:
             sync = Sync(f"{base}/scim/v2", domain=f"{source_name}.Example.COM")
             try:

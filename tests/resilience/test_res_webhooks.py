@@ -191,7 +191,7 @@ def webhook_stack(path: Path) -> Iterator[WebhookStack]:
                 )
             },
             ziti=ZitiConfig(
-                url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=2.0
+                url=controller.url, username="admin", password=ADMIN_PASSWORD
             ),
             safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
         )

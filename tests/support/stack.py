@@ -124,7 +124,7 @@ def make_stack_config(
                 options=options,
             )
         },
-        ziti=ZitiConfig(url=ziti_url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=5.0),
+        ziti=ZitiConfig(url=ziti_url, username="admin", password=ADMIN_PASSWORD),
     )
 
 
