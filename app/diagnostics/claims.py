@@ -1,6 +1,6 @@
 """How an ext-jwt signer's ``claimsProperty`` selects a claim, and which claim a source's mapping needs.
 
-Controller semantics (ziti-api.md §4 "How a JWT is matched to an identity", step 3):
+Controller semantics (controller-api.md §4, step 3):
 
 - ziti **1.x** reads a top-level claim named exactly ``claimsProperty`` (``/email`` would look for a claim
   literally called ``/email``);

@@ -1,4 +1,4 @@
-"""Decoding an IdP token and verifying it the way the controller does (ziti-api.md §4, steps 1-2).
+"""Decoding an IdP token and verifying it the way the controller does (controller-api.md §4, steps 1-2).
 
 The signature is checked against the signer's JWKS (fetched here, 5 s timeout) or its ``certPem``. When the
 key cannot be obtained the token is still explained, marked "not verified": a diagnostic must work from

@@ -233,7 +233,7 @@ class ScimRouter:
             await self.discovery.serve_lifespan(receive, send)
             return
         if scope["path"].endswith(PLURAL_SPC):
-            # authentik's sfdc compatibility mode asks for the plural form (authentik.md §1).
+            # authentik's sfdc (Salesforce) compatibility mode asks for the plural form.
             scope = {**scope, "path": scope["path"][: -len(PLURAL_SPC)] + "/ServiceProviderConfig"}
         app = self.discovery
         request = ScimRequest(

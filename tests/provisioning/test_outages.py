@@ -5,9 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -16,20 +14,11 @@ from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, make_stack
 from tests.support.configfile import command, environment, write_config
 from tests.support.idp import TestIdp
 from tests.support.live import free_port, live_server
+from tests.support.waiting import wait_for
 from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_controller_down_during_create_converges_without_another_idp_request(

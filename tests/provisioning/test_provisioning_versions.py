@@ -19,6 +19,7 @@ from tests.support.emulator import emulator_app, running_emulator
 from tests.support.live import live_server
 from tests.support.rr_proxy import RoundRobinProxy
 from tests.support.stack import TOKEN, make_stack_config
+from tests.support.waiting import wait_for
 from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -82,7 +83,8 @@ def test_backslash_external_id_is_provisioned_found_updated_and_deleted(
         assert identity.disabled_at is not None
 
         assert scim.delete(f"/Users/{user_id}").status_code == 204
-    assert all(i.external_id != CORP_TOM for i in state.identities.values())
+        # the delete converges after the answer
+        wait_for(lambda: all(i.external_id != CORP_TOM for i in state.identities.values()), what="the delete")
     assert set(state.identities) == {state.default_admin_id, decoy.id}  # the decoy is never touched
     assert decoy.external_id == "CORP\tom" and decoy.disabled_at is None
 
