@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
+from app.constants import DESTRUCTIVE_ACTIONS
 from app.store.db import Database
 from app.store.tables import audit, dirty, provisioning, settings
 
-DESTRUCTIVE = ("disable", "delete")
 PAUSED = "paused"
 
 
@@ -148,7 +148,7 @@ class Safety:
                         .where(
                             audit.c.source == source,
                             audit.c.at >= since,
-                            audit.c.action.in_(DESTRUCTIVE),
+                            audit.c.action.in_(DESTRUCTIVE_ACTIONS),
                             audit.c.outcome == "done",
                         )
                     )
