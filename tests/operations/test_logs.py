@@ -11,10 +11,10 @@ import httpx
 
 from app.constants import STATUS_EXTENSION as STATUS
 from app.observability.logs import scrub
-from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
 from tests.support.configfile import command, environment, write_config
 from tests.support.live import free_port
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
