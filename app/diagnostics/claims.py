@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.mapping import ENTERPRISE_EXTENSION, MappingConfig, MappingConfigError, load_preset
+from app.constants import ENTERPRISE_EXTENSION
+from app.mapping import MappingConfig, MappingConfigError, load_preset
 
 ControllerMajor = int | None
 """1 or 2 for ziti 1.x / 2.x; None when the version could not be established."""

@@ -19,11 +19,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from app.constants import ZITI_EXTENSION
 from app.mapping.config import RESERVED_ROLE_PREFIXES, MappingConfig
 from app.mapping.identity import DroppedRole, DropReason, GroupRef, RoleSource
 from app.mapping.value_filter import ci_get
 
-ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 _NOT_SLUG = re.compile(r"[^a-z0-9._-]+")
 _DASHES = re.compile(r"-{2,}")
 

@@ -23,6 +23,7 @@ from scim2_server.routing import Operation
 from starlette.requests import ClientDisconnect
 
 from app.config import SourceConfig
+from app.constants import STATUS_EXTENSION
 from app.observability.metrics import Metrics
 from app.observability.request_id import request_id_from
 from app.scim.auth import Authenticator
@@ -34,7 +35,7 @@ from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
 from app.store.errors import is_data_error, is_unavailable
-from app.store.storage import SERVER_MANAGED, ZITI_EXTENSION, SqlStorage, UserHooks
+from app.store.storage import SqlStorage, UserHooks
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -126,11 +127,9 @@ class SourceApplication(ASGIApplication):
         async with self.db.transaction() as conn:
             view = await self.hooks.view(conn, self.source.name, [str(body.get("id"))])
         if body.get("id") in view:
-            extension = dict(body.get(ZITI_EXTENSION) or {})
-            for key in SERVER_MANAGED:
-                extension.pop(key, None)
-            extension.update(view[str(body["id"])])
-            body[ZITI_EXTENSION] = extension
+            body[STATUS_EXTENSION] = view[str(body["id"])]
+            if STATUS_EXTENSION not in body.setdefault("schemas", []):
+                body["schemas"].append(STATUS_EXTENSION)
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
         if is_data_error(exception):

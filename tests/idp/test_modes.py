@@ -8,13 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
+from app.constants import ENTERPRISE_EXTENSION as ENTERPRISE
 from tests.idp.conftest import Stack, StackFactory, source
 
 TOKEN = "mode-test-token-0123456789"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 HEADERS = {
     "Accept": "application/scim+json",
     "Content-Type": "application/scim+json",

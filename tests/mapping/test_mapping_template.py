@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
+from app.constants import ENTERPRISE_EXTENSION as ENT
 from app.mapping import MappingConfig, MappingConfigError, MappingError, PathSyntaxError, map_user
 from app.mapping.template import parse_template
-
-ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 USER: dict[str, Any] = {
     "userName": "jdoe",
