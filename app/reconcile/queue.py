@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, delete, exists, false, func, not_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.store.db import Database
-from app.store.tables import dirty
+from app.store.tables import dirty, provisioning
 
 LEASE_SECONDS = 20.0
 """How long a claim holds without renewal; a live worker renews its claims (:func:`renew`)."""
 MAX_BACKOFF = 300.0
+MAX_SETTLE = 300.0
+"""The longest a new user's create waits for its source to pause (:func:`claim_due`)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,37 @@ def _claimable(now: float) -> ColumnElement[bool]:
     return or_(dirty.c.claimed_until.is_(None), dirty.c.claimed_until < now)
 
 
+def _settling(now: float, settle: Mapping[str, float]) -> ColumnElement[bool]:
+    """Rows whose converge would create an identity while their source is still writing.
+
+    A row settles when its user has no identity yet, was never tried (``attempts = 0``), was marked
+    less than :data:`MAX_SETTLE` ago, and its source marked some user within its ``settle`` seconds
+    (a mark sets ``due_at`` to its own time). An IdP's initial sync sends every user, then the groups
+    with their members: waiting for the pause lets one create carry the group-derived role attributes,
+    instead of a create followed by a PATCH per group. Updates and deletions of existing identities
+    never wait (removing access must not be delayed by a busy source).
+    """
+    recent = dirty.alias("recent")
+    clauses = [
+        and_(
+            dirty.c.source == source,
+            exists().where(
+                recent.c.source == source, recent.c.attempts == 0, recent.c.due_at > now - seconds
+            ),
+        )
+        for source, seconds in settle.items()
+        if seconds > 0
+    ]
+    if not clauses:
+        return false()
+    has_identity = exists().where(
+        provisioning.c.source == dirty.c.source,
+        provisioning.c.user_id == dirty.c.user_id,
+        provisioning.c.identity_id.is_not(None),
+    )
+    return and_(dirty.c.attempts == 0, dirty.c.due_at > now - MAX_SETTLE, not_(has_identity), or_(*clauses))
+
+
 async def claim(db: Database, source: str, user_id: str) -> Claim | None:
     """Claim one user's row, due or not; None when it is not dirty or already claimed.
 
@@ -59,14 +93,18 @@ async def claim(db: Database, source: str, user_id: str) -> Claim | None:
     return None if row is None else Claim(source, user_id, row.generation, row.attempts)
 
 
-async def claim_due(db: Database, limit: int) -> list[Claim]:
+async def claim_due(db: Database, limit: int, settle: Mapping[str, float] | None = None) -> list[Claim]:
     """Claim up to ``limit`` rows that are due.
 
+    ``settle`` (seconds per source): new users of a source that is still writing wait for it to pause
+    (see :func:`_settling`); ``None`` claims them too (``ziti-scim sync`` drains everything).
     Looked for first in a read transaction, so that an empty queue costs no write (on SQLite a write
     transaction takes the single writer's turn); then claimed with one ``UPDATE … RETURNING``.
     """
     now = time.time()
     due = and_(dirty.c.due_at <= now, _claimable(now))
+    if settle:
+        due = and_(due, not_(_settling(now, settle)))
     async with db.transaction() as conn:
         if (await conn.execute(select(dirty.c.user_id).where(due).limit(1))).first() is None:
             return []

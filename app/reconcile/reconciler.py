@@ -42,6 +42,7 @@ from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import TAG_DEPLOYMENT, TAG_ID, TAG_SOURCE, SourceSettings
 from app.reconcile.skipped import SKIPPED, unmappable_message
 from app.store.db import Database
+from app.store.group_commit import GroupCommit
 from app.store.tables import provisioning
 from app.ziti.client import ZitiClient
 from app.ziti.errors import (
@@ -170,6 +171,8 @@ class Reconciler:
         self.safety = safety
         self.metrics = metrics
         self.actuator = Actuator(db, safety=safety, metrics=metrics)
+        self.commits = GroupCommit(db)
+        """The bookkeeping writes of concurrent converges, committed together (group commit)."""
         # One lock per user being converged in this process; entries vanish when nobody holds them.
         self.held: dict[tuple[str, str], queue.Claim] = {}
         """The claims being worked on, whose leases the worker renews."""
@@ -207,7 +210,8 @@ class Reconciler:
             try:
                 context = _Context(claim, Origin(claim.source, claim.user_id))
                 outcome = await self._converge(context)
-                async with self.db.transaction(write=True) as conn:
+
+                async def settle(conn: AsyncConnection) -> None:
                     for step in context.steps:
                         await step(conn)
                     if context.entries:
@@ -218,6 +222,9 @@ class Reconciler:
                         await queue.retry_later(self.db, claim, HELD_RECHECK)
                     else:
                         await queue.finish(self.db, claim)
+
+                # Committed with the other converges' bookkeeping; returns once it is committed.
+                await self.commits.run(settle)
             finally:
                 self.held.pop((claim.source, claim.user_id), None)
         if self.metrics is not None:
@@ -667,8 +674,7 @@ class Reconciler:
         self._step(record)
 
     async def _record_failure(self, source: str, user_id: str, message: str, *, failed: bool) -> None:
-        async with self.db.transaction(write=True) as conn:
-            await self._failure(source, user_id, message, failed=failed)(conn)
+        await self.commits.run(self._failure(source, user_id, message, failed=failed))
 
     @staticmethod
     def _failure(source: str, user_id: str, message: str, *, failed: bool, state: str = "failed") -> Step:

@@ -1,0 +1,188 @@
+"""Issue 10 items 3 and 5: fewer controller calls and fewer transactions for the same convergence.
+
+- An initial sync (every user, then the groups with their members) creates each identity once, with its
+  group-derived role attributes, because new users wait for the source to pause (``create_settle``).
+- A change to a user who already has an identity never waits for that pause.
+- The bookkeeping of concurrent converges is committed together (:mod:`app.store.group_commit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, update
+
+from app.reconcile import queue
+from app.server import create_app
+from app.store.db import Database
+from app.store.group_commit import GroupCommit
+from app.store.tables import dirty, provisioning, settings
+from app.ziti.emulator import EmulatorThread
+from tests.provisioning.conftest import Stack
+from tests.provisioning.test_lifecycle import GROUP, ZITI, patch, user
+from tests.support.idp import TestIdp
+from tests.support.live import live_server
+from tests.support.stack import add_signer, make_stack_config
+
+IDENTITY_PATHS = "/identities"
+
+
+def identity_calls(stack: Stack, since: int = 0) -> list[tuple[str, str]]:
+    """The controller's identity calls (method, path) since the ``since``-th request."""
+    return [
+        (r.method, r.path)
+        for r in list(stack.state.requests)[since:]
+        if IDENTITY_PATHS in r.path and "/authenticate" not in r.path
+    ]
+
+
+def test_initial_sync_creates_each_identity_once_with_its_groups(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
+) -> None:
+    """authentik's full sync order: users first, then each group and a PATCH adding its members. With the
+    source still writing, no identity is created until it pauses; then one POST per user carries the
+    role attributes of both of its groups, and nothing is PATCHed or re-read."""
+    add_signer(emulator, idp)
+    config = make_stack_config(database_url, source_name, emulator.url, create_settle=2.0)
+    mark = len(emulator.state.requests)
+    with live_server(create_app(config)) as url:
+        stack = Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=None)
+        with stack.client() as scim:
+            ids = []
+            for i in range(12):
+                created = scim.post("/Users", json=user(f"sync{i}", f"sync{i}@example.com"))
+                assert created.status_code == 201
+                ids.append(created.json()["id"])
+            for g, members in (("red", ids[:8]), ("blue", ids[4:])):
+                group = scim.post("/Groups", json={"schemas": [GROUP], "displayName": g})
+                assert group.status_code == 201
+                added = scim.patch(
+                    f"/Groups/{group.json()['id']}",
+                    json=patch(*({"op": "add", "path": "members", "value": [{"value": m}]} for m in members)),
+                )
+                assert added.status_code == 200
+        users = stack.settle(timeout=60)
+        assert {u[ZITI]["provisioningState"] for u in users} == {"synced"}
+        for i in range(12):
+            identity = emulator.state.identity_by_external_id(f"sync{i}@example.com")
+            want = (["red"] if i < 8 else []) + (["blue"] if i >= 4 else [])
+            assert identity is not None and sorted(identity.role_attributes) == sorted(want), (i, identity)
+        calls = identity_calls(stack, mark)
+        creates = [c for c in calls if c[0] == "POST"]
+        assert len(creates) == 12
+        assert calls == creates, f"no PATCH or GET of an identity expected: {calls}"
+
+
+def test_a_change_to_an_existing_identity_does_not_wait_for_the_source_to_pause(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
+) -> None:
+    """Deactivating a user disables its identity while the source keeps writing (removing access is
+    never delayed), whereas a new user's create waits until the writes pause."""
+    add_signer(emulator, idp)
+    config = make_stack_config(database_url, source_name, emulator.url, create_settle=3.0)
+    with live_server(create_app(config)) as url:
+        stack = Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=None)
+        with stack.client() as scim:
+            first = scim.post("/Users", json=user("early", "early@example.com"))
+            # Nothing else writes: the lone user's identity is created once the source paused 3 s.
+            deadline = time.monotonic() + 60
+            while emulator.state.identity_by_external_id("early@example.com") is None:
+                assert time.monotonic() < deadline, "the lone user's identity was never created"
+                time.sleep(0.05)
+            identity = emulator.state.identity_by_external_id("early@example.com")
+            assert identity is not None
+            # The source keeps writing (new users, each restarting the pause) while one user is disabled.
+            scim.post("/Users", json=user("late0", "late0@example.com"))
+            disabled = scim.patch(
+                f"/Users/{first.json()['id']}", json=patch({"op": "replace", "path": "active", "value": False})
+            )
+            assert disabled.status_code == 200
+            deadline = time.monotonic() + 20
+            i = 1
+            while not emulator.state.identities[identity.id].is_disabled(emulator.state.now()):
+                assert time.monotonic() < deadline, "the disable waited for the source to pause"
+                scim.post("/Users", json=user(f"late{i}", f"late{i}@example.com"))
+                i += 1
+                time.sleep(0.05)
+            assert emulator.state.identity_by_external_id("late0@example.com") is None, "created too early"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def _mark(db: Database, source: str, user_id: str, *, due_at: float, attempts: int = 0) -> None:
+    async with db.transaction(write=True) as conn:
+        await conn.execute(
+            insert(dirty).values(source=source, user_id=user_id, generation=1, due_at=due_at, attempts=attempts)
+        )
+
+
+async def test_claim_due_holds_only_new_users_of_a_source_still_writing(db: Database, source_name: str) -> None:
+    now = time.time()
+    await _mark(db, source_name, "new", due_at=now)
+    await _mark(db, source_name, "retried", due_at=now - 1, attempts=1)
+    await _mark(db, source_name, "existing", due_at=now)
+    async with db.transaction(write=True) as conn:
+        await conn.execute(
+            insert(provisioning).values(
+                source=source_name, user_id="existing", identity_id="z1", state="synced", updated_at=now
+            )
+        )
+    settle = {source_name: 30.0}
+    claimed = {c.user_id for c in await queue.claim_due(db, 10, settle)}
+    assert claimed == {"retried", "existing"}
+    # The source paused (its last mark is older than the window): the new user is claimed.
+    async with db.transaction(write=True) as conn:
+        await conn.execute(update(dirty).where(dirty.c.source == source_name).values(due_at=now - 31))
+    assert {c.user_id for c in await queue.claim_due(db, 10, settle)} == {"new"}
+
+
+async def test_claim_due_never_holds_a_new_user_longer_than_max_settle(db: Database, source_name: str) -> None:
+    now = time.time()
+    await _mark(db, source_name, "old", due_at=now - queue.MAX_SETTLE - 1)
+    await _mark(db, source_name, "busy", due_at=now)  # the source is still writing
+    claimed = {c.user_id for c in await queue.claim_due(db, 10, {source_name: 60.0})}
+    assert claimed == {"old"}
+    # Without a settle map (ziti-scim sync drains everything) nothing waits.
+    assert {c.user_id for c in await queue.claim_due(db, 10, None)} == {"busy"}
+
+
+async def test_group_commit_joins_concurrent_steps_and_isolates_a_failing_one(
+    db: Database, source_name: str
+) -> None:
+    commits = GroupCommit(db)
+    connections: list[Any] = []
+
+    def step(i: int) -> Any:
+        async def write(conn: Any) -> int:
+            connections.append(conn)
+            if i == 27:
+                raise ValueError("step 27 is bad")
+            await conn.execute(insert(settings).values(key=f"{source_name}-{i}", value={"i": i}))
+            return i
+
+        return write
+
+    # Twenty steps handed over at once: one transaction.
+    assert await asyncio.gather(*(commits.run(step(i)) for i in range(20))) == list(range(20))
+    assert len({id(c) for c in connections}) == 1
+    # A batch with a failing step: only that step's caller gets the error, the others commit.
+    results = await asyncio.gather(*(commits.run(step(i)) for i in range(20, 30)), return_exceptions=True)
+    await commits.close()
+    assert results[:7] == list(range(20, 27)) and results[8:] == [28, 29]
+    assert isinstance(results[7], ValueError)
+    async with db.transaction() as conn:
+        stored = (
+            await conn.execute(select(settings.c.key).where(settings.c.key.like(f"{source_name}-%")))
+        ).scalars()
+        assert sorted(stored) == sorted(f"{source_name}-{i}" for i in range(30) if i != 27)
