@@ -54,6 +54,7 @@ from app.ziti.errors import (
     ZitiUnauthorized,
     ZitiUnavailable,
 )
+from app.ziti.reads import CoalescedReads
 
 log = logging.getLogger("ziti_scim.reconcile")
 
@@ -171,6 +172,8 @@ class Reconciler:
         self.safety = safety
         self.metrics = metrics
         self.actuator = Actuator(db, safety=safety, metrics=metrics)
+        self.reads = CoalescedReads(client)
+        """The re-reads before a change, of concurrent converges, made together (one list call)."""
         self.commits = GroupCommit(db)
         """The bookkeeping writes of concurrent converges, committed together (group commit)."""
         # One lock per user being converged in this process; entries vanish when nobody holds them.
@@ -371,7 +374,7 @@ class Reconciler:
             # About to write: re-read it, so that the diff is exact and an identity that stopped being
             # ours (re-tagged, made an admin) is never changed.
             try:
-                identity = await self.client.get_identity(record["identity_id"])
+                identity = await self.reads.get(record["identity_id"])
             except ZitiNotFound:
                 identity = None
             if identity is not None:
@@ -575,7 +578,7 @@ class Reconciler:
         identity: dict[str, Any] | None = None
         if identity_id:
             try:
-                identity = await self.client.get_identity(identity_id)
+                identity = await self.reads.get(identity_id)
             except ZitiNotFound:
                 identity = None
         elif (lost := await self._lost_identity(owner, user_id, record)) is not None:
