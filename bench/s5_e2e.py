@@ -620,7 +620,14 @@ def len_sent(created: int, users: int, groups: int) -> int:
 
 
 def run(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
+    """Section 5a (``--only e2e``)."""
     db = databases[0]
     log(f"  e2e on {LABELS['ziti-' + db]}")
     provisioning(results, db, workdir, quick, log)
+
+
+def run_sync(results: Results, databases: list[str], workdir: Workdir, quick: bool, log: Any) -> None:
+    """Section 5b (``--only sync``)."""
+    db = databases[0]
+    log(f"  sync on {LABELS['ziti-' + db]}")
     initial_sync(results, db, workdir, quick, log)

@@ -4,7 +4,9 @@ Idempotent and level-triggered: it compares the desired identity with what was l
 only the difference, so an unchanged user costs no controller call and a created one costs one. It
 never touches an identity it did not create or explicitly adopt: every identity it writes carries the
 provenance tags of :mod:`app.reconcile.settings`, it only acts on identity ids it recorded and re-reads
-(to check they are still its own, :mod:`app.reconcile.ownership`) before changing them, and an identity
+(to check they are still its own, :mod:`app.reconcile.ownership`) before changing them — the re-reads of
+converges running at the same time go as one list call (:mod:`app.ziti.reads`), each made after it was
+asked for, never a cached answer —, and an identity
 that already holds a user's externalId or name is adopted, taken over or left untouched as a conflict
 (provisioningState ``conflict``) by the rules of :mod:`app.reconcile.ownership`.
 

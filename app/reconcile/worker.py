@@ -7,6 +7,13 @@ burst of writes becomes a steady stream of controller calls bounded by the clien
 Repeated marks of one user coalesce in its single dirty row (a generation counter), so a user changed
 ten times while converging is converged once more, not ten times.
 
+Fewer controller calls and transactions for the same work: a user who has no identity yet waits until
+its source pauses (``create_settle``, :func:`app.reconcile.queue.claim_due`), so that an initial sync's
+group memberships go into the create instead of a PATCH per group; slots are refilled a quarter at a
+time (one claim transaction per batch, not per user); the converges running together share their
+bookkeeping transactions (:class:`app.store.group_commit.GroupCommit`) and their re-reads of the
+controller (:class:`app.ziti.reads.CoalescedReads`).
+
 Nothing else has to remember work: a restart, a crash or a controller outage only delays convergence
 (level-triggered, nothing lost); a poll every ``poll`` seconds picks up what no wake-up announced
 (retries coming due, another replica's lost notification).
