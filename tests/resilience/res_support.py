@@ -171,8 +171,12 @@ def fast_ziti_client(
 
 
 def stack_config(database_url: str, source: str, ziti_url: str, *, deadline: float = 0.2) -> Config:
-    """The stack's configuration with a short inline deadline and the brake out of the way."""
-    config = make_stack_config(database_url, source, ziti_url)
+    """The stack's configuration with a short inline deadline and the brake out of the way.
+
+    New users are created as soon as they are marked (``create_settle = 0``): the faults injected while
+    the IdP writes must meet the creates, not only the changes that follow them.
+    """
+    config = make_stack_config(database_url, source, ziti_url, create_settle=0.0)
     return replace(
         config,
         ziti=replace(config.ziti, reconcile_deadline=deadline),
