@@ -41,8 +41,9 @@ class SourceSettings:
     """Seconds a SCIM write may wait for its user to converge before answering (0: never waits)."""
     create_settle: float = 0.0
     """Seconds without a write from this source before a new user's identity is created (0: at once),
-    so that the group memberships of an initial sync go into the create (:func:`app.reconcile.queue.
-    claim_due`). Default 1 s, or 0 when ``wait_for_sync`` is set (that write waits for its user)."""
+    so that the group memberships of an initial sync go into the create
+    (:func:`app.store.queue.claim_due`). Default 1 s, or 0 when ``wait_for_sync`` is set (that write
+    waits for its user)."""
     unmappable: Literal["store", "refuse"] = "store"
     """A user the mapping cannot turn into an identity (e.g. no email for an email-based externalId):
     ``store`` keeps it with ``provisioningState: skipped`` until the attribute arrives (RFC 7643 makes

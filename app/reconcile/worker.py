@@ -8,7 +8,7 @@ Repeated marks of one user coalesce in its single dirty row (a generation counte
 ten times while converging is converged once more, not ten times.
 
 Fewer controller calls and transactions for the same work: a user who has no identity yet waits until
-its source pauses (``create_settle``, :func:`app.reconcile.queue.claim_due`), so that an initial sync's
+its source pauses (``create_settle``, :func:`app.store.queue.claim_due`), so that an initial sync's
 group memberships go into the create instead of a PATCH per group; slots are refilled a quarter at a
 time (one claim transaction per batch, not per user); the converges running together share their
 bookkeeping transactions (:class:`app.store.group_commit.GroupCommit`) and their re-reads of the
@@ -27,9 +27,9 @@ import logging
 from collections.abc import Iterable
 
 from app.observability import audit
-from app.reconcile import queue
 from app.reconcile.reconciler import Outcome, Reconciler
 from app.reconcile.safety import Safety
+from app.store import queue
 from app.store.notify import listen
 
 log = logging.getLogger("ziti_scim.reconcile")
@@ -72,7 +72,10 @@ class Worker:
         while True:
             await asyncio.sleep(queue.LEASE_SECONDS / 4)
             try:
-                await queue.renew(self.reconciler.db, list(self.reconciler.held.values()))
+                held = list(self.reconciler.held.values())
+                if held:
+                    async with self.reconciler.db.transaction(write=True) as tx:
+                        await queue.renew(tx, held)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001

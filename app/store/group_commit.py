@@ -17,11 +17,10 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from app.store.db import Database
+from app.store.types import Transaction
 
-Step = Callable[[AsyncConnection], Awaitable[Any]]
+Step = Callable[[Transaction], Awaitable[Any]]
 
 
 class GroupCommit:

@@ -14,19 +14,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import update
 
-from app.reconcile import queue
 from app.server import create_app
+from app.store import provisioning, queue
+from app.store import settings as stored_settings
 from app.store.db import Database
 from app.store.group_commit import GroupCommit
-from app.store.tables import dirty, provisioning, settings
-from app.ziti.emulator import EmulatorThread
+from app.store.tables import dirty
 from tests.provisioning.conftest import Stack
 from tests.provisioning.test_lifecycle import GROUP, ZITI, patch, user
 from tests.support.idp import TestIdp
 from tests.support.live import live_server
 from tests.support.stack import add_signer, make_stack_config
+from ziti_emulator import EmulatorThread
 
 IDENTITY_PATHS = "/identities"
 
@@ -120,37 +121,48 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         await database.dispose()
 
 
-async def _mark(db: Database, source: str, user_id: str, *, due_at: float, attempts: int = 0) -> None:
-    async with db.transaction(write=True) as conn:
-        await conn.execute(
-            insert(dirty).values(source=source, user_id=user_id, generation=1, due_at=due_at, attempts=attempts)
+async def _mark(db: Database, source: str, user_id: str, *, age: float = 0.0, attempts: int = 0) -> None:
+    """Mark ``user_id`` dirty as if ``age`` seconds ago, having been tried ``attempts`` times."""
+    async with db.transaction(write=True) as tx:
+        await queue.mark(tx, source, [user_id])
+    for _ in range(attempts):
+        async with db.transaction(write=True) as tx:
+            claim = await queue.claim(tx, source, user_id)
+            assert claim is not None
+            await queue.retry_later(tx, claim, -age)
+    if age and not attempts:
+        await _age(db, source, user_id, age)
+
+
+async def _age(db: Database, source: str, user_id: str, age: float) -> None:
+    """Pretend the user's last mark was ``age`` seconds ago (the store has no operation for that)."""
+    async with db.transaction(write=True) as tx:
+        await tx.execute(
+            update(dirty)
+            .where(dirty.c.source == source, dirty.c.user_id == user_id)
+            .values(due_at=time.time() - age)
         )
 
 
 async def test_claim_due_holds_only_new_users_of_a_source_still_writing(db: Database, source_name: str) -> None:
-    now = time.time()
-    await _mark(db, source_name, "new", due_at=now)
-    await _mark(db, source_name, "retried", due_at=now - 1, attempts=1)
-    await _mark(db, source_name, "existing", due_at=now)
-    async with db.transaction(write=True) as conn:
-        await conn.execute(
-            insert(provisioning).values(
-                source=source_name, user_id="existing", identity_id="z1", state="synced", updated_at=now
-            )
+    await _mark(db, source_name, "new")
+    await _mark(db, source_name, "retried", age=1, attempts=1)
+    await _mark(db, source_name, "existing")
+    async with db.transaction(write=True) as tx:
+        await provisioning.record_synced(
+            tx, source_name, "existing", identity_id="z1", applied={}, adopted=False
         )
     settle = {source_name: 30.0}
-    claimed = {c.user_id for c in await queue.claim_due(db, 10, settle)}
-    assert claimed == {"retried", "existing"}
+    claimed = await queue.claim_due(db, 10, settle)
+    assert {c.user_id for c in claimed} == {"retried", "existing"}
     # The source paused (its last mark is older than the window): the new user is claimed.
-    async with db.transaction(write=True) as conn:
-        await conn.execute(update(dirty).where(dirty.c.source == source_name).values(due_at=now - 31))
+    await _age(db, source_name, "new", 31)
     assert {c.user_id for c in await queue.claim_due(db, 10, settle)} == {"new"}
 
 
 async def test_claim_due_never_holds_a_new_user_longer_than_max_settle(db: Database, source_name: str) -> None:
-    now = time.time()
-    await _mark(db, source_name, "old", due_at=now - queue.MAX_SETTLE - 1)
-    await _mark(db, source_name, "busy", due_at=now)  # the source is still writing
+    await _mark(db, source_name, "old", age=queue.MAX_SETTLE + 1)
+    await _mark(db, source_name, "busy")  # the source is still writing
     claimed = {c.user_id for c in await queue.claim_due(db, 10, {source_name: 60.0})}
     assert claimed == {"old"}
     # Without a settle map (ziti-scim sync drains everything) nothing waits.
@@ -168,7 +180,7 @@ async def test_group_commit_joins_concurrent_steps_and_isolates_a_failing_one(
             connections.append(conn)
             if i == 27:
                 raise ValueError("step 27 is bad")
-            await conn.execute(insert(settings).values(key=f"{source_name}-{i}", value={"i": i}))
+            await stored_settings.put(conn, f"{source_name}-{i}", {"i": i})
             return i
 
         return write
@@ -181,8 +193,6 @@ async def test_group_commit_joins_concurrent_steps_and_isolates_a_failing_one(
     await commits.close()
     assert results[:7] == list(range(20, 27)) and results[8:] == [28, 29]
     assert isinstance(results[7], ValueError)
-    async with db.transaction() as conn:
-        stored = (
-            await conn.execute(select(settings.c.key).where(settings.c.key.like(f"{source_name}-%")))
-        ).scalars()
-        assert sorted(stored) == sorted(f"{source_name}-{i}" for i in range(30) if i != 27)
+    async with db.transaction() as tx:
+        stored = {i for i in range(30) if await stored_settings.get(tx, f"{source_name}-{i}") is not None}
+    assert stored == set(range(30)) - {27}
