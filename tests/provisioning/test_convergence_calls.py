@@ -155,8 +155,9 @@ async def test_claim_due_holds_only_new_users_of_a_source_still_writing(db: Data
     settle = {source_name: 30.0}
     claimed = await queue.claim_due(db, 10, settle)
     assert {c.user_id for c in claimed} == {"retried", "existing"}
-    # The source paused (its last mark is older than the window): the new user is claimed.
+    # The source paused (its last marks are older than the window): the new user is claimed.
     await _age(db, source_name, "new", 31)
+    await _age(db, source_name, "existing", 31)
     assert {c.user_id for c in await queue.claim_due(db, 10, settle)} == {"new"}
 
 
