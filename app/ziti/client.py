@@ -55,6 +55,7 @@ from app.ziti.filters import (
     survives_controller,
     ziti_filter_contains,
     ziti_filter_eq,
+    ziti_filter_in,
     ziti_filter_tag_eq,
     ziti_identifier,
 )
@@ -102,6 +103,8 @@ RequestHook = Callable[[str, str, int | None, float], None]
 MANAGEMENT_API_PATH = "/edge/management/v1"
 PAGE_SIZE = 500  # controller maximum; larger values are clamped (controller-api.md §3.2)
 MAX_OFFSET = 100_000  # controller clamps offset to this (controller-api.md §8)
+MAX_IDS_PER_LIST = 100
+"""Ids in one ``id in [...]`` filter of :meth:`ZitiClient.get_identities` (keeps the URL short)."""
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = "ziti-scim"
 _NO_BODY: Any = object()
@@ -392,6 +395,20 @@ class ZitiClient:
         path = f"/identities/{_id_segment(identity_id, 'identity_id')}"
         response = await self._request("GET", "/identities/{id}", path, idempotent=True)
         return self._object(response, "GET", path)
+
+    async def get_identities(self, identity_ids: list[str]) -> dict[str, JSONObject]:
+        """The identity details of these ids in one ``GET /identities?filter=id in [...]`` (the list
+        answers the same detail objects as ``GET /identities/{id}``); an unknown id is simply absent.
+
+        At most :data:`MAX_IDS_PER_LIST` ids, each surviving the controller's filter decoding (see
+        :meth:`_find_exact`); callers fall back to :meth:`get_identity` otherwise."""
+        if not identity_ids or len(identity_ids) > MAX_IDS_PER_LIST:
+            raise ValueError(f"get_identities takes 1 to {MAX_IDS_PER_LIST} ids")
+        if not all(isinstance(i, str) and i and survives_controller(i) for i in identity_ids):
+            raise ValueError("an identity id would not survive the controller's filter decoding")
+        wanted = set(identity_ids)
+        found = await self.list_identities(ziti_filter_in("id", sorted(wanted)))
+        return {str(item["id"]): item for item in found if item.get("id") in wanted}
 
     async def create_identity(self, body: Mapping[str, Any]) -> str:
         """``POST /identities`` and return the new id.

@@ -82,6 +82,13 @@ def ziti_filter_eq(field: str, value: FilterValue) -> str:
     return f"{ziti_identifier(field)} = {_literal(value)}"
 
 
+def ziti_filter_in(field: str, values: list[str]) -> str:
+    """``field in ["a", "b"]`` (ZitiQl.g4 ``IN`` with a string array); at least one value."""
+    if not values:
+        raise ValueError("ziti_filter_in needs at least one value")
+    return f"{ziti_identifier(field)} in [{', '.join(ziti_quote(v) for v in values)}]"
+
+
 def ziti_filter_tag_eq(key: str, value: FilterValue) -> str:
     """``tags.<key> = value``; ``key`` must be a single identifier segment (no ``.``)."""
     if "." in key:

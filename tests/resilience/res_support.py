@@ -170,8 +170,12 @@ def fast_ziti_client(
 
 
 def stack_config(database_url: str, source: str, ziti_url: str) -> Config:
-    """The stack's configuration with the brake out of the way."""
-    config = make_stack_config(database_url, source, ziti_url)
+    """The stack's configuration with the brake out of the way.
+
+    New users are created as soon as they are marked (``create_settle = 0``): the faults injected while
+    the IdP writes must meet the creates, not only the changes that follow them.
+    """
+    config = make_stack_config(database_url, source, ziti_url, create_settle=0.0)
     return replace(config, safety=SafetyConfig(brake_max=100_000, brake_min=100_000))
 
 
