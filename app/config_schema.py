@@ -120,7 +120,7 @@ class PolicyModel(_Model):
 
 
 class OAuthModel(_Model):
-    """``[sources.<name>.oauth]``: JWT access tokens (checked further by ``app.scim.auth.oauth_config``)."""
+    """``[sources.<name>.oauth]``: JWT access tokens (checked further by ``app.auth.bearer.oauth_config``)."""
 
     issuer: str = ""
     audience: str | list[str] = ""

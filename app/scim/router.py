@@ -23,10 +23,10 @@ from scim2_server.routing import Operation
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from starlette.requests import ClientDisconnect
 
+from app.auth.bearer import Authenticator
 from app.config import SourceConfig
 from app.observability.metrics import Metrics
 from app.observability.request_id import request_id_from
-from app.scim.auth import Authenticator
 from app.scim.handler import ZitiScimHandler
 from app.scim.limits import RequestLimits
 from app.scim.provider import load_provider
@@ -211,7 +211,7 @@ class ScimRouter:
         }
 
     async def authenticate(self, authorization: str | None) -> SourceApplication | None:
-        """The source this static token or IdP access token belongs to (see :mod:`app.scim.auth`)."""
+        """The source this static token or IdP access token belongs to (see :mod:`app.auth.bearer`)."""
         name = await self.authenticator.authenticate(authorization)
         return self.apps[name] if name is not None else None
 

@@ -28,7 +28,7 @@ authentik   a shared secret in a header set by a header mapping, in the  ``webho
 =========== ============================================================ ===============================
 
 ZITADEL events are kept per aggregate and folded in ``sequence`` order before they are applied
-(:mod:`app.webhooks.zitadel_sync`), so deliveries out of order or twice end in the same state;
+(:mod:`app.idp.zitadel.sync`), so deliveries out of order or twice end in the same state;
 ``zitadel_event_retention`` (seconds, 30 days by default) bounds how long they are kept.
 
 Secrets can come from the environment (``ZITI_SCIM_SOURCE_<NAME>_WEBHOOK_SECRET``, …, see
@@ -69,26 +69,26 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.config import Config, ConfigError, SourceConfig
+from app.idp.asgardeo.webhook import AsgardeoWebhook, parse_asgardeo
+from app.idp.authentik.api import AuthentikUserFetcher
+from app.idp.authentik.puller import AuthentikPuller
+from app.idp.authentik.webhook import AuthentikWebhook
+from app.idp.zitadel.api import ZitadelApi
+from app.idp.zitadel.puller import ZitadelPuller
+from app.idp.zitadel.sync import DEFAULT_RETENTION, ZitadelAggregates
+from app.idp.zitadel.webhook import ZitadelWebhook
 from app.observability import audit
 from app.observability.metrics import Metrics
 from app.scim.router import ScimRouter
 from app.store.db import Database
 from app.store.webhook_state import IdpEventLog, IdpState, SqlReplayGuard
 from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier, UserResolver
-from app.webhooks.asgardeo import AsgardeoWebhook, parse_asgardeo
-from app.webhooks.authentik import AuthentikWebhook
-from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError
-from app.webhooks.authentik_pull import AuthentikPuller
 from app.webhooks.common import MAX_BODY_BYTES, WebhookResult
-from app.webhooks.errors import WebhookError, WebhookInvalid, WebhookRejected
+from app.webhooks.errors import IdpFetchError, WebhookError, WebhookInvalid, WebhookRejected
 from app.webhooks.events import Challenge
 from app.webhooks.pending import DEFAULT_RETENTION as PENDING_RETENTION
 from app.webhooks.pending import PendingRetrier, PendingStore
 from app.webhooks.replay import ReplayGuard
-from app.webhooks.zitadel import ZitadelWebhook
-from app.webhooks.zitadel_api import ZitadelApi
-from app.webhooks.zitadel_pull import ZitadelPuller
-from app.webhooks.zitadel_sync import DEFAULT_RETENTION, ZitadelAggregates
 
 __all__ = ["WebhookReceiver", "webhook_receiver", "webhook_routes"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from app.diagnostics.doctor import run_doctor
-from app.webhooks import sign_asgardeo
+from app.idp.asgardeo.webhook import sign_asgardeo
 from tests.idp.conftest import API_TOKEN, FakeApi, StackFactory, source
 
 SECRET = "asgardeo-webhook-test-secret-7f3c"

@@ -109,7 +109,7 @@ def test_configuration_of_idp_options() -> None:
         quirks_for(
             load_config({"sources": {"a": {"kind": "asgardeo", "partial_put": "yes"}}}, {}).sources["a"]
         )
-    from app.scim.auth import oauth_config
+    from app.auth.bearer import oauth_config
 
     with pytest.raises(ConfigError, match="oauth"):
         oauth_config(load_config({"sources": {"a": {"oauth": {"issuer": "x"}}}}, {}).sources["a"])
