@@ -12,13 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from app.config import Config
 from app.diagnostics.findings import Findings, Severity
 from app.idp.authentik.api import AuthentikUserFetcher
 from app.observability import audit
 from app.store.db import Database
+from app.store.errors import StoreError
 from app.webhooks.errors import IdpFetchError
 from app.webhooks.pending import pending_deliveries
 
@@ -40,7 +39,7 @@ async def check_webhook_store(findings: Findings, config: Config, db: Database) 
             for row in await audit.read(db, since=time.time() - _RECENT, limit=1000)
             if row.get("action") == "webhook-unusable"
         ]
-    except SQLAlchemyError as error:
+    except StoreError as error:
         findings.add(Severity.WARN, "webhooks", f"cannot read the webhook state: {type(error).__name__}")
         return
     for name in config.sources:

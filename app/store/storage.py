@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -33,10 +32,10 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.store import queue
 from app.store.db import Database, fold
 from app.store.filters import Dialect, Translator, where_clause
-from app.store.notify import notify
-from app.store.tables import dirty, emails, members, resources
+from app.store.tables import emails, members, resources
 
 CHUNK = 500
 OFF_LOOP_REFS = 1000
@@ -224,41 +223,11 @@ class SqlStorage(AsyncScimStorage):
     async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> None:
         """Record that these users' identities must be (re)converged: an upsert in the same transaction."""
         if isinstance(user_ids, Select):
-            ids = [row[0] for row in await conn.execute(user_ids)]
-        else:
-            ids = list(dict.fromkeys(user_ids))
-        if not ids:
-            return
+            user_ids = [str(row[0]) for row in await conn.execute(user_ids)]
+        ids = await queue.mark(
+            conn, self.source, user_ids, request_id=self.request_id, operation=self.operation_label
+        )
         self.touched.update((self.source, user_id) for user_id in ids)
-        now = time.time()
-        request_id, operation = self.request_id, self.operation_label
-        for start in range(0, len(ids), CHUNK):
-            rows = [
-                {
-                    "source": self.source,
-                    "user_id": user_id,
-                    "generation": 1,
-                    "due_at": now,
-                    "attempts": 0,
-                    "request_id": request_id,
-                    "operation": operation,
-                }
-                for user_id in ids[start : start + CHUNK]
-            ]
-            statement = self._insert(dirty).values(rows)
-            statement = statement.on_conflict_do_update(
-                index_elements=["source", "user_id"],
-                set_={
-                    "generation": dirty.c.generation + 1,
-                    "due_at": now,
-                    "attempts": 0,
-                    "request_id": request_id,
-                    "operation": operation,
-                },
-            )
-            await conn.execute(statement)
-        if not self.db.is_sqlite:
-            await notify(conn)
 
     # -- reading ------------------------------------------------------------------------------
 
