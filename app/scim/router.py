@@ -29,7 +29,7 @@ from app.observability.request_id import request_id_from
 from app.scim.handler import ZitiScimHandler
 from app.scim.limits import RequestLimits
 from app.scim.provider import load_provider
-from app.scim.quirks import quirks_for
+from app.scim.quirks import Quirks, QuirksFor, with_options
 from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
@@ -69,6 +69,11 @@ class AfterWrite(Protocol):
     async def __call__(self, users: set[tuple[str, str]]) -> bool: ...
 
 
+def _generic(source: SourceConfig) -> Quirks:
+    """Without an IdP registry (``quirks``): the generic defaults with the source's own overrides."""
+    return with_options(Quirks(kind=source.kind), source)
+
+
 class SourceApplication(ASGIApplication):
     """scim2-server's ASGI application for one source."""
 
@@ -79,10 +84,11 @@ class SourceApplication(ASGIApplication):
         hooks: UserHooks | None = None,
         after_write: AfterWrite | None = None,
         limits: RequestLimits | None = None,
+        quirks: QuirksFor | None = None,
     ) -> None:
         provider = load_provider(source.policy)
         storage = SqlStorage(db, provider, source.name, hooks)
-        self.quirks = quirks_for(source)
+        self.quirks = (quirks or _generic)(source)
         super().__init__(storage, provider, ZitiScimService(provider, self.quirks, limits))
         self.source = source
         self.db = db
@@ -189,9 +195,11 @@ class ScimRouter:
         after_write: AfterWrite | None = None,
         metrics: Metrics | None = None,
         limits: RequestLimits | None = None,
+        quirks: QuirksFor | None = None,
     ) -> None:
         self.apps = {
-            source.name: SourceApplication(source, db, hooks, after_write, limits) for source in sources
+            source.name: SourceApplication(source, db, hooks, after_write, limits, quirks)
+            for source in sources
         }
         self.authenticator = Authenticator(
             [app.source for app in self.apps.values()],

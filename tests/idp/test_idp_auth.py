@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.config import ConfigError, load_config
-from app.scim.quirks import quirks_for
+from app.idp.registry import quirks_for
 from tests.idp.conftest import Stack, StackFactory, source
 
 STATIC = "static-token-of-zitadel-0123456789"

@@ -1,1 +1,1 @@
-"""The asgardeo identity provider (see :mod:`app.idp.registry`)."""
+"""The asgardeo identity provider: see :mod:`app.idp.asgardeo.provider`."""

@@ -1,1 +1,1 @@
-"""The authentik identity provider (see :mod:`app.idp.registry`)."""
+"""The authentik identity provider: see :mod:`app.idp.authentik.provider`."""

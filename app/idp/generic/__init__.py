@@ -1,1 +1,1 @@
-"""The generic identity provider (see :mod:`app.idp.registry`)."""
+"""The generic identity provider: see :mod:`app.idp.generic.provider`."""

@@ -1,1 +1,1 @@
-"""The okta identity provider (see :mod:`app.idp.registry`)."""
+"""The okta identity provider: see :mod:`app.idp.okta.provider`."""

@@ -1,1 +1,1 @@
-"""The zitadel identity provider (see :mod:`app.idp.registry`)."""
+"""The zitadel identity provider: see :mod:`app.idp.zitadel.provider`."""
