@@ -23,16 +23,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import jwt
 
-from app.webhooks.common import Clock
-
 __all__ = ["JwksCache", "JwtBearerConfig", "JwtBearerValidator", "TokenRejected"]
+
+Clock = Callable[[], float]
 
 ASYMMETRIC_ALGORITHMS = (
     "RS256",
