@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import delete, insert, select
 
 from app.mapping import load_mapping
-from app.reconcile import queue
 from app.reconcile.admission import ProvisioningHooks
 from app.reconcile.reconciler import Outcome, Reconciler
 from app.reconcile.settings import SourceSettings
+from app.store import queue
 from app.store.db import Database
 from app.store.tables import audit, dirty, members, provisioning, resources
 from app.ziti.client import ZitiClient
@@ -56,7 +56,7 @@ class Harness:
 
     def hooks(self) -> ProvisioningHooks:
         """The write stage's own bookkeeping (the provisioning row a SCIM write leaves)."""
-        return ProvisioningHooks({SOURCE: self.settings}, is_sqlite=True)
+        return ProvisioningHooks({SOURCE: self.settings})
 
     def configure(self, **options: Any) -> None:
         """Change the source's settings (``on_delete``, ``adopt``, ``mapping`` ...) for later converges."""
@@ -104,7 +104,8 @@ class Harness:
             await conn.execute(
                 insert(dirty).values(source=SOURCE, user_id=user_id, generation=1, due_at=time.time(), attempts=0)
             )
-        claim = await queue.claim(self.db, SOURCE, user_id)
+        async with self.db.transaction(write=True) as tx:
+            claim = await queue.claim(tx, SOURCE, user_id)
         assert claim is not None
         return await (reconciler or self.reconciler()).converge_claimed(claim)
 
