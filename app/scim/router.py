@@ -183,7 +183,11 @@ _URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
 
 
 class ScimRouter:
-    """Authenticate, bound the body, and hand the request to the source's application."""
+    """Authenticate, bound the body, and hand the request to the source's application.
+
+    ``quirks`` gives each source's SCIM quirks (:func:`app.idp.registry.quirks_for`, passed in by the
+    server and the CLI); without it every source gets the generic ones with its own option overrides.
+    """
 
     def __init__(
         self,
