@@ -8,7 +8,7 @@ provenance tags of :mod:`app.reconcile.settings`, it only acts on identity ids i
 that already holds a user's externalId or name is adopted, taken over or left untouched as a conflict
 (provisioningState ``conflict``) by the rules of :mod:`app.reconcile.ownership`.
 
-Controller quirks handled here (ziti-api.md §3.5, §3.7): identities are PATCHed, never PUT (PUT clears
+Controller quirks handled here (controller-api.md §3.5, §3.7): identities are PATCHed, never PUT (PUT clears
 omitted fields and re-enables); a rename onto a taken name is silently dropped by the controller and an
 externalId collision on PATCH is a 500, so both are checked before patching; a create whose outcome is
 unknown (a timeout, or a 429/503 from an HA controller that applied it before answering) is resolved
@@ -128,7 +128,7 @@ def target_fields(identity: DesiredIdentity) -> dict[str, Any]:
 
 
 def observed_fields(identity: dict[str, Any]) -> dict[str, Any]:
-    """The managed fields of a controller identity detail (ziti-api.md §3.4)."""
+    """The managed fields of a controller identity detail (controller-api.md §3.4)."""
     return {
         "name": identity.get("name"),
         "externalId": identity.get("externalId"),

@@ -14,7 +14,7 @@ TAG_ID = "scimId"
 TAG_DEPLOYMENT = "scimDeployment"
 TAG_ADOPTED = "scimAdopted"
 MANAGER = "ziti-scim"
-"""Provenance tags written on every identity ziti-scim creates or adopts (flat map, ziti-api.md §1)."""
+"""Provenance tags written on every identity ziti-scim creates or adopts (flat map, controller-api.md §1)."""
 
 OUR_TAGS = (TAG_MANAGED_BY, TAG_SOURCE, TAG_ID, TAG_DEPLOYMENT, TAG_ADOPTED)
 

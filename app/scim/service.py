@@ -3,7 +3,8 @@
 - PATCH answers ``200`` with the resource (RFC 7644 §3.5.2 allows 204; several clients and probes
   expect the resource).
 - ``password`` is dropped from every payload before validation: it is never stored nor logged
-  (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly).
+  (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly). So is the readOnly provisioning status a client
+  sends back (:mod:`app.scim.status`).
 - Every request does bounded work (:mod:`app.scim.limits`): PATCH operations and values per multi-valued
   attribute are capped, and runs of ``add`` operations are merged so a PATCH applies in linear time.
 - The source's :class:`~app.scim.quirks.Quirks` normalise bodies and filters before validation, and a
@@ -46,6 +47,7 @@ from app.scim.limits import (
     value_counts,
 )
 from app.scim.quirks import Quirks
+from app.scim.status import without_status
 
 CURSOR_REFUSED = "Cursor pagination is not supported: page with startIndex and count (RFC 7644 §3.4.2.4)"
 ModelT = TypeVar("ModelT")
@@ -168,7 +170,7 @@ class ZitiScimService(ScimService):
         check_patch_body(body, self.limits)
         payload = self.decode_body(body, content_type)
         check_patch_size(payload, self.limits)
-        cleaned = _without_secrets(payload)
+        cleaned = without_status(_without_secrets(payload))
         if isinstance(payload, dict) and isinstance(cleaned, dict):
             given = next((v for k, v in payload.items() if k.lower() == "operations"), None)
             kept = next((v for k, v in cleaned.items() if k.lower() == "operations"), None)
@@ -179,9 +181,8 @@ class ZitiScimService(ScimService):
     def read_body(
         self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context
     ) -> ModelT:
-        payload = self.normalize(
-            model, _without_secrets(_refuse_nul(self.decode_body(body, content_type))), scim_ctx
-        )
+        decoded = without_status(_without_secrets(_refuse_nul(self.decode_body(body, content_type))))
+        payload = self.normalize(model, decoded, scim_ctx)
         if isinstance(model, type) and issubclass(model, Resource):
             check_resource_values(payload, self.limits)
         try:

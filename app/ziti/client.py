@@ -1,8 +1,10 @@
 """Async client for the OpenZiti Edge Management API (``/edge/management/v1``).
 
 Contract: edge-api ``management.yml`` (Swagger 2.0, v0.27.5 for ziti 1.6.20; v0.28.2 nearest to 2.0.x) and
-the research notes ziti-api.md §1 (transport, envelopes, errors), §2 (authentication), §3 (identities),
-§8 (limits). What this client adds on top of plain HTTP:
+``docs/controller-api.md`` §1 (transport, envelopes, errors), §2 (authentication), §3 (identities) and
+§8 (limits), with the controller sources each rests on (``controller/internal/routes/identity_router.go``,
+``controller/response/responder.go``, ``controller/command/rate_limiter.go`` ...). What this client adds
+on top of plain HTTP:
 
 * one API session, reused, renewed before it expires and re-obtained once on 401 (see ``session.py``): an
   OIDC access token (``oidc.py``) when the controller is 2.x or HA and offers ``OIDC_AUTH`` in
@@ -98,8 +100,8 @@ RequestHook = Callable[[str, str, int | None, float], None]
 ``status`` is None when no response arrived; ``seconds`` is the wire time, excluding the wait for a slot."""
 
 MANAGEMENT_API_PATH = "/edge/management/v1"
-PAGE_SIZE = 500  # controller maximum; larger values are clamped (ziti-api.md §3.2)
-MAX_OFFSET = 100_000  # controller clamps offset to this (ziti-api.md §8)
+PAGE_SIZE = 500  # controller maximum; larger values are clamped (controller-api.md §3.2)
+MAX_OFFSET = 100_000  # controller clamps offset to this (controller-api.md §8)
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = "ziti-scim"
 _NO_BODY: Any = object()
@@ -433,7 +435,7 @@ class ZitiClient:
         as null: passing None here still clears the externalId. Other None values leave their field as is.
         ``tags: {}`` clears the tags only on 1.8+ (1.6 ignores an empty map).
 
-        An empty ``fields`` sends nothing. Beware (ziti-api.md §3.5): a rename onto an existing name is
+        An empty ``fields`` sends nothing. Beware (controller-api.md §3.5): a rename onto an existing name is
         answered 200 and silently drops the whole patch; re-read the identity after renaming.
         """
         if not isinstance(fields, Mapping):
@@ -466,7 +468,7 @@ class ZitiClient:
         """``POST /identities/{id}/disable`` with ``{"durationMinutes": n}``; 0 means indefinitely.
 
         The controller answers 200 with an EMPTY body (not an envelope); the body is not decoded.
-        Disabling also deletes the identity's API sessions (ziti-api.md §3.6).
+        Disabling also deletes the identity's API sessions (controller-api.md §3.6).
         """
         if (
             isinstance(duration_minutes, bool)

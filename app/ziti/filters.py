@@ -1,6 +1,6 @@
 """Builders for ZitiQL filter expressions (the ``filter`` query parameter of list endpoints).
 
-Grammar: openziti/storage ``zitiql/ZitiQl.g4`` (research notes ziti-api.md §3.2):
+Grammar: openziti/storage ``zitiql/ZitiQl.g4`` (controller-api.md §3.2):
 
 * ``STRING: '"' (ESC | SAFECODEPOINT)* '"'`` with ``ESC: '\\' ["\\fnrt]`` and ``SAFECODEPOINT`` any code point
   except ``"``, ``\\`` and U+0000..U+001F. So ``"`` and ``\\`` must be escaped, the five control characters
