@@ -95,11 +95,12 @@ async def _sync(config: Config, dry_run: bool, delete_orphans: bool = False) -> 
 
 async def _pull_webhook_sources(config: Config, db: Any, provisioner: Any) -> None:
     """Sources fed by lossy webhooks (ZITADEL, authentik with an API) are first re-read from the IdP's API."""
+    from app.idp import registry
     from app.scim.router import ScimRouter
     from app.webhooks.routes import WebhookReceiver
 
-    scim = ScimRouter(config.sources.values(), db, hooks=provisioner.hooks)
-    for puller in WebhookReceiver(config, db, scim).pullers():
+    scim = ScimRouter(config.sources.values(), db, hooks=provisioner.hooks, quirks=registry.quirks_for)
+    for puller in WebhookReceiver(config, db, scim, registry.webhook_factory).pullers():
         report = await puller.run_once()
         print(f"IdP pull: {'; '.join(report.changes) if report else 'failed (see log)'}")
 

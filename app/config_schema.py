@@ -119,7 +119,7 @@ class PolicyModel(_Model):
 
 
 class OAuthModel(_Model):
-    """``[sources.<name>.oauth]``: JWT access tokens (checked further by ``app.scim.auth.oauth_config``)."""
+    """``[sources.<name>.oauth]``: JWT access tokens (checked further by ``app.auth.bearer.oauth_config``)."""
 
     issuer: str = ""
     audience: str | list[str] = ""
@@ -139,6 +139,7 @@ class OAuthModel(_Model):
 class SourceModel(_Model):
     """``[sources.<name>]``: every option any part of the service reads, typed; anything else is an error."""
 
+    # The IdPs of app/idp/registry.py (tests/idp/test_registry.py keeps the two equal).
     kind: Literal["generic", "authentik", "zitadel", "asgardeo", "entra", "okta"] = "generic"
     tokens: list[str] = []
     token_sha256: list[str] = []
@@ -160,7 +161,7 @@ class SourceModel(_Model):
     unique_group_names: bool | None = None
     rate_limit: NonNegative | None = None
     rate_burst: Positive | None = None
-    # Webhooks (app/webhooks/routes.py).
+    # Webhooks (app/webhooks/routes.py; each IdP's in app/idp/<kind>/provider.py).
     webhook_secret: str | list[str] | None = None
     webhook_secret_header: str | None = None
     webhook_topic_prefix: str | None = None
@@ -173,8 +174,8 @@ class SourceModel(_Model):
     authentik_url: str | None = None
     authentik_token: str | None = None
     # Webhooks as the IdPs send them (issue 15): retries of acknowledged Asgardeo deliveries
-    # (app/webhooks/pending.py), the authentik pull (app/webhooks/authentik_pull.py) and the ZITADEL
-    # organisations a source serves (app/webhooks/zitadel.py, zitadel_pull.py).
+    # (app/webhooks/pending.py), the authentik pull (app/idp/authentik/puller.py) and the ZITADEL
+    # organisations a source serves (app/idp/zitadel/webhook.py, puller.py).
     webhook_retry_interval: Positive | None = None
     webhook_retry_retention: Positive | None = None
     authentik_pull_interval: Positive | None = None

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Config, hash_token
+from app.idp import registry
 from app.observability import audit
 from app.observability.metrics import Metrics, seconds_since
 from app.observability.probes import CachedCheck, bearer_allowed, hide_sources
@@ -89,8 +90,9 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         after_write=provisioner.after_write if provisioner else None,
         metrics=metrics,
         limits=RequestLimits(config.limits.max_patch_operations, config.limits.max_attribute_values),
+        quirks=registry.quirks_for,
     )
-    webhooks = WebhookReceiver(config, db, scim, metrics=metrics)
+    webhooks = WebhookReceiver(config, db, scim, registry.webhook_factory, metrics=metrics)
     services = Services(config=config, db=db, scim=scim, metrics=metrics, provisioner=provisioner)
     services.extras["webhooks"] = webhooks
 

@@ -4,7 +4,7 @@
   (:mod:`app.webhooks.pending`); while any waits, the source's state lags behind the IdP.
 * Deliveries acknowledged but unusable (unreadable, stale) in the last 24 h (audit ``webhook-unusable``).
 * authentik API tokens: a 404 deletes and the pull deletes only with a token that sees every user (a
-  superuser's, :meth:`~app.webhooks.authentik_fetcher.AuthentikUserFetcher.sees_everything`).
+  superuser's, :meth:`~app.idp.authentik.api.AuthentikUserFetcher.sees_everything`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import time
 
 from app.config import Config
 from app.diagnostics.findings import Findings, Severity
+from app.idp.authentik.api import AuthentikUserFetcher
 from app.observability import audit
 from app.store.db import Database
 from app.store.errors import StoreError
-from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError
+from app.webhooks.errors import IdpFetchError
 from app.webhooks.pending import pending_deliveries
 
 __all__ = ["check_authentik_tokens", "check_webhook_store"]

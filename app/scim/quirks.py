@@ -1,25 +1,18 @@
-"""Per-IdP tolerance of SCIM clients that do not follow RFC 7643/7644 to the letter, selected by source kind.
+"""Tolerance of SCIM clients that do not follow RFC 7643/7644 to the letter: the mechanism, per source.
 
 Most deviations are already absorbed by scim2-models' tolerant ``ScimPolicy`` (case-insensitive ``op``,
 ``"False"`` strings, path-less replace with dotted keys, remove-with-value, ``$ref: null``). What is left is
-normalised here, before validation, and only for the kinds that need it (each seen in the IdP's recorded
-traffic, ``tests/webhooks/traces`` and ``tests/idp``):
+normalised here, before validation, as switched on by the :class:`Quirks` of the source: ``fill_schemas``
+(``"schemas": []``), ``string_emails`` (``emails`` as plain strings), ``default_active`` (a created user
+without ``active`` is active), ``strip_domain`` (a ``DOMAIN/`` user-store prefix on ``userName``),
+``drop_unknown_schemas``, ``unquoted_filters`` (``userName Eq x``), ``partial_put`` (PUT bodies that carry
+only the changed attributes), ``raw_token`` (``Authorization: <token>`` without a scheme) and
+``group_patch_no_content`` (group PATCH answered 204).
 
-* ``asgardeo`` (WSO2 SCIM2 outbound connector): ``"schemas": []``; ``emails`` as plain
-  strings; no ``active`` (a created user is active: ``default_active``); a ``DOMAIN/`` user-store prefix on
-  ``userName``; the unquoted ``userName Eq x`` filter; PUT
-  bodies that carry only the changed attributes (``partial_put``); the API-key mode that sends the key
-  as ``Authorization: <key>`` without a scheme (``raw_token``).
-* ``entra``: unknown schema URNs (``…/ADSCIM/2.0/Group``) dropped; unquoted filter
-  values; group PATCH answered 204.
-* ``okta``: a raw token without ``Bearer``; group PATCH answered 204.
-* ``authentik``: every compatibility mode already works on the standard paths; the
-  ``sfdc`` mode's ``/ServiceProviderConfigs`` is served by the router for every source.
-
-Every source kind, ``generic`` included, refuses a second Group with the same ``displayName`` in the
-source, compared case-insensitively (409 ``uniqueness``): role attributes derive from group names, so two
-groups of one name are ambiguous; Entra and Asgardeo find groups by name, and authentik links a
-duplicate POST to the existing group through the filter lookup (``unique_group_names``).
+Which IdP needs which is said in its home, ``app.idp.<kind>`` (:mod:`app.idp.registry`): this module
+never looks at a source's kind. Every source kind, ``generic`` included, refuses a second Group with the
+same ``displayName`` in the source, compared case-insensitively (409 ``uniqueness``): role attributes
+derive from group names, so two groups of one name are ambiguous (``unique_group_names``).
 Source options override the defaults of the kind: ``partial_put``,
 ``raw_token``, ``group_patch_no_content``, ``unique_group_names``.
 Every normaliser is idempotent: it may run twice on the same payload (partial PUT merges, then validates).
@@ -29,13 +22,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
 from app.config import ConfigError, SourceConfig
 
-__all__ = ["Quirks", "quirks_for"]
+__all__ = ["Quirks", "QuirksFor", "with_options"]
 
 _STRING_LISTS = ("emails", "phoneNumbers")
 _DOMAIN_PREFIX = re.compile(r"^[A-Z0-9_.-]+/(?=.)")
@@ -137,6 +130,10 @@ class Quirks:
         return " and ".join(quoted)
 
 
+QuirksFor = Callable[[SourceConfig], Quirks]
+"""A source's quirks: its IdP's defaults with its options (:func:`app.idp.registry.quirks_for`)."""
+
+
 def _key(mapping: dict[str, Any], name: str) -> str | None:
     """The key of ``mapping`` that names ``name``, compared case-insensitively (RFC 7643 §2.1)."""
     return next((key for key in mapping if key.lower() == name.lower()), None)
@@ -164,37 +161,11 @@ def _complex_values(value: Any) -> Any:
     return result
 
 
-_KINDS: dict[str, Quirks] = {
-    "generic": Quirks(),
-    "authentik": Quirks(kind="authentik", unique_group_names=True),
-    "zitadel": Quirks(kind="zitadel", unique_group_names=True),
-    "asgardeo": Quirks(
-        kind="asgardeo",
-        fill_schemas=True,
-        string_emails=True,
-        default_active=True,
-        strip_domain=True,
-        unquoted_filters=True,
-        partial_put=True,
-        raw_token=True,
-        unique_group_names=True,
-    ),
-    "entra": Quirks(
-        kind="entra",
-        fill_schemas=True,
-        drop_unknown_schemas=True,
-        unquoted_filters=True,
-        group_patch_no_content=True,
-        unique_group_names=True,
-    ),
-    "okta": Quirks(kind="okta", raw_token=True, group_patch_no_content=True, unique_group_names=True),
-}
 _OVERRIDABLE = ("partial_put", "raw_token", "group_patch_no_content", "unique_group_names")
 
 
-def quirks_for(source: SourceConfig) -> Quirks:
-    """The quirks of a source's kind, with the overrides its options give."""
-    quirks = _KINDS.get(source.kind, Quirks(kind=source.kind))
+def with_options(quirks: Quirks, source: SourceConfig) -> Quirks:
+    """``quirks`` (the defaults of the source's IdP, :mod:`app.idp.registry`) with the source's overrides."""
     overrides: dict[str, Any] = {}
     for option in _OVERRIDABLE:
         if option in source.options:

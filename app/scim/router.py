@@ -22,15 +22,15 @@ from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
 from starlette.requests import ClientDisconnect
 
+from app.auth.bearer import Authenticator
 from app.config import SourceConfig
 from app.constants import STATUS_EXTENSION
 from app.observability.metrics import Metrics
 from app.observability.request_id import request_id_from
-from app.scim.auth import Authenticator
 from app.scim.handler import ZitiScimHandler
 from app.scim.limits import RequestLimits
 from app.scim.provider import load_provider
-from app.scim.quirks import quirks_for
+from app.scim.quirks import Quirks, QuirksFor, with_options
 from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
@@ -70,6 +70,11 @@ class AfterWrite(Protocol):
     async def __call__(self, users: set[tuple[str, str]]) -> bool: ...
 
 
+def _generic(source: SourceConfig) -> Quirks:
+    """Without an IdP registry (``quirks``): the generic defaults with the source's own overrides."""
+    return with_options(Quirks(kind=source.kind), source)
+
+
 class SourceApplication(ASGIApplication):
     """scim2-server's ASGI application for one source."""
 
@@ -80,10 +85,11 @@ class SourceApplication(ASGIApplication):
         hooks: UserHooks | None = None,
         after_write: AfterWrite | None = None,
         limits: RequestLimits | None = None,
+        quirks: QuirksFor | None = None,
     ) -> None:
         provider = load_provider(source.policy)
         storage = SqlStorage(db, provider, source.name, hooks)
-        self.quirks = quirks_for(source)
+        self.quirks = (quirks or _generic)(source)
         super().__init__(storage, provider, ZitiScimService(provider, self.quirks, limits))
         self.source = source
         self.db = db
@@ -176,7 +182,11 @@ _URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
 
 
 class ScimRouter:
-    """Authenticate, bound the body, and hand the request to the source's application."""
+    """Authenticate, bound the body, and hand the request to the source's application.
+
+    ``quirks`` gives each source's SCIM quirks (:func:`app.idp.registry.quirks_for`, passed in by the
+    server and the CLI); without it every source gets the generic ones with its own option overrides.
+    """
 
     def __init__(
         self,
@@ -188,9 +198,11 @@ class ScimRouter:
         after_write: AfterWrite | None = None,
         metrics: Metrics | None = None,
         limits: RequestLimits | None = None,
+        quirks: QuirksFor | None = None,
     ) -> None:
         self.apps = {
-            source.name: SourceApplication(source, db, hooks, after_write, limits) for source in sources
+            source.name: SourceApplication(source, db, hooks, after_write, limits, quirks)
+            for source in sources
         }
         self.authenticator = Authenticator(
             [app.source for app in self.apps.values()],
@@ -207,7 +219,7 @@ class ScimRouter:
         }
 
     async def authenticate(self, authorization: str | None) -> SourceApplication | None:
-        """The source this static token or IdP access token belongs to (see :mod:`app.scim.auth`)."""
+        """The source this static token or IdP access token belongs to (see :mod:`app.auth.bearer`)."""
         name = await self.authenticator.authenticate(authorization)
         return self.apps[name] if name is not None else None
 

@@ -6,7 +6,7 @@
   so the grant's user is remembered) and each user's activation and lockout flags.
 * :class:`IdpEventLog` keeps the authenticated events of an event-sourced IdP (ZITADEL) per aggregate,
   keyed by the IdP's per-aggregate sequence, with the base each aggregate's fold starts from
-  (:mod:`app.webhooks.zitadel_fold`). What the states mean is not this module's business.
+  (:mod:`app.idp.zitadel.fold`). What the states mean is not this module's business.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ same inline reconcile. The IdP's user id is the SCIM ``externalId`` and users ar
   ``active`` is ``active and not locked``.
 * ZITADEL grants: the grant → user link and the grant's role keys are stored; the user's ``roles`` are
   the union of the role keys of its active grants (preset ``zitadel``).
-* ZITADEL deliveries do not come here event by event: :mod:`app.webhooks.zitadel_sync` folds each
+* ZITADEL deliveries do not come here event by event: :mod:`app.idp.zitadel.sync` folds each
   aggregate's events in sequence order and applies the result with :meth:`EventApplier.write_user`
   (only the attributes that differ are written), the grant methods of :class:`IdpState` and
   :meth:`EventApplier.sync_roles`.

@@ -57,7 +57,7 @@ class WebhookResult:
     delivery could not be processed and a retry of the same delivery must be let through.
     ``sequenced``: set when the IdP numbers its events per aggregate (ZITADEL): the receiver then keeps
     the event and folds the aggregate's events in sequence order instead of applying ``events`` as they
-    come (:mod:`app.webhooks.zitadel_sync`).
+    come (:mod:`app.idp.zitadel.sync`).
     ``duplicate``: the delivery was authentic but already received (its key is claimed): acknowledge it,
     change nothing. ``problem``: authentic but unusable (unreadable body, stale timestamp): acknowledge it
     and record the reason; ``events`` is then empty.

@@ -6,7 +6,7 @@ caller. Reasons never contain secrets, signatures or header values: they only na
 
 from __future__ import annotations
 
-__all__ = ["WebhookError", "WebhookInvalid", "WebhookRejected"]
+__all__ = ["IdpFetchError", "WebhookError", "WebhookInvalid", "WebhookRejected"]
 
 
 class WebhookError(Exception):
@@ -44,3 +44,10 @@ class WebhookInvalid(WebhookError):
 
     def __init__(self, reason: str, *, status: int = 400) -> None:
         super().__init__(reason, status=status, public_message=reason)
+
+
+class IdpFetchError(Exception):
+    """The IdP API could not be read (network, auth, unexpected answer). Retry later / reconcile.
+
+    The message names the failure class only; it never contains the API token or response bodies.
+    """

@@ -27,9 +27,8 @@ from app.observability import audit
 from app.store.db import Database
 from app.store.webhook_state import IdpEventLog, open_events
 from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier
-from app.webhooks.authentik_fetcher import IdpFetchError
 from app.webhooks.common import WebhookResult, body_digest
-from app.webhooks.errors import WebhookError
+from app.webhooks.errors import IdpFetchError, WebhookError
 from app.webhooks.periodic import Periodic
 
 __all__ = ["PENDING_TYPE", "PendingDelivery", "PendingRetrier", "PendingStore", "pending_deliveries"]

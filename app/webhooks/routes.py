@@ -1,6 +1,7 @@
 """``POST /webhooks/{source}`` (and ``GET`` for Asgardeo's WebSub handshake): IdP push notifications.
 
-Per source, by its ``kind`` and options (``[sources.<name>]`` in the configuration):
+Per source, by its ``kind`` (the adapters of :mod:`app.idp.registry`, built on :mod:`app.webhooks.adapter`)
+and options (``[sources.<name>]`` in the configuration):
 
 =========== ============================================================ ===============================
 kind        authenticity                                                 options
@@ -28,7 +29,7 @@ authentik   a shared secret in a header set by a header mapping, in the  ``webho
 =========== ============================================================ ===============================
 
 ZITADEL events are kept per aggregate and folded in ``sequence`` order before they are applied
-(:mod:`app.webhooks.zitadel_sync`), so deliveries out of order or twice end in the same state;
+(:mod:`app.idp.zitadel.sync`), so deliveries out of order or twice end in the same state;
 ``zitadel_event_retention`` (seconds, 30 days by default) bounds how long they are kept.
 
 Secrets can come from the environment (``ZITI_SCIM_SOURCE_<NAME>_WEBHOOK_SECRET``, …, see
@@ -57,7 +58,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -67,94 +67,42 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from app.config import Config, ConfigError, SourceConfig
+from app.config import Config, SourceConfig
 from app.observability import audit
 from app.observability.metrics import Metrics
 from app.scim.router import ScimRouter
 from app.store.db import Database
 from app.store.errors import DatabaseError
-from app.store.webhook_state import IdpEventLog, IdpState, SqlReplayGuard
-from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier, UserResolver
-from app.webhooks.asgardeo import AsgardeoWebhook, parse_asgardeo
-from app.webhooks.authentik import AuthentikWebhook
-from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError
-from app.webhooks.authentik_pull import AuthentikPuller
+from app.store.webhook_state import SqlReplayGuard
+from app.webhooks.adapter import Puller, ReceiverContext, SourceReceiver, WebhookFactory
+from app.webhooks.apply import ApplyFailed, ApplyRetry
 from app.webhooks.common import MAX_BODY_BYTES, WebhookResult
-from app.webhooks.errors import WebhookError, WebhookInvalid, WebhookRejected
+from app.webhooks.errors import IdpFetchError, WebhookError, WebhookInvalid, WebhookRejected
 from app.webhooks.events import Challenge
-from app.webhooks.pending import DEFAULT_RETENTION as PENDING_RETENTION
-from app.webhooks.pending import PendingRetrier, PendingStore
+from app.webhooks.pending import PendingRetrier
 from app.webhooks.replay import ReplayGuard
-from app.webhooks.zitadel import ZitadelWebhook
-from app.webhooks.zitadel_api import ZitadelApi
-from app.webhooks.zitadel_pull import ZitadelPuller
-from app.webhooks.zitadel_sync import DEFAULT_RETENTION, ZitadelAggregates
 
 __all__ = ["WebhookReceiver", "webhook_receiver", "webhook_routes"]
 
 log = logging.getLogger("ziti_scim.webhooks")
 
-WEBHOOK_KINDS = ("zitadel", "asgardeo", "authentik")
-Verifier = ZitadelWebhook | AsgardeoWebhook | AuthentikWebhook
-
-
-@dataclass
-class SourceReceiver:
-    source: SourceConfig
-    verifier: Verifier
-    applier: EventApplier
-    api: ZitadelApi | None = None
-    aggregates: ZitadelAggregates | None = None
-    pending: PendingStore | None = None
-    authentik: AuthentikUserFetcher | None = None
-
-
-def _secrets(source: SourceConfig) -> list[str]:
-    value = source.options.get("webhook_secret")
-    values = value if isinstance(value, list) else [value]
-    if not all(isinstance(item, str) and item for item in values):
-        raise ConfigError(
-            f"sources.{source.name}.webhook_secret must be a non-empty string or a list of them"
-        )
-    return [str(item) for item in values]
-
-
-def _number(source: SourceConfig, option: str, default: float) -> float:
-    value = source.options.get(option, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"sources.{source.name}.{option} must be a positive number of seconds")
-    return float(value)
-
-
-def _organizations(source: SourceConfig) -> list[str] | None:
-    """``zitadel_organizations``: the organisation ids (``resourceOwner``) a ZITADEL source serves."""
-    value = source.options.get("zitadel_organizations")
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"sources.{source.name}.zitadel_organizations must be a list of organisation ids")
-    return [str(v) for v in value]
-
-
-def _api_pair(source: SourceConfig, url_option: str, token_option: str) -> tuple[str, str] | None:
-    url, token = source.options.get(url_option), source.options.get(token_option)
-    if url is None and token is None:
-        return None
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not isinstance(token, str):
-        raise ConfigError(
-            f"sources.{source.name}: {url_option} (an http(s) URL) and {token_option} must be set together"
-        )
-    return url, token
+WebhookFactories = Callable[[SourceConfig], WebhookFactory | None]
+"""The webhook side of a source's IdP, or None when its kind has no webhooks (:mod:`app.idp.registry`)."""
 
 
 class WebhookReceiver:
-    """The receivers of every webhook-enabled source; ``clock`` is read at each delivery (tests pin it)."""
+    """The receivers of every webhook-enabled source; ``clock`` is read at each delivery (tests pin it).
+
+    ``webhooks`` gives the IdP adapter of a source (:func:`app.idp.registry.webhook_factory`): a source
+    whose IdP has one and that sets ``webhook_secret`` gets a receiver.
+    """
 
     def __init__(
         self,
         config: Config,
         db: Database,
         scim: ScimRouter,
+        webhooks: WebhookFactories,
         *,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
@@ -183,99 +131,33 @@ class WebhookReceiver:
         )
         self.sources: dict[str, SourceReceiver] = {}
         for source in config.sources.values():
-            if source.kind in WEBHOOK_KINDS and source.options.get("webhook_secret") is not None:
-                self.sources[source.name] = self._receiver(source, db, scim)
+            factory = webhooks(source)
+            if factory is not None and source.options.get("webhook_secret") is not None:
+                self.sources[source.name] = factory(source, self._context(scim))
 
     def _now(self) -> float:
         return self.clock()
 
-    def _receiver(self, source: SourceConfig, db: Database, scim: ScimRouter) -> SourceReceiver:
-        secrets = _secrets(source)
-        resolver: UserResolver | None = None
-        authentik: AuthentikUserFetcher | None = None
-        api: ZitadelApi | None = None
-        verifier: Verifier
-        # No keep-alive: IdP API reads are occasional, and no connection outlives its request.
-        client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0))
-        if source.kind == "zitadel":
-            verifier = ZitadelWebhook(
-                secrets,
-                self.guard,
-                tolerance=_number(source, "webhook_tolerance", 300.0),
-                organizations=_organizations(source),
-                clock=self._now,
-            )
-            if (pair := _api_pair(source, "zitadel_url", "zitadel_token")) is not None:
-                api = resolver = ZitadelApi(*pair, client=client)
-        elif source.kind == "asgardeo":
-            prefix = source.options.get("webhook_topic_prefix")
-            verifier = AsgardeoWebhook(
-                secrets,
-                self.guard,
-                max_age=_number(source, "webhook_max_age", 86400.0),
-                topic_prefix=prefix if isinstance(prefix, str) else None,
-                clock=self._now,
-            )
-        else:
-            header = str(source.options.get("webhook_secret_header", "Authorization"))
-            values = [f"Bearer {s}" if header.lower() == "authorization" else s for s in secrets]
-            verifier = AuthentikWebhook(
-                header,
-                values,
-                self.guard,
-                secrets=secrets,
-                max_age=_number(source, "webhook_max_age", 86400.0),
-                clock=self._now,
-            )
-            if (pair := _api_pair(source, "authentik_url", "authentik_token")) is not None:
-                resolver = authentik = AuthentikUserFetcher(*pair, client=client)
-        applier = EventApplier(
-            scim.apps[source.name], IdpState(db, source.name), resolver=resolver, group_resolver=authentik
+    def _context(self, scim: ScimRouter) -> ReceiverContext:
+        return ReceiverContext(
+            db=self.db,
+            guard=self.guard,
+            clock=self._now,
+            # No keep-alive: IdP API reads are occasional, and no connection outlives its request.
+            client=httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)),
+            on_deferred=lambda name: self.deferred.labels(name).inc(),
+            scim=scim.apps,
         )
-        aggregates = None
-        if source.kind == "zitadel":
-            # ZITADEL numbers its events per aggregate and may deliver them out of order: keep and fold them.
-            aggregates = ZitadelAggregates(
-                applier,
-                IdpEventLog(db, source.name),
-                api=api,
-                retention=_number(source, "zitadel_event_retention", DEFAULT_RETENTION),
-                clock=self._now,
-            )
-        pending = None
-        if source.kind == "asgardeo":
-            pending = PendingStore(
-                db, source.name, clock=self._now, on_deferred=lambda name: self.deferred.labels(name).inc()
-            )
-        return SourceReceiver(source, verifier, applier, api, aggregates, pending, authentik)
 
-    def pullers(self) -> list[ZitadelPuller | AuthentikPuller]:
-        """The periodic IdP repairs (ZITADEL and authentik sources with an API URL and token); start once."""
-        pullers: list[ZitadelPuller | AuthentikPuller] = []
-        for r in self.sources.values():
-            if r.api is not None and r.aggregates is not None:
-                interval = _number(r.source, "zitadel_pull_interval", 900.0)
-                pullers.append(ZitadelPuller(r.aggregates, r.api, interval, _organizations(r.source)))
-            if r.authentik is not None:
-                interval = _number(r.source, "authentik_pull_interval", 900.0)
-                pullers.append(AuthentikPuller(r.source.name, r.applier, r.authentik, interval))
-        return pullers
+    def pullers(self) -> list[Puller]:
+        """The periodic IdP repairs (sources with an IdP API URL and token); start once."""
+        return [puller for r in self.sources.values() for puller in r.pullers]
 
     def retriers(self) -> list[PendingRetrier]:
         """The retries of deliveries acknowledged but not applied yet (:mod:`app.webhooks.pending`)."""
-        return [
-            PendingRetrier(
-                r.pending,
-                parse_asgardeo,
-                r.applier,
-                interval=_number(r.source, "webhook_retry_interval", 60.0),
-                retention=_number(r.source, "webhook_retry_retention", PENDING_RETENTION),
-            )
-            for r in self.sources.values()
-            if r.pending is not None
-        ]
+        return [retrier for r in self.sources.values() for retrier in r.retriers]
 
-    def background(self) -> list[ZitadelPuller | AuthentikPuller | PendingRetrier]:
+    def background(self) -> list[Puller | PendingRetrier]:
         """Every periodic task of the receivers (pulls, retries): ``start()`` each, ``stop()`` at exit."""
         return [*self.pullers(), *self.retriers()]
 
@@ -284,7 +166,7 @@ class WebhookReceiver:
         if receiver is None:
             return JSONResponse({"error": "no webhook receiver for this source"}, status_code=404)
         path_secret = request.path_params.get("secret")
-        if path_secret is not None and not isinstance(receiver.verifier, AuthentikWebhook):
+        if path_secret is not None and not receiver.path_secret:
             return JSONResponse({"error": "no webhook receiver for this source"}, status_code=404)
         if request.method == "GET":
             return self._subscription(receiver, request)
@@ -292,10 +174,7 @@ class WebhookReceiver:
         if body is None:
             return JSONResponse({"error": "body too large"}, status_code=413)
         try:
-            if isinstance(receiver.verifier, AuthentikWebhook):
-                result = await receiver.verifier.handle(request.headers, body, path_secret=path_secret)
-            else:
-                result = await receiver.verifier.handle(request.headers, body)
+            result = await receiver.verify(request.headers, body, path_secret)
         except WebhookRejected as rejected:
             log.warning("webhook for source %s rejected: %s", receiver.source.name, rejected.reason)
             return JSONResponse({"error": rejected.public_message}, status_code=rejected.status)
@@ -374,11 +253,10 @@ class WebhookReceiver:
 
     @staticmethod
     def _subscription(receiver: SourceReceiver, request: Request) -> Response:
-        verifier = receiver.verifier
-        if not isinstance(verifier, AsgardeoWebhook):
+        if receiver.subscription is None:
             return JSONResponse({"error": "method not allowed"}, status_code=405, headers={"Allow": "POST"})
         try:
-            answer = verifier.verify_subscription(dict(request.query_params))
+            answer = receiver.subscription(dict(request.query_params))
         except WebhookError as error:
             return JSONResponse({"error": error.public_message}, status_code=error.status)
         if isinstance(answer, Challenge):
@@ -411,10 +289,15 @@ async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | N
 
 
 def webhook_routes(
-    config: Config, db: Database, scim: ScimRouter, *, clock: Callable[[], float] = time.time
+    config: Config,
+    db: Database,
+    scim: ScimRouter,
+    webhooks: WebhookFactories,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> list[Route]:
     """The routes to add to the application (``create_app``): ``/webhooks/{source}``, GET and POST."""
-    receiver = WebhookReceiver(config, db, scim, clock=clock)
+    receiver = WebhookReceiver(config, db, scim, webhooks, clock=clock)
     return [
         Route("/webhooks/{source}", receiver.endpoint, methods=["GET", "POST"]),
         Route("/webhooks/{source}/{secret}", receiver.endpoint, methods=["POST"]),

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.idp.asgardeo.webhook import sign_asgardeo
 from app.observability import audit
 from app.store.db import Database
-from app.webhooks import sign_asgardeo
 from app.webhooks.pending import pending_deliveries
 from tests.idp.conftest import Stack, StackFactory, source
 from tests.paths import WEBHOOK_TRACES

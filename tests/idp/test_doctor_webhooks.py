@@ -8,7 +8,7 @@ import json
 import httpx
 
 from app.diagnostics.doctor import run_doctor
-from app.webhooks import sign_asgardeo
+from app.idp.asgardeo.webhook import sign_asgardeo
 from tests.idp.conftest import API_TOKEN, FakeApi, StackFactory, source
 from tests.paths import WEBHOOK_TRACES
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.config import ConfigError, load_config
-from app.scim.quirks import quirks_for
+from app.idp.registry import quirks_for
 from tests.idp.conftest import Stack, StackFactory, source
 
 STATIC = "static-token-of-zitadel-0123456789"
@@ -109,7 +109,7 @@ def test_configuration_of_idp_options() -> None:
         quirks_for(
             load_config({"sources": {"a": {"kind": "asgardeo", "partial_put": "yes"}}}, {}).sources["a"]
         )
-    from app.scim.auth import oauth_config
+    from app.auth.bearer import oauth_config
 
     with pytest.raises(ConfigError, match="oauth"):
         oauth_config(load_config({"sources": {"a": {"oauth": {"issuer": "x"}}}}, {}).sources["a"])

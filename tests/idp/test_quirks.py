@@ -6,7 +6,8 @@ import pytest
 
 from app.config import SourceConfig
 from app.constants import ENTERPRISE_EXTENSION
-from app.scim.quirks import Quirks, quirks_for
+from app.idp.registry import quirks_for
+from app.scim.quirks import Quirks
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 KNOWN = {CORE, ENTERPRISE_EXTENSION}

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.webhooks import sign_asgardeo, sign_zitadel
+from app.idp.asgardeo.webhook import sign_asgardeo
+from app.idp.zitadel.webhook import sign_zitadel
 from tests.idp.conftest import Stack, StackFactory, source
 from tests.idp.replay import Replayer, load
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from app.config import Config
+from app.idp.zitadel.webhook import sign_zitadel
 from app.server import create_app
-from app.webhooks import sign_zitadel
 from app.webhooks.routes import WebhookReceiver, webhook_receiver
 from tests.idp.conftest import API_TOKEN, FakeApi, source
 

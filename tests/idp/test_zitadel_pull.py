@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from app.config import Config
+from app.idp.zitadel.puller import ZitadelPuller
+from app.idp.zitadel.webhook import sign_zitadel
 from app.server import create_app
-from app.webhooks import sign_zitadel
 from app.webhooks.routes import WebhookReceiver, webhook_receiver
-from app.webhooks.zitadel_pull import ZitadelPuller
 from tests.idp.conftest import API_TOKEN, FakeApi, source
 
 KEY = "zitadel-signing-key-0123456789"

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from app.config import Config, PolicyConfig, SafetyConfig, SourceConfig, ZitiConfig, hash_token
+from app.idp.zitadel.webhook import sign_zitadel
 from app.server import create_app
-from app.webhooks import sign_zitadel
 from tests.resilience.res_support import STATUS, Controller, list_all, report, running_controller
 from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.live import live_server

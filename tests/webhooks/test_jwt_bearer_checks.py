@@ -12,10 +12,10 @@ import pytest
 from test_webhooks_jwt_bearer import ISSUER, NOW, RSA1, JwksServer, claims, jwks_server, reject
 from webhook_support import FrozenClock
 
+from app.auth.bearer import oauth_config
+from app.auth.jwt_bearer import JwtBearerConfig, JwtBearerValidator
 from app.config import ConfigError, load_config
-from app.scim.auth import oauth_config
 from app.server import create_app
-from app.webhooks import JwtBearerConfig, JwtBearerValidator
 
 __all__ = ["jwks_server"]  # the fixture, imported for the tests below
 

@@ -10,8 +10,8 @@ import pytest
 from scim2_models import User
 from webhook_support import FrozenClock, load_trace, trace_names
 
+from app.idp.asgardeo.webhook import AsgardeoWebhook, parse_asgardeo, sign_asgardeo, verify_subscription
 from app.webhooks import (
-    AsgardeoWebhook,
     Challenge,
     Ignored,
     InMemoryReplayGuard,
@@ -23,9 +23,6 @@ from app.webhooks import (
     UserUpsert,
     WebhookInvalid,
     WebhookRejected,
-    parse_asgardeo,
-    sign_asgardeo,
-    verify_subscription,
 )
 from app.webhooks.events import GroupMembers, RoleGroups
 

@@ -17,9 +17,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 from webhook_support import FrozenClock, load_trace, trace_names
 
+from app.idp.authentik.api import AuthentikUserFetcher
+from app.idp.authentik.webhook import AuthentikWebhook, authentik_user_to_scim, parse_authentik
 from app.webhooks import (
-    AuthentikUserFetcher,
-    AuthentikWebhook,
     FetchUser,
     IdpFetchError,
     Ignored,
@@ -29,8 +29,6 @@ from app.webhooks import (
     UserUpsert,
     WebhookInvalid,
     WebhookRejected,
-    authentik_user_to_scim,
-    parse_authentik,
 )
 from app.webhooks.events import FetchGroup, GroupDelete
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from app.config import Config, SourceConfig
+from app.idp.authentik.webhook import parse_authentik
 from app.server import create_app
-from app.webhooks import FetchUser, WebhookInvalid, parse_authentik
+from app.webhooks import FetchUser, WebhookInvalid
 from tests.support.live import live_server
 
 AUTHENTIK_SECRET = "authentik-webhook-secret-0123456789"

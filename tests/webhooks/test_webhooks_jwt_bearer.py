@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 from webhook_support import FrozenClock
 
-from app.webhooks import JwtBearerConfig, JwtBearerValidator, TokenRejected
+from app.auth.jwt_bearer import JwtBearerConfig, JwtBearerValidator, TokenRejected
 
 NOW = 1_772_446_531.0
 ISSUER = "https://idp.example.com"

@@ -10,6 +10,7 @@ import pytest
 from scim2_models import User
 from webhook_support import FrozenClock, load_trace, trace_names
 
+from app.idp.zitadel.webhook import ZitadelWebhook, parse_zitadel, sign_zitadel
 from app.webhooks import (
     FetchUser,
     GrantActive,
@@ -24,9 +25,6 @@ from app.webhooks import (
     UserUpsert,
     WebhookInvalid,
     WebhookRejected,
-    ZitadelWebhook,
-    parse_zitadel,
-    sign_zitadel,
 )
 
 KEY = "Ns4jKxq2Wv8pZt7rLm3hYc9dFg6bTe1A"

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.webhooks.common import SequencedEvent
-from app.webhooks.zitadel_fold import (
+from app.idp.zitadel.fold import (
     GrantState,
     UserState,
     api_sequence,
@@ -17,6 +16,7 @@ from app.webhooks.zitadel_fold import (
     grant_state_from_api,
     user_state_from_api,
 )
+from app.webhooks.common import SequencedEvent
 
 ALICE = "339123456789012345"
 GRANT = "339300000000000004"

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from app.webhooks.authentik import group_pk, user_events
-from app.webhooks.errors import WebhookInvalid
+from app.idp.authentik.webhook import group_pk, user_events
+from app.webhooks.errors import IdpFetchError, WebhookInvalid
 from app.webhooks.events import (
     FetchGroup,
     FetchUser,
@@ -37,13 +37,6 @@ _PK = re.compile(r"[0-9]{1,20}")
 _GROUP_PK = re.compile(r"[0-9a-fA-F-]{32,36}")
 _PAGE_SIZE = 100
 _MAX_PAGES = 10_000
-
-
-class IdpFetchError(Exception):
-    """The IdP API could not be read (network, auth, unexpected answer). Retry later / reconcile.
-
-    The message names the failure class only; it never contains the API token or response bodies.
-    """
 
 
 class AuthentikUserFetcher:

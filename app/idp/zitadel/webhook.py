@@ -9,7 +9,7 @@ the new key can be added before the old one is removed.
 Organisations: Actions v2 executions are instance-wide, so deliveries bring users of every organisation
 (``resourceOwner``). With ``organizations`` set, events of other organisations are acknowledged and
 ignored; the organisation of every kept event is remembered (payload key ``resourceOwner``) so that the
-pull only deletes users of organisations it has listed (:mod:`app.webhooks.zitadel_pull`).
+pull only deletes users of organisations it has listed (:mod:`app.idp.zitadel.puller`).
 
 Body (``ContextInfoEvent``): ``aggregateID`` (user id = OIDC ``sub`` for ``user.*``, grant id for
 ``user.grant.*``), ``aggregateType``, ``resourceOwner``, ``instanceID``, ``sequence``, ``event_type``,

@@ -9,7 +9,7 @@
   ``{"result": [{"id", "details", "userId", "roleKeys", "projectId", "state"}]}``.
 
 ZITADEL does not retry event deliveries, so these reads are how missed events are repaired
-(:mod:`app.webhooks.zitadel_pull`) and how ``user.*`` events with an empty payload (v4.1.x) are read.
+(:mod:`app.idp.zitadel.puller`) and how ``user.*`` events with an empty payload (v4.1.x) are read.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from app.webhooks.authentik_fetcher import IdpFetchError
+from app.webhooks.errors import IdpFetchError
 from app.webhooks.events import (
     SCIM_USER_SCHEMA,
     FetchUser,

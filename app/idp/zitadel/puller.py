@@ -3,7 +3,7 @@
 ZITADEL drops an event delivery that fails (an Actions v2 target gets no retries), so a periodic pull is
 what makes the webhook path reliable; ``ziti-scim sync`` runs the same pull once. The API's view of each
 user and grant is recorded as the aggregate's base in the event log and the aggregate folded and applied
-exactly as for a delivery (:class:`~app.webhooks.zitadel_sync.ZitadelAggregates`, whose docstring says how
+exactly as for a delivery (:class:`~app.idp.zitadel.sync.ZitadelAggregates`, whose docstring says how
 the pull and the events combine): users are upserted (attributes, activation, lockout), grants stored and
 each touched user's ``roles`` recomputed. Grants and users ZITADEL no longer has are removed from the
 store (only after both lists were read completely, so a failed read never deletes anything); the pull
@@ -26,12 +26,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.idp.zitadel.api import ZitadelApi
+from app.idp.zitadel.sync import ZitadelAggregates
 from app.webhooks.apply import ApplyFailed, ApplyRetry, Outcome
-from app.webhooks.authentik_fetcher import IdpFetchError
+from app.webhooks.errors import IdpFetchError
 from app.webhooks.events import UserDelete
 from app.webhooks.periodic import Periodic
-from app.webhooks.zitadel_api import ZitadelApi
-from app.webhooks.zitadel_sync import ZitadelAggregates
 
 __all__ = ["PullReport", "ZitadelPuller", "pull_zitadel_users"]
 

@@ -5,7 +5,7 @@
   Header" mode send the bare key) may also accept ``Authorization: <token>`` (``raw_token``).
 * IdP access tokens: a source with an ``[sources.<name>.oauth]`` table accepts JWTs its IdP issues
   (ZITADEL service users, Asgardeo/authentik OAuth clients), validated by
-  :class:`~app.webhooks.jwt_bearer.JwtBearerValidator` (signature against the JWKS, ``typ``, ``iss``,
+  :class:`~app.auth.jwt_bearer.JwtBearerValidator` (signature against the JWKS, ``typ``, ``iss``,
   ``aud``, ``exp``, and at least one of required scopes, claims or client ids: a start-up error
   otherwise). Only a token shaped like a JWS (RFC 7515 §7.1) is tried, and only
   against the sources whose issuer its (unverified) ``iss`` names.
@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
+from app.auth.jwt_bearer import ACCESS_TOKEN_TYPES, JwtBearerConfig, JwtBearerValidator, TokenRejected
 from app.config import ConfigError, SourceConfig, hash_token
-from app.webhooks.jwt_bearer import ACCESS_TOKEN_TYPES, JwtBearerConfig, JwtBearerValidator, TokenRejected
 
 __all__ = ["Authenticator", "oauth_config"]
 

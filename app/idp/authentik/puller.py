@@ -3,7 +3,7 @@
 authentik's webhook delivery is lossy (a notification is sent by a background task that gives up after a
 few tries, and the default body is ambiguous), so an authentik source with ``authentik_url`` and
 ``authentik_token`` is also pulled every ``authentik_pull_interval`` seconds (900 by default; the first
-one an interval after start), like a ZITADEL source (:mod:`app.webhooks.zitadel_pull`); ``ziti-scim
+one an interval after start), like a ZITADEL source (:mod:`app.idp.zitadel.puller`); ``ziti-scim
 sync`` runs it once too.
 
 Each user is written as the API describes it (only what differs, :meth:`EventApplier.write_user`) with
@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from app.idp.authentik.api import AuthentikUserFetcher, group_snapshot
+from app.idp.authentik.webhook import user_events
 from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier
-from app.webhooks.authentik import user_events
-from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError, group_snapshot
-from app.webhooks.errors import WebhookInvalid
+from app.webhooks.errors import IdpFetchError, WebhookInvalid
 from app.webhooks.events import UserDelete, UserGroups, UserUpsert
 from app.webhooks.periodic import Periodic
 

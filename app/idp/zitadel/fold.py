@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.idp.zitadel.api import zitadel_user_events
+from app.idp.zitadel.webhook import ORG_KEY, zitadel_event
 from app.webhooks.common import SequencedEvent
 from app.webhooks.errors import WebhookInvalid
 from app.webhooks.events import (
@@ -40,8 +42,6 @@ from app.webhooks.events import (
     UserUpsert,
     WebhookEvent,
 )
-from app.webhooks.zitadel import ORG_KEY, zitadel_event
-from app.webhooks.zitadel_api import zitadel_user_events
 
 __all__ = [
     "GRANT",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +31,10 @@ import httpx
 import jwt
 
 from app.constants import ASYMMETRIC_ALGORITHMS
-from app.webhooks.common import Clock
 
 __all__ = ["JwksCache", "JwtBearerConfig", "JwtBearerValidator", "TokenRejected"]
+
+Clock = Callable[[], float]
 
 ACCESS_TOKEN_TYPES = ("at+jwt", "jwt")
 CLIENT_CLAIMS = ("azp", "client_id", "appid")

@@ -4,7 +4,7 @@ ZITADEL delivers each event once (an Actions v2 target gets no retries), possibl
 concurrently. Every authenticated event that matters is kept in the source's event log
 (:class:`~app.store.webhook_state.IdpEventLog`, keyed by aggregate and ``sequence``: a second delivery of
 the same event stores nothing). Then, on every delivery, the aggregate's state is derived again by folding
-*all* its kept events in sequence order (:mod:`app.webhooks.zitadel_fold`) and applied to the store
+*all* its kept events in sequence order (:mod:`app.idp.zitadel.fold`) and applied to the store
 idempotently through the source's SCIM application (:class:`~app.webhooks.apply.EventApplier`):
 
 * user: removed → delete it (the removal stays as a tombstone: a late ``user.human.added`` does nothing);
@@ -17,7 +17,7 @@ idempotently through the source's SCIM application (:class:`~app.webhooks.apply.
 A delivery that raced another one for the same aggregate sees the log change under it and folds again,
 so the last application always reflects every kept event.
 
-The periodic pull (:mod:`app.webhooks.zitadel_pull`) and the read of an event without payload record
+The periodic pull (:mod:`app.idp.zitadel.puller`) and the read of an event without payload record
 ZITADEL's answer as the aggregate's *base* and apply the same fold: the API's view is authoritative at
 its time, so the base supersedes the events kept until then and only events numbered after it are folded
 on top. Its sequence is the last one kept (or the API's ``details.sequence`` if lower: the read lagged
@@ -38,13 +38,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from app.store.webhook_state import AggregateLog, IdpEventLog
-from app.webhooks.apply import ApplyFailed, EventApplier, Outcome
-from app.webhooks.common import SequencedEvent
-from app.webhooks.events import SCIM_USER_SCHEMA, FetchUser
-from app.webhooks.zitadel import zitadel_event
-from app.webhooks.zitadel_api import ZitadelApi
-from app.webhooks.zitadel_fold import (
+from app.idp.zitadel.api import ZitadelApi
+from app.idp.zitadel.fold import (
     GRANT,
     USER,
     GrantState,
@@ -55,6 +50,11 @@ from app.webhooks.zitadel_fold import (
     grant_state_from_api,
     user_state_from_api,
 )
+from app.idp.zitadel.webhook import zitadel_event
+from app.store.webhook_state import AggregateLog, IdpEventLog
+from app.webhooks.apply import ApplyFailed, EventApplier, Outcome
+from app.webhooks.common import SequencedEvent
+from app.webhooks.events import SCIM_USER_SCHEMA, FetchUser
 
 __all__ = ["DEFAULT_RETENTION", "ZitadelAggregates"]
 

@@ -1,0 +1,1 @@
+"""The asgardeo identity provider: see :mod:`app.idp.asgardeo.provider`."""

@@ -1,0 +1,1 @@
+"""The authentik identity provider: see :mod:`app.idp.authentik.provider`."""

@@ -1,0 +1,1 @@
+"""The entra identity provider: see :mod:`app.idp.entra.provider`."""

@@ -1,0 +1,1 @@
+"""The generic identity provider: see :mod:`app.idp.generic.provider`."""

@@ -1,0 +1,1 @@
+"""The okta identity provider: see :mod:`app.idp.okta.provider`."""

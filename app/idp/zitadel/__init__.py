@@ -1,0 +1,1 @@
+"""The zitadel identity provider: see :mod:`app.idp.zitadel.provider`."""
