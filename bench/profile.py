@@ -64,7 +64,8 @@ def summarize(path: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-def record(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def record(server: Server, seconds: float, out: Path, gil: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy on ``server``; ``gil``: only the thread holding the GIL (where CPU goes, not who waits)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     process = subprocess.Popen(
         [
@@ -81,6 +82,7 @@ def record(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes]
             "-o",
             str(out),
             "--nonblocking",
+            *(["--gil"] if gil else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -139,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL (CPU, not waiting)"
+    )
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ziti-scim-profile.txt")
     args = parser.parse_args(argv)
     workdir = Workdir()
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 context["ids"] = seed(target.database_url, "pu", 0, 10_000).user_ids
             target.start()
-        spy = record(target.server, args.seconds, args.out)
+        spy = record(target.server, args.seconds, args.out, args.gil)
         began = time.perf_counter()
         print(
             asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5)),

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.store import sqlite_driver
+
 _current: ContextVar[AsyncConnection | None] = ContextVar("ziti_scim_connection", default=None)
 WRITE = "ziti_scim_write"
 """The connection ``info`` key telling whether its transaction writes (read by the SQLite begin hook)."""
@@ -79,6 +81,7 @@ class Database:
 
         @event.listens_for(sync_engine, "connect")
         def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            sqlite_driver.adopt(dbapi_connection)
             # Take transaction control from the driver so BEGIN IMMEDIATE can be chosen per operation.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
