@@ -35,6 +35,7 @@ from scim2_models import (
 )
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService, scim_exception_of
+from scim2_server.utils import parametrize
 
 from app.scim.limits import (
     RequestLimits,
@@ -111,6 +112,13 @@ def _filter_values(node: Any) -> list[Any]:
     return values
 
 
+def _operations(payload: Any) -> Any:
+    """The ``Operations`` list of a PatchOp body (the key is case-insensitive), or None."""
+    if not isinstance(payload, dict):
+        return None
+    return next((value for key, value in payload.items() if key.lower() == "operations"), None)
+
+
 class NothingToPatch(Exception):
     """A PATCH whose every operation was dropped (it only set ``password``): answer the resource unchanged."""
 
@@ -164,24 +172,41 @@ class ZitiScimService(ScimService):
         return search_request, position
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        """The body decoded once (:meth:`decode_patch`), then validated (:meth:`validate_patch`);
+        scim2-server's read_patch would decode it a second time."""
+        return self.validate_patch(resource_type, self.decode_patch(body, content_type))
+
+    def decode_patch(self, body: bytes, content_type: str | None) -> Any:
+        """A PATCH body decoded and checked against the limits, not validated yet."""
         self.ensure_patch_supported()
         check_patch_body(body, self.limits)
         payload = self.decode_body(body, content_type)
         check_patch_size(payload, self.limits)
-        cleaned = _without_secrets(payload)
-        if isinstance(payload, dict) and isinstance(cleaned, dict):
-            given = next((v for k, v in payload.items() if k.lower() == "operations"), None)
-            kept = next((v for k, v in cleaned.items() if k.lower() == "operations"), None)
-            if isinstance(given, list) and given and kept == []:
-                raise NothingToPatch
-        return super().read_patch(resource_type, body, content_type)
+        return payload
+
+    def validate_patch(self, resource_type: Any, payload: Any) -> Any:
+        """The PatchOp of a decoded body (:meth:`decode_patch`)."""
+        model = parametrize(PatchOp, self.get_model(resource_type))
+        return self.validate_payload(model, payload, Context.RESOURCE_PATCH_REQUEST)
+
+    @staticmethod
+    def patch_operation_count(payload: Any) -> int:
+        operations = _operations(payload)
+        return len(operations) if isinstance(operations, list) else 0
 
     def read_body(
         self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context
     ) -> ModelT:
-        payload = self.normalize(
-            model, _without_secrets(_refuse_nul(self.decode_body(body, content_type))), scim_ctx
-        )
+        return self.validate_payload(model, self.decode_body(body, content_type), scim_ctx)
+
+    def validate_payload(self, model: type[ModelT], payload: Any, scim_ctx: Context) -> ModelT:
+        """Validate a decoded body with ``model``: NUL refused, ``password`` dropped, the source's quirks
+        applied, the value caps checked, then one scim2-models validation."""
+        if isinstance(model, type) and issubclass(model, PatchOp):
+            given = _operations(payload)
+            if isinstance(given, list) and given and _operations(_without_secrets(payload)) == []:
+                raise NothingToPatch
+        payload = self.normalize(model, _without_secrets(_refuse_nul(payload)), scim_ctx)
         if isinstance(model, type) and issubclass(model, Resource):
             check_resource_values(payload, self.limits)
         try:

@@ -45,6 +45,11 @@ NEVER_STORED = ("password",)
 """Attributes that are never persisted, whatever the schema says (RFC 7643 §4.1.1: password is writeOnly)."""
 
 
+_MEMBER = resources.alias("member")
+_OWNER_GROUP = resources.alias("owner_group")
+"""Built once: an alias builds its column collection when first used, which cost more than the query."""
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -266,7 +271,7 @@ class SqlStorage(AsyncScimStorage):
         self, conn: AsyncConnection, group_pks: Sequence[int]
     ) -> dict[int, list[dict[str, Any]]]:
         found: dict[int, list[dict[str, Any]]] = {pk: [] for pk in group_pks}
-        member = resources.alias("member")
+        member = _MEMBER
         for start in range(0, len(group_pks), CHUNK):
             query = (
                 select(members.c.group_pk, member.c.id, member.c.resource_type, members.c.display)
@@ -285,7 +290,7 @@ class SqlStorage(AsyncScimStorage):
         self, conn: AsyncConnection, user_pks: Sequence[int]
     ) -> dict[int, list[dict[str, Any]]]:
         found: dict[int, list[dict[str, Any]]] = {pk: [] for pk in user_pks}
-        group = resources.alias("owner_group")
+        group = _OWNER_GROUP
         for start in range(0, len(user_pks), CHUNK):
             query = (
                 select(members.c.member_pk, group.c.id, group.c.data)
