@@ -2,7 +2,7 @@
 
     python -m bench.profile SCENARIO [--db sqlite|postgres] [--seconds 15] [--top 30] [--out FILE]
 
-Scenarios: ``get`` (GET /Users/{id}, 1 client), ``create`` (POST /Users, 8 clients, no controller),
+Scenarios: ``get`` (GET /Users/{id}, 1 client), ``patch`` (PATCH displayName, 8 clients, no controller), ``create`` (POST /Users, 8 clients, no controller),
 ``create-provisioned`` (POST /Users, 1 client, with the controller emulator), ``group-add-provisioned``
 (one PATCH adding 100 members, with the emulator), ``group-get-50k`` (GET of a 50k-member group).
 Needs ``py-spy`` (``pip install py-spy``). Prints the functions with the most samples, inclusive and
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import dumps, user_body
+from bench.common import dumps, replace_display_body, user_body
 from bench.load import client, run_load, timed
 from bench.procs import Server, Workdir
 from bench.s5_e2e import patch_bodies, start_stack
@@ -105,6 +105,18 @@ async def drive(scenario: str, target: Target, context: dict[str, Any], until: f
                 start=done,
             )
             done += result.count
+    elif scenario == "patch":
+        ids = context["ids"]
+        while time.perf_counter() < until:
+            result = await run_load(
+                target.base,
+                target.headers,
+                lambda i: ("PATCH", f"/Users/{ids[i % len(ids)]}", dumps(replace_display_body(f"p {i}"))),
+                100,
+                8,
+                start=done,
+            )
+            done += result.count
     elif scenario in ("create", "create-provisioned"):
         concurrency = 8 if scenario == "create" else 1
         while time.perf_counter() < until:
@@ -136,7 +148,7 @@ async def drive(scenario: str, target: Target, context: dict[str, Any], until: f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument(
-        "scenario", choices=["get", "create", "create-provisioned", "group-add-provisioned", "group-get-50k"]
+        "scenario", choices=["get", "patch", "create", "create-provisioned", "group-add-provisioned", "group-get-50k"]
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
