@@ -4,13 +4,18 @@
     python -m bench.serve reference --port P
     python -m bench.serve emulator --port P
 
-Access logs are off for every server (the same for all, so that logging is not what is measured).
+Access logs are off for every server (the same for all, so that logging is not what is measured). The
+event loop and HTTP parser are uvicorn's choice (``auto``: uvloop and httptools when installed) unless
+``ZITI_SCIM_BENCH_LOOP`` / ``ZITI_SCIM_BENCH_HTTP`` name one (``asyncio``, ``uvloop`` / ``h11``,
+``httptools``), for every server alike. ``ZITI_SCIM_BENCH_SWITCH`` overrides ziti-scim's GIL switch
+interval (seconds) for experiments.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any, Literal
 
 import uvicorn
@@ -40,6 +45,10 @@ def ziti_app(args: argparse.Namespace) -> Any:
             max_in_flight=args.max_in_flight,
         )
     config = Config(database_url=args.db, sources={SOURCE: source}, ziti=ziti)
+    if os.environ.get("ZITI_SCIM_BENCH_SWITCH"):
+        import app.server
+
+        app.server.SWITCH_INTERVAL = float(os.environ["ZITI_SCIM_BENCH_SWITCH"])
     return create_app(config)
 
 
@@ -73,7 +82,14 @@ def main() -> None:
         app = BenchEmulator(EMULATOR_PASSWORD)
         lifespan = "off"
     uvicorn.run(
-        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan=lifespan
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan=lifespan,
+        loop=os.environ.get("ZITI_SCIM_BENCH_LOOP", "auto"),
+        http=os.environ.get("ZITI_SCIM_BENCH_HTTP", "auto"),
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
 
+import orjson
 from scim2_models import InvalidValueException, PayloadTooLargeException, SCIMException, UnauthorizedException
 from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
@@ -156,12 +157,15 @@ class SourceApplication(ASGIApplication):
 
     @staticmethod
     async def send_response(response: ScimResponse, send: Send) -> None:
-        """scim2-server's ASGI send; a large body (a big group, a long page) is JSON-encoded off the loop."""
+        """scim2-server's ASGI send, encoding with orjson; a large body (a big group, a long page) is
+        encoded off the loop."""
         body = response.body
-        if body is None or not any(isinstance(v, list) and len(v) > OFF_LOOP_ITEMS for v in body.values()):
-            await ASGIApplication.send_response(response, send)
-            return
-        encoded = await asyncio.to_thread(lambda: json.dumps(body).encode())
+        if body is None:
+            encoded = b""
+        elif any(isinstance(v, list) and len(v) > OFF_LOOP_ITEMS for v in body.values()):
+            encoded = await asyncio.to_thread(dump_json, body)
+        else:
+            encoded = dump_json(body)
         headers = [(name.encode(), value.encode()) for name, value in response.headers.items()]
         await send({"type": "http.response.start", "status": int(response.status), "headers": headers})
         await send({"type": "http.response.body", "body": encoded})
@@ -305,6 +309,15 @@ class ScimRouter:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
+
+
+def dump_json(body: Any) -> bytes:
+    """A response body as JSON (UTF-8): orjson, several times faster than ``json`` for the same text;
+    ``json`` for what orjson refuses (an integer beyond 64 bits, which SQLite's JSON text can hold)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
 
 
 def _replay(body: bytes) -> Receive:
