@@ -7,8 +7,7 @@
 Access logs are off for every server (the same for all, so that logging is not what is measured). The
 event loop and HTTP parser are uvicorn's choice (``auto``: uvloop and httptools when installed) unless
 ``ZITI_SCIM_BENCH_LOOP`` / ``ZITI_SCIM_BENCH_HTTP`` name one (``asyncio``, ``uvloop`` / ``h11``,
-``httptools``), for every server alike. ``ZITI_SCIM_BENCH_SWITCH`` overrides ziti-scim's GIL switch
-interval (seconds) for experiments.
+``httptools``), for every server alike.
 """
 
 from __future__ import annotations
@@ -45,10 +44,6 @@ def ziti_app(args: argparse.Namespace) -> Any:
             max_in_flight=args.max_in_flight,
         )
     config = Config(database_url=args.db, sources={SOURCE: source}, ziti=ziti)
-    if os.environ.get("ZITI_SCIM_BENCH_SWITCH"):
-        import app.server
-
-        app.server.SWITCH_INTERVAL = float(os.environ["ZITI_SCIM_BENCH_SWITCH"])
     return create_app(config)
 
 

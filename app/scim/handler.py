@@ -16,11 +16,10 @@ attributes, asgardeo.md §A3), so omitted attributes are kept.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from scim2_models import (
     Context,
@@ -40,9 +39,8 @@ from scim2_server.routing import Operation
 from scim2_server.storage import projection
 
 from app.scim.service import NothingToPatch, ZitiScimService
+from app.store.offload import off_loop, off_loop_if
 from app.store.storage import SqlStorage
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -158,19 +156,13 @@ def with_empty_members(body: dict[str, Any] | None, query: Mapping[str, str]) ->
             resource.setdefault("members", [])
 
 
+OFF_LOOP_BYTES = 64 * 1024
+"""A PATCH body larger than this is checked, decoded and validated in a worker thread."""
 OFF_LOOP_OPERATIONS = 20
 """A PATCH with more operations than this is validated and applied in a worker thread."""
 OFF_LOOP_VALUES = 200
 """A resource holding more multi-valued attribute values than this (members, groups, emails, …, summed)
 is patched and published in a worker thread."""
-
-
-async def off_loop_if(large: bool, function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)``: in a worker thread when ``large`` (seconds of CPU must not hold the event loop),
-    else right here (a thread hop costs more than the call itself for a usual-sized resource)."""
-    if large:
-        return await asyncio.to_thread(function, *args)
-    return function(*args)
 
 
 def _large(resource: Any) -> bool:
@@ -279,10 +271,10 @@ class ZitiScimHandler(AsyncScimHandler):
                 return self.service.patch_response(request.base_url, resource, parameters)
 
     async def query(self, request: ScimRequest) -> ScimResponse:
-        """scim2-server's GET of one resource, with the response built in a worker thread.
+        """scim2-server's GET of one resource, the response of a large one built in a worker thread.
 
         Publishing a group of 50,000 members takes seconds of CPU; off the event loop, other requests
-        and health probes are served meanwhile.
+        and health probes are served meanwhile. A usual user is published here (no thread hop).
         """
         with self.service.provider:
             target = self.service.route(request, Operation.query)
@@ -331,9 +323,13 @@ class ZitiScimHandler(AsyncScimHandler):
             self.service.authorize(request, target, resource_type)
             response_parameters = self.service.read_response_parameters(resource_type, request.query)
             # Validating up to max_patch_operations operations takes tens of ms: then not on the event loop.
-            payload = self.service.decode_patch(request.body, request.header("Content-Type"))
-            large = self.service.patch_operation_count(payload) > OFF_LOOP_OPERATIONS
-            patch_op = await off_loop_if(large, self.service.validate_patch, resource_type, payload)
+            content_type = request.header("Content-Type")
+            if len(request.body) > OFF_LOOP_BYTES:  # even checking and decoding it takes a while
+                patch_op = await off_loop(self.service.read_patch, resource_type, request.body, content_type)
+            else:
+                payload = self.service.decode_patch(request.body, content_type)
+                large = self.service.patch_operation_count(payload) > OFF_LOOP_OPERATIONS
+                patch_op = await off_loop_if(large, self.service.validate_patch, resource_type, payload)
             if resource_type.name != "Group":  # scim2-server's AsyncScimHandler.patch from here on
                 async with self.storage.operation():
                     resource = await self.patch_resource(

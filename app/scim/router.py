@@ -7,7 +7,6 @@ not found (404). Discovery (RFC 7644 §4) needs no token.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -36,6 +35,7 @@ from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
 from app.store.errors import is_data_error
+from app.store.offload import off_loop
 from app.store.storage import SERVER_MANAGED, ZITI_EXTENSION, SqlStorage, UserHooks
 
 Scope = dict[str, Any]
@@ -163,7 +163,7 @@ class SourceApplication(ASGIApplication):
         if body is None:
             encoded = b""
         elif any(isinstance(v, list) and len(v) > OFF_LOOP_ITEMS for v in body.values()):
-            encoded = await asyncio.to_thread(dump_json, body)
+            encoded = await off_loop(dump_json, body)
         else:
             encoded = dump_json(body)
         headers = [(name.encode(), value.encode()) for name, value in response.headers.items()]

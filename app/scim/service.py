@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 from scim2_models import (
@@ -27,6 +27,8 @@ from scim2_models import (
     InvalidFilterException,
     InvalidValueException,
     PatchOp,
+    Path,
+    Reference,
     Resource,
     ResourceType,
     ResponseParameters,
@@ -137,6 +139,7 @@ class ZitiScimService(ScimService):
         self.quirks = quirks or Quirks()
         self.limits = limits or RequestLimits()
         self.known_schemas = frozenset(str(schema.id) for schema in provider.schemas)
+        self._references_by_model: dict[type[Any], list[tuple[Any, str | None, Any]]] = {}
 
     def normalize(self, model: type[Any], payload: Any, scim_ctx: Context | None = None) -> Any:
         """Apply the source's quirks to a decoded body validated next with ``model``."""
@@ -227,6 +230,60 @@ class ZitiScimService(ScimService):
             return None
         check_patched_values(before, current, self.limits)
         return current
+
+    def publish(self, base_url: str, resource: Resource[Any]) -> Resource[Any]:
+        """scim2-server's publish, in place: :class:`~app.store.storage.SqlStorage` builds a new model on
+        every read and write, used once for the response, so the deep copy (which an in-memory storage
+        needs, to keep its own object unchanged) is not needed."""
+        assert resource.meta is not None
+        assert resource.id is not None
+        update: dict[str, Any] = {
+            "location": self.resource_location(base_url, self.get_resource_type_of(resource), resource.id)
+        }
+        if not self.etag_supported:
+            update["version"] = None
+        resource.meta = resource.meta.model_copy(update=update)
+        self._publish_references(base_url, resource)
+        return resource
+
+    def _publish_references(self, base_url: str, resource: Resource[Any]) -> None:
+        """scim2-server's reference publishing, with the reference attributes of each model found once
+        (walking every path of a model with its extensions cost more than the rest of a GET)."""
+
+        def locate(reference: Any) -> Any:
+            if isinstance(reference, list):
+                return [locate(item) for item in reference]
+            if reference is None:
+                return None
+            return self.reference_location(base_url, reference)
+
+        for path, sub_field, head in self._reference_paths(type(resource)):
+            if sub_field is None:
+                path.set(resource, locate(path.get(resource)), strict=False)
+                continue
+            entries = head.get(resource)
+            for entry in entries if isinstance(entries, list) else [entries]:
+                if entry is not None:
+                    setattr(entry, sub_field, locate(getattr(entry, sub_field)))
+
+    def _reference_paths(self, model: type[Any]) -> list[tuple[Any, str | None, Any]]:
+        """(path, sub-attribute or None, path of the attribute holding it) of each reference to another
+        resource in ``model``, as scim2-server's ``_publish_references`` selects them."""
+        known = self._references_by_model.get(model)
+        if known is not None:
+            return known
+        found: list[tuple[Any, str | None, Any]] = []
+        for path in parametrize(Path, model).iter_paths(target_type=[Reference]):
+            binding = path.resolve()
+            assert binding is not None
+            target_type = cast(type[Reference[Any]], binding.target_type)
+            reference_types = set(target_type.__reference_types__)
+            if not reference_types or reference_types & {"external", "uri"}:
+                continue
+            head = f"{path.schema}:{path.parts[0]}" if path.schema else path.parts[0]
+            found.append((path, binding.sub_field_name, Path(head)))
+        self._references_by_model[model] = found
+        return found
 
     def patch_response(
         self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]

@@ -7,7 +7,6 @@ transaction, which is what the reconciler converges from.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import time
@@ -36,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.store.db import Database, fold
 from app.store.filters import Dialect, Translator, where_clause
 from app.store.notify import notify
+from app.store.offload import off_loop
 from app.store.tables import dirty, emails, members, resources
 
 CHUNK = 500
@@ -394,7 +394,7 @@ class SqlStorage(AsyncScimStorage):
                     document["schemas"].append(ZITI_EXTENSION)
             model = self._model(row.resource_type)
             if len(refs or ()) > OFF_LOOP_REFS:  # a big group: seconds of validation, not on the event loop
-                result.append(await asyncio.to_thread(model.model_validate, document))
+                result.append(await off_loop(model.model_validate, document))
             else:
                 result.append(model.model_validate(document))
         return result
