@@ -28,6 +28,8 @@ RUN groupadd --system --gid 10001 ziti-scim \
 WORKDIR /opt/ziti-scim
 COPY pyproject.toml README.md* ./
 COPY app ./app
+# The controller emulator ships in the same distribution (`ziti-scim demo` / `emulator` in the image).
+COPY ziti_emulator ./ziti_emulator
 COPY schemas ./schemas
 # The package reads schemas/ (SCIM discovery, mapping presets) from beside app/, so it is installed in
 # place (editable) from this root-owned, read-only tree; the smoke test fails the build if a preset is missing.

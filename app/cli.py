@@ -52,14 +52,20 @@ def _admin_password(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from app.ziti.emulator.runner import build_emulator_server
+    from ziti_emulator import SpecValidationUnavailable
+    from ziti_emulator.runner import build_emulator_server
 
     password, generated = _admin_password(args)
+    try:
+        server = build_emulator_server(
+            args.host, args.port, admin_password=password, spec_path=args.spec,
+            version=args.controller_version,
+        )
+    except SpecValidationUnavailable as error:
+        print(f"ziti-scim: {error}", file=sys.stderr)
+        return 1
     print(f"OpenZiti controller emulator on http://{args.host}:{args.port}/edge/management/v1", flush=True)
     print(f"  admin user: admin   password: {password if generated else '(as given)'}", flush=True)
-    server = build_emulator_server(
-        args.host, args.port, admin_password=password, spec_path=args.spec, version=args.controller_version
-    )
     asyncio.run(server.serve())
     return 0
 

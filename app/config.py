@@ -95,7 +95,6 @@ class ZitiConfig:
     ca_bundle: str | None = None
     insecure: bool = False
     max_in_flight: int = 8
-    reconcile_deadline: float = 5.0
     # API sessions: OIDC on 2.x/HA, zt-session on 1.x ("auto"), or forced (docs/controller-versions.md)
     session: Literal["auto", "oidc", "legacy"] = "auto"
 
@@ -205,7 +204,6 @@ def load_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
             ca_bundle=ziti.ca_bundle,
             insecure=ziti.insecure,
             max_in_flight=ziti.max_in_flight,
-            reconcile_deadline=ziti.reconcile_deadline,
             session=ziti.session,
         ),
         safety=SafetyConfig(**safety.model_dump()),

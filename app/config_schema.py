@@ -101,7 +101,6 @@ class ZitiModel(_Model):
     ca_bundle: str | None = None
     insecure: bool = False
     max_in_flight: Annotated[int, Field(gt=0)] = 8
-    reconcile_deadline: NonNegative = 5.0  # ignored: writes no longer wait (sources' wait_for_sync)
     session: Literal["auto", "oidc", "legacy"] = "auto"
 
 
@@ -234,10 +233,19 @@ class Parsed:
     admin_token: str | None
 
 
+REMOVED = {
+    "ziti.reconcile_deadline": (
+        "unknown key: removed, SCIM and webhook writes no longer wait for the controller; "
+        "a source's wait_for_sync (seconds) keeps a short wait for a synced answer"
+    ),
+}
+"""Keys older versions accepted, with what replaces them (said instead of a bare "unknown key")."""
+
+
 def _message(error: dict[str, Any]) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return "unknown key"
+        return REMOVED.get(_key(error["loc"]), "unknown key")
     if kind == "literal_error":
         return f"must be {ctx.get('expected')}"
     if kind == "bool_type":

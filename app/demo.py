@@ -96,7 +96,7 @@ def run_demo(
     args: argparse.Namespace, password: str, serve: Callable[[Config, socket.socket], int]
 ) -> int:
     """Check the ports, start the emulator, print the banner, then ``serve`` SCIM on the bound socket."""
-    from app.ziti.emulator import EmulatorThread, create_emulator_app
+    from ziti_emulator import EmulatorThread, create_emulator_app
 
     token = args.token or secrets.token_urlsafe(24)
     scim_wanted = DEFAULT_PORT if args.port is None else args.port

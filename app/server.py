@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -22,7 +21,6 @@ from app.config import Config, hash_token
 from app.observability import audit
 from app.observability.metrics import Metrics, seconds_since
 from app.observability.probes import CachedCheck, bearer_allowed, hide_sources
-from app.reconcile import queue
 from app.reconcile.provisioner import Provisioner
 from app.reconcile.safety import PAUSED, engaged_brakes, read_setting
 from app.reconcile.skipped import skipped_counts
@@ -30,6 +28,7 @@ from app.reconcile.sync import LAST_FULL_SYNC
 from app.scim.limits import RequestLimits
 from app.scim.router import ScimRouter
 from app.serving import QuietDisconnect
+from app.store import queue
 from app.store.db import Database
 from app.webhooks.routes import WebhookReceiver
 from app.ziti.client import ZitiClient
@@ -104,7 +103,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         pullers = webhooks.background()  # periodic IdP pulls (repair lost deliveries) and webhook retries
         for puller in pullers:
             puller.start()
-        log.info("ziti-scim ready: %d source(s), database %s", len(config.sources), db.engine.url.drivername)
+        log.info("ziti-scim ready: %d source(s), database %s", len(config.sources), db.driver)
         try:
             yield
         finally:
@@ -126,8 +125,7 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
     async def readyz(request: Request) -> JSONResponse:
         checks: dict[str, str] = {}
         try:
-            async with db.transaction() as conn:
-                await conn.execute(text("SELECT 1"))
+            await db.ping()
             checks["database"] = "ok"
         except Exception as error:  # noqa: BLE001 - reported, not raised
             checks["database"] = f"error: {type(error).__name__}"
@@ -137,7 +135,8 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     async def refresh_gauges() -> None:
-        metrics.pending.set(await queue.pending_count(db))
+        async with db.transaction() as tx:
+            metrics.pending.set(await queue.pending_count(tx))
         last = await read_setting(db, LAST_FULL_SYNC)
         metrics.since_full_sync.set(seconds_since(float(last) if last is not None else None))
         metrics.brake.set(len(await engaged_brakes(db)))

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.ziti.emulator import EmulatorState, create_emulator_app
+from ziti_emulator import EmulatorState, create_emulator_app
 
 
 def template(path: str) -> str:

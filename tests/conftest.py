@@ -1,4 +1,5 @@
-"""Shared fixtures: real databases (SQLite files, and PostgreSQL on 127.0.0.1:5432 when present)."""
+"""Shared fixtures: real databases (SQLite files, and PostgreSQL on 127.0.0.1:5432 when present), and
+``serve`` for in-process servers. The controller emulator and the whole stack: ``tests/support/stack.py``."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.store.db import Database
 from tests.paths import SHARED, shared_dir
+from tests.support.live import serve_fixture
 
 PG_ADMIN_URL = os.environ.get("ZITI_SCIM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -146,3 +149,10 @@ def shared_database_url(request: pytest.FixtureRequest) -> str:
 def source_name() -> Iterator[str]:
     """A fresh source per test: sources are isolated, so tests can share one database."""
     yield f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], str]]:
+    """``serve(app) -> base_url`` (uvicorn on 127.0.0.1); every server started in the test stops after it."""
+    with serve_fixture() as start:
+        yield start

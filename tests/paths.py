@@ -19,6 +19,8 @@ SHARED_ENV = "ZITI_SCIM_SHARED"
 SHARED = Path(os.environ.get(SHARED_ENV) or ROOT.parent / "shared").resolve()
 SPEC = SHARED / "ziti-edge-api" / "management.yml"
 TRACES = SHARED / "traces"
+#: IdP traffic recorded for the webhook tests, kept in the repository.
+WEBHOOK_TRACES = ROOT / "tests" / "webhooks" / "traces"
 
 
 def shared_dir() -> Path | None:

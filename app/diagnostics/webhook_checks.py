@@ -12,12 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from app.config import Config
 from app.diagnostics.findings import Findings, Severity
 from app.observability import audit
 from app.store.db import Database
+from app.store.errors import StoreError
 from app.webhooks.authentik_fetcher import AuthentikUserFetcher, IdpFetchError
 from app.webhooks.pending import pending_deliveries
 
@@ -39,7 +38,7 @@ async def check_webhook_store(findings: Findings, config: Config, db: Database) 
             for row in await audit.read(db, since=time.time() - _RECENT, limit=1000)
             if row.get("action") == "webhook-unusable"
         ]
-    except SQLAlchemyError as error:
+    except StoreError as error:
         findings.add(Severity.WARN, "webhooks", f"cannot read the webhook state: {type(error).__name__}")
         return
     for name in config.sources:

@@ -1,62 +1,42 @@
-"""The audit log: one row per controller action ziti-scim took (or attempted), with why and how it went."""
+"""The audit log: one row per controller action ziti-scim took (or attempted), with why and how it went.
+
+The rows live in the store (:mod:`app.store.audit`); this module is the service's door to them: each
+function here is one transaction, and :func:`parse_query` reads the ``/admin/audit`` query.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import delete, insert, select
-
+from app.store import audit as audit_log
 from app.store.db import Database
-from app.store.tables import audit
+from app.store.types import AuditEntry, AuditRow
 
-
-@dataclass(frozen=True)
-class AuditEntry:
-    source: str
-    action: str
-    outcome: str
-    user_id: str | None = None
-    user_name: str | None = None
-    identity_id: str | None = None
-    request_id: str | None = None
-    operation: str | None = None
-    error: str | None = None
+DAY = 86400.0
 
 
 async def record(db: Database, entries: list[AuditEntry]) -> None:
+    """Write these entries in a transaction of their own (joining the one open, if any)."""
     if not entries:
         return
-    now = time.time()
-    async with db.transaction(write=True) as conn:
-        await conn.execute(
-            insert(audit),
-            [{"at": now, **{k: v for k, v in entry.__dict__.items()}} for entry in entries],
-        )
+    async with db.transaction(write=True) as tx:
+        await audit_log.record(tx, entries)
 
 
 async def read(
     db: Database, *, since: float | None = None, user: str | None = None, limit: int = 100, offset: int = 0
-) -> list[dict[str, Any]]:
+) -> list[AuditRow]:
     """Newest first; ``user`` matches a SCIM id, a userName or an identity id."""
-    query = select(audit).order_by(audit.c.id.desc()).limit(limit).offset(offset)
-    if since is not None:
-        query = query.where(audit.c.at >= since)
-    if user:
-        query = query.where(
-            (audit.c.user_id == user) | (audit.c.user_name == user) | (audit.c.identity_id == user)
-        )
-    async with db.transaction() as conn:
-        return [dict(row._mapping) for row in await conn.execute(query)]
+    async with db.transaction() as tx:
+        return await audit_log.read(tx, since=since, user=user, limit=limit, offset=offset)
 
 
 async def prune(db: Database, retention_days: float) -> int:
-    async with db.transaction(write=True) as conn:
-        result = await conn.execute(delete(audit).where(audit.c.at < time.time() - retention_days * 86400))
-        return int(result.rowcount or 0)
+    """Drop the rows older than ``retention_days``; return how many."""
+    async with db.transaction(write=True) as tx:
+        return await audit_log.prune(tx, time.time() - retention_days * DAY)
 
 
 MAX_START_INDEX = 2**31 - 1
@@ -87,3 +67,6 @@ def parse_query(params: Mapping[str, str]) -> tuple[int, int, float | None]:
         if not math.isfinite(since):
             raise ValueError("since must be a finite Unix time in seconds")
     return limit, start - 1, since
+
+
+__all__ = ["AuditEntry", "AuditRow", "parse_query", "prune", "read", "record"]

@@ -11,11 +11,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from sqlalchemy.dialects import postgresql, sqlite
-
 from app.reconcile.safety import read_setting, write_setting
+from app.store import settings
 from app.store.db import Database
-from app.store.tables import settings
 
 DEPLOYMENT_KEY = "deployment_id"
 VALID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -30,14 +28,9 @@ async def deployment_id(db: Database, configured: str | None = None) -> str:
         return configured
     if isinstance(stored, str) and stored:
         return stored
-    async with db.transaction(write=True) as conn:
-        insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(settings)
+    async with db.transaction(write=True) as tx:
         # Two replicas starting at once: the first insert wins, both read it back.
-        await conn.execute(
-            insert.values(key=DEPLOYMENT_KEY, value=uuid.uuid4().hex).on_conflict_do_nothing(
-                index_elements=["key"]
-            )
-        )
+        await settings.put_new(tx, DEPLOYMENT_KEY, uuid.uuid4().hex)
     value = await read_setting(db, DEPLOYMENT_KEY)
     assert isinstance(value, str)
     return value

@@ -6,12 +6,12 @@ import logging
 
 from app.config import Config, ConfigError
 from app.observability.metrics import Metrics
-from app.reconcile import queue
 from app.reconcile.admission import ProvisioningHooks
 from app.reconcile.reconciler import Reconciler
 from app.reconcile.safety import BrakeConfig, Safety
 from app.reconcile.settings import SourceSettings, source_settings
 from app.reconcile.worker import Worker
+from app.store import queue
 from app.store.db import Database
 from app.ziti.client import ZitiClient
 from app.ziti.retry import RetryPolicy
@@ -61,7 +61,7 @@ class Provisioner:
         self.settings: dict[str, SourceSettings] = {
             name: source_settings(source) for name, source in config.sources.items()
         }
-        self.hooks = ProvisioningHooks(self.settings, is_sqlite=db.is_sqlite)
+        self.hooks = ProvisioningHooks(self.settings)
         self.client = client or ziti_client(config, metrics=metrics)
         safety = config.safety
         self.safety = Safety(
@@ -105,7 +105,8 @@ class Provisioner:
     async def start(self) -> None:
         if self.db.is_sqlite:
             # One process owns a SQLite store: claims left by a killed predecessor are stale.
-            await queue.release_all(self.db)
+            async with self.db.transaction(write=True) as tx:
+                await queue.release_all(tx)
         self.worker.start()
 
     async def stop(self) -> None:

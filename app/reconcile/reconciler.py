@@ -20,29 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from sqlalchemy import delete, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from app.mapping import DesiredIdentity, MappingError, candidate_names, map_user
 from app.observability import audit
 from app.observability.metrics import Metrics
-from app.reconcile import ownership, queue
+from app.reconcile import ownership
 from app.reconcile.actuator import Actuator, NotOurs, Origin
+from app.reconcile.admission import group_refs
 from app.reconcile.deployment import deployment_id
-from app.reconcile.desired import UserState, read_user_state
 from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import TAG_DEPLOYMENT, TAG_ID, TAG_SOURCE, SourceSettings
 from app.reconcile.skipped import SKIPPED, unmappable_message
+from app.store import audit as audit_log
+from app.store import provisioning, queue
 from app.store.db import Database
-from app.store.tables import provisioning
+from app.store.desired import read_user_state
+from app.store.types import ProvisioningRecord, Transaction, UserState
 from app.ziti.client import ZitiClient
 from app.ziti.errors import (
     ZitiDuplicate,
@@ -65,15 +63,16 @@ HELD_RECHECK = 60.0
 CHANGE_IN_FLIGHT = "a change was sent to the controller; its outcome is not known yet"
 
 
-Step = Callable[[AsyncConnection], Awaitable[None]]
+Step = Callable[[Transaction], Awaitable[None]]
 
 
 @dataclass
 class _Context:
     """The converge in progress: who it is for (the audit log) and the bookkeeping it leaves.
 
-    The bookkeeping (``steps``: the provisioning record, the audit rows of the changes made) is written
-    in one transaction with the settling of the dirty mark, once the converge is over.
+    Passed explicitly to every step of the algorithm. The bookkeeping (``steps``: the provisioning
+    record; ``entries``: the audit rows of the changes made) is written in one transaction with the
+    settling of the dirty mark, once the converge is over.
     """
 
     claim: queue.Claim
@@ -82,9 +81,6 @@ class _Context:
     marked: bool = False
     entries: list[audit.AuditEntry] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
-
-
-_CONTEXT: ContextVar[_Context | None] = ContextVar("ziti_scim_converge", default=None)
 
 
 class Permanent(Exception):
@@ -207,17 +203,16 @@ class Reconciler:
             try:
                 context = _Context(claim, Origin(claim.source, claim.user_id))
                 outcome = await self._converge(context)
-                async with self.db.transaction(write=True) as conn:
+                async with self.db.transaction(write=True) as tx:
                     for step in context.steps:
-                        await step(conn)
-                    if context.entries:
-                        await audit.record(self.db, context.entries)
+                        await step(tx)
+                    await audit_log.record(tx, context.entries)
                     if outcome == "pending":
-                        await queue.retry_later(self.db, claim, queue.backoff(claim.attempts))
+                        await queue.retry_later(tx, claim, queue.backoff(claim.attempts))
                     elif outcome == "held":
-                        await queue.retry_later(self.db, claim, HELD_RECHECK)
+                        await queue.retry_later(tx, claim, HELD_RECHECK)
                     else:
-                        await queue.finish(self.db, claim)
+                        await queue.finish(tx, claim)
             finally:
                 self.held.pop((claim.source, claim.user_id), None)
         if self.metrics is not None:
@@ -225,11 +220,8 @@ class Reconciler:
         return outcome
 
     async def _audit(
-        self, action: str, identity_id: str | None, outcome: str, error: str | None = None
+        self, context: _Context, action: str, identity_id: str | None, outcome: str, error: str | None = None
     ) -> None:
-        context = _CONTEXT.get()
-        if context is None:
-            return
         context.entries.append(Actuator.entry(context.origin, action, identity_id, outcome, error))
         log.info(
             "controller action",
@@ -245,6 +237,7 @@ class Reconciler:
 
     async def _act(
         self,
+        context: _Context,
         action: str,
         identity_id: str | None,
         call: Callable[[], Awaitable[Any]],
@@ -252,8 +245,6 @@ class Reconciler:
         identity: dict[str, Any] | None = None,
     ) -> Any:
         """Make one controller change through the actuator (ownership, brake, audit, metric)."""
-        context = _CONTEXT.get()
-        assert context is not None
 
         async def mark_in_flight() -> None:
             if not context.marked:
@@ -286,65 +277,64 @@ class Reconciler:
         settings = self.settings.get(source)
         if settings is None:
             return "failed"
-        async with self.db.transaction() as conn:
-            state = await read_user_state(conn, source, user_id)
-            request_id, operation = await queue.request_info(conn, claim)
+        async with self.db.transaction() as tx:
+            state = await read_user_state(tx, source, user_id)
+            request_id, operation = await queue.request_info(tx, claim)
         record = state.provisioning or {}
         context.origin = Origin(source, user_id, record.get("user_name"), request_id, operation)
-        token = _CONTEXT.set(context)
         try:
             if self.safety is not None and await self.safety.paused():
                 return "held"
             if state.document is None:
-                await self._deprovision(settings, user_id, state)
+                await self._deprovision(context, settings, user_id, state)
                 return "deprovisioned"
-            await self._provision(settings, user_id, state)
+            await self._provision(context, settings, user_id, state)
             return "synced"
         except Conflict as error:
             public = ownership.PUBLIC_CONFLICT
             context.steps.append(self._failure(source, user_id, public, failed=True, state="conflict"))
-            await self._audit("conflict", error.identity_id, "refused", error.reason)
+            await self._audit(context, "conflict", error.identity_id, "refused", error.reason)
             if self.metrics is not None:
                 self.metrics.ownership_conflicts.labels(source).inc()
             log.warning("user %s/%s conflict: %s", source, user_id, error.reason)
             return "conflict"
         except Held as error:
             context.steps.append(self._failure(source, user_id, str(error), failed=False))
-            await self._audit(*self._attempted(context), "held", str(error))
+            await self._audit(context, *self._attempted(context), "held", str(error))
             log.warning("user %s/%s held: %s", source, user_id, error)
             return "held"
         except Unmappable as error:
             context.steps.append(self._failure(source, user_id, str(error), failed=True, state=SKIPPED))
-            await self._audit(*self._attempted(context), SKIPPED, str(error))
+            await self._audit(context, *self._attempted(context), SKIPPED, str(error))
             log.info("user %s/%s skipped: %s", source, user_id, error)
             return "skipped"
         except (Permanent, NotOurs) as error:
             context.steps.append(self._failure(source, user_id, str(error), failed=True))
-            await self._audit(*self._attempted(context), "failed", str(error))
+            await self._audit(context, *self._attempted(context), "failed", str(error))
             log.warning("user %s/%s failed: %s", source, user_id, error)
             return "failed"
         except Exception as error:  # noqa: BLE001 - any other error is retried, never lost
             message = str(error) or type(error).__name__
             if not _transient(error) and isinstance(error, ZitiError):
                 context.steps.append(self._failure(source, user_id, message, failed=True))
-                await self._audit(*self._attempted(context), "failed", message)
+                await self._audit(context, *self._attempted(context), "failed", message)
                 log.warning("user %s/%s failed: %s", source, user_id, error)
                 return "failed"
             context.steps.append(self._failure(source, user_id, message, failed=False))
-            await self._audit(*self._attempted(context), "retry", message)
+            await self._audit(context, *self._attempted(context), "retry", message)
             log.info("user %s/%s pending: %s", source, user_id, error)
             return "pending"
-        finally:
-            _CONTEXT.reset(token)
 
     @staticmethod
     def _attempted(context: _Context) -> tuple[str, str | None]:
         return context.attempt if context.attempt else ("none", None)
 
-    async def _provision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
+    async def _provision(
+        self, context: _Context, settings: SourceSettings, user_id: str, state: UserState
+    ) -> None:
         assert state.document is not None
         try:
-            desired = map_user(state.document, list(state.groups), settings.mapping).identity
+            desired = map_user(state.document, group_refs(state.groups), settings.mapping).identity
         except MappingError as error:
             raise Unmappable(unmappable_message(error)) from error
         target = target_fields(desired)
@@ -360,11 +350,11 @@ class Reconciler:
             return
         owner = await self.owner(settings)
         current = None
-        if record.get("identity_id"):
+        if recorded := record.get("identity_id"):
             # About to write: re-read it, so that the diff is exact and an identity that stopped being
             # ours (re-tagged, made an admin) is never changed.
             try:
-                identity = await self.client.get_identity(record["identity_id"])
+                identity = await self.client.get_identity(recorded)
             except ZitiNotFound:
                 identity = None
             if identity is not None:
@@ -377,6 +367,7 @@ class Reconciler:
                     # Made before deployment ids: the database vouches for it; tag it once.
                     tags = ownership.claimed_tags(identity, owner, user_id, "ours")
                     await self._act(
+                        context,
                         "patch",
                         identity["id"],
                         lambda: self.client.patch_identity(identity["id"], {"tags": tags}),
@@ -388,24 +379,25 @@ class Reconciler:
             if lost is not None:
                 current = Applied(lost["id"], observed_fields(lost), ownership.is_adopted(lost))
         if current is None:
-            current = await self._create_or_adopt(settings, owner, user_id, desired, target)
+            current = await self._create_or_adopt(context, settings, owner, user_id, desired, target)
         try:
-            await self._update(settings, user_id, current, target)
+            await self._update(context, settings, user_id, current, target)
         except ZitiNotFound as error:
             # A 404 may name another entity (an unknown authPolicyId): only a 404 on GET means deleted.
             try:
                 await self.client.get_identity(current.identity_id)
             except ZitiNotFound:
-                current = await self._create_or_adopt(settings, owner, user_id, desired, target)
-                await self._update(settings, user_id, current, target)
+                current = await self._create_or_adopt(context, settings, owner, user_id, desired, target)
+                await self._update(context, settings, user_id, current, target)
             else:
                 field = error.cause.get("field") if isinstance(error.cause, dict) else None
                 what = f"{field} {target[field]!r}" if field in target else "an entity the change names"
                 raise Permanent(f"{what} does not exist on the controller: {error}") from error
-        await self._record_success(settings.name, user_id, current, target)
+        self._record_success(context, settings.name, user_id, current, target)
 
     async def _create_or_adopt(
         self,
+        context: _Context,
         settings: SourceSettings,
         owner: ownership.Owner,
         user_id: str,
@@ -426,6 +418,7 @@ class Reconciler:
         for name in names:
             try:
                 identity_id = await self._act(
+                    context,
                     "create", None, partial(self.client.create_identity, {**body, "name": name})
                 )
             except ZitiDuplicate as error:
@@ -433,7 +426,7 @@ class Reconciler:
                 # name check: the holder of the name may be the identity this user should get.
                 if not looked or error.field != "name":
                     looked = True
-                    existing = await self._existing(settings, owner, user_id, desired)
+                    existing = await self._existing(context, settings, owner, user_id, desired)
                     if existing is not None:
                         return existing
                     if error.field != "name":
@@ -452,7 +445,12 @@ class Reconciler:
         )
 
     async def _existing(
-        self, settings: SourceSettings, owner: ownership.Owner, user_id: str, desired: DesiredIdentity
+        self,
+        context: _Context,
+        settings: SourceSettings,
+        owner: ownership.Owner,
+        user_id: str,
+        desired: DesiredIdentity,
     ) -> Applied | None:
         """After a refused create: our own identity (found by our tags), one to adopt or take over, or
         a :class:`Conflict`; None when nothing holds the user's externalId."""
@@ -467,8 +465,8 @@ class Reconciler:
         tags = ownership.tags_of(identity)
         gone = False
         if ownership.is_managed(identity) and tags.get(TAG_SOURCE) == settings.name and tags.get(TAG_ID):
-            async with self.db.transaction() as conn:
-                previous = await read_user_state(conn, settings.name, str(tags[TAG_ID]))
+            async with self.db.transaction() as tx:
+                previous = await read_user_state(tx, settings.name, str(tags[TAG_ID]))
             gone = previous.document is None
         decision = ownership.classify(
             identity,
@@ -492,6 +490,7 @@ class Reconciler:
         )
         merged = ownership.claimed_tags(identity, owner, user_id, decision.verdict)
         await self._act(
+            context,
             decision.verdict,
             identity["id"],
             lambda: self.client.patch_identity(identity["id"], {"tags": merged}),
@@ -509,7 +508,12 @@ class Reconciler:
         return None
 
     async def _update(
-        self, settings: SourceSettings, user_id: str, current: Applied, target: dict[str, Any]
+        self,
+        context: _Context,
+        settings: SourceSettings,
+        user_id: str,
+        current: Applied,
+        target: dict[str, Any],
     ) -> None:
         fields = current.fields
         diff = {k: target[k] for k in FIELDS if k != "name" and fields.get(k) != target[k]}
@@ -533,22 +537,25 @@ class Reconciler:
                 )
         if diff:
             await self._act(
+                context,
                 "patch", current.identity_id, lambda: self.client.patch_identity(current.identity_id, diff)
             )
             fields.update(diff)
         if bool(fields.get("disabled")) != target["disabled"]:
             if target["disabled"]:
                 await self._act(
+                    context,
                     "disable", current.identity_id, lambda: self.client.disable_identity(current.identity_id)
                 )
             else:
                 await self._act(
+                    context,
                     "enable", current.identity_id, lambda: self.client.enable_identity(current.identity_id)
                 )
             fields["disabled"] = target["disabled"]
 
     async def _lost_identity(
-        self, owner: ownership.Owner, user_id: str, record: dict[str, Any] | None
+        self, owner: ownership.Owner, user_id: str, record: ProvisioningRecord | None
     ) -> dict[str, Any] | None:
         """The identity an earlier attempt may have created without our knowing (its answer was lost).
 
@@ -561,7 +568,9 @@ class Reconciler:
         lost = ownership.lost_create(found, owner, user_id)
         return dict(lost) if lost is not None else None
 
-    async def _deprovision(self, settings: SourceSettings, user_id: str, state: UserState) -> None:
+    async def _deprovision(
+        self, context: _Context, settings: SourceSettings, user_id: str, state: UserState
+    ) -> None:
         record = state.provisioning or {}
         owner = await self.owner(settings)
         identity_id = record.get("identity_id")
@@ -586,30 +595,24 @@ class Reconciler:
                     user_id,
                     decision.reason,
                 )
-                await self._audit("conflict", identity_id, "refused", decision.reason)
+                await self._audit(context, "conflict", identity_id, "refused", decision.reason)
                 if self.metrics is not None:
                     self.metrics.ownership_conflicts.labels(settings.name).inc()
             elif how == "disable":
                 if not identity.get("disabled"):
                     await self._act(
+                        context,
                         "disable",
                         identity_id,
                         lambda: self.client.disable_identity(identity_id),
                         identity=identity,
                     )
-
-                async def disabled(conn: AsyncConnection) -> None:
-                    await conn.execute(
-                        update(provisioning)
-                        .where(provisioning.c.source == settings.name, provisioning.c.user_id == user_id)
-                        .values(state="disabled", last_error=None, updated_at=time.time())
-                    )
-
-                self._step(disabled)
+                context.steps.append(partial(_record_disabled, source=settings.name, user_id=user_id))
                 return
             elif how == "untag":
                 tags = ownership.released_tags(identity)
                 await self._act(
+                    context,
                     "untag",
                     identity_id,
                     lambda: self.client.patch_identity(identity_id, {"tags": tags}),
@@ -617,70 +620,53 @@ class Reconciler:
                 )
             else:
                 await self._act(
+                    context,
                     "delete",
                     identity_id,
                     lambda: self.client.delete_identity(identity_id, missing_ok=True),
                     identity=identity,
                 )
-
-        async def forget(conn: AsyncConnection) -> None:
-            await conn.execute(
-                delete(provisioning).where(
-                    provisioning.c.source == settings.name, provisioning.c.user_id == user_id
-                )
-            )
-
-        self._step(forget)
+        context.steps.append(partial(_forget, source=settings.name, user_id=user_id))
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _step(step: Step) -> None:
-        """Leave bookkeeping for the settling transaction of the converge in progress."""
-        context = _CONTEXT.get()
-        assert context is not None
-        context.steps.append(step)
-
-    def _upsert(self) -> Any:
-        return self.db.upsert(provisioning)
-
-    async def _record_success(
-        self, source: str, user_id: str, current: Applied, target: dict[str, Any]
+    def _record_success(
+        context: _Context, source: str, user_id: str, current: Applied, target: dict[str, Any]
     ) -> None:
-        values = {
-            "identity_id": current.identity_id,
-            "state": "synced",
-            "last_error": None,
-            "applied": {"fields": current.fields, "target": target},
-            "adopted": current.adopted,
-            "updated_at": time.time(),
-        }
-        statement = (
-            self._upsert()
-            .values(source=source, user_id=user_id, **values)
-            .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
-        )
+        """Leave the synced record for the settling transaction of the converge."""
 
-        async def record(conn: AsyncConnection) -> None:
-            await conn.execute(statement)
+        async def record(tx: Transaction) -> None:
+            await provisioning.record_synced(
+                tx,
+                source,
+                user_id,
+                identity_id=current.identity_id,
+                applied={"fields": current.fields, "target": target},
+                adopted=current.adopted,
+            )
 
-        self._step(record)
+        context.steps.append(record)
 
     async def _record_failure(self, source: str, user_id: str, message: str, *, failed: bool) -> None:
-        async with self.db.transaction(write=True) as conn:
-            await self._failure(source, user_id, message, failed=failed)(conn)
+        async with self.db.transaction(write=True) as tx:
+            await self._failure(source, user_id, message, failed=failed)(tx)
 
     @staticmethod
     def _failure(source: str, user_id: str, message: str, *, failed: bool, state: str = "failed") -> Step:
-        values: dict[str, Any] = {"last_error": message[:1000], "updated_at": time.time()}
-        if failed:
-            values["state"] = state
+        verdict = state if failed else None
+        return partial(_record_error, source=source, user_id=user_id, message=message, state=verdict)
 
-        async def record(conn: AsyncConnection) -> None:
-            await conn.execute(
-                update(provisioning)
-                .where(provisioning.c.source == source, provisioning.c.user_id == user_id)
-                .values(**values)
-            )
 
-        return record
+async def _record_error(
+    tx: Transaction, *, source: str, user_id: str, message: str, state: str | None
+) -> None:
+    await provisioning.record_error(tx, source, user_id, message, state=state)
+
+
+async def _record_disabled(tx: Transaction, *, source: str, user_id: str) -> None:
+    await provisioning.record_disabled(tx, source, user_id)
+
+
+async def _forget(tx: Transaction, *, source: str, user_id: str) -> None:
+    await provisioning.forget(tx, source, user_id)

@@ -15,10 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-
+from app.store import audit, provisioning, queue, settings
 from app.store.db import Database
-from app.store.tables import audit, dirty, provisioning, settings
 
 DESTRUCTIVE = ("disable", "delete")
 PAUSED = "paused"
@@ -34,11 +32,9 @@ def release_key(source: str) -> str:
 
 async def engaged_brakes(db: Database) -> dict[str, dict[str, Any]]:
     """The engaged brakes, by source (each source has its own: one IdP's mistake is held on its own)."""
-    async with db.transaction() as conn:
-        rows = await conn.execute(
-            select(settings.c.key, settings.c.value).where(settings.c.key.like("brake:%"))
-        )
-        return {key.split(":", 1)[1]: value for key, value in rows}
+    async with db.transaction() as tx:
+        brakes = await settings.with_prefix(tx, brake_key(""))
+    return {key.split(":", 1)[1]: value for key, value in brakes.items()}
 
 
 @dataclass(frozen=True)
@@ -54,23 +50,15 @@ class Held(Exception):
 
 
 async def read_setting(db: Database, key: str) -> Any:
-    async with db.transaction() as conn:
-        return (
-            await conn.execute(select(settings.c.value).where(settings.c.key == key))
-        ).scalar_one_or_none()
+    """``settings[key]`` (None when unset), in a transaction of its own."""
+    async with db.transaction() as tx:
+        return await settings.get(tx, key)
 
 
 async def write_setting(db: Database, key: str, value: Any) -> None:
-    async with db.transaction(write=True) as conn:
-        if value is None:
-            await conn.execute(delete(settings).where(settings.c.key == key))
-            return
-        insert = db.upsert(settings)
-        await conn.execute(
-            insert.values(key=key, value=value).on_conflict_do_update(
-                index_elements=["key"], set_={"value": value}
-            )
-        )
+    """Set (or, with None, unset) ``settings[key]``, in a transaction of its own."""
+    async with db.transaction(write=True) as tx:
+        await settings.put(tx, key, value)
 
 
 async def resume(db: Database) -> dict[str, dict[str, Any]]:
@@ -81,26 +69,13 @@ async def resume(db: Database) -> dict[str, dict[str, Any]]:
     """
     released = await engaged_brakes(db)
     for source in released:
-        async with db.transaction() as conn:
-            held = int(
-                (
-                    await conn.execute(
-                        select(func.count())
-                        .select_from(provisioning)
-                        .join(
-                            dirty,
-                            (dirty.c.source == provisioning.c.source)
-                            & (dirty.c.user_id == provisioning.c.user_id),
-                        )
-                        .where(provisioning.c.source == source, provisioning.c.last_error.like("%brake%"))
-                    )
-                ).scalar_one()
-            )
+        async with db.transaction() as tx:
+            held = await provisioning.queued_with_error(tx, source, "brake")
         await write_setting(db, release_key(source), {"released_at": time.time(), "allowance": held})
         await write_setting(db, brake_key(source), None)
     await write_setting(db, PAUSED, None)
-    async with db.transaction(write=True) as conn:
-        await conn.execute(update(dirty).values(due_at=time.time(), claimed_until=None))
+    async with db.transaction(write=True) as tx:
+        await queue.make_all_due(tx)
     return released
 
 
@@ -140,26 +115,9 @@ class Safety:
             if isinstance(release, dict) and release.get("released_at", 0) > since:
                 since = float(release["released_at"])
                 allowance = int(release.get("allowance", 0))
-            async with self.db.transaction() as conn:
-                done = (
-                    await conn.execute(
-                        select(func.count())
-                        .select_from(audit)
-                        .where(
-                            audit.c.source == source,
-                            audit.c.at >= since,
-                            audit.c.action.in_(DESTRUCTIVE),
-                            audit.c.outcome == "done",
-                        )
-                    )
-                ).scalar_one()
-                managed = (
-                    await conn.execute(
-                        select(func.count())
-                        .select_from(provisioning)
-                        .where(provisioning.c.source == source, provisioning.c.identity_id.is_not(None))
-                    )
-                ).scalar_one()
+            async with self.db.transaction() as tx:
+                done = await audit.count(tx, source, since=since, actions=DESTRUCTIVE, outcome="done")
+                managed = await provisioning.managed_count(tx, source)
             count = max(0, int(done) + self._reserved + 1 - allowance)
             share = count / managed if managed else 1.0
             if count > self.config.max_count or (

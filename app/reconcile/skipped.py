@@ -9,11 +9,9 @@ listed by ``ziti-scim doctor``, and is provisioned by the write that brings the 
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from app.mapping import MappingError
+from app.store import provisioning
 from app.store.db import Database
-from app.store.tables import provisioning
 
 SKIPPED = "skipped"
 
@@ -24,10 +22,5 @@ def unmappable_message(error: MappingError) -> str:
 
 async def skipped_counts(db: Database) -> dict[str, int]:
     """Skipped users per source (sources without any are absent)."""
-    query = (
-        select(provisioning.c.source, func.count())
-        .where(provisioning.c.state == SKIPPED)
-        .group_by(provisioning.c.source)
-    )
-    async with db.transaction() as conn:
-        return {str(source): int(count) for source, count in await conn.execute(query)}
+    async with db.transaction() as tx:
+        return await provisioning.count_in_state(tx, SKIPPED)

@@ -24,19 +24,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select, text, update
-
 from app.mapping import MappingError, map_user
 from app.reconcile import ownership
 from app.reconcile.actuator import NotOurs, Origin
-from app.reconcile.desired import read_user_state
+from app.reconcile.admission import group_refs
 from app.reconcile.reconciler import Reconciler, observed_fields, target_fields
 from app.reconcile.safety import Held, write_setting
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY
-from app.scim.provider import load_provider
+from app.store import locks, provisioning, queue
 from app.store.db import Database
-from app.store.storage import SqlStorage
-from app.store.tables import dirty, provisioning, resources
+from app.store.desired import read_user_state, user_ids
 from app.ziti.errors import ZitiNotFound
 from app.ziti.filters import ziti_filter_tag_eq
 
@@ -83,15 +80,8 @@ SYNC_LOCK = 0x5A17_5C13
 @asynccontextmanager
 async def exclusive(db: Database) -> AsyncIterator[None]:
     """Hold the full-sync lock (PostgreSQL advisory lock; SQLite has a single process)."""
-    if db.is_sqlite:
+    async with locks.exclusive(db, SYNC_LOCK):
         yield
-        return
-    async with db.engine.connect() as conn:
-        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SYNC_LOCK})
-        try:
-            yield
-        finally:
-            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SYNC_LOCK})
 
 
 async def plan(reconciler: Reconciler) -> list[PlanItem]:
@@ -107,22 +97,15 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
     known: dict[str, int] = {}
     for source, settings in reconciler.settings.items():
         owner = await reconciler.owner(settings)
-        async with db.transaction() as conn:
-            user_ids = [
-                row.id
-                for row in await conn.execute(
-                    select(resources.c.id).where(
-                        resources.c.source == source, resources.c.resource_type == "User"
-                    )
-                )
-            ]
-        known[source] = len(user_ids)
-        for user_id in user_ids:
-            async with db.transaction() as conn:
-                state = await read_user_state(conn, source, user_id)
+        async with db.transaction() as tx:
+            users = await user_ids(tx, source)
+        known[source] = len(users)
+        for user_id in users:
+            async with db.transaction() as tx:
+                state = await read_user_state(tx, source, user_id)
             assert state.document is not None
             try:
-                desired = map_user(state.document, list(state.groups), settings.mapping).identity
+                desired = map_user(state.document, group_refs(state.groups), settings.mapping).identity
             except MappingError as error:
                 items.append(
                     PlanItem("unmappable", source, user_id, None, detail=f"{error.attribute}: {error.detail}")
@@ -161,8 +144,8 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
             continue  # another deployment's, or a source this configuration does not serve: not ours
         owner_settings = reconciler.settings[source_name]
         user = str(ownership.tags_of(identity).get(TAG_ID))
-        async with db.transaction() as conn:
-            state = await read_user_state(conn, source_name, user)
+        async with db.transaction() as tx:
+            state = await read_user_state(tx, source_name, user)
         if state.document is not None:
             continue  # the user exists but points at another identity: its own item covers it
         how = ownership.removal(
@@ -178,37 +161,27 @@ async def plan(reconciler: Reconciler) -> list[PlanItem]:
     return items
 
 
-async def apply(reconciler: Reconciler, items: list[PlanItem], storage_for: dict[str, SqlStorage]) -> None:
+async def apply(reconciler: Reconciler, items: list[PlanItem]) -> None:
     """Repair what :func:`plan` found (orphans aside); the reconciler converges the marked users later."""
     client, db = reconciler.client, reconciler.db
     for item in items:
         if item.user_id is None or item.action in ("unmappable", *ORPHAN_ACTIONS):
             continue
-        async with db.transaction(write=True) as conn:
-            if item.action == "create":
-                values: dict[str, Any] = {"identity_id": None, "applied": None, "state": "pending"}
-            else:
+        async with db.transaction(write=True) as tx:
+            applied: dict[str, Any] | None = None
+            if item.action != "create":
                 assert item.identity_id is not None
                 identity = await client.get_identity(item.identity_id)
-                record = (
-                    await conn.execute(
-                        select(provisioning.c.applied).where(
-                            provisioning.c.source == item.source, provisioning.c.user_id == item.user_id
-                        )
-                    )
-                ).scalar_one_or_none() or {}
+                record = await provisioning.get(tx, item.source, item.user_id) or {}
                 fields = observed_fields(identity)
-                base = (record.get("fields") or {}).get("name")
+                base = ((record.get("applied") or {}).get("fields") or {}).get("name")
                 if base and item.changes.get("name") is None:
                     fields["name"] = base
-                values = {"applied": {"fields": fields, "target": None}, "state": "pending"}
-            values["updated_at"] = time.time()
-            await conn.execute(
-                update(provisioning)
-                .where(provisioning.c.source == item.source, provisioning.c.user_id == item.user_id)
-                .values(**values)
+                applied = {"fields": fields, "target": None}
+            await provisioning.record_drift(
+                tx, item.source, item.user_id, applied=applied, identity_lost=item.action == "create"
             )
-            await storage_for[item.source].mark_dirty(conn, [item.user_id])
+            await queue.mark(tx, item.source, [item.user_id])
 
 
 async def remove_orphans(reconciler: Reconciler, items: list[PlanItem], report: Callable[[str], None]) -> int:
@@ -228,8 +201,8 @@ async def remove_orphans(reconciler: Reconciler, items: list[PlanItem], report: 
             identity = await client.get_identity(item.identity_id)
         except ZitiNotFound:
             continue  # gone meanwhile
-        async with db.transaction() as conn:
-            state = await read_user_state(conn, item.source, item.user_id)
+        async with db.transaction() as tx:
+            state = await read_user_state(tx, item.source, item.user_id)
         if (
             ownership.orphan_source(identity, deployment, reconciler.settings) != item.source
             or ownership.tags_of(identity).get(TAG_ID) != item.user_id
@@ -273,23 +246,9 @@ SETTLE_POLL = 0.2
 
 
 async def _unsettled(db: Database, marked: set[tuple[str, str]]) -> int:
-    """How many marked users are still being converged: claimed by someone, or due and unclaimed.
-
-    A row waiting for a retry later (claimed by nobody, not due) has failed for now: not waited for.
-    """
-    now = time.time()
-    async with db.transaction() as conn:
-        rows = await conn.execute(
-            select(dirty.c.source, dirty.c.user_id, dirty.c.claimed_until, dirty.c.due_at).where(
-                dirty.c.source.in_({source for source, _ in marked})
-            )
-        )
-        return sum(
-            1
-            for source, user_id, claimed_until, due_at in rows
-            if (source, user_id) in marked
-            and ((claimed_until is not None and claimed_until >= now) or due_at <= now)
-        )
+    """How many marked users are still being converged (:func:`app.store.queue.unsettled`)."""
+    async with db.transaction() as tx:
+        return await queue.unsettled(tx, marked)
 
 
 async def settle(worker: Worker, marked: set[tuple[str, str]], *, timeout: float) -> None:
@@ -347,11 +306,7 @@ async def run(
         await remove_orphans(reconciler, orphans, report)
     changes = [item for item in items if item.action not in ORPHAN_ACTIONS]
     if changes or (orphans and delete_orphans):
-        storages = {
-            name: SqlStorage(reconciler.db, load_provider(source.policy), name, provisioner.hooks)
-            for name, source in provisioner.config.sources.items()
-        }
-        await apply(reconciler, changes, storages)
+        await apply(reconciler, changes)
         marked = {
             (item.source, item.user_id)
             for item in changes

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Iterable
 
 from app.observability import audit
-from app.reconcile import queue
 from app.reconcile.reconciler import Outcome, Reconciler
+from app.store import queue
 from app.store.notify import listen
 
 log = logging.getLogger("ziti_scim.reconcile")
@@ -64,7 +64,10 @@ class Worker:
         while True:
             await asyncio.sleep(queue.LEASE_SECONDS / 4)
             try:
-                await queue.renew(self.reconciler.db, list(self.reconciler.held.values()))
+                held = list(self.reconciler.held.values())
+                if held:
+                    async with self.reconciler.db.transaction(write=True) as tx:
+                        await queue.renew(tx, held)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001

@@ -20,7 +20,6 @@ from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from starlette.requests import ClientDisconnect
 
 from app.config import SourceConfig
@@ -34,7 +33,7 @@ from app.scim.quirks import quirks_for
 from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
-from app.store.errors import is_data_error
+from app.store.errors import is_data_error, is_unavailable
 from app.store.offload import off_loop
 from app.store.storage import SERVER_MANAGED, ZITI_EXTENSION, SqlStorage, UserHooks
 
@@ -139,9 +138,7 @@ class SourceApplication(ASGIApplication):
             # A value the database cannot hold (e.g. beyond its numeric range): the client's to fix.
             log.info("%s %s -> 400: the database refused a value", request.method, request.path)
             return self.service.error_response(InvalidValueException(detail="A value cannot be stored"))
-        if isinstance(exception, DBAPIError | OSError | TimeoutError) and not isinstance(
-            exception, IntegrityError | ProgrammingError
-        ):
+        if is_unavailable(exception) or isinstance(exception, OSError | TimeoutError):
             # The database is unreachable or restarting: transient, retry.
             log.warning("database error on %s %s: %s", request.method, request.path, type(exception).__name__)
             response = self.service.error_response(ServiceUnavailable())

@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
@@ -28,6 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.store import sqlite_driver
 
+# The one context variable left: scim2-server calls the storage's methods with signatures fixed by its ABC
+# (``AsyncScimStorage``), so the SCIM operation's transaction (``SqlStorage.operation``) cannot be passed
+# to them; they join it through this. The store's own operations take their transaction as an argument.
 _current: ContextVar[AsyncConnection | None] = ContextVar("ziti_scim_connection", default=None)
 WRITE = "ziti_scim_write"
 """The connection ``info`` key telling whether its transaction writes (read by the SQLite begin hook)."""
@@ -56,6 +59,13 @@ def database_url(url_or_path: str) -> str:
     if url.drivername in driver:
         url = url.set(drivername=driver[url.drivername])
     return url.render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (``:memory:`` for an in-memory database); None for another database."""
+    if not url.startswith("sqlite"):
+        return None
+    return make_url(url).database or ":memory:"
 
 
 def _sqlite_lower(value: Any) -> Any:
@@ -147,6 +157,16 @@ class Database:
         if self._writer is None:
             self._writer = asyncio.Lock()
         return self._writer
+
+    async def ping(self) -> None:
+        """Raise if the database cannot run a query now (the readiness probe)."""
+        async with self.transaction() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    @property
+    def driver(self) -> str:
+        """The SQLAlchemy driver name in use (``sqlite+aiosqlite``, ``postgresql+asyncpg``)."""
+        return str(self.engine.url.drivername)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,15 +1,26 @@
-"""Which database failures are the client's and which are transient.
+"""Which database failures are the client's and which are transient: the store's error vocabulary.
 
 A *data error* is a value the database cannot hold: too long for its column, out of a numeric range,
 text that is not valid for the type (SQLSTATE class 22, "data exception", in PostgreSQL's
 ``errcodes.txt``). Retrying it can never succeed, so it is answered as the client's error (400), never as
 a retryable 503. SQLAlchemy's asyncpg adapter maps only some asyncpg classes to its own exception types
 (class 22 arrives as a plain ``DBAPIError``), so the SQLSTATE of the driver's error decides.
+
+An *unavailable* error is the database being unreachable, restarting or timing out: transient, retried.
+
+Code outside :mod:`app.store` catches the store's failures through these names, never through the
+database library's.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
+
+StoreError = SQLAlchemyError
+"""Any failure of the store's database (unreachable, not migrated, a refused value)."""
+
+DatabaseError = DBAPIError
+"""A failure the database driver reported: unreachable, timed out, or a statement it refused."""
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -25,3 +36,12 @@ def is_data_error(error: BaseException) -> bool:
         return True
     state = sqlstate(error)
     return isinstance(error, DBAPIError) and state is not None and state.startswith("22")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for a driver-reported failure that is not about the statement or its values: the database is
+    unreachable, restarting or timing out (a constraint or a schema error is not transient)."""
+    return isinstance(error, DBAPIError) and not isinstance(error, IntegrityError | ProgrammingError)
+
+
+__all__ = ["DatabaseError", "StoreError", "is_data_error", "is_unavailable", "sqlstate"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -32,11 +31,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.store import queue
 from app.store.db import Database, fold
 from app.store.filters import Dialect, Translator, where_clause
-from app.store.notify import notify
 from app.store.offload import off_loop
-from app.store.tables import dirty, emails, members, resources
+from app.store.tables import emails, members, resources
 
 CHUNK = 500
 OFF_LOOP_REFS = 1000
@@ -175,7 +174,6 @@ class SqlStorage(AsyncScimStorage):
         self.operation_label: str | None = None
         self.touched: set[tuple[str, str]] = set()
         """The (source, user id) pairs this request marked dirty, woken once it commits."""
-        self._marks = self._mark_statement()
 
     def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
         """This storage for one request: what it marks dirty is recorded with the request's id and
@@ -254,50 +252,14 @@ class SqlStorage(AsyncScimStorage):
     def _insert(self, table: Any) -> Any:
         return self.db.upsert(table)
 
-    def _mark_statement(self) -> Any:
-        """The dirty-mark upsert, one statement whatever the rows (so SQLAlchemy compiles it once): a new
-        mark starts at generation 1, a repeated one bumps the generation and is due now."""
-        insert_dirty = self._insert(dirty)
-        excluded = insert_dirty.excluded
-        return insert_dirty.on_conflict_do_update(
-            index_elements=["source", "user_id"],
-            set_={
-                "generation": dirty.c.generation + 1,
-                "due_at": excluded.due_at,
-                "attempts": 0,
-                "request_id": excluded.request_id,
-                "operation": excluded.operation,
-            },
-        )
-
     async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> None:
         """Record that these users' identities must be (re)converged: an upsert in the same transaction."""
         if isinstance(user_ids, Select):
-            ids = [row[0] for row in await conn.execute(user_ids)]
-        else:
-            ids = list(dict.fromkeys(user_ids))
-        if not ids:
-            return
+            user_ids = [str(row[0]) for row in await conn.execute(user_ids)]
+        ids = await queue.mark(
+            conn, self.source, user_ids, request_id=self.request_id, operation=self.operation_label
+        )
         self.touched.update((self.source, user_id) for user_id in ids)
-        now = time.time()
-        request_id, operation = self.request_id, self.operation_label
-        statement = self._marks
-        for start in range(0, len(ids), CHUNK):
-            rows = [
-                {
-                    "source": self.source,
-                    "user_id": user_id,
-                    "generation": 1,
-                    "due_at": now,
-                    "attempts": 0,
-                    "request_id": request_id,
-                    "operation": operation,
-                }
-                for user_id in ids[start : start + CHUNK]
-            ]
-            await conn.execute(statement, rows)
-        if not self.db.is_sqlite:
-            await notify(conn)
 
     # -- reading ------------------------------------------------------------------------------
 

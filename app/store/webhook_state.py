@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.store.db import Database
 from app.store.tables import idp_aggregates, idp_events, idp_grants, idp_user_flags, webhook_deliveries
+from app.store.types import StoredEvent, Transaction
 
-__all__ = ["AggregateLog", "IdpEventLog", "IdpState", "LoggedEvent", "SqlReplayGuard"]
+__all__ = ["AggregateLog", "IdpEventLog", "IdpState", "LoggedEvent", "SqlReplayGuard", "open_events"]
 
 
 class SqlReplayGuard:
@@ -338,3 +339,28 @@ async def _forget(conn: AsyncConnection, source: str, idp_user_id: str) -> None:
             idp_user_flags.c.source == source, idp_user_flags.c.idp_user_id == idp_user_id
         )
     )
+
+
+async def open_events(tx: Transaction, aggregate_type: str, source: str | None = None) -> list[StoredEvent]:
+    """The events of ``aggregate_type`` whose aggregate is not closed (no tombstone), of ``source`` or of
+    every source, oldest received first; runs in the caller's transaction."""
+    query = select(idp_events).where(idp_events.c.aggregate_type == aggregate_type)
+    if source is not None:
+        query = query.where(idp_events.c.source == source)
+    done = select(idp_aggregates.c.source, idp_aggregates.c.aggregate_id).where(
+        idp_aggregates.c.aggregate_type == aggregate_type, idp_aggregates.c.closed.is_(True)
+    )
+    closed = {(str(row.source), str(row.aggregate_id)) for row in await tx.execute(done)}
+    return [
+        StoredEvent(
+            str(row.source),
+            str(row.aggregate_id),
+            int(row.sequence),
+            str(row.aggregate_type),
+            str(row.event_type),
+            dict(row.payload or {}),
+            float(row.received_at),
+        )
+        for row in await tx.execute(query.order_by(idp_events.c.received_at))
+        if (str(row.source), str(row.aggregate_id)) not in closed
+    ]

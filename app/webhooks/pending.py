@@ -23,12 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from app.observability import audit
 from app.store.db import Database
-from app.store.tables import idp_aggregates, idp_events
-from app.store.webhook_state import IdpEventLog
+from app.store.webhook_state import IdpEventLog, open_events
 from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier
 from app.webhooks.authentik_fetcher import IdpFetchError
 from app.webhooks.common import WebhookResult, body_digest
@@ -53,24 +50,16 @@ class PendingDelivery:
 
 async def pending_deliveries(db: Database, source: str | None = None) -> list[PendingDelivery]:
     """The deliveries still waiting (for ``doctor``): every source, or one."""
-    query = select(idp_events).where(idp_events.c.aggregate_type == PENDING_TYPE)
-    if source is not None:
-        query = query.where(idp_events.c.source == source)
-    done = select(idp_aggregates.c.aggregate_id).where(
-        idp_aggregates.c.aggregate_type == PENDING_TYPE, idp_aggregates.c.closed.is_(True)
-    )
-    async with db.transaction() as conn:
-        closed = {str(row.aggregate_id) for row in await conn.execute(done)}
-        rows = list(await conn.execute(query.order_by(idp_events.c.received_at)))
+    async with db.transaction() as tx:
+        events = await open_events(tx, PENDING_TYPE, source)
     return [
         PendingDelivery(
-            str(row.source),
-            str(row.aggregate_id).removeprefix("pending:"),
-            str((row.payload or {}).get("reason", "")),
-            float(row.received_at),
+            event.source,
+            event.aggregate_id.removeprefix("pending:"),
+            str(event.payload.get("reason", "")),
+            event.received_at,
         )
-        for row in rows
-        if str(row.aggregate_id) not in closed
+        for event in events
     ]
 
 

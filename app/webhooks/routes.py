@@ -62,7 +62,6 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -73,6 +72,7 @@ from app.observability import audit
 from app.observability.metrics import Metrics
 from app.scim.router import ScimRouter
 from app.store.db import Database
+from app.store.errors import DatabaseError
 from app.store.webhook_state import IdpEventLog, IdpState, SqlReplayGuard
 from app.webhooks.apply import ApplyFailed, ApplyRetry, EventApplier, UserResolver
 from app.webhooks.asgardeo import AsgardeoWebhook, parse_asgardeo
@@ -323,7 +323,7 @@ class WebhookReceiver:
                 error=result.problem,
             )
             await audit.record(self.db, [entry])
-        except (OperationalError, DBAPIError):
+        except DatabaseError:
             log.warning("could not record an unusable webhook delivery")
         return JSONResponse({"status": "ignored", "reason": result.problem})
 
@@ -340,7 +340,7 @@ class WebhookReceiver:
             await self._release(result)
             log.warning("webhook %s for source %s not applied: %s", _label(result), name, failure.detail)
             return JSONResponse({"error": failure.detail}, status_code=422)
-        except (ApplyRetry, IdpFetchError, OperationalError, DBAPIError) as error:
+        except (ApplyRetry, IdpFetchError, DatabaseError) as error:
             if receiver.pending is not None:
                 return await self._defer(receiver, result, body, type(error).__name__)
             await self._release(result)
@@ -356,7 +356,7 @@ class WebhookReceiver:
         assert receiver.pending is not None
         try:
             await receiver.pending.keep(result, body, reason)
-        except (OperationalError, DBAPIError):
+        except DatabaseError:
             await self._release(result)
             log.warning("webhook %s for source %s could not be kept", _label(result), receiver.source.name)
             return _unavailable()
@@ -369,7 +369,7 @@ class WebhookReceiver:
         if result.replay_key is not None:
             try:
                 await self.guard.forget(result.replay_key)
-            except (OperationalError, DBAPIError):
+            except DatabaseError:
                 log.warning("could not release a webhook replay key")
 
     @staticmethod

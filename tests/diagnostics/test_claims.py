@@ -9,7 +9,7 @@ import pytest
 from app.diagnostics.claims import claim_label, claim_path, expected_claims, resolve_claim, same_claim
 from app.diagnostics.fixes import config_set, update_signer
 from app.mapping import available_presets, load_mapping, load_preset
-from app.ziti.emulator.extjwt import resolve_claim as emulator_resolve
+from ziti_emulator.extjwt import resolve_claim as emulator_resolve
 
 CLAIMS: dict[str, Any] = {
     "sub": "u1",

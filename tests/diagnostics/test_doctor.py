@@ -9,10 +9,10 @@ from typing import Any
 
 from app.reconcile import safety
 from app.store.db import Database
-from app.ziti.emulator import EmulatorThread, create_emulator_app
 from tests.diagnostics.conftest import ADMIN_PASSWORD, Lab, user
 from tests.support.idp import TestIdp
-from tests.ziti_client.ziti_support import make_tls_files
+from tests.support.tls import make_tls_files
+from ziti_emulator import EmulatorThread, create_emulator_app
 
 AUTHENTIK_UID = hashlib.sha256(b"7-install-id").hexdigest()
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.ziti.emulator import EmulatorThread
 from tests.diagnostics.conftest import PATCH, Lab, user
 from tests.support.idp import TestIdp
+from ziti_emulator import EmulatorThread
 
 BOB = user("bob", "bob@example.com", roles=[{"value": "vpn-users"}])
 

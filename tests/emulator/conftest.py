@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from emu_support import ADMIN_PASSWORD, MANAGEMENT_SPEC, Emu, FakeClock, SigningKey
+from emu_support import ADMIN_PASSWORD, Emu, FakeClock, SigningKey
 
-from app.ziti.emulator import EmulatorThread, create_emulator_app
-from tests.paths import need
+from tests.paths import SPEC, need
+from ziti_emulator import EmulatorThread, create_emulator_app
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def spec_path() -> Path:
-    return need(MANAGEMENT_SPEC)
+    return need(SPEC)
 
 
 @pytest.fixture

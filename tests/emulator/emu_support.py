@@ -14,11 +14,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from app.ziti.emulator import EmulatorState, EmulatorThread
-from tests.paths import SPEC
+from ziti_emulator import EmulatorState, EmulatorThread
 
 ADMIN_PASSWORD = "s3cret-admin"
-MANAGEMENT_SPEC = SPEC
 ISSUER = "https://idp.example.test/oauth2/default"
 AUDIENCE = "openziti"
 

@@ -5,7 +5,7 @@ ziti-api.md §2.3 and §4 "How a JWT is matched to an identity".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,15 +16,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.ziti.emulator import EmulatorThread
-
 EMAIL = "alice@example.com"
 
 
 class JwksServer:
     """A tiny IdP JWKS endpoint on loopback whose key set tests can rotate."""
 
-    def __init__(self, *keys: SigningKey) -> None:
+    def __init__(self, serve: Callable[[Any], str], *keys: SigningKey) -> None:
         self.keys = list(keys)
         self.hits = 0
 
@@ -32,15 +30,12 @@ class JwksServer:
             self.hits += 1
             return JSONResponse({"keys": [k.jwk() for k in self.keys]})
 
-        self.thread = EmulatorThread(Starlette(routes=[Route("/keys", serve_keys)])).start()
-        self.url = self.thread.url + "/keys"
+        self.url = serve(Starlette(routes=[Route("/keys", serve_keys)])) + "/keys"
 
 
 @pytest.fixture
-def jwks(signing_key: SigningKey) -> Iterator[JwksServer]:
-    server = JwksServer(signing_key)
-    yield server
-    server.thread.stop()
+def jwks(serve: Callable[[Any], str], signing_key: SigningKey) -> JwksServer:
+    return JwksServer(serve, signing_key)
 
 
 def login(emu: Emu, token: str | None, api: str = "client") -> httpx.Response:
@@ -144,10 +139,15 @@ def test_aud_may_be_a_list(emu: Emu, admin: httpx.Client, jwks: JwksServer, sign
 
 
 def test_auth_policy_must_allow_the_signer(
-    emu: Emu, admin: httpx.Client, jwks: JwksServer, signing_key: SigningKey, other_key: SigningKey
+    emu: Emu,
+    admin: httpx.Client,
+    jwks: JwksServer,
+    signing_key: SigningKey,
+    other_key: SigningKey,
+    serve: Callable[[Any], str],
 ) -> None:
     signer_id = make_signer(admin, jwksEndpoint=jwks.url)
-    other_jwks = JwksServer(other_key)  # its own key: signers sharing a kid are picked at random on 2.0
+    other_jwks = JwksServer(serve, other_key)  # its own key: signers sharing a kid are picked at random on 2.0
     other_signer = make_signer(admin, name="other", issuer="https://other.example", jwksEndpoint=other_jwks.url)
     policy = emu.state.create_auth_policy(
         {
@@ -163,7 +163,6 @@ def test_auth_policy_must_allow_the_signer(
     assert login(emu, token).status_code == 200
     admin.patch(f"/auth-policies/{policy.id}", json={"primary": {"extJwt": {"allowed": False}}})
     assert_refused(emu, login(emu, token), "auth policy does not allow ext-jwt authentication")
-    other_jwks.thread.stop()
 
 
 def test_cert_pem_signer(emu: Emu, admin: httpx.Client, signing_key: SigningKey) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import httpx
 import pytest
 from emu_support import Emu, error_of
 
-from app.ziti.emulator import load_spec, validate_request_body
-from app.ziti.emulator.spec import check_request_body
+from ziti_emulator import load_spec, validate_request_body
+from ziti_emulator.spec import check_request_body
 
 GOOD_IDENTITY = {
     "name": "alice",
@@ -132,3 +133,22 @@ def test_an_emulator_bug_is_a_500_envelope_not_a_traceback(
     assert error_of(response)["code"] == "UNHANDLED"
     assert "Traceback" not in response.text and "boom" not in response.text
     assert admin.head("/identity-types").status_code == 200
+
+
+@pytest.mark.parametrize("missing", ["jsonschema", "yaml"])
+def test_without_the_emulator_extra_a_spec_is_refused_with_one_line(
+    missing: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """jsonschema/PyYAML are the optional ``emulator`` extra: ``None`` in sys.modules makes the import fail."""
+    from app.cli import main
+    from ziti_emulator import SpecValidationUnavailable, create_emulator_app, validation_available
+
+    monkeypatch.setitem(sys.modules, missing, None)
+    assert not validation_available()
+    with pytest.raises(SpecValidationUnavailable, match=r"pip install 'ziti-scim\[emulator\]'"):
+        load_spec(tmp_path / "management.yml")
+    # Without a spec the emulator needs neither.
+    assert create_emulator_app(admin_password="pw").state.emulator.spec is None
+    assert main(["emulator", "--port", "0", "--spec", str(tmp_path / "management.yml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ziti-scim: validating request bodies against ") and "\n" not in err, err

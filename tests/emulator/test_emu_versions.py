@@ -9,7 +9,7 @@ import httpx
 import pytest
 from emu_support import AUDIENCE, ISSUER, Emu, SigningKey, error_of, new_identity
 
-from app.ziti.emulator import VERSIONS, get_profile
+from ziti_emulator import VERSIONS, get_profile
 
 VERSION_PATHS = ("/version", "/", "/edge/management/v1/version", "/edge/client/v1/version")
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app.ziti.emulator.ids import format_time, new_id, parse_time
-from app.ziti.emulator.zitiql import FieldSet, FilterError, compile_predicate, parse_query, sort_entities
+from ziti_emulator.ids import format_time, new_id, parse_time
+from ziti_emulator.zitiql import FieldSet, FilterError, compile_predicate, parse_query, sort_entities
 
 
 @dataclass

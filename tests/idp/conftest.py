@@ -24,12 +24,10 @@ from starlette.routing import Route
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
 from app.webhooks.routes import WebhookReceiver, webhook_receiver
-from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
-from tests.paths import SPEC, need
+from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
-
-ADMIN_PASSWORD = "emulator-admin-Pa55word"
+from ziti_emulator import EmulatorState, EmulatorThread
 
 # Issuers and audiences shaped like each IdP's (research notes; docs/idp/*.md).
 ISSUERS = {
@@ -58,13 +56,6 @@ def idps() -> Iterator[dict[str, TestIdp]]:
         running_idp(*ISSUERS["okta"]) as okta,
     ):
         yield {"authentik": authentik, "zitadel": zitadel, "asgardeo": asgardeo, "entra": entra, "okta": okta}
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatorThread]:
-    with EmulatorThread(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC))) as emu:
-        yield emu
-        assert emu.state.spec_violations == [], "a request body did not validate against management.yml"
 
 
 @dataclass
@@ -269,7 +260,7 @@ def make_stack(emulator: EmulatorThread, idps: dict[str, TestIdp], tmp_path: Pat
             database_url=database_url or str(tmp_path / f"store-{len(servers)}.db"),
             sources={s.name: s for s in sources},
             ziti=ZitiConfig(
-                url=emulator.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=5.0
+                url=emulator.url, username="admin", password=ADMIN_PASSWORD
             ),
         )
         app = create_app(config)

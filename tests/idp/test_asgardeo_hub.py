@@ -13,7 +13,6 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +23,11 @@ from app.store.db import Database
 from app.webhooks import sign_asgardeo
 from app.webhooks.pending import pending_deliveries
 from tests.idp.conftest import Stack, StackFactory, source
+from tests.paths import WEBHOOK_TRACES
 
 SECRET = "asgardeo-webhook-test-secret-7f3c"
 INSPECT = "inspection-token-0123456789"
-TRACES = Path(__file__).parents[1] / "webhooks" / "traces" / "asgardeo"
+TRACES = WEBHOOK_TRACES / "asgardeo"
 ALICE = "3987d74e-8432-4f4d-b1a8-cad463af843d"
 ALICE_EMAIL = "alice@example.com"  # the identity's externalId (preset asgardeo: the email)
 GROUP = "f1c2a7e0-3b4d-4e5f-8a9b-0c1d2e3f4a5b"

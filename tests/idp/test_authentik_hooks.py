@@ -16,13 +16,13 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.idp.conftest import API_TOKEN, FakeApi, Stack, StackFactory, source
+from tests.paths import ROOT
 
 SECRET = "whk_1b9d7f3a5c2e4a6b8d0f"
 INSPECT = "inspection-token-0123456789"
@@ -210,7 +210,7 @@ def documented_mapping() -> Callable[..., dict[str, Any]]:
     """The body mapping of docs/idp/authentik.md, as a function of the variables a notification mapping
     has (authentik/events/models.py NotificationWebhookMapping: ``notification``, ``user``, ``request``)
     plus the evaluator's ``ak_user_by``."""
-    text = (Path(__file__).parents[2] / "docs" / "idp" / "authentik.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "idp" / "authentik.md").read_text(encoding="utf-8")
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     body = "\n".join("    " + line for line in textwrap.dedent(code).splitlines())
     namespace: dict[str, Any] = {}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.config import SECRET_OPTIONS, load_config
+from tests.paths import ROOT
 
-ROOT = Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs" / "idp").glob("*.md"))]
 NAMED = re.compile(r"ZITI_SCIM_SOURCE_([A-Z0-9_]+)")
 

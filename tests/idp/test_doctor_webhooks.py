@@ -4,17 +4,17 @@ whether an authentik API token can prove a deletion."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 
 from app.diagnostics.doctor import run_doctor
 from app.webhooks import sign_asgardeo
 from tests.idp.conftest import API_TOKEN, FakeApi, StackFactory, source
+from tests.paths import WEBHOOK_TRACES
 
 SECRET = "asgardeo-webhook-test-secret-7f3c"
 INSPECT = "inspection-token-0123456789"
-TRACE = Path(__file__).parents[1] / "webhooks" / "traces" / "asgardeo" / "webhook-02-user-created.json"
+TRACE = WEBHOOK_TRACES / "asgardeo" / "webhook-02-user-created.json"
 
 
 async def test_doctor_lists_deferred_deliveries_and_authentik_token_scope(

@@ -11,10 +11,10 @@ import pytest
 
 from app.config import ProbesConfig, SafetyConfig, hash_token
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import Stack, add_signer, make_stack_config
 from tests.support.idp import TestIdp
 from tests.support.live import live_server
+from ziti_emulator import EmulatorThread
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 SECOND_TOKEN = "second-source-token-0123456789"

@@ -76,6 +76,13 @@ CASES: list[tuple[str, str, dict[str, str], str]] = [
         "sources.z.webhook_secret: must be a non-empty string or a list of them",
     ),
     (
+        "removed ziti.reconcile_deadline",
+        "[ziti]\nreconcile_deadline = 5.0\n",
+        {},
+        "ziti.reconcile_deadline: unknown key: removed, SCIM and webhook writes no longer wait for the "
+        "controller; a source's wait_for_sync (seconds) keeps a short wait for a synced answer",
+    ),
+    (
         "bad source kind",
         '[sources.a]\nkind = "keycloak"\n',
         {},

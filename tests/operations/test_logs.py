@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 
 from app.observability.logs import scrub
-from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
 from tests.support.configfile import command, environment, write_config
 from tests.support.live import free_port
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"

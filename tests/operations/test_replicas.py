@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, make_stack_config
 from tests.support.configfile import command, environment, write_config
 from tests.support.live import free_port, live_server
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"

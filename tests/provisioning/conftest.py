@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread
 from tests.paths import SPEC
+from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.idp import TestIdp
 from tests.support.live import live_server
-from tests.support.stack import ADMIN_PASSWORD, TOKEN, Stack, add_signer, make_stack_config
+from tests.support.stack import TOKEN, Stack, add_signer, make_stack_config
+from ziti_emulator import EmulatorThread
 
 __all__ = ["ADMIN_PASSWORD", "SPEC", "TOKEN", "Stack", "add_signer", "make_stack_config"]
 

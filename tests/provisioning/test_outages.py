@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, make_stack_config
 from tests.support.configfile import command, environment, write_config
 from tests.support.idp import TestIdp
 from tests.support.live import free_port, live_server
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
@@ -36,12 +36,6 @@ def test_controller_down_during_create_converges_without_another_idp_request(
     emulator: EmulatorThread, database_url: str, source_name: str
 ) -> None:
     config = make_stack_config(database_url, source_name, emulator.url)
-    config = config.__class__(
-        **{
-            **config.__dict__,
-            "ziti": config.ziti.__class__(**{**config.ziti.__dict__, "reconcile_deadline": 1.0}),
-        }
-    )
     emulator.state.faults.set_down(True)
     with live_server(create_app(config)) as url:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}

@@ -24,12 +24,12 @@ from app.observability import audit
 from app.reconcile.ownership import PUBLIC_CONFLICT
 from app.server import create_app
 from app.store.db import Database
-from app.ziti.emulator import EmulatorThread
 from tests.operations.test_audit_and_metrics import samples
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, add_signer
 from tests.support.configfile import command, environment
 from tests.support.idp import TestIdp
 from tests.support.live import live_server
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"

@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread, create_emulator_app
+from tests.support.emulator import emulator_app, running_emulator
 from tests.support.live import live_server
 from tests.support.rr_proxy import RoundRobinProxy
-from tests.support.stack import ADMIN_PASSWORD, SPEC, TOKEN, make_stack_config
+from tests.support.stack import TOKEN, make_stack_config
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -47,10 +48,8 @@ def wait_synced(scim: httpx.Client, user_id: str, timeout: float = 20.0) -> dict
 
 @pytest.fixture(params=["1.6", "2.0"])
 def versioned_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorThread]:
-    app = create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=SPEC, version=request.param)
-    with EmulatorThread(app) as emu:
+    with running_emulator(emulator_app(version=request.param)) as emu:
         yield emu
-        assert emu.state.spec_violations == []
 
 
 def test_backslash_external_id_is_provisioned_found_updated_and_deleted(
@@ -91,8 +90,8 @@ def test_backslash_external_id_is_provisioned_found_updated_and_deleted(
 def test_provisioning_converges_against_two_ha_nodes_behind_a_balancer(
     sqlite_url: str, source_name: str
 ) -> None:
-    app_a = create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=SPEC, version="2.0")
-    app_b = create_emulator_app(admin_password=ADMIN_PASSWORD, state=app_a.state.emulator, node="b")
+    app_a = emulator_app(version="2.0")
+    app_b = emulator_app(state=app_a.state.emulator, node="b")
     with EmulatorThread(app_a) as a, EmulatorThread(app_b) as b:
         state = a.state
         state.faults.latency = 0.01

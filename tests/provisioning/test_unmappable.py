@@ -15,10 +15,10 @@ import pytest
 
 from app.diagnostics.doctor import run_doctor
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread
 from tests.provisioning.conftest import Stack, make_stack_config
 from tests.support.idp import TestIdp
 from tests.support.live import live_server
+from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"

@@ -33,8 +33,8 @@ from tests.resilience.res_hostile import (
     valid_user,
 )
 from tests.resilience.res_support import GROUP, USER, Controller, list_all, report, running_controller
+from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.live import live_server
-from tests.support.stack import ADMIN_PASSWORD
 
 SCIM_JSON = {"Content-Type": "application/scim+json"}
 
@@ -74,7 +74,7 @@ def hostile_server(database_url: str, sources: int) -> Iterator[Hostile]:
                 for name, token in tokens.items()
             },
             ziti=ZitiConfig(
-                url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=0.5
+                url=controller.url, username="admin", password=ADMIN_PASSWORD
             ),
             safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
         )

@@ -24,11 +24,11 @@ import httpx
 
 from app.config import Config, SafetyConfig
 from app.ziti.client import ZitiClient
-from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
-from tests.paths import SPEC, need
-from tests.support.stack import ADMIN_PASSWORD, TOKEN, make_stack_config
+from tests.support.emulator import ADMIN_PASSWORD, emulator_app, running_emulator
+from tests.support.stack import TOKEN, make_stack_config
+from ziti_emulator import EmulatorState, EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -146,10 +146,9 @@ class Controller:
 
 @contextmanager
 def running_controller() -> Iterator[Controller]:
-    recorder = CreateRecorder(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC)))
-    with EmulatorThread(recorder) as thread:  # type: ignore[arg-type]
+    recorder = CreateRecorder(emulator_app())
+    with running_emulator(recorder) as thread:
         yield Controller(thread, recorder)
-        assert thread.state.spec_violations == [], "a request body did not validate against management.yml"
 
 
 def fast_ziti_client(
@@ -170,14 +169,10 @@ def fast_ziti_client(
     )
 
 
-def stack_config(database_url: str, source: str, ziti_url: str, *, deadline: float = 0.2) -> Config:
-    """The stack's configuration with a short inline deadline and the brake out of the way."""
+def stack_config(database_url: str, source: str, ziti_url: str) -> Config:
+    """The stack's configuration with the brake out of the way."""
     config = make_stack_config(database_url, source, ziti_url)
-    return replace(
-        config,
-        ziti=replace(config.ziti, reconcile_deadline=deadline),
-        safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
-    )
+    return replace(config, safety=SafetyConfig(brake_max=100_000, brake_min=100_000))
 
 
 # -- the SCIM side: a sync driver that knows the end state it must produce ------------------------------
@@ -522,6 +517,16 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """What a scenario's report line shows of the end state."""
+        return {
+            "users": self.users,
+            "identities_verified": self.identities_verified,
+            "duplicates": self.duplicates,
+            "leftovers": self.leftovers,
+        }
 
 
 def list_all(client: httpx.Client, endpoint: str) -> list[dict[str, Any]]:

@@ -78,7 +78,7 @@ def test_controller_fault_during_sync_converges(
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3 if fault.startswith("slow") else 1.0)
         app = create_app(
-            stack_config(database_url, source_name, controller.url, deadline=0.1), ziti_client=ziti
+            stack_config(database_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
@@ -122,10 +122,7 @@ def test_controller_fault_during_sync_converges(
     report(
         f"controller-{fault}[{database}]",
         operations=sync.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
         controller_faults=faulted,
         client_timeouts=timeouts,
         flips=flips,
@@ -178,7 +175,7 @@ def test_user_deleted_while_its_create_outcome_is_unknown_leaves_no_identity(
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3, attempts=1)
         app = create_app(
-            stack_config(database_url, source_name, controller.url, deadline=1.0), ziti_client=ziti
+            stack_config(database_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
@@ -195,10 +192,7 @@ def test_user_deleted_while_its_create_outcome_is_unknown_leaves_no_identity(
     report(
         "late-create-then-delete",
         operations=sync.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     # The whole end state: the other user intact, the deleted one's identity gone, nothing else.
     assert verdict.ok, verdict.problems
@@ -214,7 +208,7 @@ def test_email_changed_while_the_create_outcome_is_unknown_gives_one_identity(
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3, attempts=1)
         app = create_app(
-            stack_config(database_url, source_name, controller.url, deadline=1.0), ziti_client=ziti
+            stack_config(database_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
@@ -234,10 +228,7 @@ def test_email_changed_while_the_create_outcome_is_unknown_gives_one_identity(
     report(
         "late-create-then-rekey",
         operations=sync.operations + 1,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 
@@ -249,7 +240,7 @@ def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no
     restart the user is deleted before any retry (made deterministic by pausing provisioning around the
     restart, as an operator may): the identity must not be left behind. Regression: nothing had been
     recorded, so the deletion never looked for the identity (an orphan until `ziti-scim sync`)."""
-    config = stack_config(sqlite_url, source_name, "http://unused", deadline=0.5)
+    config = stack_config(sqlite_url, source_name, "http://unused")
     with running_controller() as controller:
         config = replace(config, ziti=replace(config.ziti, url=controller.url))
         with live_server(create_app(config)) as url:
@@ -278,10 +269,7 @@ def test_crash_while_an_applied_create_is_unanswered_then_user_deleted_leaves_no
     report(
         "crash-during-applied-create-then-delete",
         operations=sync.operations + again.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 
@@ -292,7 +280,7 @@ def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
     """The controller applies a PATCH (roles vpn -> ops) but the service goes away before recording it;
     after the restart the IdP reverts the change (ops -> vpn) before any retry (paused around the
     restart to make the order deterministic): the identity must end with vpn."""
-    config = stack_config(sqlite_url, source_name, "http://unused", deadline=0.5)
+    config = stack_config(sqlite_url, source_name, "http://unused")
     with running_controller() as controller:
         config = replace(config, ziti=replace(config.ziti, url=controller.url))
         with live_server(create_app(config)) as url:
@@ -324,10 +312,7 @@ def test_crash_after_an_applied_patch_then_change_reverted_leaves_no_drift(
     report(
         "crash-after-applied-patch-then-revert",
         operations=sync.operations + again.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 
@@ -339,7 +324,7 @@ def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str,
     with running_controller() as controller:
         ziti = fast_ziti_client(controller.url, timeout=0.3, attempts=1)
         app = create_app(
-            stack_config(sqlite_url, source_name, controller.url, deadline=1.0), ziti_client=ziti
+            stack_config(sqlite_url, source_name, controller.url), ziti_client=ziti
         )
         with live_server(app) as url:
             sync = Sync(f"{url}/scim/v2", domain=f"{source_name}.Example.COM")
@@ -365,10 +350,7 @@ def test_lost_patch_answer_then_change_reverted_leaves_no_drift(sqlite_url: str,
     report(
         "lost-patch-answer-then-revert",
         operations=sync.operations,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems
 

@@ -25,8 +25,9 @@ from tests.resilience.res_support import (
 )
 from tests.seeds import test_seed
 from tests.support.configfile import command, environment, write_config
+from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.live import free_port
-from tests.support.stack import ADMIN_PASSWORD, TOKEN
+from tests.support.stack import TOKEN
 
 KILLS = 3
 

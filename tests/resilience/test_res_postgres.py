@@ -225,7 +225,7 @@ def test_postgres_restarts_during_sync(own_database: str, source_name: str) -> N
         controller.state.faults.latency = 0.02  # the worker is busy when the database goes away
         url = PG_ADMIN_URL.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}/{own_database}"
         app = create_app(
-            stack_config(url, source_name, controller.url, deadline=0.2),
+            stack_config(url, source_name, controller.url),
             ziti_client=fast_ziti_client(controller.url),
         )
         with live_server(app) as base:
@@ -256,10 +256,7 @@ def test_postgres_restarts_during_sync(own_database: str, source_name: str) -> N
         inflight_503=sum(1 for o in outages for status, _ in o.inflight if status == 503),
         backends_terminated=sum(o.terminated for o in outages),
         half_applied=sum(o.half_applied for o in outages),
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
         converged_after_s=round(converge_seconds, 1),
         total_s=round(time.monotonic() - started, 1),
         seed=seed,
@@ -311,7 +308,7 @@ def test_database_lost_just_before_a_controller_change_abandons_nothing(
     closing it when recording the in-flight marker failed ("coroutine ... was never awaited")."""
     with TcpProxy(("127.0.0.1", 5432)) as proxy, running_controller() as controller:
         url = PG_ADMIN_URL.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}/{own_database}"
-        app = create_app(stack_config(url, source_name, controller.url, deadline=2.0))
+        app = create_app(stack_config(url, source_name, controller.url))
         with live_server(app) as base:
             sync = Sync(f"{base}/scim/v2", domain=f"{source_name}.Example.COM")
             try:
@@ -346,9 +343,6 @@ def test_database_lost_just_before_a_controller_change_abandons_nothing(
         "database-lost-before-a-change",
         operations=sync.operations + 1,
         put_status=answer.status_code,
-        users=verdict.users,
-        identities_verified=verdict.identities_verified,
-        duplicates=verdict.duplicates,
-        leftovers=verdict.leftovers,
+        **verdict.counts,
     )
     assert verdict.ok, verdict.problems

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import insert, update
 
-from app.reconcile import queue
+from app.store import queue
 from app.store.db import Database
 from app.store.tables import dirty
 
@@ -26,7 +26,8 @@ async def test_a_renewal_landing_after_the_release_does_not_stall_the_user(
                     source=source_name, user_id="u1", generation=1, due_at=time.time(), attempts=0
                 )
             )
-        claim = await queue.claim(db, source_name, "u1")
+        async with db.transaction(write=True) as tx:
+            claim = await queue.claim(tx, source_name, "u1")
         assert claim is not None
         renewer_snapshot = [claim]  # what Worker._renew read from Reconciler.held
         async with db.transaction(write=True) as conn:  # a SCIM write to the user meanwhile
@@ -35,9 +36,12 @@ async def test_a_renewal_landing_after_the_release_does_not_stall_the_user(
                 .where(dirty.c.source == source_name, dirty.c.user_id == "u1")
                 .values(generation=dirty.c.generation + 1, due_at=time.time())
             )
-        await queue.finish(db, claim)  # the converge ends: the newer generation stays, unclaimed
-        await queue.renew(db, renewer_snapshot)  # the renewal's UPDATE commits just after
-        again = await queue.claim(db, source_name, "u1")
+        async with db.transaction(write=True) as tx:  # the converge ends: the newer generation stays
+            await queue.finish(tx, claim)
+        async with db.transaction(write=True) as tx:  # the renewal's UPDATE commits just after
+            await queue.renew(tx, renewer_snapshot)
+        async with db.transaction(write=True) as tx:
+            again = await queue.claim(tx, source_name, "u1")
         print(f"scenario=stale-lease-renewal operations=4 reclaimable={again is not None}")
         assert again is not None, "the changed user cannot be claimed until the lease expires"
     finally:

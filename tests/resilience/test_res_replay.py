@@ -233,7 +233,7 @@ def end_state(client: httpx.Client, controller: Controller) -> dict[str, Any]:
 @contextmanager
 def stack(path: Path, source: str) -> Iterator[tuple[httpx.Client, Controller]]:
     with running_controller() as controller:
-        app = create_app(stack_config(str(path), source, controller.url, deadline=2.0))
+        app = create_app(stack_config(str(path), source, controller.url))
         with (
             live_server(app) as url,
             httpx.Client(base_url=f"{url}/scim/v2", headers=HEADERS, timeout=30) as client,

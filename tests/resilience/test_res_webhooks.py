@@ -19,8 +19,8 @@ from app.config import Config, PolicyConfig, SafetyConfig, SourceConfig, ZitiCon
 from app.server import create_app
 from app.webhooks import sign_zitadel
 from tests.resilience.res_support import ZITI, Controller, list_all, report, running_controller
+from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.live import live_server
-from tests.support.stack import ADMIN_PASSWORD
 
 KEY = "resilience-zitadel-signing-key-0123456789"
 INSPECT = "resilience-inspection-token-0123456789"
@@ -191,7 +191,7 @@ def webhook_stack(path: Path) -> Iterator[WebhookStack]:
                 )
             },
             ziti=ZitiConfig(
-                url=controller.url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=2.0
+                url=controller.url, username="admin", password=ADMIN_PASSWORD
             ),
             safety=SafetyConfig(brake_max=100_000, brake_min=100_000),
         )

@@ -22,9 +22,9 @@ from scim2_models import PatchOp, User
 from app.config import LimitsConfig
 from app.scim.limits import apply_linear, coalesce
 from app.server import create_app
-from app.ziti.emulator import EmulatorThread
 from tests.support.live import live_server
 from tests.support.stack import TOKEN, make_stack_config
+from ziti_emulator import EmulatorThread
 
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"

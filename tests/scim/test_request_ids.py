@@ -18,10 +18,10 @@ from app.server import create_app
 from app.store.db import Database
 from app.store.errors import is_data_error
 from app.store.tables import dirty
-from app.ziti.emulator import EmulatorThread
 from tests.scim.test_limits import USER_SCHEMA, _client
 from tests.support.live import live_server
 from tests.support.stack import make_stack_config
+from ziti_emulator import EmulatorThread
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ url = "{database_url}"
 url = "{ziti_url}"
 username = "admin"
 password_env = "TEST_ZITI_PASSWORD"
-reconcile_deadline = 1.0
 
 [sources.{source}]
 kind = "generic"

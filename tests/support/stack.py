@@ -12,13 +12,12 @@ import pytest
 
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
-from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
-from tests.paths import SPEC, need
+from tests.support.emulator import ADMIN_PASSWORD, running_emulator
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
+from ziti_emulator import EmulatorState, EmulatorThread
 
 TOKEN = "provisioning-test-token-0123456789"
-ADMIN_PASSWORD = "emulator-admin-Pa55word"
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +28,8 @@ def idp() -> Iterator[TestIdp]:
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorThread]:
-    with EmulatorThread(create_emulator_app(admin_password=ADMIN_PASSWORD, spec_path=need(SPEC))) as emu:
+    with running_emulator() as emu:
         yield emu
-        assert emu.state.spec_violations == [], "a request body did not validate against management.yml"
 
 
 @dataclass
@@ -126,7 +124,7 @@ def make_stack_config(
                 options=options,
             )
         },
-        ziti=ZitiConfig(url=ziti_url, username="admin", password=ADMIN_PASSWORD, reconcile_deadline=5.0),
+        ziti=ZitiConfig(url=ziti_url, username="admin", password=ADMIN_PASSWORD),
     )
 
 

@@ -11,20 +11,18 @@ import pytest
 from ziti_support import (
     BASE,
     PASSWORD,
-    SPEC_PATH,
     USERNAME,
     FakeClock,
     FakeController,
     SleepRecorder,
-    TlsFiles,
     make_spec_validator,
-    make_tls_files,
 )
 
 from app.ziti.client import ZitiClient
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
-from tests.paths import need
+from tests.paths import SPEC, need
+from tests.support.tls import TlsFiles, make_tls_files
 
 
 @pytest.fixture
@@ -71,7 +69,7 @@ async def make_client(
 @pytest.fixture(scope="session")
 def spec_validator() -> Callable[[str, Any], None]:
     """``validate(definition, instance)`` against management.yml ``#/definitions/<definition>``."""
-    need(SPEC_PATH)
+    need(SPEC)
     return make_spec_validator()
 
 

@@ -1,4 +1,4 @@
-"""ZitiClient against the controller emulator (app.ziti.emulator) over real HTTP on 127.0.0.1.
+"""ZitiClient against the controller emulator (ziti_emulator) over real HTTP on 127.0.0.1.
 
 The emulator validates every request body against the real management.yml and records violations, so
 an empty ``spec_violations`` at the end proves the client's requests are what a controller accepts.
@@ -11,10 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from ziti_support import SPEC_PATH
 
 from app.ziti.client import MANAGEMENT_API_PATH, ZitiClient
-from app.ziti.emulator import MANAGEMENT_BASE, EmulatorState, EmulatorThread, create_emulator_app
 from app.ziti.errors import (
     ZitiAuthenticationFailed,
     ZitiDuplicate,
@@ -24,7 +22,8 @@ from app.ziti.errors import (
 )
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
-from tests.paths import need
+from tests.support.emulator import emulator_app, running_emulator
+from ziti_emulator import MANAGEMENT_BASE, EmulatorState, EmulatorThread
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "emu-Admin-pw-1"
@@ -56,11 +55,8 @@ def shared_clock() -> SharedClock:
 
 @pytest.fixture
 def emulator(shared_clock: SharedClock) -> Iterator[EmulatorThread]:
-    need(SPEC_PATH)
-    app = create_emulator_app(
-        admin_username=ADMIN, admin_password=ADMIN_PASSWORD, spec_path=SPEC_PATH, clock=shared_clock
-    )
-    with EmulatorThread(app) as thread:
+    app = emulator_app(admin_username=ADMIN, admin_password=ADMIN_PASSWORD, clock=shared_clock)
+    with running_emulator(app) as thread:
         yield thread
 
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from app.ziti.client import ZitiClient
-from app.ziti.emulator import EmulatorState, EmulatorThread, create_emulator_app
 from app.ziti.errors import ZitiAuthenticationFailed
 from app.ziti.session import PasswordCredentials
 from tests.support.rr_proxy import RoundRobinProxy
+from ziti_emulator import EmulatorState, EmulatorThread, create_emulator_app
 
 ADMIN_PASSWORD = "ha-admin-Pa55word"
 

@@ -18,12 +18,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from ziti_support import PASSWORD, USERNAME, TlsFiles, serve_asgi
+from ziti_support import PASSWORD, USERNAME
 
 from app.ziti.client import ZitiClient
 from app.ziti.errors import ZitiTLSError, ZitiUnavailable
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import CertCredentials, PasswordCredentials
+from tests.support.live import live_server
+from tests.support.tls import TlsFiles
 
 API = "/edge/management/v1"
 FAST = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02, total_deadline=5.0)
@@ -102,7 +104,7 @@ class MiniController:
 
 async def test_plain_http_session_header_end_to_end() -> None:
     mini = MiniController()
-    with serve_asgi(mini.app()) as url:
+    with live_server(mini.app()) as url:
         async with ZitiClient(url, PasswordCredentials(USERNAME, PASSWORD), retry=FAST) as client:
             assert client.base_url == f"{url}{API}"
             names = [i["name"] for i in await client.list_identities()]
@@ -118,7 +120,7 @@ async def test_plain_http_session_header_end_to_end() -> None:
 
 async def test_tls_verified_against_the_ca_bundle(tls_files: TlsFiles) -> None:
     mini = MiniController()
-    with serve_asgi(
+    with live_server(
         mini.app(), ssl_certfile=str(tls_files.server_cert), ssl_keyfile=str(tls_files.server_key)
     ) as url:
         async with ZitiClient(
@@ -129,7 +131,7 @@ async def test_tls_verified_against_the_ca_bundle(tls_files: TlsFiles) -> None:
 
 async def test_unknown_ca_is_refused_without_retries(tls_files: TlsFiles) -> None:
     mini = MiniController()
-    with serve_asgi(
+    with live_server(
         mini.app(), ssl_certfile=str(tls_files.server_cert), ssl_keyfile=str(tls_files.server_key)
     ) as url:
         async with ZitiClient(
@@ -146,7 +148,7 @@ async def test_insecure_skips_verification_and_warns_once(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="app.ziti.client")
     mini = MiniController()
-    with serve_asgi(
+    with live_server(
         mini.app(), ssl_certfile=str(tls_files.server_cert), ssl_keyfile=str(tls_files.server_key)
     ) as url:
         async with ZitiClient(
@@ -160,7 +162,7 @@ async def test_insecure_skips_verification_and_warns_once(
 
 async def test_certificate_authentication(tls_files: TlsFiles) -> None:
     mini = MiniController()
-    with serve_asgi(
+    with live_server(
         mini.app(),
         ssl_certfile=str(tls_files.server_cert),
         ssl_keyfile=str(tls_files.server_key),

@@ -1,38 +1,24 @@
-"""Helpers for the Ziti client tests: a scriptable fake controller for httpx.MockTransport, a real
-uvicorn server on 127.0.0.1, throw-away TLS material, and request-body validation against the real
-edge-api ``management.yml``."""
+"""Helpers for the Ziti client tests: a scriptable fake controller for httpx.MockTransport and
+request-body validation against the real edge-api ``management.yml``."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
-import ipaddress
 import json
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
-import uvicorn
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from tests.paths import SPEC
 
-SPEC_PATH = SPEC
 USERNAME = "scim-admin"
 PASSWORD = "pw-Very-Secret-42"  # noqa: S105 - test value, asserted never to be logged
 BASE = "https://ctrl.test:1280/edge/management/v1"
@@ -246,7 +232,7 @@ def _spec_fix(node: Any) -> Any:
 def make_spec_validator() -> Callable[[str, Any], None]:
     """``validate(definition_name, instance)`` against management.yml ``#/definitions/<name>``."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster on 27k lines
-    raw = yaml.load(SPEC_PATH.read_text(), Loader=loader)  # noqa: S506 - safe loader
+    raw = yaml.load(SPEC.read_text(), Loader=loader)  # noqa: S506 - safe loader
     raw["definitions"]["controllerSettingsList"]["items"] = {}
     raw["definitions"]["subTags"] = {"type": "object"}  # real tag values are scalars
     document = _spec_fix(copy.deepcopy(raw))
@@ -257,143 +243,3 @@ def make_spec_validator() -> Callable[[str, Any], None]:
         jsonschema.Draft4Validator(schema, registry=registry).validate(instance)
 
     return validate
-
-
-# ---------------------------------------------------------------------------------------- real servers
-
-
-@contextmanager
-def serve_asgi(app: Any, **ssl_options: Any) -> Iterator[str]:
-    """Run ``app`` under uvicorn on 127.0.0.1:<ephemeral> in a thread; yields ``scheme://127.0.0.1:port``."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", http="h11", **ssl_options)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    scheme = "https" if ssl_options.get("ssl_certfile") else "http"
-    try:
-        yield f"{scheme}://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    other_ca_cert: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
-def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _leaf(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, *, server: bool
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _key()
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
-def make_tls_files(d: Path) -> TlsFiles:
-    """Throw-away CA + server certificate (127.0.0.1, localhost) + client certificate, and a foreign CA."""
-    ca, ca_key = _ca("ziti-scim test controller CA")
-    other, _ = _ca("some other CA")
-    server, server_key = _leaf(ca, ca_key, "127.0.0.1", server=True)
-    client, client_key = _leaf(ca, ca_key, "scim-provisioner", server=False)
-    files = TlsFiles(
-        d / "ca.pem",
-        d / "server.pem",
-        d / "server.key",
-        d / "other-ca.pem",
-        d / "client.pem",
-        d / "client.key",
-    )
-    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.other_ca_cert.write_bytes(other.public_bytes(serialization.Encoding.PEM))
-    files.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    files.client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
-    _write_key(server_key, files.server_key)
-    _write_key(client_key, files.client_key)
-    return files

@@ -41,7 +41,7 @@ from .entities import ExtJwtSigner, Identity
 if TYPE_CHECKING:
     from .state import EmulatorState
 
-log = logging.getLogger("app.ziti.emulator")
+log = logging.getLogger("ziti_emulator")
 
 MAX_CANDIDATES = 2  # 1.x: authenticator_mod_ext_jwt.go MaxCandidateJwtProcessing
 MAX_CANDIDATES_2X = 3  # 2.0: common/security_tokens.go MaxBearerTokensProcessed

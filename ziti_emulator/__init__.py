@@ -1,7 +1,11 @@
 """An in-process emulator of the OpenZiti controller's Edge Management and Client APIs (ziti 1.6.x / 2.0.x).
 
-It implements the contract written up in ``shared/research/ziti-api.md`` (§11 "Emulator checklist"), quirks
-included, so that ziti-scim's controller client can be tested against real HTTP without a controller.
+It imitates what ziti-scim's controller client relies on, quirks included (the behaviours and their sources
+in the controller's Go code are listed in ``docs/controller-api.md``), so that the client can be tested
+against real HTTP without a controller. It is a package of its own: it imports nothing from ``app`` (an
+import-linter contract in ``pyproject.toml``); ``app`` uses it only in ``ziti-scim demo`` / ``emulator``.
+Its runtime needs are starlette, uvicorn, httpx, PyJWT and cryptography; request validation against the
+controller's OpenAPI spec additionally needs the ``emulator`` extra (jsonschema, PyYAML).
 
 Public API:
 
@@ -20,7 +24,14 @@ from .errors import ApiError
 from .faults import Fault, FaultInjector
 from .profile import PROFILES, VERSIONS, ControllerProfile, Version, get_profile
 from .runner import EmulatorThread, build_emulator_server, make_server, run_emulator, serve_emulator
-from .spec import LoadedSpec, check_request_body, load_spec, validate_request_body
+from .spec import (
+    LoadedSpec,
+    SpecValidationUnavailable,
+    check_request_body,
+    load_spec,
+    validate_request_body,
+    validation_available,
+)
 from .state import EmulatorState, Flavor
 
 __all__ = [
@@ -52,5 +63,7 @@ __all__ = [
     "make_server",
     "run_emulator",
     "serve_emulator",
+    "SpecValidationUnavailable",
     "validate_request_body",
+    "validation_available",
 ]

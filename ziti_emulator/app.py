@@ -30,10 +30,10 @@ from .ids import new_id
 from .profile import Version
 from .reqctx import Ctx, Handler, error_response, read_body
 from .routes_version import version
-from .spec import load_spec
+from .spec import EXTRA_HINT, load_spec
 from .state import EmulatorState, Flavor
 
-log = logging.getLogger("app.ziti.emulator")
+log = logging.getLogger("ziti_emulator")
 
 MANAGEMENT_BASE = "/edge/management/v1"
 CLIENT_BASE = "/edge/client/v1"
@@ -237,6 +237,12 @@ def create_emulator_app(
         state.ha = True
         return _build_app(state, node)
     spec = load_spec(spec_path) if spec_path is not None else None
+    if spec is None:
+        log.info(
+            "request bodies are not validated against the controller's OpenAPI spec (no spec given; "
+            "validation needs a management.yml and jsonschema + PyYAML: %s)",
+            EXTRA_HINT,
+        )
     client_spec = None
     if client_spec_path is not None:
         client_spec = load_spec(client_spec_path)

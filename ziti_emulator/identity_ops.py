@@ -28,7 +28,7 @@ from .ids import format_time, new_id, new_token
 if TYPE_CHECKING:
     from .state import EmulatorState
 
-log = logging.getLogger("app.ziti.emulator")
+log = logging.getLogger("ziti_emulator")
 
 IDENTITY_TYPES = ("User", "Device", "Service", "Router", "Default")
 PRECEDENCES = ("default", "required", "failed")

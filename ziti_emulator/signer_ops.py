@@ -34,7 +34,7 @@ from .ids import new_id
 if TYPE_CHECKING:
     from .state import EmulatorState
 
-log = logging.getLogger("app.ziti.emulator")
+log = logging.getLogger("ziti_emulator")
 
 STORE = "externalJwtSigners"
 TARGET_TOKENS = ("ACCESS", "ID")

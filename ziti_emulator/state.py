@@ -37,7 +37,7 @@ from .oidc import OidcState
 from .profile import ControllerProfile, Version, get_profile
 from .spec import LoadedSpec
 
-log = logging.getLogger("app.ziti.emulator")
+log = logging.getLogger("ziti_emulator")
 
 Flavor = Literal["1.6", "2.0"]
 JSON = dict[str, Any]

@@ -15,6 +15,10 @@ reports them (ziti-api.md §1, go-openapi messages): a JSON type mismatch is a G
 ``cause.field``/``reason``/``value``), e.g. ``type in body is required``.
 
 Loading is cached per file (the management spec is 1.2 MB of YAML) and uses ``yaml.CSafeLoader`` if present.
+
+jsonschema and PyYAML are the optional ``emulator`` extra (``pip install 'ziti-scim[emulator]'``): they are
+imported only when a spec is loaded, so the emulator itself (and ``ziti-scim demo``, which validates
+nothing) runs without them; :func:`load_spec` without them raises :class:`SpecValidationUnavailable`.
 """
 
 from __future__ import annotations
@@ -26,20 +30,38 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .errors import go_value
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = [
     "BodyProblem",
     "LoadedSpec",
+    "SpecValidationUnavailable",
     "check_request_body",
     "load_spec",
     "validate_request_body",
 ]
+
+EXTRA_HINT = "pip install 'ziti-scim[emulator]'"
+
+
+class SpecValidationUnavailable(RuntimeError):
+    """A spec was asked for, but jsonschema or PyYAML (the ``emulator`` extra) is not installed."""
+
+
+def validation_available() -> bool:
+    """Whether jsonschema and PyYAML can be imported, i.e. whether :func:`load_spec` can work."""
+    try:
+        import jsonschema  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 _LENGTH_KEYS = ("minLength", "maxLength", "minItems", "maxItems")
 _BASE_PATHS = ("/edge/management/v1", "/edge/client/v1")
@@ -107,6 +129,8 @@ class LoadedSpec:
             if found is None:
                 root = dict(op.schema)
                 root["definitions"] = self.definitions
+                import jsonschema
+
                 found = jsonschema.Draft4Validator(root)
                 self._validators[key] = found
             return found
@@ -147,6 +171,8 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with path.open("rb") as fh:
         data = yaml.load(fh, Loader=loader)  # noqa: S506 - a safe loader is used
@@ -203,7 +229,14 @@ def _load_cached(resolved: str) -> LoadedSpec:
 
 
 def load_spec(path: str | Path) -> LoadedSpec:
-    """Load and fix a bundled edge-api spec (``management.yml`` or ``client.yml``); cached per process."""
+    """Load and fix a bundled edge-api spec (``management.yml`` or ``client.yml``); cached per process.
+
+    Raises :class:`SpecValidationUnavailable` when the ``emulator`` extra is not installed.
+    """
+    if not validation_available():
+        raise SpecValidationUnavailable(
+            f"validating request bodies against {path} needs jsonschema and PyYAML: {EXTRA_HINT}"
+        )
     return _load_cached(str(Path(path).resolve()))
 
 

@@ -1,0 +1,86 @@
+"""The desired state of users, as the reconciler and the diagnostics read it: a user's SCIM document,
+the groups it is a member of, and its provisioning record.
+
+Every operation runs in the caller's transaction (:data:`app.store.types.Transaction`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import select
+
+from app.store.tables import members, provisioning, resources
+from app.store.types import DesiredUser, ProvisioningRecord, StoredGroup, Transaction, UserState
+
+
+def _group_ref(group_id: str, data: dict[str, Any] | None, external_id: str | None) -> StoredGroup:
+    name = str((data or {}).get("displayName") or "")
+    return StoredGroup(id=group_id, display_name=name, external_id=external_id)
+
+
+async def read_user_state(tx: Transaction, source: str, user_id: str) -> UserState:
+    """The user's document (None once deleted), its groups (in creation order) and its record."""
+    row = (
+        await tx.execute(
+            select(resources.c.pk, resources.c.data).where(
+                resources.c.source == source, resources.c.resource_type == "User", resources.c.id == user_id
+            )
+        )
+    ).first()
+    groups: list[StoredGroup] = []
+    if row is not None:
+        group = resources.alias("g")
+        query = (
+            select(group.c.id, group.c.data, group.c.external_id)
+            .join(members, members.c.group_pk == group.c.pk)
+            .where(members.c.member_pk == row.pk)
+            .order_by(group.c.pk)
+        )
+        groups = [_group_ref(*found) for found in await tx.execute(query)]
+    record = (
+        await tx.execute(
+            select(provisioning).where(provisioning.c.source == source, provisioning.c.user_id == user_id)
+        )
+    ).first()
+    return UserState(
+        document=dict(row.data) if row is not None else None,
+        groups=tuple(groups),
+        provisioning=cast(ProvisioningRecord, dict(record._mapping)) if record is not None else None,
+    )
+
+
+async def user_ids(tx: Transaction, source: str) -> list[str]:
+    """The ids of ``source``'s users, in creation order."""
+    query = (
+        select(resources.c.id)
+        .where(resources.c.source == source, resources.c.resource_type == "User")
+        .order_by(resources.c.pk)
+    )
+    return [str(row.id) for row in await tx.execute(query)]
+
+
+async def users(tx: Transaction, source: str | None = None) -> list[DesiredUser]:
+    """Every user with its groups, of ``source`` or of every source, by source then creation order."""
+    query = select(resources.c.pk, resources.c.source, resources.c.id, resources.c.data).where(
+        resources.c.resource_type == "User"
+    )
+    if source is not None:
+        query = query.where(resources.c.source == source)
+    rows = (await tx.execute(query.order_by(resources.c.source, resources.c.pk))).all()
+    group = resources.alias("g")
+    membership = select(members.c.member_pk, group.c.id, group.c.data, group.c.external_id).join(
+        group, group.c.pk == members.c.group_pk
+    )
+    if source is not None:
+        membership = membership.where(group.c.source == source)
+    groups: dict[int, list[StoredGroup]] = {}
+    for member_pk, group_id, data, external_id in await tx.execute(membership.order_by(group.c.pk)):
+        groups.setdefault(member_pk, []).append(_group_ref(group_id, data, external_id))
+    return [
+        DesiredUser(str(row.source), str(row.id), dict(row.data or {}), tuple(groups.get(row.pk, ())))
+        for row in rows
+    ]
+
+
+__all__ = ["read_user_state", "user_ids", "users"]

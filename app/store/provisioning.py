@@ -1,0 +1,266 @@
+"""Provisioning records: what the store knows of each user's identity on the controller.
+
+One record per ``(source, user_id)``. A SCIM write admits the user (:func:`admit`, :func:`admit_skipped`)
+in its own transaction, claiming the externalId its mapping gives it: the claim is a unique index across
+sources, so two users can never claim the identity one IdP token resolves to, even when written at once.
+The reconciler's settling transaction writes the outcome of a converge (:func:`record_synced`,
+:func:`record_error`, :func:`record_disabled`, :func:`forget`). A record's ``state`` is one of
+``pending``, ``synced``, ``failed``, ``conflict``, ``skipped``, ``disabled``.
+
+Every operation runs in the caller's transaction (:data:`app.store.types.Transaction`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.store.db import upsert
+from app.store.tables import dirty, provisioning
+from app.store.types import ProvisioningRecord, ProvisioningView, Transaction
+
+MAX_ERROR = 1000
+"""``last_error`` is cut to this many characters."""
+
+
+class ExternalIdTaken(Exception):
+    """Another user (of any source) already claims this externalId; nothing was written."""
+
+    def __init__(self, external_id: str) -> None:
+        super().__init__(f"externalId {external_id!r} is already provisioned for another user")
+        self.external_id = external_id
+
+
+def _insert(tx: Transaction) -> Any:
+    return upsert(provisioning, is_sqlite=tx.dialect.name == "sqlite")
+
+
+def _key(source: str, user_id: str) -> Any:
+    return and_(provisioning.c.source == source, provisioning.c.user_id == user_id)
+
+
+async def admit(
+    tx: Transaction, source: str, user_id: str, *, external_id: str, user_name: str | None
+) -> None:
+    """Claim ``external_id`` for the user; a new record is ``pending``, an existing one keeps its state.
+
+    Raises :class:`ExternalIdTaken` when another user holds it; the caller's transaction is left usable
+    (the attempt runs in a savepoint) and unchanged.
+    """
+    statement = (
+        _insert(tx)
+        .values(
+            source=source,
+            user_id=user_id,
+            external_id=external_id,
+            user_name=user_name,
+            state="pending",
+            adopted=False,
+            updated_at=time.time(),
+        )
+        .on_conflict_do_update(
+            index_elements=["source", "user_id"],
+            set_={"external_id": external_id, "user_name": user_name},
+        )
+    )
+    try:
+        async with tx.begin_nested():
+            await tx.execute(statement)
+    except IntegrityError as error:
+        raise ExternalIdTaken(external_id) from error
+
+
+async def admit_skipped(
+    tx: Transaction, source: str, user_id: str, *, user_name: str | None, message: str
+) -> None:
+    """The user cannot be mapped to an identity: state ``skipped`` with ``message`` as its last error.
+
+    The externalId it claimed before, if any, stays claimed (so that it cannot move to another user
+    meanwhile), and so does the identity it has.
+    """
+    values = {"user_name": user_name, "state": "skipped", "last_error": message, "updated_at": time.time()}
+    await tx.execute(
+        _insert(tx)
+        .values(source=source, user_id=user_id, adopted=False, **values)
+        .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
+    )
+
+
+async def release_external_id(tx: Transaction, source: str, user_id: str) -> None:
+    """The user is deleted: its externalId is free for another user (its identity is still recorded)."""
+    await tx.execute(update(provisioning).where(_key(source, user_id)).values(external_id=None))
+
+
+async def get(tx: Transaction, source: str, user_id: str) -> ProvisioningRecord | None:
+    """The user's record, or None."""
+    row = (await tx.execute(select(provisioning).where(_key(source, user_id)))).first()
+    return cast(ProvisioningRecord, dict(row._mapping)) if row is not None else None
+
+
+async def records(tx: Transaction, source: str | None = None) -> dict[tuple[str, str], ProvisioningRecord]:
+    """Every record, of ``source`` or of every source, by ``(source, user_id)``."""
+    query = select(provisioning)
+    if source is not None:
+        query = query.where(provisioning.c.source == source)
+    return {
+        (row.source, row.user_id): cast(ProvisioningRecord, dict(row._mapping))
+        for row in await tx.execute(query)
+    }
+
+
+async def view(tx: Transaction, source: str, user_ids: list[str]) -> dict[str, ProvisioningView]:
+    """What SCIM responses show of these users' records, by user id (users without a record are absent).
+
+    A user still marked dirty shows ``pending``, whatever its record says: a change is not converged yet.
+    """
+    pending = exists().where(
+        and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)
+    )
+    query = select(
+        provisioning.c.user_id,
+        provisioning.c.identity_id,
+        provisioning.c.state,
+        provisioning.c.last_error,
+        pending.label("dirty"),
+    ).where(provisioning.c.source == source, provisioning.c.user_id.in_(user_ids))
+    return {
+        row.user_id: ProvisioningView("pending" if row.dirty else row.state, row.identity_id, row.last_error)
+        for row in await tx.execute(query)
+    }
+
+
+async def record_synced(
+    tx: Transaction,
+    source: str,
+    user_id: str,
+    *,
+    identity_id: str,
+    applied: dict[str, Any],
+    adopted: bool,
+) -> None:
+    """The user's identity is converged: state ``synced``, no error, ``applied`` what was written."""
+    values = {
+        "identity_id": identity_id,
+        "state": "synced",
+        "last_error": None,
+        "applied": applied,
+        "adopted": adopted,
+        "updated_at": time.time(),
+    }
+    await tx.execute(
+        _insert(tx)
+        .values(source=source, user_id=user_id, **values)
+        .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
+    )
+
+
+async def record_error(
+    tx: Transaction, source: str, user_id: str, message: str, *, state: str | None = None
+) -> None:
+    """Set the record's last error (cut to :data:`MAX_ERROR` characters), and its state if given.
+
+    ``state=None`` keeps the state: a transient failure, or a change in flight, is not a verdict.
+    A user without a record is left without one.
+    """
+    values: dict[str, Any] = {"last_error": message[:MAX_ERROR], "updated_at": time.time()}
+    if state is not None:
+        values["state"] = state
+    await tx.execute(update(provisioning).where(_key(source, user_id)).values(**values))
+
+
+async def record_disabled(tx: Transaction, source: str, user_id: str) -> None:
+    """The deleted user's identity is kept, disabled: state ``disabled``, no error."""
+    await tx.execute(
+        update(provisioning)
+        .where(_key(source, user_id))
+        .values(state="disabled", last_error=None, updated_at=time.time())
+    )
+
+
+async def forget(tx: Transaction, source: str, user_id: str) -> None:
+    """Drop the record (the deleted user's identity is gone, or handed back)."""
+    await tx.execute(delete(provisioning).where(_key(source, user_id)))
+
+
+async def record_drift(
+    tx: Transaction, source: str, user_id: str, *, applied: dict[str, Any] | None, identity_lost: bool
+) -> None:
+    """What the controller really holds differs from the record (``ziti-scim sync``): state ``pending``.
+
+    ``applied`` replaces what was last written; ``identity_lost`` also forgets the identity id, so the
+    next converge creates (or finds) one.
+    """
+    values: dict[str, Any] = {"applied": applied, "state": "pending", "updated_at": time.time()}
+    if identity_lost:
+        values["identity_id"] = None
+    await tx.execute(update(provisioning).where(_key(source, user_id)).values(**values))
+
+
+async def count_in_state(tx: Transaction, state: str) -> dict[str, int]:
+    """How many records are in ``state``, per source (sources without any are absent)."""
+    query = (
+        select(provisioning.c.source, func.count())
+        .where(provisioning.c.state == state)
+        .group_by(provisioning.c.source)
+    )
+    return {str(source): int(count) for source, count in await tx.execute(query)}
+
+
+async def managed_count(tx: Transaction, source: str) -> int:
+    """How many of ``source``'s users have an identity recorded."""
+    query = (
+        select(func.count())
+        .select_from(provisioning)
+        .where(provisioning.c.source == source, provisioning.c.identity_id.is_not(None))
+    )
+    return int((await tx.execute(query)).scalar_one())
+
+
+async def queued_with_error(tx: Transaction, source: str, fragment: str) -> int:
+    """How many of ``source``'s users are still marked dirty with a last error containing ``fragment``."""
+    query = (
+        select(func.count())
+        .select_from(provisioning)
+        .join(dirty, and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id))
+        .where(
+            provisioning.c.source == source,
+            provisioning.c.last_error.contains(fragment, autoescape=True),
+        )
+    )
+    return int((await tx.execute(query)).scalar_one())
+
+
+async def user_of_identity(tx: Transaction, identity_id: str) -> tuple[str, str] | None:
+    """``(source, user_id)`` of the record holding this identity, or None."""
+    row = (
+        await tx.execute(
+            select(provisioning.c.source, provisioning.c.user_id).where(
+                provisioning.c.identity_id == identity_id
+            )
+        )
+    ).first()
+    return (str(row.source), str(row.user_id)) if row is not None else None
+
+
+__all__ = [
+    "MAX_ERROR",
+    "ExternalIdTaken",
+    "admit",
+    "admit_skipped",
+    "count_in_state",
+    "forget",
+    "get",
+    "managed_count",
+    "queued_with_error",
+    "record_disabled",
+    "record_drift",
+    "record_error",
+    "record_synced",
+    "records",
+    "release_external_id",
+    "user_of_identity",
+    "view",
+]

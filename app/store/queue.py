@@ -1,0 +1,287 @@
+"""The dirty queue: the users whose identity must be (re)converged, as a leased work queue.
+
+A write marks a user (:func:`mark`) in its own transaction; repeated marks of one user coalesce in its
+single row, whose ``generation`` grows by one per mark. A worker claims due rows (:func:`claim_due`): a
+claim is a lease (``claimed_until``) so that a crashed worker's rows come back by themselves once it
+expires (:data:`LEASE_SECONDS`), and a live worker renews its leases (:func:`renew`). Settling a claim
+(:func:`finish`, :func:`retry_later`) drops or reschedules the row only if its generation is still the
+claimed one: a user marked again while being converged keeps its row, released and due, for another pass.
+On PostgreSQL the batch claim uses ``FOR UPDATE SKIP LOCKED``, so several processes share the queue
+without converging one user twice at the same time, and :func:`mark` sends a ``NOTIFY``
+(:mod:`app.store.notify`) delivered on commit.
+
+Every operation but :func:`claim_due` runs in the caller's transaction (:data:`app.store.types.Transaction`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, tuple_, update
+
+from app.store.db import Database, upsert
+from app.store.notify import notify
+from app.store.tables import dirty
+from app.store.types import Claim, Transaction
+
+LEASE_SECONDS = 20.0
+"""How long a claim holds without renewal; a live worker renews its claims (:func:`renew`)."""
+MAX_BACKOFF = 300.0
+CHUNK = 500
+
+
+def backoff(attempts: int, *, base: float = 1.0, rng: random.Random | None = None) -> float:
+    """The delay before retry ``attempts + 1``: exponential with full jitter, capped at five minutes."""
+    ceiling = min(MAX_BACKOFF, base * 2 ** min(attempts, 16))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def _is_sqlite(tx: Transaction) -> bool:
+    return tx.dialect.name == "sqlite"
+
+
+def _claimable(now: float) -> ColumnElement[bool]:
+    return or_(dirty.c.claimed_until.is_(None), dirty.c.claimed_until < now)
+
+
+def _key(source: str, user_id: str) -> ColumnElement[bool]:
+    return and_(dirty.c.source == source, dirty.c.user_id == user_id)
+
+
+def _mark_statement(is_sqlite: bool) -> Any:
+    """The mark upsert, one statement whatever the rows (so SQLAlchemy compiles it once and caches it;
+    a ``.values(rows)`` statement with literal ``set_`` values is compiled again on every call)."""
+    insert = upsert(dirty, is_sqlite=is_sqlite)
+    return insert.on_conflict_do_update(
+        index_elements=["source", "user_id"],
+        set_={
+            "generation": dirty.c.generation + 1,
+            "due_at": insert.excluded.due_at,
+            "attempts": 0,
+            "request_id": insert.excluded.request_id,
+            "operation": insert.excluded.operation,
+        },
+    )
+
+
+_MARKS = {True: _mark_statement(True), False: _mark_statement(False)}
+
+
+async def mark(
+    tx: Transaction,
+    source: str,
+    user_ids: Iterable[str],
+    *,
+    request_id: str | None = None,
+    operation: str | None = None,
+) -> list[str]:
+    """Mark these users of ``source`` dirty, due now; return the ids marked (once each, in order).
+
+    A user already marked keeps one row: its generation grows by one, its attempts restart at 0, it is
+    due now, and ``request_id``/``operation`` (what the audit log of the converge names) are the latest
+    mark's. A claim on the row is left in place: its holder settles it and, seeing the new generation,
+    leaves the row for another pass.
+    """
+    ids = list(dict.fromkeys(user_ids))
+    if not ids:
+        return ids
+    now = time.time()
+    for start in range(0, len(ids), CHUNK):
+        rows = [
+            {
+                "source": source,
+                "user_id": user_id,
+                "generation": 1,
+                "due_at": now,
+                "attempts": 0,
+                "request_id": request_id,
+                "operation": operation,
+            }
+            for user_id in ids[start : start + CHUNK]
+        ]
+        await tx.execute(_MARKS[_is_sqlite(tx)], rows)
+    if not _is_sqlite(tx):
+        await notify(tx)
+    return ids
+
+
+async def mark_selected(
+    tx: Transaction,
+    source: str,
+    user_ids: Select[tuple[str]],
+    *,
+    request_id: str | None = None,
+    operation: str | None = None,
+) -> list[str]:
+    """:func:`mark` the user ids a query of the store selects (for :mod:`app.store.storage` only)."""
+    ids = [str(row[0]) for row in await tx.execute(user_ids)]
+    return await mark(tx, source, ids, request_id=request_id, operation=operation)
+
+
+async def claim(tx: Transaction, source: str, user_id: str) -> Claim | None:
+    """Claim one user's row, due or not; None when it is not dirty or claimed by a live lease.
+
+    The service claims with :func:`claim_due`; this one serves tools and tests.
+    """
+    now = time.time()
+    row = (
+        await tx.execute(
+            update(dirty)
+            .where(_key(source, user_id), _claimable(now))
+            .values(claimed_until=now + LEASE_SECONDS)
+            .returning(dirty.c.generation, dirty.c.attempts)
+        )
+    ).first()
+    return None if row is None else Claim(source, user_id, row.generation, row.attempts)
+
+
+async def claim_due(db: Database, limit: int) -> list[Claim]:
+    """Claim up to ``limit`` due, unclaimed (or expired) rows, the longest due first.
+
+    Runs its own transactions: it looks first in a read transaction, so that an empty queue costs no
+    write (on SQLite a write transaction takes the single writer's turn), then claims with one
+    ``UPDATE … RETURNING``. Two concurrent callers never get the same row.
+    """
+    now = time.time()
+    due = and_(dirty.c.due_at <= now, _claimable(now))
+    async with db.transaction() as tx:
+        if (await tx.execute(select(dirty.c.user_id).where(due).limit(1))).first() is None:
+            return []
+    async with db.transaction(write=True) as tx:
+        chosen = select(dirty.c.source, dirty.c.user_id).where(due).order_by(dirty.c.due_at).limit(limit)
+        if not db.is_sqlite:
+            chosen = chosen.with_for_update(skip_locked=True)
+        keys = chosen.subquery()
+        rows = await tx.execute(
+            update(dirty)
+            .where(tuple_(dirty.c.source, dirty.c.user_id).in_(select(keys.c.source, keys.c.user_id)), due)
+            .values(claimed_until=now + LEASE_SECONDS)
+            .returning(dirty.c.source, dirty.c.user_id, dirty.c.generation, dirty.c.attempts)
+        )
+        return [Claim(row.source, row.user_id, row.generation, row.attempts) for row in rows]
+
+
+async def request_info(tx: Transaction, claim: Claim) -> tuple[str | None, str | None]:
+    """The request id and operation of the latest mark of the claimed user; ``(None, None)`` if unmarked."""
+    row = (
+        await tx.execute(
+            select(dirty.c.request_id, dirty.c.operation).where(_key(claim.source, claim.user_id))
+        )
+    ).first()
+    return (row.request_id, row.operation) if row is not None else (None, None)
+
+
+async def finish(tx: Transaction, claim: Claim) -> bool:
+    """The user converged at ``claim.generation``: drop the mark; True if it was dropped.
+
+    A user marked again since the claim keeps its row, released and due as the new mark made it
+    (False).
+    """
+    where = _key(claim.source, claim.user_id)
+    result = await tx.execute(delete(dirty).where(where, dirty.c.generation == claim.generation))
+    if result.rowcount == 0:
+        await tx.execute(update(dirty).where(where).values(claimed_until=None))
+        return False
+    return True
+
+
+async def retry_later(tx: Transaction, claim: Claim, delay: float) -> None:
+    """A converge that must be tried again: release the row, due in ``delay`` seconds, attempts + 1.
+
+    A user marked again since the claim is released as the new mark made it: due now, attempts 0.
+    """
+    where = _key(claim.source, claim.user_id)
+    result = await tx.execute(
+        update(dirty)
+        .where(where, dirty.c.generation == claim.generation)
+        .values(claimed_until=None, attempts=claim.attempts + 1, due_at=time.time() + delay)
+    )
+    if result.rowcount == 0:
+        await tx.execute(update(dirty).where(where).values(claimed_until=None))
+
+
+async def renew(tx: Transaction, claims: Iterable[Claim]) -> None:
+    """Extend, by :data:`LEASE_SECONDS` from now, the leases of these claims that are still held.
+
+    A row released meanwhile (settled, or expired) is left alone: it must stay free for the next worker.
+    """
+    now = time.time()
+    for claim in claims:
+        await tx.execute(
+            update(dirty)
+            .where(
+                _key(claim.source, claim.user_id),
+                dirty.c.claimed_until.is_not(None),
+                dirty.c.claimed_until >= now,
+            )
+            .values(claimed_until=now + LEASE_SECONDS)
+        )
+
+
+async def release_all(tx: Transaction) -> None:
+    """Drop every claim: only for a single-process store (SQLite), where no other worker can hold one."""
+    await tx.execute(update(dirty).values(claimed_until=None))
+
+
+async def make_all_due(tx: Transaction) -> None:
+    """Every marked user due now and unclaimed (``ziti-scim resume``)."""
+    await tx.execute(update(dirty).values(due_at=time.time(), claimed_until=None))
+
+
+async def pending_count(tx: Transaction) -> int:
+    """How many users are marked (claimed or not, due or not)."""
+    return int((await tx.execute(select(func.count()).select_from(dirty))).scalar_one())
+
+
+async def marked(tx: Transaction, source: str | None = None) -> set[tuple[str, str]]:
+    """The ``(source, user_id)`` pairs marked, of ``source`` or of every source."""
+    query = select(dirty.c.source, dirty.c.user_id)
+    if source is not None:
+        query = query.where(dirty.c.source == source)
+    return {(str(row.source), str(row.user_id)) for row in await tx.execute(query)}
+
+
+async def unsettled(tx: Transaction, users: set[tuple[str, str]]) -> int:
+    """How many of these users are still being converged: claimed under a live lease, or due.
+
+    A row waiting for a retry later (not claimed, not due) has failed for now and is not counted; nor is a
+    user that is not marked.
+    """
+    if not users:
+        return 0
+    now = time.time()
+    rows = await tx.execute(
+        select(dirty.c.source, dirty.c.user_id, dirty.c.claimed_until, dirty.c.due_at).where(
+            dirty.c.source.in_({source for source, _ in users})
+        )
+    )
+    return sum(
+        1
+        for source, user_id, claimed_until, due_at in rows
+        if (source, user_id) in users
+        and ((claimed_until is not None and claimed_until >= now) or due_at <= now)
+    )
+
+
+__all__ = [
+    "LEASE_SECONDS",
+    "MAX_BACKOFF",
+    "Claim",
+    "backoff",
+    "claim",
+    "claim_due",
+    "finish",
+    "make_all_due",
+    "mark",
+    "mark_selected",
+    "marked",
+    "pending_count",
+    "release_all",
+    "renew",
+    "request_info",
+    "retry_later",
+    "unsettled",
+]
