@@ -152,6 +152,7 @@ class SourceModel(_Model):
     takeover_from: list[Annotated[str, Field(min_length=1)]] = []
     unmappable: Literal["store", "refuse"] = "store"
     wait_for_sync: Annotated[float, Field(ge=0, le=30)] = 0.0
+    create_settle: Annotated[float, Field(ge=0, le=60)] | None = None
     # SCIM quirks overrides (app/scim/quirks.py) and rate limit (app/scim/router.py).
     partial_put: bool | None = None
     raw_token: bool | None = None

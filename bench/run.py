@@ -26,6 +26,7 @@ SECTIONS: dict[str, Callable[..., None]] = {
     "groups": s3_groups.run,
     "bulk": s4_bulk.run,
     "e2e": s5_e2e.run,
+    "sync": s5_e2e.run_sync,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 

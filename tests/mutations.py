@@ -30,6 +30,7 @@ IGNORE = shutil.ignore_patterns(
 )
 
 SAFETY = "app/reconcile/safety.py"
+STORE_AUDIT = "app/store/audit.py"  # the brake counts its actions here
 RECONCILER = "app/reconcile/reconciler.py"
 OWNERSHIP = "app/reconcile/ownership.py"
 ROLES = "app/mapping/roles.py"
@@ -87,7 +88,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "brake: other sources' actions counted",
-        SAFETY,
+        STORE_AUDIT,
         "audit.c.source == source,\n",
         "",
         SAFETY_TESTS,

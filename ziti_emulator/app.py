@@ -1,7 +1,7 @@
 """The emulator's Starlette application factory and routing table.
 
-Serves ``/edge/management/v1`` and ``/edge/client/v1`` (ziti-api.md §1 "Base paths and ports") with the
-behaviours listed in §11 "Emulator checklist". Every error, including unknown paths (404 ``NOT_FOUND``),
+Serves ``/edge/management/v1`` and ``/edge/client/v1`` (``docs/controller-api.md`` §1 "Base paths") with the
+behaviours listed in §11. Every error, including unknown paths (404 ``NOT_FOUND``),
 wrong verbs (405 ``METHOD_NOT_ALLOWED``) and emulator bugs (500 ``UNHANDLED``), is answered with the
 controller's error envelope; a Python traceback never reaches the client.
 """

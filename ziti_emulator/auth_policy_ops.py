@@ -1,9 +1,9 @@
 """Auth policy writes and the built-in ``default`` policy.
 
-Implements ziti-api.md §5: detail shape ``{name, primary:{cert, updb, extJwt}, secondary}``; the system policy
-``default`` allows cert, updb and ext-jwt with ``allowedSigners: []`` (= any enabled signer); identities
-without an explicit ``authPolicyId`` use it. Deleting a policy still used by identities gives 409; the default
-policy cannot be deleted.
+Implements ``docs/controller-api.md`` §5: detail shape ``{name, primary:{cert, updb, extJwt}, secondary}``;
+the system policy ``default`` allows cert, updb and ext-jwt with ``allowedSigners: []`` (= any enabled
+signer); identities without an explicit ``authPolicyId`` use it. Deleting a policy still used by identities
+gives 409; the default policy cannot be deleted.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def update_auth_policy(state: EmulatorState, policy_id: str, data: Any, *, patch
         _check_signers(state, primary, secondary)
         if name is not None and name != policy.name:
             if not name or any(p.name == name for p in state.auth_policies.values() if p.id != policy_id):
-                return policy  # ziti-api.md §3.5: the generic rename check drops the update silently
+                return policy  # controller-api.md §3.5: the generic rename check drops the update silently
             policy.name = name
         policy.primary, policy.secondary = primary, secondary
         if tags is not None or not patch:

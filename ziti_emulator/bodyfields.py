@@ -2,7 +2,7 @@
 
 The emulator validates against the real spec when one is loaded (see ``spec.py``); these checks are the
 built-in fallback so that required fields, enums and JSON types are enforced even without a spec, with the
-same go-openapi / Go ``encoding/json`` wording (ziti-api.md §1 "Error codes relevant here").
+same go-openapi / Go ``encoding/json`` wording (``docs/controller-api.md`` §1 "Codes").
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _go_list(values: Sequence[str]) -> str:
 
 
 def check_flat_tags(tags: JSON, store: str) -> None:
-    """ziti-api.md §1 "Tags": nested maps or lists make the store fail, surfacing as 500 UNHANDLED."""
+    """controller-api.md §1 "Tags": nested maps or lists make the store fail, surfacing as 500 UNHANDLED."""
     for key, value in tags.items():
         if isinstance(value, dict | list):
             raise unhandled(

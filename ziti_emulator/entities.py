@@ -1,7 +1,7 @@
 """In-memory entities of the emulated controller.
 
-Field sets follow ziti-api.md §3.3/§3.4 (identities), §4 (external JWT signers), §5 (auth policies),
-§6 (service and edge-router policies) and §2.1 (API sessions). Times are epoch seconds (floats).
+Field sets follow ``docs/controller-api.md`` §3.3/§3.4 (identities), §4 (external JWT signers), §5 (auth
+policies), §6 (service and edge-router policies) and §2.1 (API sessions). Times are epoch seconds (floats).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class Identity:
     enrollments: JSON = field(default_factory=dict)
 
     def is_disabled(self, now: float) -> bool:
-        """§3.4: disabled when disabledAt is set and disabledUntil is unset or in the future."""
+        """controller-api.md §3.4: disabled when disabledAt is set and disabledUntil is unset or in the
+        future."""
         return self.disabled_at is not None and (self.disabled_until is None or self.disabled_until > now)
 
 

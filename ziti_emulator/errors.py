@@ -1,6 +1,7 @@
 """Error envelope and error codes of the emulated controller.
 
-Implements ziti-api.md §1 "Error envelope" and "Error codes relevant here":
+Follows ``controller/response/responder.go toRestModel`` and ``controller/apierror/messages.go``
+(``docs/controller-api.md`` §1 "Errors" and "Codes"):
 
 * body ``{"error": {"code", "message", "requestId", "cause"?}, "meta": {"apiEnrollmentVersion",
   "apiVersion"}}``;
@@ -82,7 +83,7 @@ def field_error(field: str, reason: str, value: Any) -> ApiError:
 
 
 def duplicate_error(store: str, field: str, value: Any) -> ApiError:
-    """ziti-api.md §3.7: unique index violation on create."""
+    """controller-api.md §3.7: unique index violation on create."""
     reason = f"duplicate value '{go_value(value)}' in unique index on {store} store"
     return field_error(field, reason, value)
 
@@ -147,7 +148,7 @@ def can_not_delete_referenced(
 
 
 def referenced_entity_not_found(field: str, value: Any, reason: str) -> ApiError:
-    """ziti-api.md §4: the misleading code used when a signer has neither jwksEndpoint nor certPem."""
+    """controller-api.md §4: the misleading code used when a signer has neither jwksEndpoint nor certPem."""
     message = f"the value '{go_value(value)}' for '{field}' is invalid: {reason}"
     return ApiError(400, "REFERENCED_ENTITY_NOT_FOUND", "REFERENCED_ENTITY_NOT_FOUND", nested_cause(message))
 

@@ -1,6 +1,8 @@
 """``/authenticate?method=ext-jwt``: verify an IdP JWT and resolve the identity it names.
 
-Implements ziti-api.md §2.3 and §4 "How a JWT is matched to an identity":
+Follows ``controller/model/authenticator_mod_ext_jwt.go`` (1.6) and
+``controller/model/token_provider_cache.go`` / ``common/security_tokens.go`` (2.0), as written up in
+``docs/controller-api.md`` §2.3 and §4:
 
 1. at most 2 ``Authorization: Bearer`` candidates (2.0: 3); the ``iss`` claim selects the signer
    (2.0.0-2.0.3: the ``kid`` first, at random among signers sharing the key, then the issuer must match);

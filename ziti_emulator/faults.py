@@ -1,8 +1,8 @@
 """Fault injection for the emulated controller.
 
-Lets tests reproduce the failure modes of ziti-api.md §8 (429 ``SERVER_TOO_MANY_REQUESTS`` from the command
-rate limiter, 503 ``CLUSTER_NO_LEADER`` in HA) and those of the network in front of the controller (a load
-balancer answering 502/503/504 with a non-JSON body, added latency, a controller that is down).
+Lets tests reproduce the failure modes of ``docs/controller-api.md`` §8 (429 ``SERVER_TOO_MANY_REQUESTS`` from
+the command rate limiter, 503 ``CLUSTER_NO_LEADER`` in HA) and those of the network in front of the controller
+(a load balancer answering 502/503/504 with a non-JSON body, added latency, a controller that is down).
 
 ``apply=True`` serves the request first and then answers the fault: the controller's command may be applied
 through raft and still be answered 429/503/500 (``controller/command/rate_limiter.go``, a leader change after

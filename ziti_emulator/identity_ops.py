@@ -1,8 +1,10 @@
 """Identity writes: create, PUT, PATCH, delete, disable, enable.
 
-Implements ziti-api.md §3.3 (create fields and defaults), §3.5 (PUT = full replace that also re-enables,
-PATCH = keys present only, the silent rename no-op), §3.6 (delete/disable/enable, sessions killed on disable)
-and §3.7 (uniqueness: 400 on create, 500 for an externalId collision on update, no 409s).
+Follows ``controller/internal/routes/identity_router.go``, ``controller/model/identity_manager.go`` and
+``controller/model/base_manager.go updateEntity`` as written up in ``docs/controller-api.md``: §3.3 (create
+fields and defaults), §3.5 (PUT = full replace that also re-enables, PATCH = keys present only, the silent
+rename no-op), §3.6 (delete/disable/enable, sessions killed on disable) and §3.7 (uniqueness: 400 on create,
+500 for an externalId collision on update, no 409s).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ ENROLLMENT_MINUTES = 180
 
 
 def validate_role_attributes(attrs: list[str]) -> None:
-    """§3.3: an entity's own role attributes are bare strings; ``#``/``@`` prefixes are rejected."""
+    """controller-api.md §3.3: an entity's own role attributes are bare strings; ``#``/``@`` prefixes are
+    rejected."""
     for attr in attrs:
         for prefix in ("#", "@"):
             if attr.startswith(prefix):
@@ -47,14 +50,14 @@ def validate_role_attributes(attrs: list[str]) -> None:
 
 
 def _external_id(value: str | None) -> str | None:
-    """§3.3: ``""`` or whitespace is stored as null."""
+    """controller-api.md §3.3: ``""`` or whitespace is stored as null."""
     return value if value is not None and value.strip() else None
 
 
 def _auth_policy_id(state: EmulatorState, value: str | None) -> str:
     policy_id = value or "default"
     if policy_id not in state.auth_policies:
-        # ziti-api.md §3.3 [DERIVED]: the FK index answers NOT_FOUND
+        # controller-api.md §3.3 (derived): the FK index answers NOT_FOUND
         raise not_found(field_cause("authPolicyId", f"authPolicy with id {policy_id} not found", policy_id))
     return policy_id
 
@@ -70,7 +73,7 @@ def _hosting(body: Body) -> tuple[str | None, int | None, dict[str, Any] | None,
 
 
 def _enrollment(identity: Identity, spec: dict[str, Any], now: float) -> dict[str, Any]:
-    """§3.3 ``enrollment``: only one is created, precedence ott, ottca, updb."""
+    """controller-api.md §3.3 ``enrollment``: only one is created, precedence ott, ottca, updb."""
     if spec.get("ott") is True:
         method = "ott"
     elif isinstance(spec.get("ottca"), str):
@@ -149,7 +152,7 @@ def create_identity(state: EmulatorState, data: Any, *, out_of_band: bool = Fals
             default_hosting_cost=cost or 0,
             service_hosting_precedences=precedences or {},
             service_hosting_costs=costs or {},
-            # 1.6.20 ignores permissions (ziti-api.md §3.3)
+            # 1.6.20 ignores permissions (controller-api.md §3.3)
             permissions=permissions if state.flavor != "1.6" else None,
         )
         identity.enrollments = _enrollment(identity, enrollment, now)
@@ -194,7 +197,8 @@ def update_identity(state: EmulatorState, identity_id: str, data: Any, *, patch:
             if new_name != identity.name and (
                 new_name == "" or not _check_unique(state, "name", new_name, identity.id)
             ):
-                # §3.5 silent rename bug: the name check fails and the whole update is dropped with a 200
+                # controller-api.md §3.5 silent rename bug: the name check fails and the whole update is
+                # dropped with a 200
                 log.info(
                     "identity %s: rename to %r rejected silently (empty or duplicate)", identity.id, new_name
                 )
@@ -211,7 +215,7 @@ def update_identity(state: EmulatorState, identity_id: str, data: Any, *, patch:
             and external_id is not None
             and not _check_unique(state, "externalId", external_id, identity.id)
         ):
-            # §3.7: updates do not map unique-index errors, so they surface as 500
+            # controller-api.md §3.7: updates do not map unique-index errors, so they surface as 500
             raise unhandled(f"duplicate value '{external_id}' in unique index on {STORE} store")
         if given("name"):
             identity.name = name or identity.name
@@ -237,7 +241,8 @@ def update_identity(state: EmulatorState, identity_id: str, data: Any, *, patch:
         if given("permissions") and state.flavor != "1.6":
             identity.permissions = permissions
         if not patch:
-            # §3.5 [DERIVED]: PUT resets disabledAt/disabledUntil too, i.e. re-enables the identity
+            # controller-api.md §3.5 (derived): PUT resets disabledAt/disabledUntil too, i.e. re-enables the
+            # identity
             identity.disabled_at = None
             identity.disabled_until = None
         identity.updated_at = state.now()

@@ -1,6 +1,6 @@
 """Identifier and timestamp formats of the emulated controller.
 
-Implements ziti-api.md §1 "Field formats": entity ids are teris-io/shortid strings over the alphabet
+Implements ``docs/controller-api.md`` §1 "Ids": entity ids are teris-io/shortid strings over the alphabet
 ``0-9a-zA-Z.-`` (not UUIDs), API-session ids are cuids, API-session tokens are UUIDv4, timestamps are UTC
 RFC3339 with milliseconds (``2026-01-02T03:04:05.678Z``).
 """

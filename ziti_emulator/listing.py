@@ -1,6 +1,7 @@
 """List endpoints: filter, sort, pagination and the list envelope.
 
-Implements ziti-api.md §3.2 "List, filter, pagination": ``limit`` defaults to 10, values above 500 are clamped
+Follows ``controller/internal/routes/routes.go GetRequestPaging`` and ``controller/models/base_model.go``
+(``docs/controller-api.md`` §3.2): ``limit`` defaults to 10, values above 500 are clamped
 to 500, ``0`` or anything below -1 becomes 10, ``-1`` means no limit; ``offset`` defaults to 0 and is clamped
 to 100000; ``limit``/``skip`` written inside ``filter`` win; ``meta.pagination`` echoes the effective values
 and ``meta.filterableFields`` lists the public fields. Default order is by id (the store's byte order).
@@ -142,7 +143,7 @@ def policy_fields(ctx: Ctx, kind: str) -> FieldSet[Policy]:
     flavor16 = ctx.state.flavor == "1.6"
 
     def policy_type(p: Policy) -> Any:
-        # ziti-api.md §6: 1.6 stores the type as an int (1 Dial, 2 Bind), 2.0 as "Dial"/"Bind"
+        # controller-api.md §6: 1.6 stores the type as an int (1 Dial, 2 Bind), 2.0 as "Dial"/"Bind"
         return {"Dial": 1, "Bind": 2}.get(p.type or "") if flavor16 else p.type
 
     scalars: dict[str, Callable[[Policy], Any]] = {

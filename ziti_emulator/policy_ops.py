@@ -1,9 +1,9 @@
 """Service policies and edge-router policies: writes, role validation and matching.
 
-Implements ziti-api.md §6: role entries must start with ``#`` (attribute) or ``@`` (entity id); ``#all`` must
-be the only entry; ``@`` identity ids must exist ("no identities found with the given ids"). A policy matches
-an identity when the identity's id is among the ``@`` ids, ``#all`` is present, or (``AllOf``) it has all the
-``#`` attributes of a non-empty set, or (``AnyOf``) at least one of them.
+Implements ``docs/controller-api.md`` §6: role entries must start with ``#`` (attribute) or ``@`` (entity id);
+``#all`` must be the only entry; ``@`` identity ids must exist ("no identities found with the given ids"). A
+policy matches an identity when the identity's id is among the ``@`` ids, ``#all`` is present, or (``AllOf``)
+it has all the ``#`` attributes of a non-empty set, or (``AnyOf``) at least one of them.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def update_policy(state: EmulatorState, kind: str, policy_id: str, data: Any, *,
         store = store_of(state, kind)
         if name is not None and name != policy.name:
             if not name or any(p.name == name for p in store.values() if p.id != policy_id):
-                return policy  # ziti-api.md §3.5: silent no-op on a rename collision
+                return policy  # controller-api.md §3.5: silent no-op on a rename collision
         staged = Policy(**policy.__dict__)
         _apply(state, staged, body, set(body.data) if patch else None)
         staged.name = name or policy.name

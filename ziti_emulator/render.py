@@ -1,6 +1,6 @@
 """JSON shapes of the emulated entities (detail and list items share a shape).
 
-Implements ziti-api.md §1 "Response envelopes" (``_links``, ``entityRef``), §2.1
+Implements ``docs/controller-api.md`` §1 "Envelopes" (``_links``, ``entityRef``), §2.1
 (``currentApiSessionDetail``), §3.4 (identity detail: ``externalId`` null when unset, ``typeId`` ``Default``,
 ``permissions`` null in 1.6, ``roleAttributes`` null when empty in 1.6 and ``[]`` in 2.0,
 ``disabledAt``/``disabledUntil`` only when set), §4 (``externalJwtSignerDetail``; the 2.0-only ``enroll*``
@@ -210,7 +210,7 @@ def policy(state: EmulatorState, p: Policy) -> JSON:
 
 
 def api_session(state: EmulatorState, s: ApiSession) -> JSON:
-    """``currentApiSessionDetail`` (§2.1)."""
+    """``currentApiSessionDetail`` (controller-api.md §2.1)."""
     ident = state.identities.get(s.identity_id)
     name = ident.name if ident else ""
     link_map = {"self": {"href": "./current-api-session"}, "current-identity": {"href": "./current-identity"}}

@@ -1,6 +1,6 @@
 """Per-request plumbing: body reading (1 MiB cap), JSON decoding, spec validation, sessions, permissions.
 
-Implements ziti-api.md §1 "Request bodies" (413 ``REQUEST_ENTITY_TOO_LARGE`` over 1 MiB,
+Implements ``docs/controller-api.md`` §1 "Bodies" (413 ``REQUEST_ENTITY_TOO_LARGE`` over 1 MiB,
 ``COULD_NOT_PARSE_BODY`` for malformed JSON, JSON only), §2.1/§2.5 (``zt-session`` header, 401
 ``UNAUTHORIZED``; 1.6 ignores tokens that are not UUIDs; 2.0 adds ``WWW-Authenticate``) and §2.6 (1.6: admins
 only; 2.0: ``permissions``).
@@ -66,13 +66,14 @@ def empty_ok() -> JSONResponse:
 
 
 def created(collection: str, entity_id: str) -> JSONResponse:
-    """§1: 201 ``{"data":{"id","_links":{"self":{"href":"./<collection>/<id>"}}},"meta":{}}``."""
+    """controller-api.md §1: 201
+    ``{"data":{"id","_links":{"self":{"href":"./<collection>/<id>"}}},"meta":{}}``."""
     data = {"id": entity_id, "_links": {"self": {"href": f"./{collection}/{entity_id}"}}}
     return envelope(data, status=201)
 
 
 def error_response(err: ApiError, request: Request) -> Response:
-    """The error envelope; JSON only if the client accepts it (§1 "Accept header")."""
+    """The error envelope; JSON only if the client accepts it (controller-api.md §1 "Errors")."""
     accept = request.headers.get("accept", "")
     headers = dict(err.headers)
     if accept and not any(
@@ -208,7 +209,8 @@ class Ctx:
         return self.identity is not None and (self.identity.is_admin or self.identity.is_default_admin)
 
     def require(self, resource: str) -> None:
-        """§2.6: admins may do anything; in 2.0 ``permissions`` grant ``resource[.action]``."""
+        """controller-api.md §2.6: admins may do anything; in 2.0 ``permissions`` grant
+        ``resource[.action]``."""
         if self.is_full_admin():
             return
         perms = (

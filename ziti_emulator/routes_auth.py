@@ -1,10 +1,10 @@
 """``/authenticate``, ``/current-api-session`` and ``/current-identity`` (management and client APIs).
 
-Implements ziti-api.md §2.1 (``method=password``: 200 with the ``zt-session`` header and ``data.token``; bad
-credentials or a disabled identity give 401 ``INVALID_AUTH``; a missing username/password gives 400
-``COULD_NOT_VALIDATE``), §2.3 (``method=ext-jwt``, see ``extjwt.py``), §2.5
-(``GET/DELETE /current-api-session``). ``method=cert`` is not emulated (plain HTTP has no client
-certificate) and always fails with ``INVALID_AUTH``.
+Implements ``docs/controller-api.md`` §2.1 (``method=password``: 200 with the ``zt-session`` header and
+``data.token``; bad credentials or a disabled identity give 401 ``INVALID_AUTH``; a missing username/password
+gives 400 ``COULD_NOT_VALIDATE``), §2.3 (``method=ext-jwt``, see ``extjwt.py``), §2.5 (``GET/DELETE
+/current-api-session``). ``method=cert`` is not emulated (plain HTTP has no client certificate) and always
+fails with ``INVALID_AUTH``.
 """
 
 from __future__ import annotations

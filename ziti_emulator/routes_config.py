@@ -1,6 +1,6 @@
 """``/external-jwt-signers`` and ``/auth-policies`` endpoints.
 
-Implements ziti-api.md §4 "Endpoints" (management CRUD; the client API's unauthenticated
+Implements ``docs/controller-api.md`` §4 (management CRUD; the client API's unauthenticated
 ``GET /edge/client/v1/external-jwt-signers``) and §5 (auth-policy CRUD).
 """
 

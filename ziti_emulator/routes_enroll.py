@@ -1,13 +1,13 @@
 """``POST /edge/client/v1/enroll/token``: OIDC/JWT token enrollment (ziti 2.0.x only).
 
-Implements ziti-api.md §7: the Bearer JWT is verified against the signers (issuer, audience, signature); the
-name comes from ``enrollNameClaimsSelector`` (default ``/sub``), the external id from ``claimsProperty``, the
-role attributes from ``enrollAttributeClaimsSelector`` (string or list, empty strings dropped). An identity
-that already has that ``externalId`` gives 409 ``ENROLLMENT_IDENTITY_ALREADY_ENROLLED`` (the case of a user
-that SCIM pre-provisioned); the signer must have ``enrollToTokenEnabled`` and its ``enrollAuthPolicyId`` must
-allow ext-jwt with this signer, else 409 ``INVALID_ENROLLMENT_NOT_ALLOWED``; a name collision is 500
-``UNHANDLED``. A bad token is 400 ``INVALID_ENROLLMENT_TOKEN``. 1.6.x has no handler: go-openapi answers 501.
-Certificate enrollment (``clientCsr``) is not emulated.
+Implements ``docs/controller-api.md`` §7: the Bearer JWT is verified against the signers (issuer, audience,
+signature); the name comes from ``enrollNameClaimsSelector`` (default ``/sub``), the external id from
+``claimsProperty``, the role attributes from ``enrollAttributeClaimsSelector`` (string or list, empty strings
+dropped). An identity that already has that ``externalId`` gives 409 ``ENROLLMENT_IDENTITY_ALREADY_ENROLLED``
+(the case of a user that SCIM pre-provisioned); the signer must have ``enrollToTokenEnabled`` and its
+``enrollAuthPolicyId`` must allow ext-jwt with this signer, else 409 ``INVALID_ENROLLMENT_NOT_ALLOWED``; a
+name collision is 500 ``UNHANDLED``. A bad token is 400 ``INVALID_ENROLLMENT_TOKEN``. 1.6.x has no handler:
+go-openapi answers 501. Certificate enrollment (``clientCsr``) is not emulated.
 """
 
 from __future__ import annotations

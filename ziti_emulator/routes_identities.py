@@ -1,10 +1,10 @@
 """``/identities`` endpoints of the management API.
 
-Implements ziti-api.md §3.1 (endpoint table: list, create 201, detail, PUT, PATCH, DELETE, ``/disable`` with
-its **empty 200 body**, ``/enable``, related lists), §3.2 (filters, ``roleFilter``/``roleSemantic``), §2.6
-(2.0: non-admins may not create/modify admins or set ``permissions`` and may not use PUT; all 401
-``UNAUTHORIZED``) and §6 (``/identities/{id}/service-policies`` and ``/edge-router-policies`` list the
-matching policies).
+Implements ``docs/controller-api.md`` §3.1 (endpoint table: list, create 201, detail, PUT, PATCH, DELETE,
+``/disable`` with its **empty 200 body**, ``/enable``, related lists), §3.2 (filters,
+``roleFilter``/``roleSemantic``), §2.6 (2.0: non-admins may not create/modify admins or set ``permissions``
+and may not use PUT; all 401 ``UNAUTHORIZED``) and §6 (``/identities/{id}/service-policies`` and
+``/edge-router-policies`` list the matching policies).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ async def delete_identity(ctx: Ctx) -> Response:
 
 async def disable_identity(ctx: Ctx) -> Response:
     identity_ops.disable_identity(ctx.state, ctx.param("id"), _body(ctx, "disable"))
-    # §1/§3.6: the controller's Disable handler writes nothing, so Go answers an empty 200
+    # controller-api.md §1/§3.6: the controller's Disable handler writes nothing, so Go answers an empty 200
     return Response(status_code=200)
 
 

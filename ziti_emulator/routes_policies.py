@@ -1,6 +1,6 @@
 """``/service-policies``, ``/edge-router-policies``, ``/identity-role-attributes`` and ``/identity-types``.
 
-Implements ziti-api.md §6 "Policy endpoints" (CRUD, ``filter`` on ``anyOf(identityRoles)``, ``type`` as an int
+Implements ``docs/controller-api.md`` §6 (CRUD, ``filter`` on ``anyOf(identityRoles)``, ``type`` as an int
 in 1.6 filters), "Attributes in use" (``GET /identity-role-attributes``: attributes carried by identities,
 only ``filter`` on ``id`` honoured, ``limit``/``offset`` query parameters ignored) and §3.1
 (``/identity-types``: ``Default`` and ``Router``, ids equal names).

@@ -1,6 +1,6 @@
 """Running the emulator under uvicorn: the CLI entry point and a background-thread helper for tests.
 
-The real controller listens on 1280 with TLS (ziti-api.md §1 "Base paths and ports"); the emulator serves
+The real controller listens on 1280 with TLS (``docs/controller-api.md`` §1 "Base paths"); the emulator serves
 plain HTTP unless ``ssl_certfile``/``ssl_keyfile`` are given.
 """
 
@@ -78,35 +78,12 @@ def build_emulator_server(
     )
 
 
-async def serve_emulator(
-    host: str = "127.0.0.1",
-    port: int = 1280,
-    *,
-    admin_password: str,
-    admin_username: str = "admin",
-    spec_path: str | Path | None = None,
-    session_timeout: float = 1800.0,
-    flavor: Flavor = "2.0",
-    version: Version | None = None,
-    ssl_certfile: str | Path | None = None,
-    ssl_keyfile: str | Path | None = None,
-    log_level: str = "info",
-) -> None:
-    """Serve the emulator until interrupted (what ``ziti-scim emulator --port P --admin-password X`` runs)."""
-    server = build_emulator_server(
-        host,
-        port,
-        admin_password=admin_password,
-        admin_username=admin_username,
-        spec_path=spec_path,
-        session_timeout=session_timeout,
-        flavor=flavor,
-        version=version,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-        log_level=log_level,
-    )
-    await server.serve()
+async def serve_emulator(host: str = "127.0.0.1", port: int = 1280, **options: Any) -> None:
+    """Serve the emulator until interrupted (what ``ziti-scim emulator --port P --admin-password X`` runs).
+
+    ``options`` are those of :func:`build_emulator_server` (``admin_password`` is required).
+    """
+    await build_emulator_server(host, port, **options).serve()
 
 
 class EmulatorThread:

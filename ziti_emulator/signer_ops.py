@@ -1,6 +1,6 @@
 """External JWT signer writes: create, PUT, PATCH, delete.
 
-Implements ziti-api.md §4 "Management fields": ``name`` and ``issuer`` unique, exactly one of ``certPem`` /
+Implements ``docs/controller-api.md`` §4: ``name`` and ``issuer`` unique, exactly one of ``certPem`` /
 ``jwksEndpoint`` (otherwise 400 ``REFERENCED_ENTITY_NOT_FOUND``), ``kid`` defaulting to the certificate
 fingerprint, ``claimsProperty`` defaulting to ``sub`` (1.6) or ``/sub`` (2.0), ``useExternalId`` false,
 ``targetToken`` ``ACCESS``; deleting a signer listed by an auth policy gives 409

@@ -1,6 +1,6 @@
 """Request-body validation against the controller's real OpenAPI (Swagger 2.0) spec.
 
-Implements ziti-api.md §10 "Spec files copied and validation tips" and the loading fixes of
+Implements ``docs/controller-api.md`` §10 and the loading fixes of
 ``shared/ziti-edge-api/SOURCE.txt``:
 
 1. ``!!float`` lengths (``minLength/maxLength/minItems/maxItems``) are coerced to int;
@@ -10,7 +10,7 @@ Implements ziti-api.md §10 "Spec files copied and validation tips" and the load
 
 Requests are validated strictly (types, required, enums, lengths, ranges) but additional properties stay
 allowed, as the controller's go-swagger models ignore them. Problems are reported the way the controller
-reports them (ziti-api.md §1, go-openapi messages): a JSON type mismatch is a Go unmarshal error
+reports them (§1, go-openapi messages): a JSON type mismatch is a Go unmarshal error
 (``COULD_NOT_PARSE_BODY``), anything else a go-openapi validation error (``COULD_NOT_VALIDATE`` with
 ``cause.field``/``reason``/``value``), e.g. ``type in body is required``.
 

@@ -1,8 +1,8 @@
 """The emulator's in-memory controller state, shared by the server thread and the tests.
 
-Holds the entities, the legacy API sessions (ziti-api.md §2.1/§2.5: UUID tokens, sliding idle timeout,
-refreshed on every authenticated request, removed on disable/delete), the fault injector, the request log,
-the ``spec_violations`` list (§10) and the authentication failure log (the controller only logs why an
+Holds the entities, the legacy API sessions (``docs/controller-api.md`` §2.1/§2.5: UUID tokens, sliding idle
+timeout, refreshed on every authenticated request, removed on disable/delete), the fault injector, the request
+log, the ``spec_violations`` list (§10) and the authentication failure log (the controller only logs why an
 ``/authenticate`` failed; the emulator keeps the reason, §4 step 6).
 
 Every mutation happens under ``lock`` (an RLock) because tests seed and inspect the state from another thread

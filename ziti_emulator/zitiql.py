@@ -1,6 +1,6 @@
 """A ZitiQL subset: the ``filter`` query parameter of the controller's list endpoints.
 
-Implements ziti-api.md §3.2 "Filter language" (grammar of openziti/storage ``zitiql/ZitiQl.g4``):
+Implements ``docs/controller-api.md`` §3.2 (grammar of openziti/storage ``zitiql/ZitiQl.g4``):
 
 * comparisons ``= != < <= > >=``, ``contains``/``icontains`` (optionally ``not``), ``in [..]``,
   ``between a and b``;

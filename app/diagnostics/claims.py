@@ -1,6 +1,6 @@
 """How an ext-jwt signer's ``claimsProperty`` selects a claim, and which claim a source's mapping needs.
 
-Controller semantics (ziti-api.md §4 "How a JWT is matched to an identity", step 3):
+Controller semantics (controller-api.md §4, step 3):
 
 - ziti **1.x** reads a top-level claim named exactly ``claimsProperty`` (``/email`` would look for a claim
   literally called ``/email``);
@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.mapping import ENTERPRISE_EXTENSION, MappingConfig, MappingConfigError, load_preset
+from app.constants import ENTERPRISE_EXTENSION
+from app.mapping import MappingConfig, MappingConfigError, load_preset
 
 ControllerMajor = int | None
 """1 or 2 for ziti 1.x / 2.x; None when the version could not be established."""

@@ -1,7 +1,7 @@
 """Which SCIM user a failing token most likely belongs to, and why their values differ.
 
 The controller matches the signer's claim against ``identity.externalId`` exactly and case-sensitively
-(ziti-api.md §4 step 4). When no identity matches, the store usually knows the person under another
+(controller-api.md §4 step 4). When no identity matches, the store usually knows the person under another
 spelling: a different letter case, another claim of the same token, another attribute of the user, or
 an externalId that was never provisioned.
 """

@@ -2,7 +2,7 @@
 
 The controller's version comes from ``GET /edge/management/v1/version`` (edge-api ``listVersion``,
 unauthenticated). When that is not answered, the signers tell the major version apart: only 2.x returns
-the ``enroll*`` fields (ziti-api.md §4 "Management fields").
+the ``enroll*`` fields (controller-api.md §4).
 """
 
 from __future__ import annotations

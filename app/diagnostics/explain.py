@@ -1,6 +1,6 @@
 """``ziti-scim explain-token``: would an ext-jwt login with this IdP token succeed, and if not, why?
 
-Follows the controller's own steps (ziti-api.md §4 "How a JWT is matched to an identity", §5), as the
+Follows the controller's own steps (controller-api.md §4, §5), as the
 release it talks to takes them (``versions.py``): the issuer selects the signer (2.0.0-2.0.3: the kid
 first), which must be enabled and have an audience; the signature, ``exp``/``nbf`` and the audience must
 hold; the ``claimsProperty`` claim must be a non-empty string; with ``useExternalId`` it must equal an

@@ -3,7 +3,7 @@ has provisioning got.
 
 An identity reaches a service only through a service policy and an edge router only through an
 edge-router policy whose ``identityRoles`` select it: ``#attr`` entries, ``#all``, or ``@id``
-(ziti-api.md §6). An attribute no policy mentions is silently useless, the usual sign of a spelling or
+(controller-api.md §6). An attribute no policy mentions is silently useless, the usual sign of a spelling or
 case difference between the IdP group and the policy.
 """
 

@@ -1,7 +1,7 @@
 """Per-source checks against the controller: the ext-jwt signer and the auth policy.
 
-A login works only if (ziti-api.md §4, §5): an enabled signer with ``useExternalId: true`` reads the claim
-whose value is the ``externalId`` ziti-scim writes for the source, and the identity's auth policy
+A login works only if (controller-api.md §4, §5): an enabled signer with ``useExternalId: true`` reads the
+claim whose value is the ``externalId`` ziti-scim writes for the source, and the identity's auth policy
 (``mapping.auth_policy_id``) allows ext-jwt primary authentication with that signer (an empty
 ``allowedSigners`` allows any signer).
 """

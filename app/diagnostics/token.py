@@ -1,4 +1,4 @@
-"""Decoding an IdP token and verifying it the way the controller does (ziti-api.md §4, steps 1-2).
+"""Decoding an IdP token and verifying it the way the controller does (controller-api.md §4, steps 1-2).
 
 The signature is checked against the signer's JWKS (fetched here, 5 s timeout) or its ``certPem``. When the
 key cannot be obtained the token is still explained, marked "not verified": a diagnostic must work from
@@ -17,7 +17,8 @@ import httpx
 import jwt
 from cryptography import x509
 
-ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+from app.constants import ASYMMETRIC_ALGORITHMS
+
 JWKS_TIMEOUT = 5.0
 
 
@@ -140,7 +141,7 @@ async def verify(decoded: DecodedToken, signer: dict[str, Any]) -> Verification:
         jwt.decode(
             decoded.compact,
             key=key,
-            algorithms=ALGORITHMS,
+            algorithms=list(ASYMMETRIC_ALGORITHMS),
             options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
         )
     except (jwt.PyJWTError, ValueError, TypeError) as error:

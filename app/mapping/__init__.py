@@ -25,17 +25,13 @@ from app.mapping.identity import (
     candidate_names,
 )
 from app.mapping.mapper import explain_external_id, map_user
-from app.mapping.roles import ZITI_EXTENSION, slugify
+from app.mapping.roles import slugify
 from app.mapping.scim_path import AttrPath, Evaluation, evaluate, parse_path
 from app.mapping.value_filter import parse_filter
 
-ENTERPRISE_EXTENSION = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-
 __all__ = [
     "DEFAULT_PRESET",
-    "ENTERPRISE_EXTENSION",
     "PRESET_DIR",
-    "ZITI_EXTENSION",
     "AttrPath",
     "DesiredIdentity",
     "DroppedRole",

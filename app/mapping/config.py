@@ -22,7 +22,7 @@ from app.resources import schemas_dir
 
 PRESET_DIR = schemas_dir() / "mappings"
 DEFAULT_PRESET = "generic"
-RESERVED_ROLE_PREFIXES = ("#", "@")  # ziti-api.md §3.3/§6: rejected by the controller
+RESERVED_ROLE_PREFIXES = ("#", "@")  # controller-api.md §3.3/§6: rejected by the controller
 
 ExternalIdTransform = Literal["none", "lower", "strip"]
 NameConflict = Literal["suffix", "refuse"]
@@ -45,9 +45,9 @@ def _reserved(value: str) -> bool:
 class MappingConfig:
     """How one source's SCIM users become OpenZiti identities. Every field is a config key.
 
-    - ``external_id``: SCIM attribute path whose value becomes ``identity.externalId``, which an
-      ext-jwt signer with ``useExternalId=true`` compares, case-sensitively, with its ``claimsProperty``
-      claim (ziti-api.md §4). ``external_id_transform`` steps run in order (``none``, ``lower``, ``strip``).
+    - ``external_id``: SCIM attribute path whose value becomes ``identity.externalId``, which an ext-jwt
+      signer with ``useExternalId=true`` compares, case-sensitively, with its ``claimsProperty`` claim
+      (controller-api.md §4). ``external_id_transform`` steps run in order (``none``, ``lower``, ``strip``).
     - ``primary_fallback``: ``[primary eq true]`` picks the first element when none is marked primary.
     - ``name_template`` / ``name_conflict``: identity name; ``suffix`` lets the reconciler try
       ``name-2``, ``name-3``… on a clash, ``refuse`` fails the request.
@@ -59,7 +59,8 @@ class MappingConfig:
       verbatim: they are the operator's own, so no transform or scope applies to them.
     - ``admin_group``: ``isAdmin`` is true only when this is set and the user is in a group whose
       ``group_attribute`` value equals it exactly. Never from roles, entitlements or the extension.
-    - ``auth_policy_id``: ``identity.authPolicyId``; it must allow ext-jwt primary auth (ziti-api.md §5).
+    - ``auth_policy_id``: ``identity.authPolicyId``; it must allow ext-jwt primary auth (the auth policy's
+      ``primary.extJwt``, ``controller/db/auth_policy_store.go``; controller-api.md §5).
     - ``claims_property``: the ext-jwt signer claim this mapping pairs with (from the preset; informative,
       for diagnostics). ``preset``: the preset the config was built from.
     """

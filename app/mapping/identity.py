@@ -20,7 +20,8 @@ class GroupRef:
 
 @dataclass(frozen=True)
 class DesiredIdentity:
-    """What the OpenZiti identity should look like (Edge Management API ``identityCreate``, ziti-api.md §3.3).
+    """What the OpenZiti identity should look like (Edge Management API ``identityCreate``, controller-api.md
+    §3.3).
 
     ``name`` is the base name; on a name clash the reconciler tries `candidate_names` when the source's
     ``name_conflict`` is ``"suffix"``. ``role_attributes`` is sorted and free of duplicates.

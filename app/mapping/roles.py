@@ -1,10 +1,10 @@
-"""OpenZiti role attributes for one user (entity ``roleAttributes``, ziti-api.md §3.3 and §6).
+"""OpenZiti role attributes for one user (entity ``roleAttributes``, controller-api.md §3.3 and §6).
 
 Sources, each switchable in `MappingConfig`:
 - groups: ``GroupRef.display_name`` or ``GroupRef.external_id`` (``group_attribute``);
 - ``roles[].value`` and ``entitlements[].value`` (RFC 7643 §4.1.2). Entra's
   ``AppRoleAssignmentsComplex`` sends each value as a JSON-encoded object
-  ``"{\\"id\\":…,\\"value\\":\\"ziti-admin\\",…}"`` (entra-okta.md §1.3 item 10); such strings are decoded
+  ``"{\\"id\\":…,\\"value\\":\\"ziti-admin\\",…}"``; such strings are decoded
   and their ``value`` is used;
 - the ziti extension's ``roleAttributes`` (``urn:openziti:scim:schemas:extension:ziti:2.0:User``);
 - ``static_role_attributes``, added verbatim.
@@ -19,11 +19,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from app.constants import ZITI_EXTENSION
 from app.mapping.config import RESERVED_ROLE_PREFIXES, MappingConfig
 from app.mapping.identity import DroppedRole, DropReason, GroupRef, RoleSource
 from app.mapping.value_filter import ci_get
 
-ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 _NOT_SLUG = re.compile(r"[^a-z0-9._-]+")
 _DASHES = re.compile(r"-{2,}")
 

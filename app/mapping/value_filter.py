@@ -8,7 +8,7 @@ Comparison rules (documented choices where the RFC defers to the schema):
 - Strings compare case-insensitively: every attribute a mapping is likely to filter on (``type``,
   ``primary``, ``value``, ``display``) is ``caseExact: false`` in RFC 7643 §4.1.2 / §8.7.1.
 - ``true``/``false`` also match the strings ``"True"``/``"false"`` (any case), because Entra ID sends
-  booleans as strings (entra-okta.md §1.3 item 2).
+  booleans as strings (``"False"``) unless the tenant URL carries ``aadOptscim062020``.
 - ``pr`` is true for a value that is not null, not ``""`` and not an empty list or object.
 - ``ne`` is the negation of ``eq``, so it matches an absent attribute.
 - Against a multi-valued attribute, a comparison matches when any element matches.

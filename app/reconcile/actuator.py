@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from app.constants import DESTRUCTIVE_ACTIONS
 from app.observability import audit
 from app.observability.metrics import Metrics
 from app.reconcile.safety import Held, Safety
@@ -31,7 +32,6 @@ from app.store.db import Database
 log = logging.getLogger("ziti_scim.reconcile")
 
 T = TypeVar("T")
-DESTRUCTIVE = ("disable", "delete")
 ACTIONS = ("create", "patch", "disable", "enable", "delete", "adopt", "take-over", "untag")
 """``take-over``: another source's identity (``takeover_from``); ``untag``: an adopted one handed back."""
 
@@ -72,7 +72,7 @@ def check_ownership(origin: Origin, action: str, identity: Mapping[str, Any] | N
         raise NotOurs(f"identity {identity.get('id')} is not managed by ziti-scim for {origin.source}")
     if origin.user_id is not None and tags.get(TAG_ID) not in (None, origin.user_id):
         raise NotOurs(f"identity {identity.get('id')} is tagged for another user")
-    if admin and action in DESTRUCTIVE:
+    if admin and action in DESTRUCTIVE_ACTIONS:
         raise NotOurs(f"identity {identity.get('id')} is an admin: never disabled or deleted")
 
 
@@ -104,7 +104,7 @@ class Actuator:
         check_ownership(origin, action, identity)
         if before is not None:
             await before()
-        destructive = action in DESTRUCTIVE and self.safety is not None
+        destructive = action in DESTRUCTIVE_ACTIONS and self.safety is not None
         if destructive:
             assert self.safety is not None
             await self.safety.acquire_destructive(origin.source, action)

@@ -4,11 +4,13 @@ Idempotent and level-triggered: it compares the desired identity with what was l
 only the difference, so an unchanged user costs no controller call and a created one costs one. It
 never touches an identity it did not create or explicitly adopt: every identity it writes carries the
 provenance tags of :mod:`app.reconcile.settings`, it only acts on identity ids it recorded and re-reads
-(to check they are still its own, :mod:`app.reconcile.ownership`) before changing them, and an identity
+(to check they are still its own, :mod:`app.reconcile.ownership`) before changing them — the re-reads of
+converges running at the same time go as one list call (:mod:`app.ziti.reads`), each made after it was
+asked for, never a cached answer —, and an identity
 that already holds a user's externalId or name is adopted, taken over or left untouched as a conflict
 (provisioningState ``conflict``) by the rules of :mod:`app.reconcile.ownership`.
 
-Controller quirks handled here (ziti-api.md §3.5, §3.7): identities are PATCHed, never PUT (PUT clears
+Controller quirks handled here (controller-api.md §3.5, §3.7): identities are PATCHed, never PUT (PUT clears
 omitted fields and re-enables); a rename onto a taken name is silently dropped by the controller and an
 externalId collision on PATCH is a 500, so both are checked before patching; a create whose outcome is
 unknown (a timeout, or a 429/503 from an HA controller that applied it before answering) is resolved
@@ -40,6 +42,7 @@ from app.store import audit as audit_log
 from app.store import provisioning, queue
 from app.store.db import Database
 from app.store.desired import read_user_state
+from app.store.group_commit import GroupCommit
 from app.store.types import ProvisioningRecord, Transaction, UserState
 from app.ziti.client import ZitiClient
 from app.ziti.errors import (
@@ -51,6 +54,7 @@ from app.ziti.errors import (
     ZitiUnauthorized,
     ZitiUnavailable,
 )
+from app.ziti.reads import CoalescedReads
 
 log = logging.getLogger("ziti_scim.reconcile")
 
@@ -128,7 +132,7 @@ def target_fields(identity: DesiredIdentity) -> dict[str, Any]:
 
 
 def observed_fields(identity: dict[str, Any]) -> dict[str, Any]:
-    """The managed fields of a controller identity detail (ziti-api.md §3.4)."""
+    """The managed fields of a controller identity detail (controller-api.md §3.4)."""
     return {
         "name": identity.get("name"),
         "externalId": identity.get("externalId"),
@@ -166,6 +170,10 @@ class Reconciler:
         self.safety = safety
         self.metrics = metrics
         self.actuator = Actuator(db, safety=safety, metrics=metrics)
+        self.reads = CoalescedReads(client)
+        """The re-reads before a change, of concurrent converges, made together (one list call)."""
+        self.commits = GroupCommit(db)
+        """The bookkeeping writes of concurrent converges, committed together (group commit)."""
         # One lock per user being converged in this process; entries vanish when nobody holds them.
         self.held: dict[tuple[str, str], queue.Claim] = {}
         """The claims being worked on, whose leases the worker renews."""
@@ -203,7 +211,8 @@ class Reconciler:
             try:
                 context = _Context(claim, Origin(claim.source, claim.user_id))
                 outcome = await self._converge(context)
-                async with self.db.transaction(write=True) as tx:
+
+                async def settle(tx: Transaction) -> None:
                     for step in context.steps:
                         await step(tx)
                     await audit_log.record(tx, context.entries)
@@ -213,6 +222,9 @@ class Reconciler:
                         await queue.retry_later(tx, claim, HELD_RECHECK)
                     else:
                         await queue.finish(tx, claim)
+
+                # Committed with the other converges' bookkeeping; returns once it is committed.
+                await self.commits.run(settle)
             finally:
                 self.held.pop((claim.source, claim.user_id), None)
         if self.metrics is not None:
@@ -354,7 +366,7 @@ class Reconciler:
             # About to write: re-read it, so that the diff is exact and an identity that stopped being
             # ours (re-tagged, made an admin) is never changed.
             try:
-                identity = await self.client.get_identity(recorded)
+                identity = await self.reads.get(recorded)
             except ZitiNotFound:
                 identity = None
             if identity is not None:
@@ -577,7 +589,7 @@ class Reconciler:
         identity: dict[str, Any] | None = None
         if identity_id:
             try:
-                identity = await self.client.get_identity(identity_id)
+                identity = await self.reads.get(identity_id)
             except ZitiNotFound:
                 identity = None
         elif (lost := await self._lost_identity(owner, user_id, record)) is not None:
@@ -649,8 +661,7 @@ class Reconciler:
         context.steps.append(record)
 
     async def _record_failure(self, source: str, user_id: str, message: str, *, failed: bool) -> None:
-        async with self.db.transaction(write=True) as tx:
-            await self._failure(source, user_id, message, failed=failed)(tx)
+        await self.commits.run(self._failure(source, user_id, message, failed=failed))
 
     @staticmethod
     def _failure(source: str, user_id: str, message: str, *, failed: bool, state: str = "failed") -> Step:

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.constants import DESTRUCTIVE_ACTIONS
 from app.store import audit, provisioning, queue, settings
 from app.store.db import Database
 
-DESTRUCTIVE = ("disable", "delete")
 PAUSED = "paused"
 
 
@@ -116,7 +116,7 @@ class Safety:
                 since = float(release["released_at"])
                 allowance = int(release.get("allowance", 0))
             async with self.db.transaction() as tx:
-                done = await audit.count(tx, source, since=since, actions=DESTRUCTIVE, outcome="done")
+                done = await audit.count(tx, source, since=since, actions=DESTRUCTIVE_ACTIONS, outcome="done")
                 managed = await provisioning.managed_count(tx, source)
             count = max(0, int(done) + self._reserved + 1 - allowance)
             share = count / managed if managed else 1.0

@@ -14,9 +14,12 @@ TAG_ID = "scimId"
 TAG_DEPLOYMENT = "scimDeployment"
 TAG_ADOPTED = "scimAdopted"
 MANAGER = "ziti-scim"
-"""Provenance tags written on every identity ziti-scim creates or adopts (flat map, ziti-api.md §1)."""
+"""Provenance tags written on every identity ziti-scim creates or adopts (flat map, controller-api.md §1)."""
 
 OUR_TAGS = (TAG_MANAGED_BY, TAG_SOURCE, TAG_ID, TAG_DEPLOYMENT, TAG_ADOPTED)
+
+DEFAULT_SETTLE = 1.0
+"""``create_settle`` unless configured: longer than the gaps of an IdP's sequential sync."""
 
 OnDelete = Literal["delete", "disable"]
 OnDeleteAdopted = Literal["untag", "disable", "delete"]
@@ -36,6 +39,11 @@ class SourceSettings:
     takeover_from: frozenset[str] = field(default_factory=frozenset)
     wait_for_sync: float = 0.0
     """Seconds a SCIM write may wait for its user to converge before answering (0: never waits)."""
+    create_settle: float = 0.0
+    """Seconds without a write from this source before a new user's identity is created (0: at once),
+    so that the group memberships of an initial sync go into the create
+    (:func:`app.store.queue.claim_due`). Default 1 s, or 0 when ``wait_for_sync`` is set (that write
+    waits for its user)."""
     unmappable: Literal["store", "refuse"] = "store"
     """A user the mapping cannot turn into an identity (e.g. no email for an email-based externalId):
     ``store`` keeps it with ``provisioningState: skipped`` until the attribute arrives (RFC 7643 makes
@@ -68,6 +76,12 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         raise ConfigError(f"sources.{source.name}.wait_for_sync must be a number of seconds") from error
     if not 0.0 <= wait_for_sync <= 30.0:
         raise ConfigError(f"sources.{source.name}.wait_for_sync must be between 0 and 30 seconds")
+    try:
+        create_settle = float(source.options.get("create_settle", 0.0 if wait_for_sync else DEFAULT_SETTLE))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"sources.{source.name}.create_settle must be a number of seconds") from error
+    if not 0.0 <= create_settle <= 60.0:
+        raise ConfigError(f"sources.{source.name}.create_settle must be between 0 and 60 seconds")
     unmappable = source.options.get("unmappable", "store")
     if unmappable not in ("store", "refuse"):
         raise ConfigError(f"sources.{source.name}.unmappable must be 'store' or 'refuse'")
@@ -80,4 +94,5 @@ def source_settings(source: SourceConfig) -> SourceSettings:
         takeover_from=frozenset(takeover_from) - {source.name},
         unmappable=unmappable,
         wait_for_sync=wait_for_sync,
+        create_settle=create_settle,
     )

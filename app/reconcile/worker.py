@@ -7,6 +7,13 @@ burst of writes becomes a steady stream of controller calls bounded by the clien
 Repeated marks of one user coalesce in its single dirty row (a generation counter), so a user changed
 ten times while converging is converged once more, not ten times.
 
+Fewer controller calls and transactions for the same work: a user who has no identity yet waits until
+its source pauses (``create_settle``, :func:`app.store.queue.claim_due`), so that an initial sync's
+group memberships go into the create instead of a PATCH per group; slots are refilled a quarter at a
+time (one claim transaction per batch, not per user); the converges running together share their
+bookkeeping transactions (:class:`app.store.group_commit.GroupCommit`) and their re-reads of the
+controller (:class:`app.ziti.reads.CoalescedReads`).
+
 Nothing else has to remember work: a restart, a crash or a controller outage only delays convergence
 (level-triggered, nothing lost); a poll every ``poll`` seconds picks up what no wake-up announced
 (retries coming due, another replica's lost notification).
@@ -21,6 +28,7 @@ from collections.abc import Iterable
 
 from app.observability import audit
 from app.reconcile.reconciler import Outcome, Reconciler
+from app.reconcile.safety import Safety
 from app.store import queue
 from app.store.notify import listen
 
@@ -73,6 +81,19 @@ class Worker:
             except Exception:  # noqa: BLE001
                 log.exception("lease renewal failed; retrying")
 
+    @property
+    def settle(self) -> dict[str, float]:
+        """Each source's ``create_settle``: new users wait for a pause in its writes."""
+        return {name: s.create_settle for name, s in self.reconciler.settings.items() if s.create_settle > 0}
+
+    async def _paused(self, safety: Safety | None) -> bool:
+        return self.paused or (safety is not None and await safety.paused())
+
+    def _poll_interval(self) -> float:
+        # A settling create is due once its source paused: nothing wakes the worker then, so look often.
+        settles = self.settle.values()
+        return min([self.poll, *(max(0.05, seconds / 2) for seconds in settles)])
+
     async def stop(self) -> None:
         for loop_task in self._tasks:
             loop_task.cancel()
@@ -83,6 +104,7 @@ class Worker:
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self.reconciler.commits.close()
         for futures in self._waiters.values():
             for future in futures:
                 future.cancel()
@@ -173,11 +195,14 @@ class Worker:
                 free = self.batch - len(self._inflight)
                 safety = self.reconciler.safety
                 claims: list[queue.Claim] = []
-                if free > 0 and not self.paused and not (safety is not None and await safety.paused()):
-                    claims = await queue.claim_due(self.reconciler.db, free)
+                # Refilled a quarter of the slots at a time: one claim transaction per user would cost
+                # as much as the converge's own bookkeeping.
+                refill = free >= max(1, self.batch // 4) or not self._inflight
+                if free > 0 and refill and not await self._paused(safety):
+                    claims = await queue.claim_due(self.reconciler.db, free, self.settle)
                 for claim in claims:
                     self._spawn(claim)
-                self._backlog = free <= 0 or len(claims) == free
+                self._backlog = free <= 0 or not refill or len(claims) == free
                 if claims and len(claims) == free:
                     continue  # there may be more due right now
             except asyncio.CancelledError:
@@ -185,4 +210,4 @@ class Worker:
             except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
                 log.exception("reconcile loop error; retrying")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval())

@@ -1,8 +1,8 @@
 """Which source a SCIM request comes from: a static bearer token, or an OAuth 2.0 access token of its IdP.
 
 * Static tokens (RFC 6750 §2.1): SHA-256 of the presented token compared with every stored hash, each in
-  constant time. A source whose client cannot send a scheme (Asgardeo's API-key mode, asgardeo.md §A2;
-  Okta's "HTTP Header" mode, entra-okta.md §2.1) may also accept ``Authorization: <token>`` (``raw_token``).
+  constant time. A source whose client cannot send a scheme (Asgardeo's API-key mode and Okta's "HTTP
+  Header" mode send the bare key) may also accept ``Authorization: <token>`` (``raw_token``).
 * IdP access tokens: a source with an ``[sources.<name>.oauth]`` table accepts JWTs its IdP issues
   (ZITADEL service users, Asgardeo/authentik OAuth clients), validated by
   :class:`~app.webhooks.jwt_bearer.JwtBearerValidator` (signature against the JWKS, ``typ``, ``iss``,

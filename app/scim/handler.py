@@ -9,9 +9,9 @@ are applied by scim2-models on the group without its members, so the semantics s
 Anything else falls back to the generic path. Both run in one transaction (RFC 7644 §3.5.2: atomic).
 
 Two more client accommodations live here: a Group always shows ``members`` (``[]`` when empty) unless the
-request excluded it, since authentik and Okta read a missing list as "unknown" (authentik.md §3); and a
-source with ``partial_put`` merges a User PUT into the stored resource (Asgardeo sends only the changed
-attributes, asgardeo.md §A3), so omitted attributes are kept.
+request excluded it, since authentik and Okta read a missing list as "unknown" and then never remove a
+member; and a source with ``partial_put`` merges a User PUT into the stored resource (Asgardeo's PUT
+carries only the changed attributes), so omitted attributes are kept.
 """
 
 from __future__ import annotations

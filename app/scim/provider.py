@@ -16,9 +16,6 @@ from scim2_models import ResourceType, Schema, ScimPolicy, ScimProvider, Service
 from app.config import PolicyConfig
 from app.resources import schemas_dir
 
-ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
-ENTERPRISE_EXTENSION = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-
 
 @cache
 def _discovery(folder: Path) -> tuple[list[Schema], list[ResourceType], ServiceProviderConfig]:

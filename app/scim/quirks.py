@@ -2,17 +2,18 @@
 
 Most deviations are already absorbed by scim2-models' tolerant ``ScimPolicy`` (case-insensitive ``op``,
 ``"False"`` strings, path-less replace with dotted keys, remove-with-value, ``$ref: null``). What is left is
-normalised here, before validation, and only for the kinds that need it (research/*.md):
+normalised here, before validation, and only for the kinds that need it (each seen in the IdP's recorded
+traffic, ``tests/webhooks/traces`` and ``tests/idp``):
 
-* ``asgardeo`` (WSO2 SCIM2 outbound connector, asgardeo.md §A3): ``"schemas": []``; ``emails`` as plain
+* ``asgardeo`` (WSO2 SCIM2 outbound connector): ``"schemas": []``; ``emails`` as plain
   strings; no ``active`` (a created user is active: ``default_active``); a ``DOMAIN/`` user-store prefix on
   ``userName``; the unquoted ``userName Eq x`` filter; PUT
   bodies that carry only the changed attributes (``partial_put``); the API-key mode that sends the key
   as ``Authorization: <key>`` without a scheme (``raw_token``).
-* ``entra`` (entra-okta.md §1.3): unknown schema URNs (``…/ADSCIM/2.0/Group``) dropped; unquoted filter
-  values; group PATCH answered 204 (item 14).
-* ``okta`` (entra-okta.md §2.3): a raw token without ``Bearer``; group PATCH answered 204.
-* ``authentik`` (authentik.md §1, §3): every compatibility mode already works on the standard paths; the
+* ``entra``: unknown schema URNs (``…/ADSCIM/2.0/Group``) dropped; unquoted filter
+  values; group PATCH answered 204.
+* ``okta``: a raw token without ``Bearer``; group PATCH answered 204.
+* ``authentik``: every compatibility mode already works on the standard paths; the
   ``sfdc`` mode's ``/ServiceProviderConfigs`` is served by the router for every source.
 
 Every source kind, ``generic`` included, refuses a second Group with the same ``displayName`` in the

@@ -23,6 +23,7 @@ from scim2_server.routing import Operation
 from starlette.requests import ClientDisconnect
 
 from app.config import SourceConfig
+from app.constants import STATUS_EXTENSION
 from app.observability.metrics import Metrics
 from app.observability.request_id import request_id_from
 from app.scim.auth import Authenticator
@@ -35,7 +36,7 @@ from app.scim.service import ZitiScimService
 from app.store.db import Database
 from app.store.errors import is_data_error, is_unavailable
 from app.store.offload import off_loop
-from app.store.storage import SERVER_MANAGED, ZITI_EXTENSION, SqlStorage, UserHooks
+from app.store.storage import SqlStorage, UserHooks
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -127,11 +128,9 @@ class SourceApplication(ASGIApplication):
         async with self.db.transaction() as conn:
             view = await self.hooks.view(conn, self.source.name, [str(body.get("id"))])
         if body.get("id") in view:
-            extension = dict(body.get(ZITI_EXTENSION) or {})
-            for key in SERVER_MANAGED:
-                extension.pop(key, None)
-            extension.update(view[str(body["id"])])
-            body[ZITI_EXTENSION] = extension
+            body[STATUS_EXTENSION] = view[str(body["id"])]
+            if STATUS_EXTENSION not in body.setdefault("schemas", []):
+                body["schemas"].append(STATUS_EXTENSION)
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
         if is_data_error(exception):
@@ -237,7 +236,7 @@ class ScimRouter:
             await self.discovery.serve_lifespan(receive, send)
             return
         if scope["path"].endswith(PLURAL_SPC):
-            # authentik's sfdc compatibility mode asks for the plural form (authentik.md §1).
+            # authentik's sfdc (Salesforce) compatibility mode asks for the plural form.
             scope = {**scope, "path": scope["path"][: -len(PLURAL_SPC)] + "/ServiceProviderConfig"}
         app = self.discovery
         request = ScimRequest(

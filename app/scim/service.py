@@ -3,7 +3,8 @@
 - PATCH answers ``200`` with the resource (RFC 7644 §3.5.2 allows 204; several clients and probes
   expect the resource).
 - ``password`` is dropped from every payload before validation: it is never stored nor logged
-  (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly).
+  (Okta sends one; RFC 7643 §4.1.1 makes it writeOnly). So is the readOnly provisioning status a client
+  sends back (:mod:`app.scim.status`).
 - Every request does bounded work (:mod:`app.scim.limits`): PATCH operations and values per multi-valued
   attribute are capped, and runs of ``add`` operations are merged so a PATCH applies in linear time.
 - The source's :class:`~app.scim.quirks.Quirks` normalise bodies and filters before validation, and a
@@ -49,6 +50,7 @@ from app.scim.limits import (
     value_counts,
 )
 from app.scim.quirks import Quirks
+from app.scim.status import without_status
 
 CURSOR_REFUSED = "Cursor pagination is not supported: page with startIndex and count (RFC 7644 §3.4.2.4)"
 ModelT = TypeVar("ModelT")
@@ -207,9 +209,10 @@ class ZitiScimService(ScimService):
         applied, the value caps checked, then one scim2-models validation."""
         if isinstance(model, type) and issubclass(model, PatchOp):
             given = _operations(payload)
-            if isinstance(given, list) and given and _operations(_without_secrets(payload)) == []:
+            kept = _operations(without_status(_without_secrets(payload)))
+            if isinstance(given, list) and given and kept == []:
                 raise NothingToPatch
-        payload = self.normalize(model, _without_secrets(_refuse_nul(payload)), scim_ctx)
+        payload = self.normalize(model, without_status(_without_secrets(_refuse_nul(payload))), scim_ctx)
         if isinstance(model, type) and issubclass(model, Resource):
             check_resource_values(payload, self.limits)
         try:

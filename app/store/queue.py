@@ -17,19 +17,34 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from app.store.db import Database, upsert
 from app.store.notify import notify
-from app.store.tables import dirty
+from app.store.tables import dirty, provisioning
 from app.store.types import Claim, Transaction
 
 LEASE_SECONDS = 20.0
 """How long a claim holds without renewal; a live worker renews its claims (:func:`renew`)."""
 MAX_BACKOFF = 300.0
+MAX_SETTLE = 300.0
+"""The longest a new user's create waits for its source to pause (:func:`claim_due`)."""
 CHUNK = 500
 
 
@@ -45,6 +60,37 @@ def _is_sqlite(tx: Transaction) -> bool:
 
 def _claimable(now: float) -> ColumnElement[bool]:
     return or_(dirty.c.claimed_until.is_(None), dirty.c.claimed_until < now)
+
+
+def _settling(now: float, settle: Mapping[str, float]) -> ColumnElement[bool]:
+    """Rows whose converge would create an identity while their source is still writing.
+
+    A row settles when its user has no identity yet, was never tried (``attempts = 0``), was marked
+    less than :data:`MAX_SETTLE` ago, and its source marked some user within its ``settle`` seconds
+    (a mark sets ``due_at`` to its own time). An IdP's initial sync sends every user, then the groups
+    with their members: waiting for the pause lets one create carry the group-derived role attributes,
+    instead of a create followed by a PATCH per group. Updates and deletions of existing identities
+    never wait (removing access must not be delayed by a busy source).
+    """
+    recent = dirty.alias("recent")
+    clauses = [
+        and_(
+            dirty.c.source == source,
+            exists().where(
+                recent.c.source == source, recent.c.attempts == 0, recent.c.due_at > now - seconds
+            ),
+        )
+        for source, seconds in settle.items()
+        if seconds > 0
+    ]
+    if not clauses:
+        return false()
+    has_identity = exists().where(
+        provisioning.c.source == dirty.c.source,
+        provisioning.c.user_id == dirty.c.user_id,
+        provisioning.c.identity_id.is_not(None),
+    )
+    return and_(dirty.c.attempts == 0, dirty.c.due_at > now - MAX_SETTLE, not_(has_identity), or_(*clauses))
 
 
 def _key(source: str, user_id: str) -> ColumnElement[bool]:
@@ -138,15 +184,19 @@ async def claim(tx: Transaction, source: str, user_id: str) -> Claim | None:
     return None if row is None else Claim(source, user_id, row.generation, row.attempts)
 
 
-async def claim_due(db: Database, limit: int) -> list[Claim]:
+async def claim_due(db: Database, limit: int, settle: Mapping[str, float] | None = None) -> list[Claim]:
     """Claim up to ``limit`` due, unclaimed (or expired) rows, the longest due first.
 
+    ``settle`` (seconds per source): new users of a source that is still writing wait for it to pause
+    (:func:`_settling`); ``None`` claims them too (``ziti-scim sync`` drains everything).
     Runs its own transactions: it looks first in a read transaction, so that an empty queue costs no
     write (on SQLite a write transaction takes the single writer's turn), then claims with one
     ``UPDATE … RETURNING``. Two concurrent callers never get the same row.
     """
     now = time.time()
     due = and_(dirty.c.due_at <= now, _claimable(now))
+    if settle:
+        due = and_(due, not_(_settling(now, settle)))
     async with db.transaction() as tx:
         if (await tx.execute(select(dirty.c.user_id).where(due).limit(1))).first() is None:
             return []

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.constants import STATUS_ATTRIBUTES, STATUS_EXTENSION, ZITI_EXTENSION
 from app.store import queue
 from app.store.db import Database, fold
 from app.store.filters import Dialect, Translator, where_clause
@@ -150,11 +151,11 @@ class UserHooks(Protocol):
     async def view(
         self, conn: AsyncConnection, source: str, user_ids: list[str]
     ) -> dict[str, dict[str, Any]]:
-        """Server-managed attributes to show on each user (the ziti extension's readOnly ones)."""
+        """Server-managed attributes to show on each user: its :data:`~app.constants.STATUS_EXTENSION`."""
 
 
-SERVER_MANAGED = {"identityId", "provisioningState", "lastError"}
-ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
+_STATUS_URN = STATUS_EXTENSION.lower()
+_STATUS_KEYS = frozenset(name.lower() for name in STATUS_ATTRIBUTES)
 
 
 class SqlStorage(AsyncScimStorage):
@@ -224,9 +225,14 @@ class SqlStorage(AsyncScimStorage):
         document = resource.model_dump(mode="json")
         for key in ("id", "meta", "members", "groups", *NEVER_STORED):
             document.pop(key, None)
+        # The status is computed, never stored (RFC 7643 §2.2 readOnly), nor its attributes where earlier
+        # versions showed them (the SCIM service drops both from requests; this holds for any writer).
+        document.pop(STATUS_EXTENSION, None)
+        if isinstance(document.get("schemas"), list):
+            document["schemas"] = [urn for urn in document["schemas"] if str(urn).lower() != _STATUS_URN]
         extension = document.get(ZITI_EXTENSION)
         if isinstance(extension, dict):
-            document[ZITI_EXTENSION] = {k: v for k, v in extension.items() if k not in SERVER_MANAGED}
+            document[ZITI_EXTENSION] = {k: v for k, v in extension.items() if k.lower() not in _STATUS_KEYS}
         return _compact(document)
 
     @staticmethod
@@ -349,11 +355,9 @@ class SqlStorage(AsyncScimStorage):
             if refs:
                 document["members" if row.resource_type == "Group" else "groups"] = refs
             if row.id in managed:
-                extension = dict(document.get(ZITI_EXTENSION) or {})
-                extension.update(managed[row.id])
-                document[ZITI_EXTENSION] = extension
-                if ZITI_EXTENSION not in document.setdefault("schemas", []):
-                    document["schemas"].append(ZITI_EXTENSION)
+                document[STATUS_EXTENSION] = managed[row.id]
+                if STATUS_EXTENSION not in document.setdefault("schemas", []):
+                    document["schemas"].append(STATUS_EXTENSION)
             model = self._model(row.resource_type)
             if len(refs or ()) > OFF_LOOP_REFS:  # a big group: seconds of validation, not on the event loop
                 result.append(await off_loop(model.model_validate, document))

@@ -3,7 +3,7 @@
 * :class:`SqlReplayGuard` implements :class:`app.webhooks.replay.ReplayGuard` on a table with a unique
   key, so two concurrent deliveries of the same key cannot both be accepted (one INSERT wins).
 * :class:`IdpState` remembers ZITADEL grants (``user.grant.changed``/``removed`` carry only the grant id,
-  research/zitadel.md §6) and each user's activation and lockout flags.
+  so the grant's user is remembered) and each user's activation and lockout flags.
 * :class:`IdpEventLog` keeps the authenticated events of an event-sourced IdP (ZITADEL) per aggregate,
   keyed by the IdP's per-aggregate sequence, with the base each aggregate's fold starts from
   (:mod:`app.webhooks.zitadel_fold`). What the states mean is not this module's business.

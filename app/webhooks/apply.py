@@ -8,12 +8,12 @@ same inline reconcile. The IdP's user id is the SCIM ``externalId`` and users ar
 
 * ``UserUpsert`` creates the user, or replaces the attributes it carries (a path-less PATCH replace,
   RFC 7644 §3.5.2.3), so what it does not describe (roles from grants, groups) is kept. A user created
-  over SCIM without an ``externalId`` and the same ``userName`` is adopted (Asgardeo sends no id over
-  SCIM, asgardeo.md §A3, but its webhooks do).
+  over SCIM without an ``externalId`` and the same ``userName`` is adopted (Asgardeo's SCIM connector
+  sends no ``externalId``, but its webhooks carry the user id).
 * ``UserActive``/``UserLocked`` are remembered apart (:class:`~app.store.webhook_state.IdpState`); SCIM
   ``active`` is ``active and not locked``.
 * ZITADEL grants: the grant → user link and the grant's role keys are stored; the user's ``roles`` are
-  the union of the role keys of its active grants (research/zitadel.md §6, preset ``zitadel``).
+  the union of the role keys of its active grants (preset ``zitadel``).
 * ZITADEL deliveries do not come here event by event: :mod:`app.webhooks.zitadel_sync` folds each
   aggregate's events in sequence order and applies the result with :meth:`EventApplier.write_user`
   (only the attributes that differ are written), the grant methods of :class:`IdpState` and

@@ -6,7 +6,7 @@
   HMAC-SHA256(secret, raw body). No timestamp header: the body's ``iat`` (epoch *milliseconds*) bounds
   the age and ``jti`` is the replay / idempotency key.
 * Body: Security-Event-Token-shaped JSON (RFC 8417 layout, not a JWT): ``iss``, ``iat``, ``jti``,
-  ``events: {"<event URI>": {...}}``. See research/asgardeo.md Part B.
+  ``events: {"<event URI>": {...}}``.
 
 Answers. The WSO2 hub retries a delivery only on 500/502/503 and marks the subscription *stale* on any other
 failure, or once those retries are exhausted (product-integrator-websubhub
@@ -388,5 +388,5 @@ def _parse(data: Mapping[str, Any]) -> WebhookResult:
 
 
 def parse_asgardeo(body: bytes) -> WebhookResult:
-    """Translate one Asgardeo delivery into neutral events (research/asgardeo.md §B3)."""
+    """Translate one Asgardeo delivery into neutral events (one event URI per neutral event kind)."""
     return _parse(load_json_object(body))

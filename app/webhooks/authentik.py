@@ -9,7 +9,7 @@ that every supported release can send it (docs/idp/authentik.md, "Minimum versio
 * the ``webhook_secret`` key of a custom body mapping (``webhook_mapping``, every release);
 * a path segment, ``POST /webhooks/<source>/<secret>`` (every release, even with the default body).
 
-Two bodies are understood (research/authentik.md §6):
+Two bodies are understood:
 
 * the **default** body ``{"body": "<action>: <python repr of the event context>", "severity", …}``,
   which names the model only by pk → :class:`FetchUser` / :class:`FetchGroup` (read back from the API);

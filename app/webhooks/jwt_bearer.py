@@ -30,22 +30,11 @@ from typing import Any
 import httpx
 import jwt
 
+from app.constants import ASYMMETRIC_ALGORITHMS
 from app.webhooks.common import Clock
 
 __all__ = ["JwksCache", "JwtBearerConfig", "JwtBearerValidator", "TokenRejected"]
 
-ASYMMETRIC_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
 ACCESS_TOKEN_TYPES = ("at+jwt", "jwt")
 CLIENT_CLAIMS = ("azp", "client_id", "appid")
 _KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}

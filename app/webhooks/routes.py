@@ -6,7 +6,7 @@ Per source, by its ``kind`` and options (``[sources.<name>]`` in the configurati
 kind        authenticity                                                 options
 =========== ============================================================ ===============================
 zitadel     ``ZITADEL-Signature`` HMAC-SHA256 over ``t.body``, 300 s      ``webhook_secret`` (signing
-            (research/zitadel.md §4)                                      key, a list during rotation),
+            (ZITADEL Actions v2 targets)                                  key, a list during rotation),
                                                                           ``webhook_tolerance``,
                                                                           ``zitadel_url`` +
                                                                           ``zitadel_token`` (PAT),
@@ -15,13 +15,13 @@ zitadel     ``ZITADEL-Signature`` HMAC-SHA256 over ``t.body``, 300 s      ``webh
                                                                           ``zitadel_organizations``
 asgardeo    ``X-Hub-Signature: sha256=`` HMAC of the raw body, ``iat``    ``webhook_secret``,
             age, ``jti`` duplicate key; ``GET`` answers                   ``webhook_max_age``,
-            ``hub.challenge`` (asgardeo.md §B)                            ``webhook_topic_prefix``,
+            ``hub.challenge`` (W3C WebSub §5.3)                           ``webhook_topic_prefix``,
                                                                           ``webhook_retry_interval``,
                                                                           ``webhook_retry_retention``
 authentik   a shared secret in a header set by a header mapping, in the  ``webhook_secret``,
             body mapping's ``webhook_secret`` or in the path              ``webhook_secret_header``
             ``/webhooks/{source}/{secret}`` (authentik signs nothing,     (``Authorization``: the value
-            authentik.md §6)                                              is ``Bearer <secret>``),
+            see ``authentik.py``)                                         is ``Bearer <secret>``),
                                                                           ``authentik_url`` +
                                                                           ``authentik_token``,
                                                                           ``authentik_pull_interval``

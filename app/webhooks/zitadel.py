@@ -14,7 +14,7 @@ pull only deletes users of organisations it has listed (:mod:`app.webhooks.zitad
 Body (``ContextInfoEvent``): ``aggregateID`` (user id = OIDC ``sub`` for ``user.*``, grant id for
 ``user.grant.*``), ``aggregateType``, ``resourceOwner``, ``instanceID``, ``sequence``, ``event_type``,
 ``created_at``, ``userID`` (the *actor*, never the subject) and ``event_payload`` (absent, ``null``,
-``{}``, an object, or a base64 string in older builds). See research/zitadel.md §2, §4, §6.
+``{}``, an object, or a base64 string in older builds).
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def _grant_event(event_type: str, grant_id: str, payload: Mapping[str, Any]) -> 
 
 
 def zitadel_event(event_type: str, aggregate_id: str, payload: Mapping[str, Any]) -> WebhookEvent:
-    """The neutral meaning of one ZITADEL event (research/zitadel.md §6); also used to re-read kept events."""
+    """The neutral meaning of one ZITADEL event; also used to re-read kept events."""
     payload = {key: value for key, value in payload.items() if key != ORG_KEY}
     if event_type.startswith("user.grant."):
         return _grant_event(event_type, aggregate_id, payload)
@@ -339,7 +339,7 @@ def _sequence(data: Mapping[str, Any]) -> int:
 
 
 def parse_zitadel(body: bytes) -> WebhookResult:
-    """Translate one ZITADEL event delivery into neutral events (research/zitadel.md §6).
+    """Translate one ZITADEL event delivery into neutral events.
 
     Events that matter also come back as a :class:`~app.webhooks.common.SequencedEvent` (aggregate, its
     ``sequence`` and the payload fields read), which the receiver keeps and folds in sequence order.

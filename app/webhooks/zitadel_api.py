@@ -1,4 +1,4 @@
-"""Read users and grants back from ZITADEL's API with a personal access token (research/zitadel.md §7).
+"""Read users and grants back from ZITADEL's API with a personal access token (user service v2).
 
 * ``GET /v2/users/{userId}`` (user service v2 ``GetUserByID``): ``{"details": {"sequence", …}, "user":
   {"userId", "state", "username", "human": {"profile": {"givenName", "familyName", "nickName",

@@ -1,7 +1,7 @@
 """The state of a ZITADEL aggregate, derived by folding its events in ``sequence`` order (sans-IO).
 
 ZITADEL numbers the events of each aggregate (a user, a user grant) with ``sequence`` and delivers each
-event once, possibly out of order and concurrently (no retries; research/zitadel.md §2, §3). Applying
+event once, possibly out of order and concurrently (no retries). Applying
 events as they come lets an older one win over a newer one; folding *all* the events kept for the
 aggregate, in sequence order, gives the same state whatever the delivery order:
 

@@ -1,6 +1,6 @@
 """The ZITADEL repair: read every user and grant from the API and converge the source's store to it.
 
-ZITADEL drops an event delivery that fails (no retries, research/zitadel.md §3), so a periodic pull is
+ZITADEL drops an event delivery that fails (an Actions v2 target gets no retries), so a periodic pull is
 what makes the webhook path reliable; ``ziti-scim sync`` runs the same pull once. The API's view of each
 user and grant is recorded as the aggregate's base in the event log and the aggregate folded and applied
 exactly as for a delivery (:class:`~app.webhooks.zitadel_sync.ZitadelAggregates`, whose docstring says how

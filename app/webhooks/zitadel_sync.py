@@ -1,7 +1,7 @@
 """ZITADEL deliveries applied in sequence order: keep each event, fold its aggregate, apply the fold.
 
-ZITADEL delivers each event once (no retries), possibly out of order and concurrently
-(research/zitadel.md §3). Every authenticated event that matters is kept in the source's event log
+ZITADEL delivers each event once (an Actions v2 target gets no retries), possibly out of order and
+concurrently. Every authenticated event that matters is kept in the source's event log
 (:class:`~app.store.webhook_state.IdpEventLog`, keyed by aggregate and ``sequence``: a second delivery of
 the same event stores nothing). Then, on every delivery, the aggregate's state is derived again by folding
 *all* its kept events in sequence order (:mod:`app.webhooks.zitadel_fold`) and applied to the store

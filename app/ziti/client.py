@@ -1,8 +1,10 @@
 """Async client for the OpenZiti Edge Management API (``/edge/management/v1``).
 
 Contract: edge-api ``management.yml`` (Swagger 2.0, v0.27.5 for ziti 1.6.20; v0.28.2 nearest to 2.0.x) and
-the research notes ziti-api.md §1 (transport, envelopes, errors), §2 (authentication), §3 (identities),
-§8 (limits). What this client adds on top of plain HTTP:
+``docs/controller-api.md`` §1 (transport, envelopes, errors), §2 (authentication), §3 (identities) and
+§8 (limits), with the controller sources each rests on (``controller/internal/routes/identity_router.go``,
+``controller/response/responder.go``, ``controller/command/rate_limiter.go`` ...). What this client adds
+on top of plain HTTP:
 
 * one API session, reused, renewed before it expires and re-obtained once on 401 (see ``session.py``): an
   OIDC access token (``oidc.py``) when the controller is 2.x or HA and offers ``OIDC_AUTH`` in
@@ -53,6 +55,7 @@ from app.ziti.filters import (
     survives_controller,
     ziti_filter_contains,
     ziti_filter_eq,
+    ziti_filter_in,
     ziti_filter_tag_eq,
     ziti_identifier,
 )
@@ -98,8 +101,10 @@ RequestHook = Callable[[str, str, int | None, float], None]
 ``status`` is None when no response arrived; ``seconds`` is the wire time, excluding the wait for a slot."""
 
 MANAGEMENT_API_PATH = "/edge/management/v1"
-PAGE_SIZE = 500  # controller maximum; larger values are clamped (ziti-api.md §3.2)
-MAX_OFFSET = 100_000  # controller clamps offset to this (ziti-api.md §8)
+PAGE_SIZE = 500  # controller maximum; larger values are clamped (controller-api.md §3.2)
+MAX_OFFSET = 100_000  # controller clamps offset to this (controller-api.md §8)
+MAX_IDS_PER_LIST = 100
+"""Ids in one ``id in [...]`` filter of :meth:`ZitiClient.get_identities` (keeps the URL short)."""
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _USER_AGENT = "ziti-scim"
 _NO_BODY: Any = object()
@@ -391,6 +396,20 @@ class ZitiClient:
         response = await self._request("GET", "/identities/{id}", path, idempotent=True)
         return self._object(response, "GET", path)
 
+    async def get_identities(self, identity_ids: list[str]) -> dict[str, JSONObject]:
+        """The identity details of these ids in one ``GET /identities?filter=id in [...]`` (the list
+        answers the same detail objects as ``GET /identities/{id}``); an unknown id is simply absent.
+
+        At most :data:`MAX_IDS_PER_LIST` ids, each surviving the controller's filter decoding (see
+        :meth:`_find_exact`); callers fall back to :meth:`get_identity` otherwise."""
+        if not identity_ids or len(identity_ids) > MAX_IDS_PER_LIST:
+            raise ValueError(f"get_identities takes 1 to {MAX_IDS_PER_LIST} ids")
+        if not all(isinstance(i, str) and i and survives_controller(i) for i in identity_ids):
+            raise ValueError("an identity id would not survive the controller's filter decoding")
+        wanted = set(identity_ids)
+        found = await self.list_identities(ziti_filter_in("id", sorted(wanted)))
+        return {str(item["id"]): item for item in found if item.get("id") in wanted}
+
     async def create_identity(self, body: Mapping[str, Any]) -> str:
         """``POST /identities`` and return the new id.
 
@@ -433,7 +452,7 @@ class ZitiClient:
         as null: passing None here still clears the externalId. Other None values leave their field as is.
         ``tags: {}`` clears the tags only on 1.8+ (1.6 ignores an empty map).
 
-        An empty ``fields`` sends nothing. Beware (ziti-api.md §3.5): a rename onto an existing name is
+        An empty ``fields`` sends nothing. Beware (controller-api.md §3.5): a rename onto an existing name is
         answered 200 and silently drops the whole patch; re-read the identity after renaming.
         """
         if not isinstance(fields, Mapping):
@@ -466,7 +485,7 @@ class ZitiClient:
         """``POST /identities/{id}/disable`` with ``{"durationMinutes": n}``; 0 means indefinitely.
 
         The controller answers 200 with an EMPTY body (not an envelope); the body is not decoded.
-        Disabling also deletes the identity's API sessions (ziti-api.md §3.6).
+        Disabling also deletes the identity's API sessions (controller-api.md §3.6).
         """
         if (
             isinstance(duration_minutes, bool)

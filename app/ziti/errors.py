@@ -2,7 +2,8 @@
 
 The controller answers errors with the envelope
 ``{"error": {"code", "message", "requestId", "cause": {...}}, "meta": {...}}``
-(edge-api ``apiError`` / ``apiErrorCause``; research notes ziti-api.md §1 "Error envelope").
+(edge-api ``apiError`` / ``apiErrorCause``; built by ``controller/response/responder.go toRestModel``,
+codes in ``controller/apierror/messages.go``; ``docs/controller-api.md`` §1 "Errors").
 ``cause`` is either a field error ``{"field", "reason", "value"}`` or a nested error
 ``{"code", "message"}``. :func:`error_from_response` maps status + envelope onto the hierarchy below::
 
@@ -22,8 +23,9 @@ The controller answers errors with the envelope
     └── ZitiProtocolError         unparseable / unexpected response (bad JSON, redirect, no "data")
 
 A duplicate ``externalId`` on PUT/PATCH comes back as 500 UNHANDLED whose nested cause carries the
-boltz "duplicate value" text (ziti-api.md §3.7); it is mapped to :class:`ZitiDuplicate` as well,
-with ``field=None`` because that message does not name the field.
+boltz "duplicate value" text (the update path does not map unique-index errors,
+``controller/storage/boltz/indexes.go``; ``docs/controller-api.md`` §3.7); it is mapped to
+:class:`ZitiDuplicate` as well, with ``field=None`` because that message does not name the field.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Builders for ZitiQL filter expressions (the ``filter`` query parameter of list endpoints).
 
-Grammar: openziti/storage ``zitiql/ZitiQl.g4`` (research notes ziti-api.md §3.2):
+Grammar: openziti/storage ``zitiql/ZitiQl.g4`` (controller-api.md §3.2):
 
 * ``STRING: '"' (ESC | SAFECODEPOINT)* '"'`` with ``ESC: '\\' ["\\fnrt]`` and ``SAFECODEPOINT`` any code point
   except ``"``, ``\\`` and U+0000..U+001F. So ``"`` and ``\\`` must be escaped, the five control characters
@@ -80,6 +80,13 @@ def _literal(value: FilterValue) -> str:
 def ziti_filter_eq(field: str, value: FilterValue) -> str:
     """``field = value``; strings quoted and escaped, ``None`` as ``null``, bools as ``true``/``false``."""
     return f"{ziti_identifier(field)} = {_literal(value)}"
+
+
+def ziti_filter_in(field: str, values: list[str]) -> str:
+    """``field in ["a", "b"]`` (ZitiQl.g4 ``IN`` with a string array); at least one value."""
+    if not values:
+        raise ValueError("ziti_filter_in needs at least one value")
+    return f"{ziti_identifier(field)} in [{', '.join(ziti_quote(v) for v in values)}]"
 
 
 def ziti_filter_tag_eq(key: str, value: FilterValue) -> str:

@@ -11,7 +11,7 @@ Which failures are retried, and for which requests, is decided by :func:`status_
   this process, so every request may be retried, including an identity create;
 * other transport failures (read/write timeouts, dropped connections): only idempotent requests;
 * 429 and 503: the controller refused before applying (command rate limiter full, no raft leader;
-  ziti-api.md §8), so every request may be retried;
+  controller-api.md §8), so every request may be retried;
 * 502 and 504: a gateway cannot tell whether the controller applied the request: idempotent only;
 * TLS failures are configuration errors and are never retried.
 """

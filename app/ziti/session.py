@@ -2,7 +2,7 @@
 
 ``POST /authenticate?method=password|cert`` returns a token in ``data.token`` and in the ``zt-session``
 response header; it is sent back as the ``zt-session`` request header (edge-api ``securityDefinitions.
-ztSession``; ziti-api.md §2.1-2.2). Sessions expire after ``edge.api.sessionTimeout`` (default 30 min)
+ztSession``; controller-api.md §2.1-2.2). Sessions expire after ``edge.api.sessionTimeout`` (default 30 min)
 of inactivity and there is no refresh endpoint (§2.5). OIDC access tokens (see ``oidc.py``) instead expire
 at a fixed time (``AuthResult.absolute``): they are renewed a minute before, whatever the activity.
 :class:`ZitiSession`:

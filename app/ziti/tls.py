@@ -1,6 +1,6 @@
 """TLS client context for the controller.
 
-Controllers serve a certificate issued by the network's own PKI (ziti-api.md §1 and §9: the Helm chart
+Controllers serve a certificate issued by the network's own PKI (controller-api.md §1 and §9: the Helm chart
 publishes it as ConfigMap ``<fullname>-ctrl-plane-cas``, key ``ctrl-plane-cas.crt``; it can also be fetched
 from ``/.well-known/est/cacerts``), so verification is against a configured CA bundle. The context is built
 here rather than with httpx's ``verify=<path>`` / ``cert=`` arguments, which httpx 0.28 deprecates.

@@ -1,4 +1,4 @@
-"""The Kubernetes example for a controller installed with the openziti Helm chart (ziti-api.md §9)."""
+"""The Kubernetes example for a controller installed with the openziti Helm chart (controller-api.md §9)."""
 
 from __future__ import annotations
 

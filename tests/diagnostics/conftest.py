@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from starlette.routing import Mount, Route
 from app.config import hash_token, read_config
 from app.diagnostics.cli import main
 from app.server import create_app
+from app.store.tables import dirty
 from tests.support.emulator import ADMIN_PASSWORD, emulator_app, running_emulator
 from tests.support.idp import TestIdp, running_idp
 from tests.support.live import live_server
@@ -154,7 +157,20 @@ class Lab:
                 response = client.post("/Users", json=user)
                 assert response.status_code == 201, response.text
                 ids.append(response.json()["id"])
+            self.wait_converged()
         return ids
+
+    def wait_converged(self, timeout: float = 60.0) -> None:
+        """Wait (while :meth:`scim` serves) until the worker has settled every dirty mark: a SCIM write
+        answers before the controller is changed, and the commands below read the controller."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.closing(sqlite3.connect(self.db_path)) as db:
+                left = db.execute(f"SELECT count(*) FROM {dirty.name}").fetchone()[0]
+            if left == 0:
+                return
+            assert time.monotonic() < deadline, f"{left} user(s) still converging after {timeout} s"
+            time.sleep(0.02)
 
     def run(self, *argv: str, stdin: str | None = None) -> Result:
         out, err = io.StringIO(), io.StringIO()

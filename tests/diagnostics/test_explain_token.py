@@ -113,6 +113,7 @@ def test_disabled_identity(bob_lab: Lab) -> None:
         uid = bob_lab.user_ids[0]
         off = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": False}]}
         assert scim.patch(f"/Users/{uid}", json=off).status_code == 200
+        bob_lab.wait_converged()
     token = bob_lab.idp.token(email="bob@example.com")
     code, out, data = explain(bob_lab, token)
     assert code == 1

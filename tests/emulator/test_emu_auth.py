@@ -1,4 +1,4 @@
-"""Password authentication and API sessions (ziti-api.md §2.1, §2.5, §2.6)."""
+"""Password authentication and API sessions (controller-api.md §2.1, §2.5, §2.6)."""
 
 from __future__ import annotations
 

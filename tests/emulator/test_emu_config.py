@@ -1,4 +1,4 @@
-"""External JWT signers, auth policies and service / edge-router policies (ziti-api.md §4, §5, §6)."""
+"""External JWT signers, auth policies and service / edge-router policies (controller-api.md §4, §5, §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Enrollments: ``enrollment`` on identity create (§3.3) and 2.0 token enrollment (ziti-api.md §7)."""
+"""Enrollments: ``enrollment`` on identity create (§3.3) and 2.0 token enrollment (controller-api.md §7)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``/authenticate?method=ext-jwt`` end to end.
 
-ziti-api.md §2.3 and §4 "How a JWT is matched to an identity".
+controller-api.md §2.3 and §4.
 """
 
 from __future__ import annotations

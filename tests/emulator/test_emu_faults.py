@@ -1,4 +1,4 @@
-"""Fault injection and the request log (ziti-api.md §8: 429 / 503 answers, a controller that is down)."""
+"""Fault injection and the request log (controller-api.md §8: 429 / 503 answers, a controller that is down)."""
 
 from __future__ import annotations
 

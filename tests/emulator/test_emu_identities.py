@@ -1,4 +1,4 @@
-"""Identity endpoints (ziti-api.md §3): envelopes, uniqueness, PUT vs PATCH, disable/enable, delete."""
+"""Identity endpoints (controller-api.md §3): envelopes, uniqueness, PUT vs PATCH, disable/enable, delete."""
 
 from __future__ import annotations
 

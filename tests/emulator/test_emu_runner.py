@@ -1,6 +1,6 @@
 """Running the emulator under uvicorn: the CLI server builder and TLS.
 
-ziti-api.md §1 "Base paths and ports": the real controller is TLS-only on 1280.
+controller-api.md §1 "Base paths": the real controller is TLS-only on 1280.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Request validation against the real spec and transport-level errors (ziti-api.md §1, §10)."""
+"""Request validation against the real spec and transport-level errors (controller-api.md §1, §10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ZitiQL subset (ziti-api.md §3.2 "Filter language"), tested without a server."""
+"""The ZitiQL subset (controller-api.md §3.2), tested without a server."""
 
 from __future__ import annotations
 

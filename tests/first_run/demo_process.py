@@ -9,6 +9,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,12 @@ import httpx
 
 BANNER_END = "A user without an email is stored too"
 STARTUP_SECONDS = 120.0
+# A user's Ctrl-C comes from a terminal, where SIGINT has its default action. A test run started in the
+# background by a shell without job control (nohup, CI wrappers) ignores SIGINT, and an ignored signal
+# stays ignored across exec: the demo would stop on our SIGINT through uvicorn's handler but exit 0.
+_WITH_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 @dataclass
@@ -84,7 +91,12 @@ def running_demo(command: list[str], cwd: Path, *args: str) -> Iterator[Demo]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("ZITI_SCIM_EMULATOR_PASSWORD", None)
     process = subprocess.Popen(
-        [*command, "demo", *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", _WITH_DEFAULT_SIGINT, *command, "demo", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     demo = Demo(process)
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()

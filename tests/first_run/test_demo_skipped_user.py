@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 
+from app.constants import STATUS_EXTENSION as STATUS
 from tests.first_run.demo_process import Demo, running_demo
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 MISSING = "emails[primary eq true].value"
 
 
@@ -58,8 +58,8 @@ def test_user_without_email_is_skipped_then_provisioned_on_the_demo(tmp_path: Pa
         with httpx.Client(base_url=demo.scim, headers=headers, timeout=30) as scim:
             created = scim.post("/Users", json={"schemas": [USER], "userName": "nomail"})
             assert created.status_code == 201, created.text
-            assert created.json()[ZITI]["provisioningState"] == "skipped"
-            assert MISSING in created.json()[ZITI]["lastError"]
+            assert created.json()[STATUS]["provisioningState"] == "skipped"
+            assert MISSING in created.json()[STATUS]["lastError"]
             assert skipped_gauge(demo) == 1
             listed = doctor(demo, tmp_path)
             assert len(listed) == 1 and "nomail" in str(listed[0]["message"]), listed
@@ -67,7 +67,7 @@ def test_user_without_email_is_skipped_then_provisioned_on_the_demo(tmp_path: Pa
             add = {"op": "add", "path": "emails", "value": [{"value": "nomail@example.com", "primary": True}]}
             patched = scim.patch(f"/Users/{created.json()['id']}", json={"schemas": [PATCH], "Operations": [add]})
             assert patched.status_code == 200, patched.text
-            extension = patched.json()[ZITI]
+            extension = patched.json()[STATUS]
             assert extension["provisioningState"] == "synced" and "lastError" not in extension
         session = httpx.post(
             f"{demo.management}/authenticate",

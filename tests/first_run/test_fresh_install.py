@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from app.constants import STATUS_EXTENSION as STATUS
 from tests.first_run.demo_process import run_printed_curl, running_demo
 from tests.paths import ROOT
 
@@ -26,7 +27,6 @@ IGNORE = shutil.ignore_patterns(
     ".git", ".venv*", "__pycache__", "build", "dist", "*.egg-info", "*.db", "*.db-wal", "*.db-shm",
     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis", "node_modules",
 )
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 IMPORT_ALL = """
 import importlib, importlib.util, json, pkgutil, sys
@@ -90,7 +90,7 @@ def test_the_demo_creates_the_identity_with_the_curl_it_prints(fresh_venv: Path,
         status, body = run_printed_curl(demo.create_user_curl)
         assert status == 201, body
         created = json.loads(body)
-        assert created[ZITI]["provisioningState"] == "synced"
+        assert created[STATUS]["provisioningState"] == "synced"
         shown = subprocess.run(
             ["bash", "-c", f"set -euo pipefail\n{demo.show_identity_commands}"],
             capture_output=True,
@@ -100,7 +100,7 @@ def test_the_demo_creates_the_identity_with_the_curl_it_prints(fresh_venv: Path,
         assert shown.returncode == 0, shown.stderr
         identities = json.loads(shown.stdout)["data"]
         assert [(i["id"], i["externalId"], i["name"], i["tags"]["managedBy"]) for i in identities] == [
-            (created[ZITI]["identityId"], "alice@example.com", "alice", "ziti-scim")
+            (created[STATUS]["identityId"], "alice@example.com", "alice", "ziti-scim")
         ]
     assert demo.process.returncode == 130, ("Ctrl-C ends the demo with the usual status", demo.stderr[-20:])
     assert not any("Traceback" in line for line in demo.stderr), demo.stderr

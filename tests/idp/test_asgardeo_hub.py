@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,6 +22,7 @@ from app.webhooks import sign_asgardeo
 from app.webhooks.pending import pending_deliveries
 from tests.idp.conftest import Stack, StackFactory, source
 from tests.paths import WEBHOOK_TRACES
+from tests.support.waiting import wait_for
 
 SECRET = "asgardeo-webhook-test-secret-7f3c"
 INSPECT = "inspection-token-0123456789"
@@ -141,13 +140,6 @@ def inspect(stack: Stack) -> tuple[list[Any], list[dict[str, Any]]]:
             await db.dispose()
 
     return asyncio.run(read())
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def test_an_event_that_cannot_be_applied_is_recorded_and_retried_by_us(make_stack: StackFactory) -> None:

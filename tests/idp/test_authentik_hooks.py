@@ -23,6 +23,7 @@ import pytest
 
 from tests.idp.conftest import API_TOKEN, FakeApi, Stack, StackFactory, source
 from tests.paths import ROOT
+from tests.support.waiting import wait_for
 
 SECRET = "whk_1b9d7f3a5c2e4a6b8d0f"
 INSPECT = "inspection-token-0123456789"
@@ -68,13 +69,6 @@ def roles(stack: Stack, external_id: str) -> list[str]:
     identity = stack.identity(external_id)
     assert identity is not None
     return sorted(identity.role_attributes or [])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def make(make_stack: StackFactory, fake_api: FakeApi, **options: Any) -> Stack:

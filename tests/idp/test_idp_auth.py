@@ -80,7 +80,7 @@ def test_every_bad_access_token_is_the_same_401(stack: Stack) -> None:
 
 
 def test_a_token_without_scheme_only_for_the_clients_that_send_one(stack: Stack) -> None:
-    # Asgardeo's API-key mode sends "Authorization: <key>" (asgardeo.md §A2); Entra always says Bearer.
+    # Asgardeo's API-key mode sends "Authorization: <key>"; Entra always says Bearer.
     assert get_users(stack, "asgardeo-api-key-0123456789").status_code == 200
     assert get_users(stack, "entra-secret-token-0123456789").status_code == 401
     assert get_users(stack, STATIC).status_code == 401

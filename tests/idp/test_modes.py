@@ -1,6 +1,5 @@
-"""Issue 4 acceptance 4: every authentik compatibility mode and both Entra PATCH styles, as the research
-notes describe them (authentik.md §1 "Compatibility modes" and the alternate traces a1–a8;
-entra-okta.md §1.3 items 1–10)."""
+"""Issue 4 acceptance 4: every authentik compatibility mode (default, AWS, Slack, Salesforce: the bodies
+and paths each sends) and both Entra PATCH styles (without and with the ``aadOptscim062020`` flag)."""
 
 from __future__ import annotations
 
@@ -9,13 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
+from app.constants import ENTERPRISE_EXTENSION as ENTERPRISE
 from tests.idp.conftest import Stack, StackFactory, source
 
 TOKEN = "mode-test-token-0123456789"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 HEADERS = {
     "Accept": "application/scim+json",
     "Content-Type": "application/scim+json",
@@ -24,7 +23,7 @@ HEADERS = {
 
 
 def authentik_user(name: str, uid: str) -> dict[str, Any]:
-    """A user body exactly as authentik's default mapping builds it (authentik.md §2)."""
+    """A user body exactly as authentik's default mapping builds it."""
     return {
         "userName": name,
         "name": {"formatted": f"{name.title()} ", "familyName": " ", "givenName": name.title()},
@@ -139,7 +138,7 @@ def test_authentik_compatibility_mode(make_stack: StackFactory, mode: str) -> No
 
 def test_entra_default_patch_style(make_stack: StackFactory) -> None:
     """No compliance flag: capitalised ops, "False" strings, filtered value paths, remove with a value,
-    ``$ref: null``, roles as JSON-encoded strings (entra-okta.md §1.3 items 1–3, 6, 7, 10)."""
+    ``$ref: null``, roles as JSON-encoded strings."""
     stack = make_stack(source("entra", "entra", TOKEN))
     upn = "bob@contoso.com"
     with client(stack) as scim:
@@ -194,7 +193,7 @@ def test_entra_default_patch_style(make_stack: StackFactory) -> None:
 
 def test_entra_aadoptscim062020_patch_style(make_stack: StackFactory) -> None:
     """With the flag: lowercase ops, JSON booleans, path-less replace with dotted and URN keys, member
-    removal by filter path, and the flag itself as a query parameter on the Tenant URL (§1.3 item 5)."""
+    removal by filter path, and the flag itself as a query parameter on the Tenant URL."""
     stack = make_stack(source("entra", "entra", TOKEN))
     upn = "carol@contoso.com"
     with client(stack) as scim:

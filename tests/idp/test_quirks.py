@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from app.config import SourceConfig
+from app.constants import ENTERPRISE_EXTENSION
 from app.scim.quirks import Quirks, quirks_for
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
-KNOWN = {CORE, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"}
+KNOWN = {CORE, ENTERPRISE_EXTENSION}
 
 
 def kind(name: str, **options: object) -> Quirks:

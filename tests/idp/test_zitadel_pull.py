@@ -142,7 +142,7 @@ async def test_a_failed_read_changes_nothing(
 async def test_an_event_without_payload_is_read_from_the_api(
     service: tuple[httpx.AsyncClient, WebhookReceiver], fake_api: FakeApi
 ) -> None:
-    """ZITADEL v4.1.x sent ``event_payload: {}`` for every event (research/zitadel.md §2)."""
+    """ZITADEL v4.1.x sent ``event_payload: {}`` for every event (seen in its recorded webhook traffic)."""
     client, receiver = service
     fake_api.users["100"] = human("100", "alice@example.com")
     receiver.clock = lambda: 1_800_000_000.0

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.constants import ENTERPRISE_EXTENSION as ENT
+from app.constants import ZITI_EXTENSION
 from app.mapping import (
-    ZITI_EXTENSION,
     DesiredIdentity,
     GroupRef,
     MappingConfig,
@@ -22,8 +23,6 @@ from app.mapping import (
     load_mapping,
     map_user,
 )
-
-ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 USER: dict[str, Any] = {
     "userName": "  Alice.Smith  ",

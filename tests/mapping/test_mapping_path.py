@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 
+from app.constants import ENTERPRISE_EXTENSION as ENT
+from app.constants import ZITI_EXTENSION as ZITI
 from app.mapping import PathSyntaxError, evaluate, parse_filter, parse_path
 from app.mapping.value_filter import matches
-
-ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 USER: dict[str, Any] = {
     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENT, ZITI],

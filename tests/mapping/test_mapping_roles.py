@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from app.constants import ZITI_EXTENSION
 from app.mapping import (
-    ZITI_EXTENSION,
     DroppedRole,
     GroupRef,
     MappingConfig,

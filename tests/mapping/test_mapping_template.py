@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
+from app.constants import ENTERPRISE_EXTENSION as ENT
 from app.mapping import MappingConfig, MappingConfigError, MappingError, PathSyntaxError, map_user
 from app.mapping.template import parse_template
-
-ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 USER: dict[str, Any] = {
     "userName": "jdoe",
@@ -46,7 +45,7 @@ def test_render(template: str, expected: str) -> None:
 
 
 def test_authentik_single_word_name_is_trimmed() -> None:
-    # authentik sends familyName " " and formatted "Bob " for one-word names (authentik.md §2)
+    # authentik sends familyName " " and formatted "Bob " for one-word names (its default SCIM mapping)
     user = {"userName": "bob", "name": {"formatted": "Bob ", "familyName": " ", "givenName": "Bob"}}
     assert parse_template("{name.givenName} {name.familyName}").render(user) == "Bob"
     assert parse_template("{name.formatted}").render(user) == "Bob"

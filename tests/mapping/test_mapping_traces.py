@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from app.constants import ENTERPRISE_EXTENSION
 from app.mapping import (
-    ENTERPRISE_EXTENSION,
     GroupRef,
     MappingConfig,
     MappingError,

@@ -8,13 +8,13 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.constants import STATUS_EXTENSION as STATUS
 from tests.operations.conftest import ADMIN_TOKEN
 from tests.operations.test_safety import wait_for
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,7 +38,7 @@ def test_audit_log_and_metrics_follow_a_scripted_sequence(make_stack: Callable[.
                 json={"schemas": [USER], "userName": "bob", "emails": [{"value": "bob@example.com"}]},
             )
             # Convergence runs after each answer: settle between steps, so that the trail is in order.
-            settled = {u["userName"]: u[ZITI] for u in stack.settle()}
+            settled = {u["userName"]: u[STATUS] for u in stack.settle()}
             ann_identity, bob_identity = settled["ann"]["identityId"], settled["bob"]["identityId"]
             off = scim.patch(
                 f"/Users/{a.json()['id']}",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from app.constants import STATUS_EXTENSION as STATUS
 from app.observability.logs import scrub
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN
 from tests.support.configfile import command, environment, write_config
@@ -16,7 +17,6 @@ from tests.support.live import free_port
 from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 
 def test_json_lines_for_requests_and_controller_actions_without_secrets(
@@ -53,7 +53,7 @@ def test_json_lines_for_requests_and_controller_actions_without_secrets(
             assert created.status_code == 201
             httpx.get(f"{url}/scim/v2/Users", headers={"Authorization": "Bearer not-a-valid-token-at-all"})
             user = f"{url}/scim/v2/Users/{created.json()['id']}"
-            while httpx.get(user, headers=headers, timeout=30).json()[ZITI]["provisioningState"] != "synced":
+            while httpx.get(user, headers=headers, timeout=30).json()[STATUS]["provisioningState"] != "synced":
                 assert time.monotonic() < deadline, "the user was not converged"  # after the answer
                 time.sleep(0.05)
         finally:

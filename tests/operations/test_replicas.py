@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.constants import STATUS_EXTENSION as STATUS
 from app.server import create_app
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, make_stack_config
 from tests.support.configfile import command, environment, write_config
@@ -20,7 +21,6 @@ from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 USERS = 30
 
 
@@ -120,7 +120,7 @@ def test_two_processes_on_one_postgres(replicas: list[str], emulator: EmulatorTh
     deadline = time.monotonic() + 60
     with httpx.Client(base_url=f"{replicas[0]}/scim/v2", headers=headers, timeout=30) as scim:
         while True:
-            states = [scim.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] for uid in ids.values()]
+            states = [scim.get(f"/Users/{uid}").json()[STATUS]["provisioningState"] for uid in ids.values()]
             if all(state == "synced" for state in states):
                 break
             assert time.monotonic() < deadline, states

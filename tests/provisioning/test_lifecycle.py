@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from app.constants import STATUS_EXTENSION as STATUS
+from app.constants import ZITI_EXTENSION as ZITI
 from tests.provisioning.conftest import Stack
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
@@ -43,11 +44,11 @@ def test_post_user_creates_the_mapped_identity(stack: Stack) -> None:
             ),
         )
     assert created.status_code == 201
-    assert created.json()[ZITI]["provisioningState"] == "pending", "the IdP does not wait for the controller"
+    assert created.json()[STATUS]["provisioningState"] == "pending", "the IdP does not wait for the controller"
     (body,) = stack.settle()
-    assert body[ZITI]["provisioningState"] == "synced"
+    assert body[STATUS]["provisioningState"] == "synced"
     identity = stack.identity("alice@example.com")
-    assert identity is not None and body[ZITI]["identityId"] == identity.id
+    assert identity is not None and body[STATUS]["identityId"] == identity.id
     assert identity.name == "alice"
     assert sorted(identity.role_attributes) == ["lab", "ops", "vpn-users"]
     assert identity.auth_policy_id == "default"
@@ -149,7 +150,7 @@ def test_two_users_cannot_claim_the_same_external_id(stack: Stack) -> None:
         assert second.status_code == 409 and second.json()["scimType"] == "uniqueness"
         # Nothing of the refused user is stored or sent: the first keeps its identity untouched.
         assert scim.get("/Users", params={"filter": 'userName eq "gina2"'}).json()["totalResults"] == 0
-        assert scim.get(f"/Users/{first.json()['id']}").json()[ZITI]["identityId"] == identity.id
+        assert scim.get(f"/Users/{first.json()['id']}").json()[STATUS]["identityId"] == identity.id
     assert len(stack.state.identities) == count
     assert (identity.name, identity.external_id, list(identity.role_attributes), dict(identity.tags)) == before
 
@@ -163,7 +164,7 @@ def test_adoption_of_an_identity_created_by_token_enrollment(stack: Stack) -> No
         created = scim.post("/Users", json=user("hank", "hank@example.com", roles=[{"value": "new"}]))
     assert created.status_code == 201
     (body,) = stack.settle()
-    assert body[ZITI]["identityId"] == jit.id
+    assert body[STATUS]["identityId"] == jit.id
     adopted = stack.state.identities[jit.id]
     assert adopted.tags["managedBy"] == "ziti-scim" and adopted.tags["scimAdopted"] is True
     assert adopted.role_attributes == ["new"] and adopted.name == "hank"
@@ -180,5 +181,5 @@ def test_unchanged_update_makes_no_controller_call(stack: Stack) -> None:
         )
         assert replaced.status_code == 200
         (body,) = stack.settle()
-        assert body[ZITI]["provisioningState"] == "synced"
+        assert body[STATUS]["provisioningState"] == "synced"
     assert len(stack.state.requests) == calls

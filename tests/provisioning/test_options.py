@@ -11,11 +11,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from app.constants import STATUS_EXTENSION as STATUS
 from app.observability import audit
 from app.reconcile.ownership import PUBLIC_CONFLICT
 from app.store.db import Database
 from tests.provisioning.conftest import Stack
-from tests.provisioning.test_lifecycle import GROUP, PATCH, ZITI, patch, user
+from tests.provisioning.test_lifecycle import GROUP, PATCH, patch, user
 
 OptionStack = Callable[..., AbstractContextManager[Stack]]
 
@@ -56,9 +57,9 @@ def test_adopt_refuse_leaves_the_unmanaged_identity_alone(option_stack: OptionSt
         created = scim.post("/Users", json=user("hal", "hal@example.com", roles=[{"value": "new"}]))
         assert created.status_code == 201
         body = created.json()
-        assert body[ZITI]["provisioningState"] == "conflict"
-        assert body[ZITI]["lastError"] == PUBLIC_CONFLICT  # nothing about the other identity
-        assert body[ZITI].get("identityId") is None
+        assert body[STATUS]["provisioningState"] == "conflict"
+        assert body[STATUS]["lastError"] == PUBLIC_CONFLICT  # nothing about the other identity
+        assert body[STATUS].get("identityId") is None
     assert any("adopt = refuse" in reason for reason in asyncio.run(conflict_reasons(database_url)))
     assert snapshot(stack, jit.id) == before
     assert [i.id for i in stack.state.identities.values() if i.external_id == "hal@example.com"] == [jit.id]
@@ -72,15 +73,15 @@ def test_name_conflict_refuse_creates_no_identity_and_renames_nothing(
         other = stack.state.create_identity("judy")
         refused = scim.post("/Users", json=user("ivan", "ivan@example.com"))
         assert refused.status_code == 201
-        assert refused.json()[ZITI]["provisioningState"] == "conflict"
-        assert refused.json()[ZITI]["lastError"] == PUBLIC_CONFLICT
+        assert refused.json()[STATUS]["provisioningState"] == "conflict"
+        assert refused.json()[STATUS]["lastError"] == PUBLIC_CONFLICT
         assert stack.identity("ivan@example.com") is None
         # A rename onto a taken name is refused too: the identity keeps its name.
         kate = scim.post("/Users", json=user("kate", "kate@example.com")).json()
         renamed = scim.patch(
             f"/Users/{kate['id']}", json=patch({"op": "replace", "path": "userName", "value": "judy"})
         )
-        assert renamed.status_code == 200 and renamed.json()[ZITI]["provisioningState"] == "conflict"
+        assert renamed.status_code == 200 and renamed.json()[STATUS]["provisioningState"] == "conflict"
         assert stack.identity("kate@example.com").name == "kate"
     reasons = asyncio.run(conflict_reasons(database_url))
     assert any("'ivan' is taken" in r for r in reasons) and any("'judy' is taken" in r for r in reasons)

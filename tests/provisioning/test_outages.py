@@ -5,31 +5,20 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from app.constants import STATUS_EXTENSION as STATUS
 from app.server import create_app
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, make_stack_config
 from tests.support.configfile import command, environment, write_config
 from tests.support.idp import TestIdp
 from tests.support.live import free_port, live_server
+from tests.support.waiting import wait_for
 from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_controller_down_during_create_converges_without_another_idp_request(
@@ -45,12 +34,12 @@ def test_controller_down_during_create_converges_without_another_idp_request(
                 json={"schemas": [USER], "userName": "outage", "emails": [{"value": "outage@example.com"}]},
             )
             assert created.status_code == 201
-            assert created.json()[ZITI]["provisioningState"] == "pending"
+            assert created.json()[STATUS]["provisioningState"] == "pending"
             assert emulator.state.identity_by_external_id("outage@example.com") is None
             emulator.state.faults.set_down(False)
             state = wait_for(
                 lambda: (
-                    scim.get(f"/Users/{created.json()['id']}").json()[ZITI].get("provisioningState")
+                    scim.get(f"/Users/{created.json()['id']}").json()[STATUS].get("provisioningState")
                     == "synced"
                 ),
                 what="the user to converge after the outage",
@@ -109,7 +98,7 @@ def test_service_killed_with_pending_work_converges_after_restart(
             for user_id in ids:
                 wait_for(
                     lambda uid=user_id: (
-                        scim.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced"
+                        scim.get(f"/Users/{uid}").json()[STATUS]["provisioningState"] == "synced"
                     ),
                     what="convergence after restart",
                 )
@@ -140,10 +129,10 @@ def test_the_idp_does_not_wait_for_a_slow_controller(stack: Stack) -> None:
         )
         elapsed = time.monotonic() - started
     assert created.status_code == 201
-    assert created.json()[ZITI]["provisioningState"] == "pending"
+    assert created.json()[STATUS]["provisioningState"] == "pending"
     assert elapsed < 2.0, f"the create waited {elapsed:.2f} s for the controller"
     (body,) = stack.settle()
-    assert body[ZITI]["provisioningState"] == "synced"
+    assert body[STATUS]["provisioningState"] == "synced"
     assert stack.identity("slow@example.com") is not None
 
 
@@ -159,6 +148,6 @@ def test_wait_for_sync_shows_synced_in_the_create_response(
                 "/Users",
                 json={"schemas": [USER], "userName": "quick", "emails": [{"value": "quick@example.com"}]},
             )
-    assert created.json()[ZITI]["provisioningState"] == "synced"
+    assert created.json()[STATUS]["provisioningState"] == "synced"
     identity = emulator.state.identity_by_external_id("quick@example.com")
-    assert identity is not None and created.json()[ZITI]["identityId"] == identity.id
+    assert identity is not None and created.json()[STATUS]["identityId"] == identity.id

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
+from app.constants import STATUS_EXTENSION as STATUS
 from app.diagnostics.doctor import run_doctor
 from app.observability import audit
 from app.reconcile.ownership import PUBLIC_CONFLICT
@@ -33,7 +34,6 @@ from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 ADMIN_TOKEN = "ownership-admin-token-0123456789"
 OTHER_TOKEN = "ownership-other-source-token-0123"
 
@@ -125,14 +125,14 @@ def test_an_admin_identity_is_untouched_by_create_deactivate_and_delete(
         with scim(stack) as client:
             created = client.post("/Users", json=user("mallory", "BOSS@example.com", roles=[{"value": "x"}]))
             assert created.status_code == 201
-            answer = created.json()[ZITI]
+            answer = created.json()[STATUS]
             assert answer == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
             for leak in (boss.id, "boss-admin", "secops", "break-glass", "isAdmin"):
                 assert leak not in created.text
             assert stack.state.identities[boss.id] == before
             uid = created.json()["id"]
             off = client.patch(f"/Users/{uid}", json=deactivate())
-            assert off.status_code == 200 and off.json()[ZITI]["provisioningState"] == "conflict"
+            assert off.status_code == 200 and off.json()[STATUS]["provisioningState"] == "conflict"
             assert boss.id not in off.text
             assert stack.state.identities[boss.id] == before
             # The operator (not the SCIM client) is told which identity holds the user's externalId.
@@ -171,7 +171,7 @@ def test_a_token_enrolled_identity_is_adopted_under_name_conflict_refuse(
         with scim(stack) as client:
             created = client.post("/Users", json=user("hank", "hank@example.com", roles=[{"value": "vpn"}]))
             assert created.status_code == 201
-            assert created.json()[ZITI] == {"provisioningState": "synced", "identityId": jit.id}
+            assert created.json()[STATUS] == {"provisioningState": "synced", "identityId": jit.id}
             adopted = stack.state.identities[jit.id]
             assert adopted.tags["scimAdopted"] is True and adopted.tags["scimId"] == created.json()["id"]
             assert adopted.tags["scimDeployment"] and adopted.role_attributes == ["vpn"]
@@ -194,13 +194,13 @@ def test_another_sources_identity_is_not_taken_over_unless_configured(
         before = copy.deepcopy(kept)
         with scim(stack) as client:
             taken = client.post("/Users", json=user("carl", "carl@example.com"))
-            assert taken.json()[ZITI] == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
+            assert taken.json()[STATUS] == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
         assert stack.state.identities[kept.id] == before
         uid = taken.json()["id"]
     with serve(source(source_name, TOKEN, takeover_from=[other]), source(other, OTHER_TOKEN)) as stack:
         with scim(stack) as client:
             again = client.put(f"/Users/{uid}", json=user("carl", "carl@example.com"))
-            assert again.json()[ZITI] == {"provisioningState": "synced", "identityId": kept.id}
+            assert again.json()[STATUS] == {"provisioningState": "synced", "identityId": kept.id}
         now = stack.state.identities[kept.id]
         assert now.tags["scimSource"] == source_name and now.disabled_at is None and now.role_attributes == []
 
@@ -278,9 +278,9 @@ def test_another_deployments_identities_are_never_touched(
     with serve(source(source_name, TOKEN), deployment_id="dep-mine") as stack:
         with scim(stack) as client:
             dana = client.post("/Users", json=user("dana", "dana@example.com"))
-            assert dana.json()[ZITI]["provisioningState"] == "conflict"
+            assert dana.json()[STATUS]["provisioningState"] == "conflict"
             erin = client.post("/Users", json=user("erin", "erin@example.com"))
-            assert erin.json()[ZITI]["provisioningState"] == "synced"
+            assert erin.json()[STATUS]["provisioningState"] == "synced"
             assert client.delete(f"/Users/{dana.json()['id']}").status_code == 204
     config = write_sync_config(tmp_path / "sync.toml", database_url, source_name, emulator.url, "dep-mine")
     swept = run_sync(config, source_name, "--delete-orphans")
@@ -299,7 +299,7 @@ def test_a_create_applied_before_a_429_or_503_converges_to_one_identity(
         stack.state.faults.inject(status, 1, method="POST", path_contains="/identities", apply=True)
         with scim(stack) as client:
             created = client.post("/Users", json=user("ivan", "ivan@example.com"))
-        answer = created.json()[ZITI]
+        answer = created.json()[STATUS]
         assert answer["provisioningState"] == "synced", answer
         same = [i for i in stack.state.identities.values() if i.external_id == "ivan@example.com"]
         assert len(same) == 1 and same[0].id == answer["identityId"] and same[0].name == "ivan"
@@ -315,12 +315,12 @@ def test_a_404_on_patch_for_a_missing_auth_policy_is_not_a_deleted_identity(
     with serve(source(source_name, TOKEN)) as stack:
         with scim(stack) as client:
             created = client.post("/Users", json=user("judy", "judy@example.com"))
-        identity_id = created.json()[ZITI]["identityId"]
+        identity_id = created.json()[STATUS]["identityId"]
     with serve(source(source_name, TOKEN, mapping={"auth_policy_id": "no-such-policy"})) as stack:
         mark = len(stack.state.requests)
         with scim(stack) as client:
             changed = client.put(f"/Users/{created.json()['id']}", json=user("judy", "judy@example.com"))
-        answer = changed.json()[ZITI]
+        answer = changed.json()[STATUS]
         assert answer["provisioningState"] == "failed" and "no-such-policy" in answer["lastError"]
         assert answer["identityId"] == identity_id
         calls = [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in list(stack.state.requests)[mark:]]
@@ -336,12 +336,12 @@ def test_an_identity_made_admin_out_of_band_is_no_longer_changed(
     with serve(source(source_name, TOKEN)) as stack:
         with scim(stack) as client:
             created = client.post("/Users", json=user("kim", "kim@example.com"))
-            kim = stack.state.identities[created.json()[ZITI]["identityId"]]
+            kim = stack.state.identities[created.json()[STATUS]["identityId"]]
             with stack.state.lock:
                 kim.is_admin = True  # an operator promoted it
             before = copy.deepcopy(kim)
             off = client.patch(f"/Users/{created.json()['id']}", json=deactivate())
-            assert off.json()[ZITI]["provisioningState"] == "conflict"
+            assert off.json()[STATUS]["provisioningState"] == "conflict"
             assert stack.state.identities[kim.id] == before and kim.disabled_at is None
             assert client.delete(f"/Users/{created.json()['id']}").status_code == 204
         assert stack.state.identities[kim.id] == before
@@ -354,13 +354,13 @@ def test_an_identity_tagged_before_deployment_ids_is_kept_through_the_database_r
     with serve(source(source_name, TOKEN)) as stack:
         with scim(stack) as client:
             created = client.post("/Users", json=user("lee", "lee@example.com"))
-            lee = stack.state.identities[created.json()[ZITI]["identityId"]]
+            lee = stack.state.identities[created.json()[STATUS]["identityId"]]
             deployment = lee.tags["scimDeployment"]
             with stack.state.lock:
                 del lee.tags["scimDeployment"]
             again = user("lee", "lee@example.com", roles=[{"value": "r"}])
             changed = client.put(f"/Users/{created.json()['id']}", json=again)
-            assert changed.json()[ZITI] == {"provisioningState": "synced", "identityId": lee.id}
+            assert changed.json()[STATUS] == {"provisioningState": "synced", "identityId": lee.id}
         assert lee.tags["scimDeployment"] == deployment and lee.role_attributes == ["r"]
 
 
@@ -414,7 +414,7 @@ def test_an_admin_made_by_the_admin_group_mapping_stays_ours_to_change(
             removal = {"op": "remove", "path": f'members[value eq "{uid}"]'}
             client.patch(f"/Groups/{group}", json={"schemas": [PATCH], "Operations": [removal]})
             assert stack.identity("ola@example.com").is_admin is False
-            assert client.get(f"/Users/{uid}").json()[ZITI]["provisioningState"] == "synced"
+            assert client.get(f"/Users/{uid}").json()[STATUS]["provisioningState"] == "synced"
 
 
 def test_a_name_held_by_an_identity_that_cannot_be_adopted_is_a_conflict_under_refuse(
@@ -426,7 +426,7 @@ def test_a_name_held_by_an_identity_that_cannot_be_adopted_is_a_conflict_under_r
         with scim(stack) as client:
             created = client.post("/Users", json=user("nina", "nina@example.com"))
         assert created.status_code == 201
-        assert created.json()[ZITI] == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
+        assert created.json()[STATUS] == {"provisioningState": "conflict", "lastError": PUBLIC_CONFLICT}
         assert "someone-else" not in created.text and holder.id not in created.text
         assert stack.state.identities[holder.id] == before
         assert stack.identity("nina@example.com") is None
@@ -439,7 +439,7 @@ def test_on_delete_adopted_untag_gives_the_identity_back(serve: Callable[..., An
         jit = stack.state.create_identity("pat", external_id="pat@example.com", role_attributes=["own"])
         with scim(stack) as client:
             created = client.post("/Users", json=user("pat", "pat@example.com"))
-            assert created.json()[ZITI] == {"provisioningState": "synced", "identityId": jit.id}
+            assert created.json()[STATUS] == {"provisioningState": "synced", "identityId": jit.id}
             assert stack.state.identities[jit.id].tags["scimAdopted"] is True
             assert client.delete(f"/Users/{created.json()['id']}").status_code == 204
         given_back = stack.state.identities[jit.id]

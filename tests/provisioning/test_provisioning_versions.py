@@ -14,16 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
+from app.constants import STATUS_EXTENSION as STATUS
 from app.server import create_app
 from tests.support.emulator import emulator_app, running_emulator
 from tests.support.live import live_server
 from tests.support.rr_proxy import RoundRobinProxy
 from tests.support.stack import TOKEN, make_stack_config
+from tests.support.waiting import wait_for
 from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 MAPPING = {"preset": "generic", "external_id": "externalId", "external_id_transform": []}
 CORP_TOM = "CORP\\tom"
 
@@ -41,7 +42,7 @@ def wait_synced(scim: httpx.Client, user_id: str, timeout: float = 20.0) -> dict
     deadline = time.monotonic() + timeout
     while True:
         body: dict[str, Any] = scim.get(f"/Users/{user_id}").json()
-        if body[ZITI]["provisioningState"] == "synced" or time.monotonic() > deadline:
+        if body[STATUS]["provisioningState"] == "synced" or time.monotonic() > deadline:
             return body
         time.sleep(0.05)
 
@@ -65,24 +66,25 @@ def test_backslash_external_id_is_provisioned_found_updated_and_deleted(
         created = scim.post("/Users", json={"schemas": [USER], "userName": "tom", "externalId": "tom-1"})
         assert created.status_code == 201, created.text
         user_id = created.json()["id"]
-        assert wait_synced(scim, user_id)[ZITI]["provisioningState"] == "synced"
+        assert wait_synced(scim, user_id)[STATUS]["provisioningState"] == "synced"
         [identity] = [i for i in state.identities.values() if i.tags.get("scimId") == user_id]
 
         # the externalId check before the PATCH must not mistake the decoy for a holder of CORP\tom
         op = {"op": "replace", "path": "externalId", "value": CORP_TOM}
         patched = scim.patch(f"/Users/{user_id}", json={"schemas": [PATCH], "Operations": [op]})
         assert patched.status_code == 200, patched.text
-        assert wait_synced(scim, user_id)[ZITI]["provisioningState"] == "synced"
+        assert wait_synced(scim, user_id)[STATUS]["provisioningState"] == "synced"
         assert identity.external_id == CORP_TOM and identity.name == "tom"
 
         op = {"op": "replace", "path": "active", "value": False}
         patched = scim.patch(f"/Users/{user_id}", json={"schemas": [PATCH], "Operations": [op]})
         assert patched.status_code == 200, patched.text
-        assert wait_synced(scim, user_id)[ZITI]["provisioningState"] == "synced"
+        assert wait_synced(scim, user_id)[STATUS]["provisioningState"] == "synced"
         assert identity.disabled_at is not None
 
         assert scim.delete(f"/Users/{user_id}").status_code == 204
-    assert all(i.external_id != CORP_TOM for i in state.identities.values())
+        # the delete converges after the answer
+        wait_for(lambda: all(i.external_id != CORP_TOM for i in state.identities.values()), what="the delete")
     assert set(state.identities) == {state.default_admin_id, decoy.id}  # the decoy is never touched
     assert decoy.external_id == "CORP\tom" and decoy.disabled_at is None
 
@@ -104,7 +106,7 @@ def test_provisioning_converges_against_two_ha_nodes_behind_a_balancer(
                     response = scim.post("/Users", json=body)
                     assert response.status_code == 201, response.text
                     ids.append(response.json()["id"])
-                states = [wait_synced(scim, uid)[ZITI]["provisioningState"] for uid in ids]
+                states = [wait_synced(scim, uid)[STATUS]["provisioningState"] for uid in ids]
             assert states == ["synced"] * 8
             assert sorted(i.name for i in state.identities.values() if i.name.startswith("ha")) == [
                 f"ha{n}" for n in range(8)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from app.constants import STATUS_EXTENSION
 from app.observability import audit
 from app.store.db import Database
 from app.store.tables import dirty
@@ -194,7 +195,7 @@ def test_sync_keeps_the_identity_of_a_user_skipped_for_a_missing_email(
         stack.settle()
         assert scim.put(f"/Users/{created['id']}", json={"schemas": [USER], "userName": "eve"}).status_code == 200
         (eve,) = stack.settle()
-        assert eve["urn:openziti:scim:schemas:extension:ziti:2.0:User"]["provisioningState"] == "skipped"
+        assert eve[STATUS_EXTENSION]["provisioningState"] == "skipped"
     identity = stack.state.identity_by_external_id("eve@example.com")
     assert identity is not None
 

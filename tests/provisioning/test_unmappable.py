@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from app.constants import STATUS_EXTENSION as STATUS
 from app.diagnostics.doctor import run_doctor
 from app.server import create_app
 from tests.provisioning.conftest import Stack, make_stack_config
@@ -22,7 +23,6 @@ from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 MISSING = "emails[primary eq true].value"
 
 
@@ -47,10 +47,10 @@ async def test_user_without_email_is_stored_skipped_then_provisioned_by_the_patc
         created = scim.post("/Users", json={"schemas": [USER], "userName": "no-mail"})
         assert created.status_code == 201, created.text
         (body,) = stack.settle()  # converged after the answer
-        assert body[ZITI]["provisioningState"] == "skipped"
-        assert MISSING in body[ZITI]["lastError"] and "identityId" not in body[ZITI]
+        assert body[STATUS]["provisioningState"] == "skipped"
+        assert MISSING in body[STATUS]["lastError"] and "identityId" not in body[STATUS]
         stored = scim.get(f"/Users/{body['id']}")
-        assert stored.status_code == 200 and stored.json()[ZITI]["provisioningState"] == "skipped"
+        assert stored.status_code == 200 and stored.json()[STATUS]["provisioningState"] == "skipped"
     assert [i for i in stack.state.identities.values() if i.name == "no-mail"] == []
     assert skipped_gauge(stack, source_name) == 1
     listed = await skipped_findings(database_url, source_name, stack.emulator)
@@ -66,7 +66,7 @@ async def test_user_without_email_is_stored_skipped_then_provisioned_by_the_patc
         )
     assert patched.status_code == 200, patched.text
     (settled,) = stack.settle()
-    extension = settled[ZITI]
+    extension = settled[STATUS]
     assert extension["provisioningState"] == "synced" and "lastError" not in extension
     identity = stack.identity("nomail@example.com")
     assert identity is not None and identity.id == extension["identityId"] and identity.name == "no-mail"
@@ -82,13 +82,13 @@ def test_a_mapped_user_that_loses_its_email_keeps_its_identity_and_is_skipped(st
         )
         assert created.status_code == 201
         (lena,) = stack.settle()
-        assert lena[ZITI]["provisioningState"] == "synced"
-        identity_id = lena[ZITI]["identityId"]
+        assert lena[STATUS]["provisioningState"] == "synced"
+        identity_id = lena[STATUS]["identityId"]
         replaced = scim.put(f"/Users/{created.json()['id']}", json={"schemas": [USER], "userName": "lena"})
         assert replaced.status_code == 200, replaced.text
         (lena,) = stack.settle()
-        assert lena[ZITI]["provisioningState"] == "skipped"
-        assert lena[ZITI]["identityId"] == identity_id
+        assert lena[STATUS]["provisioningState"] == "skipped"
+        assert lena[STATUS]["identityId"] == identity_id
         # Its externalId stays claimed: another user cannot take it while the identity still carries it.
         other = scim.post(
             "/Users",

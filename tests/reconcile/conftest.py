@@ -1,8 +1,8 @@
 """The reconciler on its own: a real (SQLite) store holding the users, an in-memory controller.
 
-``harness`` writes users and groups straight into the store's tables (what a SCIM write leaves: the
-resource, its memberships, the provisioning row of :class:`app.reconcile.admission.ProvisioningHooks`,
-a dirty mark), converges one user through
+``harness`` writes users and groups as a SCIM write leaves them: the resource and its memberships in the
+store's tables, the provisioning record of :class:`app.reconcile.admission.ProvisioningHooks`, a dirty
+mark (:func:`app.store.queue.mark`), converges one user through
 :meth:`app.reconcile.reconciler.Reconciler.converge_claimed` as the worker does, and reads back the
 provisioning record and the audit rows. No network, no worker, no timing.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -23,9 +22,9 @@ from app.mapping import load_mapping
 from app.reconcile.admission import ProvisioningHooks
 from app.reconcile.reconciler import Outcome, Reconciler
 from app.reconcile.settings import SourceSettings
-from app.store import queue
+from app.store import audit, provisioning, queue
 from app.store.db import Database
-from app.store.tables import audit, dirty, members, provisioning, resources
+from app.store.tables import members, resources
 from app.ziti.client import ZitiClient
 from tests.reconcile.fake_controller import FakeController
 
@@ -55,7 +54,7 @@ class Harness:
         return Reconciler(self.db, client, {SOURCE: self.settings}, deployment=DEPLOYMENT)
 
     def hooks(self) -> ProvisioningHooks:
-        """The write stage's own bookkeeping (the provisioning row a SCIM write leaves)."""
+        """The write stage's own bookkeeping (the provisioning record a SCIM write leaves)."""
         return ProvisioningHooks({SOURCE: self.settings})
 
     def configure(self, **options: Any) -> None:
@@ -66,10 +65,10 @@ class Harness:
         """Create or replace a user (and put it in ``groups``, made as needed), as a SCIM write does."""
         document = user_document(user_id, user_name, **fields)
         now = "2026-01-01T00:00:00Z"
-        async with self.db.transaction(write=True) as conn:
-            await conn.execute(delete(resources).where(resources.c.id == user_id))
+        async with self.db.transaction(write=True) as tx:
+            await tx.execute(delete(resources).where(resources.c.id == user_id))
             pk = next(self._pks)
-            await conn.execute(
+            await tx.execute(
                 insert(resources).values(
                     pk=pk, source=SOURCE, resource_type="User", id=user_id, user_name_ci=user_name.lower(),
                     external_id=None, data=document, created=now, last_modified=now, version=1,
@@ -77,59 +76,48 @@ class Harness:
             )
             for name in groups:
                 group_pk = (
-                    await conn.execute(select(resources.c.pk).where(resources.c.id == f"group-{name}"))
+                    await tx.execute(select(resources.c.pk).where(resources.c.id == f"group-{name}"))
                 ).scalar()
                 if group_pk is None:
                     group_pk = next(self._pks)
-                    await conn.execute(
+                    await tx.execute(
                         insert(resources).values(
                             pk=group_pk, source=SOURCE, resource_type="Group", id=f"group-{name}",
                             display_name_ci=name.lower(), data={"displayName": name}, created=now,
                             last_modified=now, version=1,
                         )
                     )
-                await conn.execute(insert(members).values(group_pk=group_pk, member_pk=pk))
+                await tx.execute(insert(members).values(group_pk=group_pk, member_pk=pk))
             refs = [{"value": f"group-{name}", "display": name} for name in groups]
-            await self.hooks().admit(conn, SOURCE, user_id, document, refs)
+            await self.hooks().admit(tx, SOURCE, user_id, document, refs)
 
     async def delete_user(self, user_id: str) -> None:
-        async with self.db.transaction(write=True) as conn:
-            await conn.execute(delete(resources).where(resources.c.id == user_id))
-            await self.hooks().release(conn, SOURCE, user_id)
+        async with self.db.transaction(write=True) as tx:
+            await tx.execute(delete(resources).where(resources.c.id == user_id))
+            await self.hooks().release(tx, SOURCE, user_id)
 
     async def converge(self, user_id: str, reconciler: Reconciler | None = None) -> Outcome:
         """Mark the user dirty, claim it and converge it once, as the worker does."""
-        async with self.db.transaction(write=True) as conn:
-            await conn.execute(delete(dirty).where(dirty.c.source == SOURCE, dirty.c.user_id == user_id))
-            await conn.execute(
-                insert(dirty).values(source=SOURCE, user_id=user_id, generation=1, due_at=time.time(), attempts=0)
-            )
         async with self.db.transaction(write=True) as tx:
+            await queue.mark(tx, SOURCE, [user_id])
             claim = await queue.claim(tx, SOURCE, user_id)
         assert claim is not None
         return await (reconciler or self.reconciler()).converge_claimed(claim)
 
     async def record(self, user_id: str) -> dict[str, Any] | None:
-        async with self.db.transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(provisioning).where(provisioning.c.source == SOURCE, provisioning.c.user_id == user_id)
-                )
-            ).first()
-        return dict(row._mapping) if row is not None else None
+        async with self.db.transaction() as tx:
+            found = await provisioning.get(tx, SOURCE, user_id)
+        return dict(found) if found is not None else None
 
     async def dirty(self, user_id: str) -> bool:
-        async with self.db.transaction() as conn:
-            found = await conn.execute(select(dirty.c.user_id).where(dirty.c.user_id == user_id))
-            return found.first() is not None
+        async with self.db.transaction() as tx:
+            return (SOURCE, user_id) in await queue.marked(tx, SOURCE)
 
     async def audit(self) -> list[tuple[str, str | None, str]]:
         """``(action, identity_id, outcome)`` of every audit row, oldest first."""
-        async with self.db.transaction() as conn:
-            rows = await conn.execute(
-                select(audit.c.action, audit.c.identity_id, audit.c.outcome).order_by(audit.c.id)
-            )
-            return [(row.action, row.identity_id, row.outcome) for row in rows]
+        async with self.db.transaction() as tx:
+            rows = await audit.read(tx, limit=1000)
+        return [(row["action"], row["identity_id"], row["outcome"]) for row in reversed(rows)]
 
 
 @pytest.fixture

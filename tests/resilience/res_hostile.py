@@ -14,10 +14,11 @@ import httpx
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from app.constants import ENTERPRISE_EXTENSION as ENTERPRISE
+from app.constants import STATUS_EXTENSION as STATUS
+from app.constants import ZITI_EXTENSION as ZITI
 from tests.resilience.res_support import ERROR, PATCH, USER
 
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 SCIM_ERRORS = {400, 401, 404, 409, 412, 413, 415, 429}
 
 RANDOM = bool(os.environ.get("RESILIENCE_RANDOM"))
@@ -150,6 +151,7 @@ USER_ATTRIBUTES = [
     "emails.value",
     ENTERPRISE,
     ZITI,
+    STATUS,
     f"{ENTERPRISE}:department",
     f"{USER}:userName",
 ]
@@ -380,6 +382,8 @@ PATCH_PATHS = [
     f"{ZITI}:roleAttributes",
     f"{ZITI}:provisioningState",
     f"{ZITI}:identityId",
+    STATUS,
+    f"{STATUS}:provisioningState",
     "urn:example:nope:x",
     'emails[type eq "work"',
     "emails]",
@@ -637,8 +641,7 @@ def check_answer(response: httpx.Response, allowed: set[int] | None = None) -> N
 def stable(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource without what the background reconciler changes on its own."""
     document: dict[str, Any] = json.loads(json.dumps(resource))
-    extension = document.get(ZITI)
-    if isinstance(extension, dict):
-        for key in ("provisioningState", "identityId", "lastError"):
-            extension.pop(key, None)
+    document.pop(STATUS, None)
+    if isinstance(document.get("schemas"), list):
+        document["schemas"] = [urn for urn in document["schemas"] if urn != STATUS]
     return document

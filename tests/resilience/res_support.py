@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from app.config import Config, SafetyConfig
+from app.constants import STATUS_EXTENSION as STATUS
 from app.ziti.client import ZitiClient
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
@@ -34,7 +35,6 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
-ZITI = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 IDENTITIES = "/edge/management/v1/identities"
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
 
@@ -170,8 +170,12 @@ def fast_ziti_client(
 
 
 def stack_config(database_url: str, source: str, ziti_url: str) -> Config:
-    """The stack's configuration with the brake out of the way."""
-    config = make_stack_config(database_url, source, ziti_url)
+    """The stack's configuration with the brake out of the way.
+
+    New users are created as soon as they are marked (``create_settle = 0``): the faults injected while
+    the IdP writes must meet the creates, not only the changes that follow them.
+    """
+    config = make_stack_config(database_url, source, ziti_url, create_settle=0.0)
     return replace(config, safety=SafetyConfig(brake_max=100_000, brake_min=100_000))
 
 
@@ -260,7 +264,7 @@ class Sync:
         deadline = time.monotonic() + timeout
         while True:
             users = self.client.get("/Users", params={"count": 1000}).json().get("Resources", [])
-            pending = [u["userName"] for u in users if u.get(ZITI, {}).get("provisioningState") == "pending"]
+            pending = [u["userName"] for u in users if u.get(STATUS, {}).get("provisioningState") == "pending"]
             if not pending:
                 return
             assert time.monotonic() < deadline, f"still pending after {timeout} s: {pending}"
@@ -586,7 +590,7 @@ def verify(
         )
         if stored != (spec.active, spec.roles, spec.display_name, [spec.email], expected.user_ids[key]):
             problems.append(f"{key}: stored user differs from the acknowledged writes: {user}")
-        view = user.get(ZITI, {})
+        view = user.get(STATUS, {})
         if view.get("provisioningState") != "synced":
             problems.append(
                 f"{key}: provisioningState={view.get('provisioningState')} {view.get('lastError')}"

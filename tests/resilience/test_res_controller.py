@@ -18,7 +18,7 @@ from app.reconcile import safety
 from app.server import create_app
 from app.store.db import Database
 from tests.resilience.res_support import (
-    ZITI,
+    STATUS,
     Controller,
     Flapper,
     Sync,
@@ -164,7 +164,7 @@ def _late_create(controller: Controller, sync: Sync, key: str) -> None:
         assert time.monotonic() < deadline, "the controller never applied the create"
         time.sleep(0.02)
     user = sync.client.get(f"/Users/{sync.expected.user_ids[key]}").json()
-    assert user[ZITI]["provisioningState"] == "pending", user
+    assert user[STATUS]["provisioningState"] == "pending", user
 
 
 def test_user_deleted_while_its_create_outcome_is_unknown_leaves_no_identity(

@@ -22,8 +22,8 @@ from tests.resilience.res_support import (
     GROUP,
     HEADERS,
     PATCH,
+    STATUS,
     USER,
-    ZITI,
     Controller,
     list_all,
     report,
@@ -213,7 +213,7 @@ def end_state(client: httpx.Client, controller: Controller) -> dict[str, Any]:
             "emails": sorted(e["value"] for e in u.get("emails", [])),
             "roles": sorted(r["value"] for r in u.get("roles", [])),
             "groups": sorted(g.get("display", "") for g in u.get("groups", [])),
-            "provisioningState": u.get(ZITI, {}).get("provisioningState"),
+            "provisioningState": u.get(STATUS, {}).get("provisioningState"),
         }
         for u in users
     }

@@ -18,7 +18,7 @@ import pytest
 from app.config import Config, PolicyConfig, SafetyConfig, SourceConfig, ZitiConfig, hash_token
 from app.server import create_app
 from app.webhooks import sign_zitadel
-from tests.resilience.res_support import ZITI, Controller, list_all, report, running_controller
+from tests.resilience.res_support import STATUS, Controller, list_all, report, running_controller
 from tests.support.emulator import ADMIN_PASSWORD
 from tests.support.live import live_server
 
@@ -150,7 +150,7 @@ class WebhookStack:
         ) as scim:
             while True:
                 users = list_all(scim, "Users")
-                if all(u.get(ZITI, {}).get("provisioningState") == "synced" for u in users):
+                if all(u.get(STATUS, {}).get("provisioningState") == "synced" for u in users):
                     break
                 assert time.monotonic() < deadline, users
                 time.sleep(0.1)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app.config import Config, PolicyConfig, SourceConfig, ZitiConfig, hash_token
+from app.constants import STATUS_EXTENSION
 from app.server import create_app
 from tests.support.emulator import ADMIN_PASSWORD, running_emulator
 from tests.support.idp import TestIdp, running_idp
@@ -77,7 +78,6 @@ class Stack:
         return settle(self.client, timeout)
 
 
-ZITI_EXTENSION = "urn:openziti:scim:schemas:extension:ziti:2.0:User"
 
 
 IN_FLIGHT = "a change was sent to the controller"
@@ -99,7 +99,7 @@ def settle(
             pending = [
                 u
                 for u in users
-                if (view := u.get(ZITI_EXTENSION, {})).get("provisioningState") == "pending"
+                if (view := u.get(STATUS_EXTENSION, {})).get("provisioningState") == "pending"
                 and not (quiet and view.get("lastError") and IN_FLIGHT not in view["lastError"])
             ]
             if not pending:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app.ziti.client import MANAGEMENT_API_PATH, ZitiClient
+from app.ziti.client import MANAGEMENT_API_PATH, MAX_IDS_PER_LIST, ZitiClient
 from app.ziti.errors import (
     ZitiAuthenticationFailed,
     ZitiDuplicate,
@@ -20,6 +20,7 @@ from app.ziti.errors import (
     ZitiOutcomeUnknown,
     ZitiValidationError,
 )
+from app.ziti.reads import CoalescedReads
 from app.ziti.retry import RetryPolicy
 from app.ziti.session import PasswordCredentials
 from tests.support.emulator import emulator_app, running_emulator
@@ -237,3 +238,51 @@ async def test_read_only_collections(client: ZitiClient) -> None:
 
 def test_emulator_base_matches_the_client_default() -> None:
     assert MANAGEMENT_BASE == MANAGEMENT_API_PATH
+
+
+# -- coalesced identity reads (app.ziti.reads) ---------------------------------------------------
+
+
+def _reads_body(i: int) -> dict[str, object]:
+    return {"name": f"user{i}", "type": "User", "isAdmin": False, "tags": {"scimId": f"u{i}"}}
+
+
+def _reads_of(state: EmulatorState, since: int) -> list[tuple[str, str]]:
+    return [
+        (r.method, r.path)
+        for r in list(state.requests)[since:]
+        if r.method == "GET" and "/identities" in r.path
+    ]
+
+
+async def test_concurrent_reads_go_as_one_list_call(client: ZitiClient, state: EmulatorState) -> None:
+    ids = [await client.create_identity(_reads_body(i)) for i in range(30)]
+    reads = CoalescedReads(client)
+    mark = len(state.requests)
+    # Asked for together (as the converges of a batch do): one list call carries every id.
+    results = await asyncio.gather(*(reads.get(i) for i in [*ids, "no-such-id"]), return_exceptions=True)
+    assert [r["id"] for r in results[:30] if isinstance(r, dict)] == ids
+    assert isinstance(results[30], ZitiNotFound)
+    assert state.identities[ids[3]].tags == {"scimId": "u3"}
+    assert _reads_of(state, mark) == [("GET", MANAGEMENT_BASE + "/identities")]
+
+
+async def test_a_lone_read_is_the_plain_get(client: ZitiClient, state: EmulatorState) -> None:
+    identity_id = await client.create_identity(_reads_body(1))
+    reads = CoalescedReads(client)
+    mark = len(state.requests)
+    assert (await reads.get(identity_id))["name"] == "user1"
+    with pytest.raises(ZitiNotFound):
+        await reads.get("missing")
+    assert [path.rsplit("/", 1)[-1] for _, path in _reads_of(state, mark)] == [identity_id, "missing"]
+
+
+async def test_get_identities_reads_the_details_and_bounds_its_ids(client: ZitiClient) -> None:
+    ids = [await client.create_identity(_reads_body(i)) for i in range(3)]
+    found = await client.get_identities([*ids, "unknown"])
+    assert sorted(found) == sorted(ids)
+    assert found[ids[0]]["tags"] == {"scimId": "u0"} and found[ids[0]]["isAdmin"] is False
+    with pytest.raises(ValueError):
+        await client.get_identities([])
+    with pytest.raises(ValueError):
+        await client.get_identities([f"id{i}" for i in range(MAX_IDS_PER_LIST + 1)])

@@ -1,4 +1,4 @@
-"""Error envelope → typed exception mapping (ziti-api.md §1 error envelope, §3.7 uniqueness)."""
+"""Error envelope → typed exception mapping (controller-api.md §1 "Errors", §3.7 uniqueness)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,199 @@
+"""Issue 10 items 3 and 5: fewer controller calls and fewer transactions for the same convergence.
+
+- An initial sync (every user, then the groups with their members) creates each identity once, with its
+  group-derived role attributes, because new users wait for the source to pause (``create_settle``).
+- A change to a user who already has an identity never waits for that pause.
+- The bookkeeping of concurrent converges is committed together (:mod:`app.store.group_commit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from app.server import create_app
+from app.store import provisioning, queue
+from app.store import settings as stored_settings
+from app.store.db import Database
+from app.store.group_commit import GroupCommit
+from app.store.tables import dirty
+from tests.provisioning.conftest import Stack
+from tests.provisioning.test_lifecycle import GROUP, ZITI, patch, user
+from tests.support.idp import TestIdp
+from tests.support.live import live_server
+from tests.support.stack import add_signer, make_stack_config
+from ziti_emulator import EmulatorThread
+
+IDENTITY_PATHS = "/identities"
+
+
+def identity_calls(stack: Stack, since: int = 0) -> list[tuple[str, str]]:
+    """The controller's identity calls (method, path) since the ``since``-th request."""
+    return [
+        (r.method, r.path)
+        for r in list(stack.state.requests)[since:]
+        if IDENTITY_PATHS in r.path and "/authenticate" not in r.path
+    ]
+
+
+def test_initial_sync_creates_each_identity_once_with_its_groups(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
+) -> None:
+    """authentik's full sync order: users first, then each group and a PATCH adding its members. With the
+    source still writing, no identity is created until it pauses; then one POST per user carries the
+    role attributes of both of its groups, and nothing is PATCHed or re-read."""
+    add_signer(emulator, idp)
+    config = make_stack_config(database_url, source_name, emulator.url, create_settle=2.0)
+    mark = len(emulator.state.requests)
+    with live_server(create_app(config)) as url:
+        stack = Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=None)
+        with stack.client() as scim:
+            ids = []
+            for i in range(12):
+                created = scim.post("/Users", json=user(f"sync{i}", f"sync{i}@example.com"))
+                assert created.status_code == 201
+                ids.append(created.json()["id"])
+            for g, members in (("red", ids[:8]), ("blue", ids[4:])):
+                group = scim.post("/Groups", json={"schemas": [GROUP], "displayName": g})
+                assert group.status_code == 201
+                added = scim.patch(
+                    f"/Groups/{group.json()['id']}",
+                    json=patch(*({"op": "add", "path": "members", "value": [{"value": m}]} for m in members)),
+                )
+                assert added.status_code == 200
+        users = stack.settle(timeout=60)
+        assert {u[ZITI]["provisioningState"] for u in users} == {"synced"}
+        for i in range(12):
+            identity = emulator.state.identity_by_external_id(f"sync{i}@example.com")
+            want = (["red"] if i < 8 else []) + (["blue"] if i >= 4 else [])
+            assert identity is not None and sorted(identity.role_attributes) == sorted(want), (i, identity)
+        calls = identity_calls(stack, mark)
+        creates = [c for c in calls if c[0] == "POST"]
+        assert len(creates) == 12
+        assert calls == creates, f"no PATCH or GET of an identity expected: {calls}"
+
+
+def test_a_change_to_an_existing_identity_does_not_wait_for_the_source_to_pause(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str
+) -> None:
+    """Deactivating a user disables its identity while the source keeps writing (removing access is
+    never delayed), whereas a new user's create waits until the writes pause."""
+    add_signer(emulator, idp)
+    config = make_stack_config(database_url, source_name, emulator.url, create_settle=3.0)
+    with live_server(create_app(config)) as url:
+        stack = Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=None)
+        with stack.client() as scim:
+            first = scim.post("/Users", json=user("early", "early@example.com"))
+            # Nothing else writes: the lone user's identity is created once the source paused 3 s.
+            deadline = time.monotonic() + 60
+            while emulator.state.identity_by_external_id("early@example.com") is None:
+                assert time.monotonic() < deadline, "the lone user's identity was never created"
+                time.sleep(0.05)
+            identity = emulator.state.identity_by_external_id("early@example.com")
+            assert identity is not None
+            # The source keeps writing (new users, each restarting the pause) while one user is disabled.
+            scim.post("/Users", json=user("late0", "late0@example.com"))
+            disabled = scim.patch(
+                f"/Users/{first.json()['id']}", json=patch({"op": "replace", "path": "active", "value": False})
+            )
+            assert disabled.status_code == 200
+            deadline = time.monotonic() + 20
+            i = 1
+            while not emulator.state.identities[identity.id].is_disabled(emulator.state.now()):
+                assert time.monotonic() < deadline, "the disable waited for the source to pause"
+                scim.post("/Users", json=user(f"late{i}", f"late{i}@example.com"))
+                i += 1
+                time.sleep(0.05)
+            assert emulator.state.identity_by_external_id("late0@example.com") is None, "created too early"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def _mark(db: Database, source: str, user_id: str, *, age: float = 0.0, attempts: int = 0) -> None:
+    """Mark ``user_id`` dirty as if ``age`` seconds ago, having been tried ``attempts`` times."""
+    async with db.transaction(write=True) as tx:
+        await queue.mark(tx, source, [user_id])
+    for _ in range(attempts):
+        async with db.transaction(write=True) as tx:
+            claim = await queue.claim(tx, source, user_id)
+            assert claim is not None
+            await queue.retry_later(tx, claim, -age)
+    if age and not attempts:
+        await _age(db, source, user_id, age)
+
+
+async def _age(db: Database, source: str, user_id: str, age: float) -> None:
+    """Pretend the user's last mark was ``age`` seconds ago (the store has no operation for that)."""
+    async with db.transaction(write=True) as tx:
+        await tx.execute(
+            update(dirty)
+            .where(dirty.c.source == source, dirty.c.user_id == user_id)
+            .values(due_at=time.time() - age)
+        )
+
+
+async def test_claim_due_holds_only_new_users_of_a_source_still_writing(db: Database, source_name: str) -> None:
+    await _mark(db, source_name, "new")
+    await _mark(db, source_name, "retried", age=1, attempts=1)
+    await _mark(db, source_name, "existing")
+    async with db.transaction(write=True) as tx:
+        await provisioning.record_synced(
+            tx, source_name, "existing", identity_id="z1", applied={}, adopted=False
+        )
+    settle = {source_name: 30.0}
+    claimed = await queue.claim_due(db, 10, settle)
+    assert {c.user_id for c in claimed} == {"retried", "existing"}
+    # The source paused (its last marks are older than the window): the new user is claimed.
+    await _age(db, source_name, "new", 31)
+    await _age(db, source_name, "existing", 31)
+    assert {c.user_id for c in await queue.claim_due(db, 10, settle)} == {"new"}
+
+
+async def test_claim_due_never_holds_a_new_user_longer_than_max_settle(db: Database, source_name: str) -> None:
+    await _mark(db, source_name, "old", age=queue.MAX_SETTLE + 1)
+    await _mark(db, source_name, "busy")  # the source is still writing
+    claimed = {c.user_id for c in await queue.claim_due(db, 10, {source_name: 60.0})}
+    assert claimed == {"old"}
+    # Without a settle map (ziti-scim sync drains everything) nothing waits.
+    assert {c.user_id for c in await queue.claim_due(db, 10, None)} == {"busy"}
+
+
+async def test_group_commit_joins_concurrent_steps_and_isolates_a_failing_one(
+    db: Database, source_name: str
+) -> None:
+    commits = GroupCommit(db)
+    connections: list[Any] = []
+
+    def step(i: int) -> Any:
+        async def write(conn: Any) -> int:
+            connections.append(conn)
+            if i == 27:
+                raise ValueError("step 27 is bad")
+            await stored_settings.put(conn, f"{source_name}-{i}", {"i": i})
+            return i
+
+        return write
+
+    # Twenty steps handed over at once: one transaction.
+    assert await asyncio.gather(*(commits.run(step(i)) for i in range(20))) == list(range(20))
+    assert len({id(c) for c in connections}) == 1
+    # A batch with a failing step: only that step's caller gets the error, the others commit.
+    results = await asyncio.gather(*(commits.run(step(i)) for i in range(20, 30)), return_exceptions=True)
+    await commits.close()
+    assert results[:7] == list(range(20, 27)) and results[8:] == [28, 29]
+    assert isinstance(results[7], ValueError)
+    async with db.transaction() as tx:
+        stored = {i for i in range(30) if await stored_settings.get(tx, f"{source_name}-{i}") is not None}
+    assert stored == set(range(30)) - {27}
