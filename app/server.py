@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from app.webhooks.routes import WebhookReceiver
 from app.ziti.client import ZitiClient
 
 log = logging.getLogger("ziti_scim")
-SWITCH_INTERVAL = 0.001
 
 
 @dataclass
@@ -98,9 +96,6 @@ def create_app(config: Config, *, migrate: bool = True, ziti_client: ZitiClient 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # CPU-heavy request work runs in worker threads (app.scim.handler); a 1 ms GIL switch interval
-        # (Python's default is 5 ms) lets the event loop take the GIL back quickly at each wake-up.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         if migrate:
             await db.migrate()
         if provisioner is not None:

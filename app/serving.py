@@ -27,6 +27,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.config import LimitsConfig
 
@@ -97,9 +98,15 @@ def deadline_protocol(header_timeout: float, body_timeout: float, base: Any = Au
 
 
 def uvicorn_options(limits: LimitsConfig) -> dict[str, Any]:
-    """The keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` that apply ``limits``."""
+    """The keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` that apply ``limits``.
+
+    The HTTP parser is h11 even when httptools is installed (uvicorn's ``auto`` would take it): httptools
+    refuses a request whose header value holds a control character (e.g. DEL in ``X-Request-Id``) with
+    uvicorn's plain-text 400 before the application sees it, where h11 lets the service answer and clean
+    the value (:mod:`app.observability.request_id`). The event loop is uvicorn's ``auto`` (uvloop).
+    """
     return {
-        "http": deadline_protocol(limits.header_timeout, limits.body_timeout),
+        "http": deadline_protocol(limits.header_timeout, limits.body_timeout, base=H11Protocol),
         "limit_concurrency": limits.limit_concurrency,
         "timeout_keep_alive": limits.timeout_keep_alive,
     }

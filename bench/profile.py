@@ -2,7 +2,7 @@
 
     python -m bench.profile SCENARIO [--db sqlite|postgres] [--seconds 15] [--top 30] [--out FILE]
 
-Scenarios: ``get`` (GET /Users/{id}, 1 client), ``create`` (POST /Users, 8 clients, no controller),
+Scenarios: ``get`` (GET /Users/{id}, 1 client), ``patch`` (PATCH displayName, 8 clients, no controller), ``create`` (POST /Users, 8 clients, no controller),
 ``create-provisioned`` (POST /Users, 1 client, with the controller emulator), ``group-add-provisioned``
 (one PATCH adding 100 members, with the emulator), ``group-get-50k`` (GET of a 50k-member group).
 Needs ``py-spy`` (``pip install py-spy``). Prints the functions with the most samples, inclusive and
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import dumps, user_body
+from bench.common import dumps, replace_display_body, user_body
 from bench.load import client, run_load, timed
 from bench.procs import Server, Workdir
 from bench.s5_e2e import patch_bodies, start_stack
@@ -64,7 +64,8 @@ def summarize(path: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-def record(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def record(server: Server, seconds: float, out: Path, gil: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy on ``server``; ``gil``: only the thread holding the GIL (where CPU goes, not who waits)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     process = subprocess.Popen(
         [
@@ -81,6 +82,7 @@ def record(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes]
             "-o",
             str(out),
             "--nonblocking",
+            *(["--gil"] if gil else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -100,6 +102,18 @@ async def drive(scenario: str, target: Target, context: dict[str, Any], until: f
                 lambda i: ("GET", f"/Users/{ids[i % len(ids)]}", None),
                 200,
                 1,
+                start=done,
+            )
+            done += result.count
+    elif scenario == "patch":
+        ids = context["ids"]
+        while time.perf_counter() < until:
+            result = await run_load(
+                target.base,
+                target.headers,
+                lambda i: ("PATCH", f"/Users/{ids[i % len(ids)]}", dumps(replace_display_body(f"p {i}"))),
+                100,
+                8,
                 start=done,
             )
             done += result.count
@@ -134,11 +148,14 @@ async def drive(scenario: str, target: Target, context: dict[str, Any], until: f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument(
-        "scenario", choices=["get", "create", "create-provisioned", "group-add-provisioned", "group-get-50k"]
+        "scenario", choices=["get", "patch", "create", "create-provisioned", "group-add-provisioned", "group-get-50k"]
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL (CPU, not waiting)"
+    )
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ziti-scim-profile.txt")
     args = parser.parse_args(argv)
     workdir = Workdir()
@@ -184,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 context["ids"] = seed(target.database_url, "pu", 0, 10_000).user_ids
             target.start()
-        spy = record(target.server, args.seconds, args.out)
+        spy = record(target.server, args.seconds, args.out, args.gil)
         began = time.perf_counter()
         print(
             asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5)),

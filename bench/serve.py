@@ -4,13 +4,17 @@
     python -m bench.serve reference --port P
     python -m bench.serve emulator --port P
 
-Access logs are off for every server (the same for all, so that logging is not what is measured).
+Access logs are off for every server (the same for all, so that logging is not what is measured). The
+event loop and HTTP parser are uvicorn's choice (``auto``: uvloop and httptools when installed) unless
+``ZITI_SCIM_BENCH_LOOP`` / ``ZITI_SCIM_BENCH_HTTP`` name one (``asyncio``, ``uvloop`` / ``h11``,
+``httptools``), for every server alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any, Literal
 
 import uvicorn
@@ -73,7 +77,14 @@ def main() -> None:
         app = BenchEmulator(EMULATOR_PASSWORD)
         lifespan = "off"
     uvicorn.run(
-        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan=lifespan
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan=lifespan,
+        loop=os.environ.get("ZITI_SCIM_BENCH_LOOP", "auto"),
+        http=os.environ.get("ZITI_SCIM_BENCH_HTTP", "auto"),
     )
 
 

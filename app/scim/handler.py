@@ -16,7 +16,6 @@ carries only the changed attributes), so omitted attributes are kept.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from scim2_server.routing import Operation
 from scim2_server.storage import projection
 
 from app.scim.service import NothingToPatch, ZitiScimService
+from app.store.offload import off_loop, off_loop_if
 from app.store.storage import SqlStorage
 
 
@@ -156,6 +156,20 @@ def with_empty_members(body: dict[str, Any] | None, query: Mapping[str, str]) ->
             resource.setdefault("members", [])
 
 
+OFF_LOOP_BYTES = 64 * 1024
+"""A PATCH body larger than this is checked, decoded and validated in a worker thread."""
+OFF_LOOP_OPERATIONS = 20
+"""A PATCH with more operations than this is validated and applied in a worker thread."""
+OFF_LOOP_VALUES = 200
+"""A resource holding more multi-valued attribute values than this (members, groups, emails, …, summed)
+is patched and published in a worker thread."""
+
+
+def _large(resource: Any) -> bool:
+    values = vars(resource).values() if hasattr(resource, "__dict__") else ()
+    return sum(len(value) for value in values if isinstance(value, list)) > OFF_LOOP_VALUES
+
+
 class ZitiScimHandler(AsyncScimHandler):
     """AsyncScimHandler with the membership fast path, partial PUT and the ``members: []`` rule."""
 
@@ -257,10 +271,10 @@ class ZitiScimHandler(AsyncScimHandler):
                 return self.service.patch_response(request.base_url, resource, parameters)
 
     async def query(self, request: ScimRequest) -> ScimResponse:
-        """scim2-server's GET of one resource, with the response built in a worker thread.
+        """scim2-server's GET of one resource, the response of a large one built in a worker thread.
 
         Publishing a group of 50,000 members takes seconds of CPU; off the event loop, other requests
-        and health probes are served meanwhile.
+        and health probes are served meanwhile. A usual user is published here (no thread hop).
         """
         with self.service.provider:
             target = self.service.route(request, Operation.query)
@@ -273,7 +287,8 @@ class ZitiScimHandler(AsyncScimHandler):
                     cast(str, target.resource_id),
                     **projection(self.storage, response_parameters),
                 )
-            response = await asyncio.to_thread(
+            response = await off_loop_if(
+                _large(resource),
                 self.service.query_response,
                 request.base_url,
                 resource,
@@ -285,16 +300,18 @@ class ZitiScimHandler(AsyncScimHandler):
     async def patch_resource(
         self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
     ) -> Any:
-        """scim2-server's PATCH application, with the CPU-bound part run in a worker thread.
+        """scim2-server's PATCH application, the CPU-bound part in a worker thread when it is large.
 
         Applying up to ``max_patch_operations`` operations to a resource holding up to
         ``max_attribute_values`` values per attribute can take a while; in a thread it leaves the event
         loop free to serve health probes and other sources meanwhile (the GIL is handed over every few ms).
+        A usual PATCH (a few operations on a usual user) is applied here: the hop would cost more.
         """
         current = await self.storage.get(resource_type, resource_id)
         assert current.meta is not None
         version = current.meta.version
-        patched = await asyncio.to_thread(self.service.apply_patch, current, patch_op, conditions)
+        large = _large(current) or len(patch_op.operations or ()) > OFF_LOOP_OPERATIONS
+        patched = await off_loop_if(large, self.service.apply_patch, current, patch_op, conditions)
         if patched is None:
             return current
         return await self.storage.update(resource_type, patched, expected_version=version)
@@ -305,10 +322,14 @@ class ZitiScimHandler(AsyncScimHandler):
             resource_type = self.service.resource_type_at(cast(str, target.endpoint))
             self.service.authorize(request, target, resource_type)
             response_parameters = self.service.read_response_parameters(resource_type, request.query)
-            # Validating up to max_patch_operations operations takes tens of ms: not on the event loop.
-            patch_op = await asyncio.to_thread(
-                self.service.read_patch, resource_type, request.body, request.header("Content-Type")
-            )
+            # Validating up to max_patch_operations operations takes tens of ms: then not on the event loop.
+            content_type = request.header("Content-Type")
+            if len(request.body) > OFF_LOOP_BYTES:  # even checking and decoding it takes a while
+                patch_op = await off_loop(self.service.read_patch, resource_type, request.body, content_type)
+            else:
+                payload = self.service.decode_patch(request.body, content_type)
+                large = self.service.patch_operation_count(payload) > OFF_LOOP_OPERATIONS
+                patch_op = await off_loop_if(large, self.service.validate_patch, resource_type, payload)
             if resource_type.name != "Group":  # scim2-server's AsyncScimHandler.patch from here on
                 async with self.storage.operation():
                     resource = await self.patch_resource(
@@ -317,8 +338,12 @@ class ZitiScimHandler(AsyncScimHandler):
                         patch_op,
                         self.service.read_conditions(request),
                     )
-                response = await asyncio.to_thread(
-                    self.service.patch_response, request.base_url, resource, response_parameters
+                response = await off_loop_if(
+                    _large(resource),
+                    self.service.patch_response,
+                    request.base_url,
+                    resource,
+                    response_parameters,
                 )
                 return self.service.me_response(request, target, response)
             policy = self.service.provider.policy or ScimPolicy()
@@ -347,8 +372,8 @@ class ZitiScimHandler(AsyncScimHandler):
                 # Only a real rename is checked: IdPs re-send the name, and legacy duplicates keep theirs.
                 if renames and isinstance(name, str) and name.casefold() != before.casefold():
                     await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
-            return await asyncio.to_thread(
-                self.service.patch_response, request.base_url, resource, response_parameters
+            return await off_loop_if(
+                _large(resource), self.service.patch_response, request.base_url, resource, response_parameters
             )
 
     async def _patch_members(

@@ -7,7 +7,6 @@ not found (404). Discovery (RFC 7644 §4) needs no token.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -15,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
 
+import orjson
 from scim2_models import InvalidValueException, PayloadTooLargeException, SCIMException, UnauthorizedException
 from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
@@ -35,6 +35,7 @@ from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
 from app.store.errors import is_data_error, is_unavailable
+from app.store.offload import off_loop
 from app.store.storage import SqlStorage, UserHooks
 
 Scope = dict[str, Any]
@@ -158,12 +159,15 @@ class SourceApplication(ASGIApplication):
 
     @staticmethod
     async def send_response(response: ScimResponse, send: Send) -> None:
-        """scim2-server's ASGI send; a large body (a big group, a long page) is JSON-encoded off the loop."""
+        """scim2-server's ASGI send, encoding with orjson; a large body (a big group, a long page) is
+        encoded off the loop."""
         body = response.body
-        if body is None or not any(isinstance(v, list) and len(v) > OFF_LOOP_ITEMS for v in body.values()):
-            await ASGIApplication.send_response(response, send)
-            return
-        encoded = await asyncio.to_thread(lambda: json.dumps(body).encode())
+        if body is None:
+            encoded = b""
+        elif any(isinstance(v, list) and len(v) > OFF_LOOP_ITEMS for v in body.values()):
+            encoded = await off_loop(dump_json, body)
+        else:
+            encoded = dump_json(body)
         headers = [(name.encode(), value.encode()) for name, value in response.headers.items()]
         await send({"type": "http.response.start", "status": int(response.status), "headers": headers})
         await send({"type": "http.response.body", "body": encoded})
@@ -313,6 +317,15 @@ class ScimRouter:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
+
+
+def dump_json(body: Any) -> bytes:
+    """A response body as JSON (UTF-8): orjson, several times faster than ``json`` for the same text;
+    ``json`` for what orjson refuses (an integer beyond 64 bits, which SQLite's JSON text can hold)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
 
 
 def _replay(body: bytes) -> Receive:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 from scim2_models import (
@@ -28,6 +28,8 @@ from scim2_models import (
     InvalidFilterException,
     InvalidValueException,
     PatchOp,
+    Path,
+    Reference,
     Resource,
     ResourceType,
     ResponseParameters,
@@ -36,6 +38,7 @@ from scim2_models import (
 )
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService, scim_exception_of
+from scim2_server.utils import parametrize
 
 from app.scim.limits import (
     RequestLimits,
@@ -113,6 +116,13 @@ def _filter_values(node: Any) -> list[Any]:
     return values
 
 
+def _operations(payload: Any) -> Any:
+    """The ``Operations`` list of a PatchOp body (the key is case-insensitive), or None."""
+    if not isinstance(payload, dict):
+        return None
+    return next((value for key, value in payload.items() if key.lower() == "operations"), None)
+
+
 class NothingToPatch(Exception):
     """A PATCH whose every operation was dropped (it only set ``password``): answer the resource unchanged."""
 
@@ -131,6 +141,7 @@ class ZitiScimService(ScimService):
         self.quirks = quirks or Quirks()
         self.limits = limits or RequestLimits()
         self.known_schemas = frozenset(str(schema.id) for schema in provider.schemas)
+        self._references_by_model: dict[type[Any], list[tuple[Any, str | None, Any]]] = {}
 
     def normalize(self, model: type[Any], payload: Any, scim_ctx: Context | None = None) -> Any:
         """Apply the source's quirks to a decoded body validated next with ``model``."""
@@ -166,23 +177,42 @@ class ZitiScimService(ScimService):
         return search_request, position
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        """The body decoded once (:meth:`decode_patch`), then validated (:meth:`validate_patch`);
+        scim2-server's read_patch would decode it a second time."""
+        return self.validate_patch(resource_type, self.decode_patch(body, content_type))
+
+    def decode_patch(self, body: bytes, content_type: str | None) -> Any:
+        """A PATCH body decoded and checked against the limits, not validated yet."""
         self.ensure_patch_supported()
         check_patch_body(body, self.limits)
         payload = self.decode_body(body, content_type)
         check_patch_size(payload, self.limits)
-        cleaned = without_status(_without_secrets(payload))
-        if isinstance(payload, dict) and isinstance(cleaned, dict):
-            given = next((v for k, v in payload.items() if k.lower() == "operations"), None)
-            kept = next((v for k, v in cleaned.items() if k.lower() == "operations"), None)
-            if isinstance(given, list) and given and kept == []:
-                raise NothingToPatch
-        return super().read_patch(resource_type, body, content_type)
+        return payload
+
+    def validate_patch(self, resource_type: Any, payload: Any) -> Any:
+        """The PatchOp of a decoded body (:meth:`decode_patch`)."""
+        model = parametrize(PatchOp, self.get_model(resource_type))
+        return self.validate_payload(model, payload, Context.RESOURCE_PATCH_REQUEST)
+
+    @staticmethod
+    def patch_operation_count(payload: Any) -> int:
+        operations = _operations(payload)
+        return len(operations) if isinstance(operations, list) else 0
 
     def read_body(
         self, model: type[ModelT], body: bytes, content_type: str | None, scim_ctx: Context
     ) -> ModelT:
-        decoded = without_status(_without_secrets(_refuse_nul(self.decode_body(body, content_type))))
-        payload = self.normalize(model, decoded, scim_ctx)
+        return self.validate_payload(model, self.decode_body(body, content_type), scim_ctx)
+
+    def validate_payload(self, model: type[ModelT], payload: Any, scim_ctx: Context) -> ModelT:
+        """Validate a decoded body with ``model``: NUL refused, ``password`` dropped, the source's quirks
+        applied, the value caps checked, then one scim2-models validation."""
+        if isinstance(model, type) and issubclass(model, PatchOp):
+            given = _operations(payload)
+            kept = _operations(without_status(_without_secrets(payload)))
+            if isinstance(given, list) and given and kept == []:
+                raise NothingToPatch
+        payload = self.normalize(model, without_status(_without_secrets(_refuse_nul(payload))), scim_ctx)
         if isinstance(model, type) and issubclass(model, Resource):
             check_resource_values(payload, self.limits)
         try:
@@ -203,6 +233,60 @@ class ZitiScimService(ScimService):
             return None
         check_patched_values(before, current, self.limits)
         return current
+
+    def publish(self, base_url: str, resource: Resource[Any]) -> Resource[Any]:
+        """scim2-server's publish, in place: :class:`~app.store.storage.SqlStorage` builds a new model on
+        every read and write, used once for the response, so the deep copy (which an in-memory storage
+        needs, to keep its own object unchanged) is not needed."""
+        assert resource.meta is not None
+        assert resource.id is not None
+        update: dict[str, Any] = {
+            "location": self.resource_location(base_url, self.get_resource_type_of(resource), resource.id)
+        }
+        if not self.etag_supported:
+            update["version"] = None
+        resource.meta = resource.meta.model_copy(update=update)
+        self._publish_references(base_url, resource)
+        return resource
+
+    def _publish_references(self, base_url: str, resource: Resource[Any]) -> None:
+        """scim2-server's reference publishing, with the reference attributes of each model found once
+        (walking every path of a model with its extensions cost more than the rest of a GET)."""
+
+        def locate(reference: Any) -> Any:
+            if isinstance(reference, list):
+                return [locate(item) for item in reference]
+            if reference is None:
+                return None
+            return self.reference_location(base_url, reference)
+
+        for path, sub_field, head in self._reference_paths(type(resource)):
+            if sub_field is None:
+                path.set(resource, locate(path.get(resource)), strict=False)
+                continue
+            entries = head.get(resource)
+            for entry in entries if isinstance(entries, list) else [entries]:
+                if entry is not None:
+                    setattr(entry, sub_field, locate(getattr(entry, sub_field)))
+
+    def _reference_paths(self, model: type[Any]) -> list[tuple[Any, str | None, Any]]:
+        """(path, sub-attribute or None, path of the attribute holding it) of each reference to another
+        resource in ``model``, as scim2-server's ``_publish_references`` selects them."""
+        known = self._references_by_model.get(model)
+        if known is not None:
+            return known
+        found: list[tuple[Any, str | None, Any]] = []
+        for path in parametrize(Path, model).iter_paths(target_type=[Reference]):
+            binding = path.resolve()
+            assert binding is not None
+            target_type = cast(type[Reference[Any]], binding.target_type)
+            reference_types = set(target_type.__reference_types__)
+            if not reference_types or reference_types & {"external", "uri"}:
+                continue
+            head = f"{path.schema}:{path.parts[0]}" if path.schema else path.parts[0]
+            found.append((path, binding.sub_field_name, Path(head)))
+        self._references_by_model[model] = found
+        return found
 
     def patch_response(
         self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]

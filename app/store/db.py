@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.store import sqlite_driver
+
 # The one context variable left: scim2-server calls the storage's methods with signatures fixed by its ABC
 # (``AsyncScimStorage``), so the SCIM operation's transaction (``SqlStorage.operation``) cannot be passed
 # to them; they join it through this. The store's own operations take their transaction as an argument.
@@ -89,6 +91,7 @@ class Database:
 
         @event.listens_for(sync_engine, "connect")
         def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            sqlite_driver.adopt(dbapi_connection)
             # Take transaction control from the driver so BEGIN IMMEDIATE can be chosen per operation.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -96,6 +97,25 @@ def _key(source: str, user_id: str) -> ColumnElement[bool]:
     return and_(dirty.c.source == source, dirty.c.user_id == user_id)
 
 
+def _mark_statement(is_sqlite: bool) -> Any:
+    """The mark upsert, one statement whatever the rows (so SQLAlchemy compiles it once and caches it;
+    a ``.values(rows)`` statement with literal ``set_`` values is compiled again on every call)."""
+    insert = upsert(dirty, is_sqlite=is_sqlite)
+    return insert.on_conflict_do_update(
+        index_elements=["source", "user_id"],
+        set_={
+            "generation": dirty.c.generation + 1,
+            "due_at": insert.excluded.due_at,
+            "attempts": 0,
+            "request_id": insert.excluded.request_id,
+            "operation": insert.excluded.operation,
+        },
+    )
+
+
+_MARKS = {True: _mark_statement(True), False: _mark_statement(False)}
+
+
 async def mark(
     tx: Transaction,
     source: str,
@@ -128,21 +148,7 @@ async def mark(
             }
             for user_id in ids[start : start + CHUNK]
         ]
-        statement = (
-            upsert(dirty, is_sqlite=_is_sqlite(tx))
-            .values(rows)
-            .on_conflict_do_update(
-                index_elements=["source", "user_id"],
-                set_={
-                    "generation": dirty.c.generation + 1,
-                    "due_at": now,
-                    "attempts": 0,
-                    "request_id": request_id,
-                    "operation": operation,
-                },
-            )
-        )
-        await tx.execute(statement)
+        await tx.execute(_MARKS[_is_sqlite(tx)], rows)
     if not _is_sqlite(tx):
         await notify(tx)
     return ids
