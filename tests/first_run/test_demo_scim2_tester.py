@@ -18,35 +18,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import httpx2
 from scim2_client.engines.httpx2 import SyncSCIMClient
-from scim2_tester import CheckResult, Status, check_server
+from scim2_tester import Status, check_server
 
 from app.constants import STATUS_ATTRIBUTES, STATUS_EXTENSION, ZITI_EXTENSION
 from tests.first_run.demo_process import running_demo
+from tests.support.scim2_tester import PATCH_CHECKS, only_the_readonly_status_was_patched
 
 BAD = {Status.ERROR, Status.CRITICAL, Status.DEVIATION}
-PATCH_CHECKS = ("check_add_attribute", "check_replace_attribute", "check_remove_attribute")
-
-
-def _assigned(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    dumped = value.model_dump(by_alias=True) if hasattr(value, "model_dump") else dict(value)
-    return {k: v for k, v in dumped.items() if k != "schemas" and v is not None}
-
-
-def only_the_readonly_status_was_patched(result: CheckResult) -> bool:
-    """The tester wrote the Status extension as a whole: it sent nothing, the service kept its status."""
-    data = result.data if isinstance(result.data, dict) else {}
-    if data.get("urn") != STATUS_EXTENSION or result.title not in PATCH_CHECKS:
-        return False
-    returned = next((data[key] for key in ("modify_actual", "actual", "actual_value") if key in data), None)
-    sent = {} if result.title == "check_remove_attribute" else _assigned(data.get("expected"))
-    return not sent and set(_assigned(returned)) <= set(STATUS_ATTRIBUTES)
 
 
 def test_scim2_tester_against_the_demo_as_shipped(tmp_path: Path) -> None:
