@@ -23,7 +23,7 @@ from app.store.db import Database
 from app.store.group_commit import GroupCommit
 from app.store.tables import dirty
 from tests.provisioning.conftest import Stack
-from tests.provisioning.test_lifecycle import GROUP, ZITI, patch, user
+from tests.provisioning.test_lifecycle import GROUP, STATUS, patch, user
 from tests.support.idp import TestIdp
 from tests.support.live import live_server
 from tests.support.stack import add_signer, make_stack_config
@@ -67,7 +67,7 @@ def test_initial_sync_creates_each_identity_once_with_its_groups(
                 )
                 assert added.status_code == 200
         users = stack.settle(timeout=60)
-        assert {u[ZITI]["provisioningState"] for u in users} == {"synced"}
+        assert {u[STATUS]["provisioningState"] for u in users} == {"synced"}
         for i in range(12):
             identity = emulator.state.identity_by_external_id(f"sync{i}@example.com")
             want = (["red"] if i < 8 else []) + (["blue"] if i >= 4 else [])
