@@ -8,6 +8,7 @@ CPU-bound PATCH application runs off the event loop, so ``/healthz`` answers mea
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from scim2_models import PatchOp, User
 from app.config import LimitsConfig
 from app.scim.limits import apply_linear, coalesce
 from app.server import create_app
+from tests.paths import ROOT
 from tests.support.live import live_server
 from tests.support.stack import TOKEN, make_stack_config
 from ziti_emulator import EmulatorThread
@@ -305,12 +307,29 @@ def test_coalesced_patch_is_linear() -> None:
     assert [role.value for role in user.roles or []] == [f"r{i}" for i in range(2000)]
 
 
+_FRESH_PROCESS = "ZITI_SCIM_TEST_FRESH_PROCESS"
+
+
 def test_a_big_group_is_read_and_patched_while_healthz_keeps_answering(tmp_path: Any) -> None:
     """Building a 5,000-member group (validation, publication, JSON) takes a second of CPU, off the loop.
 
     On the loop, a probe sent meanwhile waits for all of it; off the loop, only for the longest single step
     (one pydantic validation). Compared with the request's own time, so machine load cancels out.
     """
+    if not os.environ.get(_FRESH_PROCESS):
+        # A timing ratio: threads that earlier tests of this process left running share the GIL and skew
+        # it. Measured in a fresh interpreter, as a deployment runs.
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_a_big_group_is_read_and_patched_while_healthz_keeps_answering.__name__}"],
+            env={**os.environ, _FRESH_PROCESS: "1"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        assert "1 passed" in done.stdout, done.stdout[-2000:]
+        return
     from app.config import Config, SourceConfig, hash_token
     from bench.common import SOURCE
     from bench.common import TOKEN as BENCH_TOKEN
