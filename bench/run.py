@@ -1,4 +1,4 @@
-"""``python -m bench.run [--quick] [--db sqlite|postgres|both] [--out bench/results/latest.json]``
+"""``python -m bench.run [--quick] [--db sqlite|postgres|both] [--only SECTION] [--out FILE.json]``
 
 Runs every section, prints each table as soon as its section is done, and writes the JSON results and a
 markdown rendering next to it (``latest.md`` for ``latest.json``).
@@ -28,7 +28,11 @@ SECTIONS: dict[str, Callable[..., None]] = {
     "e2e": s5_e2e.run,
     "sync": s5_e2e.run_sync,
 }
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = RESULTS / "latest.json"
+"""Where a full run of every section goes; a ``--quick`` one goes to ``quick.json``. A run of some
+sections (``--only``) writes nothing unless ``--out`` is given: it would replace a whole run's record
+with part of one."""
 
 
 def loadavg() -> float:
@@ -49,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="databases for ziti-scim (default: both; PostgreSQL is skipped if unreachable)",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON results (default: results/latest.json, quick.json with --quick)"
+    )
     parser.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument(
         "--sync-budget",
@@ -107,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir.cleanup()
     results.duration = time.perf_counter() - began
     results.machine["loadavg_1m_at_end"] = loadavg()
-    results.write_json(args.out)
-    args.out.with_suffix(".md").write_text(results.markdown(args.out.name))
-    log(f"wrote {args.out} and {args.out.with_suffix('.md')} ({results.duration:.0f} s)")
+    out = args.out or (None if args.only else RESULTS / "quick.json" if args.quick else DEFAULT_OUT)
+    if out is None:
+        log(f"partial run (--only): no results file written; --out FILE keeps one ({results.duration:.0f} s)")
+        return 1 if failures else 0
+    results.write_json(out)
+    out.with_suffix(".md").write_text(results.markdown(out.name))
+    log(f"wrote {out} and {out.with_suffix('.md')} ({results.duration:.0f} s)")
     return 1 if failures else 0
 
 
