@@ -1,11 +1,13 @@
-"""Shared pieces of the webhook receivers: result type, clock, header lookup, JSON and HMAC helpers."""
+"""Shared pieces of the webhook receivers: result type, clock, header lookup, JSON body, digests.
+
+The secret and signature checks live in :mod:`app.auth.signatures`.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +20,8 @@ __all__ = [
     "SequencedEvent",
     "WebhookResult",
     "body_digest",
-    "constant_time_in",
     "get_header",
     "load_json_object",
-    "require_secrets",
 ]
 
 #: Webhook bodies are small (< 2 KiB in every trace); anything above this is refused before parsing.
@@ -103,25 +103,3 @@ def body_digest(*parts: bytes) -> str:
     for part in parts:
         h.update(part)
     return h.hexdigest()
-
-
-def constant_time_in(candidate: bytes, accepted: Sequence[bytes]) -> bool:
-    """True if ``candidate`` equals one of ``accepted``; every comparison is done, in constant time.
-
-    Values are hashed first so that the comparison time does not depend on their lengths either.
-    """
-    probe = hashlib.sha256(candidate).digest()
-    found = False
-    for value in accepted:
-        found |= hmac.compare_digest(probe, hashlib.sha256(value).digest())
-    return found
-
-
-def require_secrets(secrets: Sequence[str] | str, what: str) -> tuple[bytes, ...]:
-    """Validate configured secrets (several allowed for rotation) and encode them as UTF-8."""
-    if isinstance(secrets, str):
-        secrets = (secrets,)
-    encoded = tuple(s.encode("utf-8") for s in secrets if s)
-    if not encoded or len(encoded) != len(secrets):
-        raise ValueError(f"{what}: at least one non-empty secret is required and none may be empty")
-    return encoded

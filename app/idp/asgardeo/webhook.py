@@ -27,20 +27,19 @@ groupName,userStoreDomain}],removedGroups}`` → :class:`RoleGroups`.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from app.auth.signatures import Digest, hmac_hex, hmac_matches, require_secrets, timestamp_outside
 from app.webhooks.common import (
     Clock,
     WebhookResult,
     body_digest,
     get_header,
     load_json_object,
-    require_secrets,
 )
 from app.webhooks.errors import WebhookInvalid, WebhookRejected
 from app.webhooks.events import (
@@ -70,7 +69,11 @@ __all__ = [
 
 SIGNATURE_HEADER = "X-Hub-Signature"
 EVENT_PREFIX = "https://schemas.identity.wso2.org/events/"
-_ALGORITHMS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+_ALGORITHMS: dict[str, Digest] = {
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+}
 _MAX_CHALLENGE_LEN = 512
 
 # WSO2 local claim URI -> SCIM attribute path (RFC 7643 §4.1).
@@ -88,7 +91,7 @@ _CLAIMS: dict[str, str] = {
 def sign_asgardeo(body: bytes, secret: str) -> str:
     """Build the ``X-Hub-Signature`` value the hub sends for ``body``."""
     (key,) = require_secrets(secret, "sign_asgardeo")
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac_hex(key, body)
 
 
 def verify_subscription(query: Mapping[str, str], *, topic_prefix: str | None = None) -> Challenge | Ignored:
@@ -160,11 +163,7 @@ class AsgardeoWebhook:
         if not sep or algorithm is None:
             raise WebhookRejected("unsupported signature method")
         probe = sig.strip().lower().encode("ascii", "replace")
-        matched = False
-        for key in self._secrets:
-            expected = hmac.new(key, body, algorithm).hexdigest().encode()
-            matched |= hmac.compare_digest(probe, expected)
-        if not matched:
+        if not hmac_matches([probe], self._secrets, body, algorithm):
             raise WebhookRejected("signature mismatch")
 
     async def handle(self, headers: Mapping[str, str], body: bytes) -> WebhookResult:
@@ -181,9 +180,10 @@ class AsgardeoWebhook:
         now = self._clock()
         iat = _iat_seconds(data)
         if iat is not None:
-            if self._max_age is not None and now - iat > self._max_age:
+            outside = timestamp_outside(iat, now, max_age=self._max_age, skew=self._skew)
+            if outside == "too old":
                 return replace(result, events=(), problem="delivery too old")
-            if iat - now > self._skew:
+            if outside == "in the future":
                 return replace(result, events=(), problem="delivery timestamp in the future")
         elif self._max_age is not None:
             return replace(result, events=(), problem="delivery without iat")

@@ -34,14 +34,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from app.webhooks.common import (
-    Clock,
-    WebhookResult,
-    constant_time_in,
-    get_header,
-    load_json_object,
-    require_secrets,
-)
+from app.auth.signatures import constant_time_in, require_secrets, timestamp_outside
+from app.webhooks.common import Clock, WebhookResult, get_header, load_json_object
 from app.webhooks.errors import WebhookInvalid, WebhookRejected
 from app.webhooks.events import (
     SCIM_USER_SCHEMA,
@@ -307,9 +301,10 @@ class AuthentikWebhook:
         created = _created(data)
         expires = now + self._retention
         if created is not None:
-            if self._max_age is not None and now - created > self._max_age:
+            outside = timestamp_outside(created, now, max_age=self._max_age, skew=self._skew)
+            if outside == "too old":
                 raise WebhookRejected("delivery too old")
-            if created - now > self._skew:
+            if outside == "in the future":
                 raise WebhookRejected("delivery timestamp in the future")
             if self._max_age is not None:
                 expires = created + self._max_age + self._skew

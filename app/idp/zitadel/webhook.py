@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.auth.signatures import hmac_hex, hmac_matches, require_secrets, timestamp_outside
 from app.webhooks.common import (
     Clock,
     SequencedEvent,
@@ -36,7 +35,6 @@ from app.webhooks.common import (
     body_digest,
     get_header,
     load_json_object,
-    require_secrets,
 )
 from app.webhooks.errors import WebhookInvalid, WebhookRejected
 from app.webhooks.events import (
@@ -105,7 +103,7 @@ def sign_zitadel(body: bytes, signing_keys: Sequence[str] | str, timestamp: int)
     """Build a ``ZITADEL-Signature`` header value (one ``v1`` per key), as ZITADEL does."""
     keys = require_secrets(signing_keys, "sign_zitadel")
     message = f"{timestamp}.".encode() + body
-    sigs = [hmac.new(k, message, hashlib.sha256).hexdigest() for k in keys]
+    sigs = [hmac_hex(k, message) for k in keys]
     return ",".join([f"t={timestamp}", *(f"v1={s}" for s in sigs)])
 
 
@@ -166,19 +164,12 @@ class ZitadelWebhook:
             raise WebhookRejected("missing signature header")
         t_raw, candidates = _parse_header(header)
         message = t_raw.encode() + b"." + body
-        expected = [hmac.new(k, message, hashlib.sha256).hexdigest() for k in self._keys]
-        matched = False
-        for sig in candidates:
-            for exp in expected:
-                matched |= hmac.compare_digest(sig, exp)
-        if not matched:
+        if not hmac_matches([c.encode() for c in candidates], self._keys, message):
             raise WebhookRejected("signature mismatch")
         t = int(t_raw)
-        now = self._clock()
-        if now - t > self._tolerance:
-            raise WebhookRejected("signature timestamp too old")
-        if t - now > self._tolerance:
-            raise WebhookRejected("signature timestamp in the future")
+        outside = timestamp_outside(t, self._clock(), max_age=self._tolerance, skew=self._tolerance)
+        if outside is not None:
+            raise WebhookRejected(f"signature timestamp {outside}")
         return SignedDelivery(
             timestamp=t,
             replay_key="zitadel:" + body_digest(message),
