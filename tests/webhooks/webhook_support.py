@@ -6,6 +6,9 @@ import json
 from typing import Any
 
 from tests.paths import WEBHOOK_TRACES
+from tests.support.clock import FrozenClock
+
+__all__ = ["TRACES", "FrozenClock", "load_trace", "trace_names"]
 
 TRACES = WEBHOOK_TRACES
 
@@ -17,16 +20,3 @@ def load_trace(idp: str, name: str) -> dict[str, Any]:
 
 def trace_names(idp: str, pattern: str = "*.json") -> list[str]:
     return sorted(p.name for p in (TRACES / idp).glob(pattern))
-
-
-class FrozenClock:
-    """Injectable clock: returns ``now`` until moved."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds

@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from test_webhooks_jwt_bearer import ISSUER, NOW, RSA1, JwksServer, claims, jwks_server, reject
-from webhook_support import FrozenClock
+from test_jwt_bearer import ISSUER, NOW, RSA1, JwksServer, claims, jwks_server, reject
 
 from app.auth.bearer import oauth_config
 from app.auth.jwt_bearer import JwtBearerConfig, JwtBearerValidator
 from app.config import ConfigError, load_config
 from app.server import create_app
+from tests.support.clock import FrozenClock
 
 __all__ = ["jwks_server"]  # the fixture, imported for the tests below
 

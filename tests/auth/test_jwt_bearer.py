@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
-from webhook_support import FrozenClock
 
 from app.auth.jwt_bearer import JwtBearerConfig, JwtBearerValidator, TokenRejected
+from tests.support.clock import FrozenClock
 
 NOW = 1_772_446_531.0
 ISSUER = "https://idp.example.com"
