@@ -1,7 +1,8 @@
 """SCIM filters (RFC 7644 §3.4.2.2) and sorting (§3.4.2.3) translated to parameterised SQL.
 
 The filter arrives parsed and bound by scim2-models; this module walks its AST with a
-:class:`~scim2_models.path.FilterVisitor` and emits SQLAlchemy expressions. Every value is a bound
+:class:`~scim2_models.path.FilterVisitor`, binds each attribute path with scim2-models' public
+``ScimFilter.resolve``/``resolve_comparison`` and emits SQLAlchemy expressions. Every value is a bound
 parameter, never spliced into SQL. The semantics follow :meth:`ScimFilter.match` exactly, which the
 storage contract tests check: case folding unless ``caseExact``, a multi-valued attribute matches when
 any value matches (``ne`` when none equals), a missing attribute is unequal to everything, and every
@@ -34,12 +35,10 @@ from scim2_models.path import (
     LogicalOperator,
     Not,
     Present,
+    ScimFilter,
     ValuePath,
     coerce_value,
 )
-
-# Resolution of a filter path to the attribute it designates is what ScimFilter.match itself uses.
-from scim2_models.path.resolution import _resolve_filter_path
 from sqlalchemy import (
     Boolean,
     ColumnElement,
@@ -181,6 +180,19 @@ class Elements:
         return query.where(self.owner).order_by(*ordering).limit(1).scalar_subquery()
 
 
+# A presence test of a name no model declares: binding it to a model never fails (unknown attributes are
+# left alone), and the filter's text does not matter to what it resolves.
+_RESOLVER_FILTER = Present(AttrPath(attr="ziti-scim-resolver"))
+
+
+def _resolver(model: type[BaseModel]) -> ScimFilter[Any]:
+    """A filter bound to ``model``: its public ``resolve``/``resolve_comparison`` bind a filter's attribute
+    paths to the model exactly as :meth:`ScimFilter.match` does (the ``value`` convention of a comparison
+    against a multi-valued complex attribute included)."""
+    bound: type[ScimFilter[Any]] = ScimFilter[model]  # type: ignore[valid-type]
+    return bound(_RESOLVER_FILTER)
+
+
 class Translator(FilterVisitor[ColumnElement[bool]]):
     """Translate one filter, for one resource type, into a WHERE clause on ``row``."""
 
@@ -194,6 +206,8 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         # Set while translating the inner filter of a value path: the element being tested.
         self.element: Elements | None = None
         self.element_model: type[Any] | None = None
+        self.resolver = _resolver(model)
+        self.element_resolver: ScimFilter[Any] | None = None
 
     # -- attribute addressing ---------------------------------------------------------------
 
@@ -213,8 +227,10 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         return host, head, sub or None
 
     def _resolve(self, attr_path: AttrPath, *, comparison: bool) -> AttributeBinding | None:
-        model = self.element_model or self.model
-        return _resolve_filter_path(model, attr_path, strict=False, for_comparison=comparison)
+        resolver = self.element_resolver or self.resolver
+        if comparison:
+            return resolver.resolve_comparison(attr_path, strict=False)
+        return resolver.resolve(attr_path, strict=False)
 
     def _elements(self, host: list[str], head: str) -> Elements:
         row = self.row
@@ -447,10 +463,12 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         try:
             if self.element_model is None:
                 return elements.exists(self._scalar_element_filter(node.val_filter, binding))
+            self.element_resolver = _resolver(self.element_model)
             return elements.exists(self.visit(node.val_filter))
         finally:
             self.element = None
             self.element_model = None
+            self.element_resolver = None
 
     def _scalar_element_filter(self, node: FilterNode, binding: AttributeBinding) -> ColumnElement[bool]:
         """The inner filter of a value path over plain values: ``value`` names the value itself."""
