@@ -20,11 +20,13 @@ Every normaliser is idempotent: it may run twice on the same payload (partial PU
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
+
+from scim2_models import ScimFilter
+from scim2_models.path import CompareOperator
 
 from app.config import ConfigError, SourceConfig
 
@@ -32,7 +34,10 @@ __all__ = ["Quirks", "QuirksFor", "with_options"]
 
 _STRING_LISTS = ("emails", "phoneNumbers")
 _DOMAIN_PREFIX = re.compile(r"^[A-Z0-9_.-]+/(?=.)")
-_OPERATORS = "eq|ne|co|sw|ew|gt|ge|lt|le"
+# ``unquoted_filters`` reads what the SCIM grammar does not (``userName Eq alice``), so scim2-models cannot
+# parse it: this pattern only finds the comparisons, with scim2-models' operators, and quotes their values
+# as scim2-models does; the rewritten filter is then parsed by scim2-models like any other.
+_OPERATORS = "|".join(op.value for op in CompareOperator)
 _COMPARISON = re.compile(
     rf"^\s*(?P<attr>[A-Za-z][\w:.$-]*(?:\[[^\]]*\][\w.]*)?)\s+(?P<op>{_OPERATORS})\s+(?P<value>.+?)\s*$",
     re.IGNORECASE,
@@ -125,7 +130,7 @@ class Quirks:
             if value.lower() not in _LITERALS:
                 if self.strip_domain and match["attr"].lower() == "username":
                     value = _DOMAIN_PREFIX.sub("", value)
-                value = json.dumps(value)
+                value = ScimFilter.quote(value)
             quoted.append(f"{match['attr']} {match['op']} {value}")
         return " and ".join(quoted)
 
