@@ -7,7 +7,7 @@ mutation is *caught* when they fail. Prints one line per mutation and exits non-
 caught, or when a patch no longer applies (the code moved: update the patch, never drop it).
 
 Not part of the normal pytest run (it runs the guarding tests once per mutation). Options:
-``--list`` prints the mutations, ``--check`` only checks that every patch still applies, ``--postgres`` also runs the PostgreSQL variants (SQLite only by
+``--list`` prints the mutations, ``--check`` only checks that every patch still applies and its tests exist, ``--postgres`` also runs the PostgreSQL variants (SQLite only by
 default), ``-v`` shows the pytest output of mutations that survive.
 """
 
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__)
     parser.add_argument("names", nargs="*", help="run only mutations whose name contains one of these")
     parser.add_argument("--list", action="store_true")
-    parser.add_argument("--check", action="store_true", help="only check that every patch still applies")
+    parser.add_argument("--check", action="store_true", help="only check that every patch still applies and its tests exist")
     parser.add_argument("--postgres", action="store_true", help="also run the PostgreSQL variants")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -271,8 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         stale = [m for m in chosen if (ROOT / m.path).read_text().count(m.old) == 0]
         for mutation in stale:
             print(f"PATCH FAILED {mutation.name}: {mutation.path} no longer holds {mutation.old!r}")
-        print(f"{len(chosen) - len(stale)} of {len(chosen)} patches apply")
-        return 1 if stale else 0
+        # A guarding test that moved would make pytest exit 4 (not 1): say so before a long run.
+        lost = [(m, t) for m in chosen for t in m.tests if not (ROOT / t.partition("::")[0]).exists()]
+        for mutation, test in lost:
+            print(f"TESTS MOVED {mutation.name}: {test} does not exist")
+        print(f"{len(chosen) - len(stale)} of {len(chosen)} patches apply; {len(lost)} guarding test paths missing")
+        return 1 if stale or lost else 0
     failures = 0
     for mutation in chosen:
         result = run(mutation, postgres=args.postgres)
