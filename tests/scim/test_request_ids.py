@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select, text
 
 from app.observability import audit
-from app.observability.request_id import request_id_from
 from app.server import create_app
 from app.store.db import Database
 from app.store.errors import is_data_error
@@ -71,25 +70,6 @@ def test_a_request_id_with_control_characters_is_cleaned(served: tuple[str, str]
         assert response.headers["X-Request-Id"] == "abcdefscript"
         generated = client.get("/Users", headers={"X-Request-Id": "{}<>"}).headers["X-Request-Id"]
         assert len(generated) == 32 and generated.isalnum()
-
-
-@pytest.mark.parametrize(
-    ("given", "kept"),
-    [
-        (None, None),
-        ("", None),
-        ("0f8e-1234_abc.DEF:9", "0f8e-1234_abc.DEF:9"),
-        ("x" * 65, "x" * 64),
-        ("é€ é", None),
-        ("a b\nc\r\nd", "abcd"),
-    ],
-)
-def test_request_id_from(given: str | None, kept: str | None) -> None:
-    result = request_id_from(given)
-    if kept is None:
-        assert len(result) == 32 and result.isalnum()
-    else:
-        assert result == kept
 
 
 async def _refusal(database_url: str, statement: str) -> BaseException:
