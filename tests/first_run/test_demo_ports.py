@@ -7,19 +7,24 @@ and one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from app.demo import bind
 from tests.first_run.demo_process import running_demo
+from tests.support.live import loopback_socket
 
 COMMAND = [sys.executable, "-m", "app"]
+demo_bind = functools.partial(bind, 0, explicit=True, what="SCIM")
 
 
 def port_of(url: str) -> int:
@@ -67,3 +72,24 @@ def test_a_busy_port_given_explicitly_exits_1_with_one_line(
     )
     assert done.stdout == ""
     assert not (tmp_path / "ziti-scim-demo.db").exists(), "nothing starts when a port is refused"
+
+
+@pytest.mark.parametrize("bind_socket", [demo_bind, loopback_socket], ids=["demo", "tests"])
+async def test_connections_to_a_pre_bound_socket_get_tcp_nodelay(bind_socket: Callable[[], socket.socket]) -> None:
+    """asyncio sets TCP_NODELAY only on sockets made with ``IPPROTO_TCP``; without it Nagle holds every
+    response body for the client's delayed ACK (about 40 ms a request, seen in every demo answer)."""
+    accepted: asyncio.Queue[int] = asyncio.Queue()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.put_nowait(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(record, sock=bind_socket())
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            nodelay = await asyncio.wait_for(accepted.get(), 5)
+        finally:
+            writer.close()
+        assert nodelay != 0

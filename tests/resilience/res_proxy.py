@@ -54,6 +54,8 @@ class TcpProxy:
             except OSError:
                 _close(client)
                 continue
+            for sock in (client, server):  # forward each write at once, as the peers' own sockets do
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._open.update((client, server))
                 self.connections += 1
