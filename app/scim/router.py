@@ -7,8 +7,10 @@ not found (404). Discovery (RFC 7644 §4) needs no token.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -34,7 +36,7 @@ from app.scim.quirks import Quirks, QuirksFor, with_options
 from app.scim.ratelimit import TokenBucket, TooManyRequests, retry_after
 from app.scim.service import ZitiScimService
 from app.store.db import Database
-from app.store.errors import is_data_error, is_unavailable
+from app.store.errors import is_conflict, is_data_error, is_unavailable, sqlstate
 from app.store.offload import off_loop
 from app.store.storage import SqlStorage, UserHooks
 
@@ -56,6 +58,10 @@ DISCOVERY = {
     Operation.schemas,
     Operation.schema,
 }
+
+
+CONFLICT_ATTEMPTS = 3
+"""How many times a request runs when its transaction keeps losing a conflict (:func:`is_conflict`)."""
 
 
 class ServiceUnavailable(SCIMException):
@@ -101,11 +107,24 @@ class SourceApplication(ASGIApplication):
     async def serve(
         self, request: ScimRequest, *, request_id: str | None = None, label: str | None = None
     ) -> ScimResponse:
-        """Serve one request; ``request_id`` and ``label`` go with the dirty marks it makes (audit log)."""
-        try:
-            response = await self._dispatch(request, request_id, label)
-        except Exception as exception:
-            response = self.handle_exception(request, exception)
+        """Serve one request; ``request_id`` and ``label`` go with the dirty marks it makes (audit log).
+
+        A request whose transaction PostgreSQL rolled back to break a deadlock or a serialization conflict
+        (e.g. a group's members marked while the reconciler settles some of them) is run again: nothing of
+        it was applied. Only when that keeps happening does the client get 503 and retry itself.
+        """
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                response = await self._dispatch(request, request_id, label)
+                break
+            except Exception as exception:
+                if is_conflict(exception) and attempt < CONFLICT_ATTEMPTS:
+                    state = sqlstate(exception)
+                    log.info("%s %s: conflict (SQLSTATE %s), run again", request.method, request.path, state)
+                    await asyncio.sleep(random.uniform(0, 0.05 * attempt))
+                    continue
+                response = self.handle_exception(request, exception)
+                break
         return self.finalize_response(request, response)
 
     async def dispatch_request(self, request: ScimRequest) -> ScimResponse:
@@ -145,7 +164,15 @@ class SourceApplication(ASGIApplication):
             return self.service.error_response(InvalidValueException(detail="A value cannot be stored"))
         if is_unavailable(exception) or isinstance(exception, OSError | TimeoutError):
             # The database is unreachable or restarting: transient, retry.
-            log.warning("database error on %s %s: %s", request.method, request.path, type(exception).__name__)
+            # The driver's class and SQLSTATE say why (not its message: it may quote values).
+            log.warning(
+                "database error on %s %s: %s (%s, SQLSTATE %s)",
+                request.method,
+                request.path,
+                type(exception).__name__,
+                type(getattr(exception, "orig", None) or exception).__name__,
+                sqlstate(exception) or "-",
+            )
             response = self.service.error_response(ServiceUnavailable())
             response.headers["Retry-After"] = "1"
             return response

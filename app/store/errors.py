@@ -38,10 +38,28 @@ def is_data_error(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and state is not None and state.startswith("22")
 
 
+CONFLICTS = frozenset({"40001", "40P01"})
+"""SQLSTATEs of a transaction PostgreSQL rolled back to break a conflict with another one
+(serialization_failure, deadlock_detected): nothing of it was applied, so running it again is safe."""
+
+
+def is_conflict(error: BaseException) -> bool:
+    """True when the whole transaction was rolled back for a conflict (:data:`CONFLICTS`): retry it."""
+    return isinstance(error, DBAPIError) and sqlstate(error) in CONFLICTS
+
+
 def is_unavailable(error: BaseException) -> bool:
     """True for a driver-reported failure that is not about the statement or its values: the database is
     unreachable, restarting or timing out (a constraint or a schema error is not transient)."""
     return isinstance(error, DBAPIError) and not isinstance(error, IntegrityError | ProgrammingError)
 
 
-__all__ = ["DatabaseError", "StoreError", "is_data_error", "is_unavailable", "sqlstate"]
+__all__ = [
+    "CONFLICTS",
+    "DatabaseError",
+    "StoreError",
+    "is_conflict",
+    "is_data_error",
+    "is_unavailable",
+    "sqlstate",
+]

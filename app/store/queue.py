@@ -135,7 +135,11 @@ async def mark(
     if not ids:
         return ids
     now = time.time()
-    for start in range(0, len(ids), CHUNK):
+    # Rows are locked in key order, so that two writes marking overlapping users wait for each other
+    # instead of deadlocking (PostgreSQL). The reconciler settles many users in one transaction in the
+    # order their converges end: a deadlock with it is possible, and the SCIM write is run again.
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), CHUNK):
         rows = [
             {
                 "source": source,
@@ -146,7 +150,7 @@ async def mark(
                 "request_id": request_id,
                 "operation": operation,
             }
-            for user_id in ids[start : start + CHUNK]
+            for user_id in ordered[start : start + CHUNK]
         ]
         await tx.execute(_MARKS[_is_sqlite(tx)], rows)
     if not _is_sqlite(tx):

@@ -98,10 +98,23 @@ class HealthPoller:
         self.slowest, self.answers = result["slowest"], result["answers"]
 
 
+HOLD = 0.2
+"""How much longer than on an idle service a /healthz answer may take while a big request is served: a
+request that held the event loop for longer than this shows, whatever else loads the machine."""
+
+
+def idle_slowest(url: str, seconds: float = 1.0) -> float:
+    """The slowest /healthz answer of an idle service over ``seconds``: this machine's noise, right now."""
+    with HealthPoller(url) as poller:
+        time.sleep(seconds)
+    return poller.slowest
+
+
 def test_ten_thousand_operations_are_refused_quickly_and_healthz_keeps_answering(served: str) -> None:
     with _client(served) as client:
         user = _user(client, "many-ops")
         operations = [{"op": "add", "path": "roles", "value": [{"value": f"role-{i}"}]} for i in range(10_000)]
+        noise = idle_slowest(served)
         with HealthPoller(served) as poller:
             started = time.perf_counter()
             response = client.patch(f"/Users/{user['id']}", json=_patch(operations))
@@ -110,7 +123,7 @@ def test_ten_thousand_operations_are_refused_quickly_and_healthz_keeps_answering
         assert response.json()["scimType"] == "tooMany"
         assert "at most 1000 operations" in response.json()["detail"]
         assert elapsed < 2
-        assert poller.answers > 0 and poller.slowest < 0.2
+        assert poller.answers > 0 and poller.slowest < HOLD + noise, (poller.slowest, noise)
         assert "roles" not in client.get(f"/Users/{user['id']}").json()
 
 
@@ -158,6 +171,7 @@ def test_a_patch_at_the_caps_is_applied_while_healthz_keeps_answering(
         user = _user(client, "at-cap")
         adds = [{"op": "add", "path": "roles", "value": [{"value": f"role-{i % 500}"}]} for i in range(1000)]
         removals = [{"op": "remove", "path": f'roles[value eq "role-{i % 500}"]'} for i in range(1000)]
+        noise = idle_slowest(served)
         with HealthPoller(served) as poller:
             added = client.patch(f"/Users/{user['id']}", json=_patch(adds))
             removed = client.patch(f"/Users/{user['id']}", json=_patch(removals[:499]))
@@ -165,7 +179,7 @@ def test_a_patch_at_the_caps_is_applied_while_healthz_keeps_answering(
         assert sorted(role["value"] for role in added.json()["roles"]) == sorted(f"role-{i}" for i in range(500))
         assert removed.status_code == 200, removed.text
         assert [role["value"] for role in removed.json()["roles"]] == ["role-499"]
-        assert poller.answers > 0 and poller.slowest < 0.2
+        assert poller.answers > 0 and poller.slowest < HOLD + noise, (poller.slowest, noise)
     deadline = time.monotonic() + 20  # converged after the answers
     while emulator.state.identity_by_external_id("at-cap@example.com") is None:
         assert time.monotonic() < deadline, "the user was never converged"
