@@ -352,7 +352,8 @@ def test_a_big_group_is_read_and_patched_while_healthz_keeps_answering(tmp_path:
     """Building a 5,000-member group (validation, publication, JSON) takes a second of CPU, off the loop.
 
     On the loop, a probe sent meanwhile waits for all of it; off the loop, only for the longest single step
-    (one pydantic validation). Compared with the request's own time, so machine load cancels out.
+    (one pydantic validation). Compared with the request's own time and with an idle probe's, so machine
+    load cancels out.
     """
     if not os.environ.get(_FRESH_PROCESS):
         _in_a_fresh_interpreter(test_a_big_group_is_read_and_patched_while_healthz_keeps_answering.__name__)
@@ -370,6 +371,7 @@ def test_a_big_group_is_read_and_patched_while_healthz_keeps_answering(tmp_path:
         with httpx.Client(base_url=f"{url}/scim/v2", headers=headers, timeout=120) as client:
             group = seeded.group_ids["big"]
             add = _patch([{"op": "add", "path": "members", "value": [{"value": seeded.user_ids[-1]}]}])
+            noise = idle_slowest(url)
             with HealthPoller(url) as poller:
                 started = time.perf_counter()
                 read = client.get(f"/Groups/{group}")
@@ -377,5 +379,6 @@ def test_a_big_group_is_read_and_patched_while_healthz_keeps_answering(tmp_path:
                 elapsed = time.perf_counter() - started
         assert read.status_code == 200 and len(read.json()["members"]) == 5_000
         assert patched.status_code == 200 and len(patched.json()["members"]) == 5_001
-        print(f"big group: GET + PATCH {elapsed:.2f} s, slowest /healthz {poller.slowest:.3f} s")
-        assert poller.answers > 0 and poller.slowest < elapsed / 4
+        print(f"big group: GET + PATCH {elapsed:.2f} s, slowest /healthz {poller.slowest:.3f} s (idle {noise:.3f} s)")
+        # On the loop, a probe would wait for a whole GET or PATCH (about half of ``elapsed``).
+        assert poller.answers > 0 and poller.slowest < elapsed / 4 + noise
