@@ -164,15 +164,10 @@ class SourceApplication(ASGIApplication):
             return self.service.error_response(InvalidValueException(detail="A value cannot be stored"))
         if is_unavailable(exception) or isinstance(exception, OSError | TimeoutError):
             # The database is unreachable or restarting: transient, retry.
-            # The driver's class and SQLSTATE say why (not its message: it may quote values).
-            log.warning(
-                "database error on %s %s: %s (%s, SQLSTATE %s)",
-                request.method,
-                request.path,
-                type(exception).__name__,
-                type(getattr(exception, "orig", None) or exception).__name__,
-                sqlstate(exception) or "-",
-            )
+            # The SQLSTATE says why (the driver's message is not logged: it may quote values).
+            state = sqlstate(exception) or "-"
+            log.warning("database error on %s %s: %s (SQLSTATE %s)", request.method, request.path,
+                        type(exception).__name__, state)
             response = self.service.error_response(ServiceUnavailable())
             response.headers["Retry-After"] = "1"
             return response

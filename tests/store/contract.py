@@ -22,22 +22,10 @@ from app.store.db import Database
 from app.store.storage import SqlStorage
 from app.store.types import AuditEntry, Claim, StoredGroup, UserState
 from app.store.webhook_state import IdpEventLog, open_events
+from tests.support.clock import FrozenClock
 
 SOURCE = "corp"
 OTHER = "other"
-
-
-class Clock:
-    """A settable ``time`` module for :mod:`app.store.queue` (only ``time()`` is read)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class StoreContract:
@@ -48,8 +36,8 @@ class StoreContract:
         raise NotImplementedError("a contract subclass gives an empty, migrated database")
 
     @pytest.fixture
-    def clock(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
-        clock = Clock(1_700_000_000.0)
+    def clock(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[FrozenClock]:
+        clock = FrozenClock(1_700_000_000.0)
         monkeypatch.setattr(queue, "time", clock)
         yield clock
 
@@ -72,31 +60,31 @@ class QueueContract(StoreContract):
         async with db.transaction() as tx:
             return await queue.pending_count(tx)
 
-    async def test_a_mark_is_claimable_at_once(self, db: Database, clock: Clock) -> None:
+    async def test_a_mark_is_claimable_at_once(self, db: Database, clock: FrozenClock) -> None:
         assert await self.mark(db, "u1") == ["u1"]
         assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u1", generation=1, attempts=0)]
 
     async def test_repeated_marks_coalesce_in_one_row_whose_generation_grows(
-        self, db: Database, clock: Clock
+        self, db: Database, clock: FrozenClock
     ) -> None:
         for _ in range(3):
             await self.mark(db, "u1")
         assert await self.count(db) == 1
         assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u1", generation=3, attempts=0)]
 
-    async def test_mark_returns_each_user_once_in_order(self, db: Database, clock: Clock) -> None:
+    async def test_mark_returns_each_user_once_in_order(self, db: Database, clock: FrozenClock) -> None:
         assert await self.mark(db, "b", "a", "b") == ["b", "a"]
         assert await self.mark(db) == []
         assert await self.count(db) == 2
 
-    async def test_marks_are_kept_per_source(self, db: Database, clock: Clock) -> None:
+    async def test_marks_are_kept_per_source(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1")
         await self.mark(db, "u1", source=OTHER)
         async with db.transaction() as tx:
             assert await queue.marked(tx) == {(SOURCE, "u1"), (OTHER, "u1")}
             assert await queue.marked(tx, OTHER) == {(OTHER, "u1")}
 
-    async def test_the_latest_mark_names_the_request(self, db: Database, clock: Clock) -> None:
+    async def test_the_latest_mark_names_the_request(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1", request_id="r1", operation="POST /Users")
         await self.mark(db, "u1", request_id="r2", operation="PATCH /Users/u1")
         claim = await self.claim(db, "u1")
@@ -106,7 +94,7 @@ class QueueContract(StoreContract):
             assert await queue.request_info(tx, Claim(SOURCE, "nobody", 1, 0)) == (None, None)
 
     async def test_a_mark_rolled_back_with_its_transaction_leaves_nothing(
-        self, db: Database, clock: Clock
+        self, db: Database, clock: FrozenClock
     ) -> None:
         with pytest.raises(RuntimeError):
             async with db.transaction(write=True) as tx:
@@ -115,7 +103,7 @@ class QueueContract(StoreContract):
         assert await self.count(db) == 0
 
     async def test_a_claimed_row_is_not_claimed_again_while_its_lease_holds(
-        self, db: Database, clock: Clock
+        self, db: Database, clock: FrozenClock
     ) -> None:
         await self.mark(db, "u1")
         assert await self.claim(db, "u1") is not None
@@ -123,14 +111,14 @@ class QueueContract(StoreContract):
         assert await self.claim(db, "u1") is None
         assert await queue.claim_due(db, 10) == []
 
-    async def test_an_expired_lease_frees_the_row(self, db: Database, clock: Clock) -> None:
+    async def test_an_expired_lease_frees_the_row(self, db: Database, clock: FrozenClock) -> None:
         """A crashed worker's rows come back by themselves."""
         await self.mark(db, "u1")
         assert await queue.claim_due(db, 10)
         clock.advance(queue.LEASE_SECONDS + 1)
         assert [c.user_id for c in await queue.claim_due(db, 10)] == ["u1"]
 
-    async def test_a_renewed_lease_holds_past_its_first_term(self, db: Database, clock: Clock) -> None:
+    async def test_a_renewed_lease_holds_past_its_first_term(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1")
         claims = await queue.claim_due(db, 10)
         clock.advance(queue.LEASE_SECONDS - 1)
@@ -141,7 +129,7 @@ class QueueContract(StoreContract):
         clock.advance(queue.LEASE_SECONDS)
         assert [c.user_id for c in await queue.claim_due(db, 10)] == ["u1"]
 
-    async def test_a_renewal_after_the_release_does_not_claim_again(self, db: Database, clock: Clock) -> None:
+    async def test_a_renewal_after_the_release_does_not_claim_again(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1")
         claim = await self.claim(db, "u1")
         assert claim is not None
@@ -152,7 +140,7 @@ class QueueContract(StoreContract):
             await queue.renew(tx, [claim])
         assert await self.claim(db, "u1") is not None
 
-    async def test_finish_drops_the_mark(self, db: Database, clock: Clock) -> None:
+    async def test_finish_drops_the_mark(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1")
         [claim] = await queue.claim_due(db, 10)
         async with db.transaction(write=True) as tx:
@@ -160,7 +148,7 @@ class QueueContract(StoreContract):
         assert await self.count(db) == 0
 
     async def test_finish_keeps_a_user_marked_again_meanwhile_released_and_due(
-        self, db: Database, clock: Clock
+        self, db: Database, clock: FrozenClock
     ) -> None:
         await self.mark(db, "u1")
         [claim] = await queue.claim_due(db, 10)
@@ -169,7 +157,7 @@ class QueueContract(StoreContract):
             assert await queue.finish(tx, claim) is False
         assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u1", generation=2, attempts=0)]
 
-    async def test_retry_later_reschedules_and_counts_the_attempt(self, db: Database, clock: Clock) -> None:
+    async def test_retry_later_reschedules_and_counts_the_attempt(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1")
         [claim] = await queue.claim_due(db, 10)
         async with db.transaction(write=True) as tx:
@@ -179,7 +167,7 @@ class QueueContract(StoreContract):
         clock.advance(2)
         assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u1", generation=1, attempts=1)]
 
-    async def test_retry_later_of_a_user_marked_again_is_due_now(self, db: Database, clock: Clock) -> None:
+    async def test_retry_later_of_a_user_marked_again_is_due_now(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1")
         [claim] = await queue.claim_due(db, 10)
         await self.mark(db, "u1")
@@ -188,7 +176,7 @@ class QueueContract(StoreContract):
         assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u1", generation=2, attempts=0)]
 
     async def test_claim_due_takes_the_longest_due_first_up_to_the_limit(
-        self, db: Database, clock: Clock
+        self, db: Database, clock: FrozenClock
     ) -> None:
         for user_id in ("c", "a", "b"):
             await self.mark(db, user_id)
@@ -196,20 +184,20 @@ class QueueContract(StoreContract):
         assert [c.user_id for c in await queue.claim_due(db, 2)] == ["c", "a"]
         assert [c.user_id for c in await queue.claim_due(db, 2)] == ["b"]
 
-    async def test_two_claimers_never_get_the_same_row(self, db: Database, clock: Clock) -> None:
+    async def test_two_claimers_never_get_the_same_row(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, *(f"u{i}" for i in range(40)))
         first, second = await asyncio.gather(queue.claim_due(db, 25), queue.claim_due(db, 25))
         taken = [c.user_id for c in first + second]
         assert len(taken) == len(set(taken)) == 40
 
-    async def test_release_all_frees_every_claim(self, db: Database, clock: Clock) -> None:
+    async def test_release_all_frees_every_claim(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1", "u2")
         assert len(await queue.claim_due(db, 10)) == 2
         async with db.transaction(write=True) as tx:
             await queue.release_all(tx)
         assert len(await queue.claim_due(db, 10)) == 2
 
-    async def test_make_all_due_brings_waiting_retries_forward(self, db: Database, clock: Clock) -> None:
+    async def test_make_all_due_brings_waiting_retries_forward(self, db: Database, clock: FrozenClock) -> None:
         await self.mark(db, "u1")
         [claim] = await queue.claim_due(db, 10)
         async with db.transaction(write=True) as tx:
@@ -219,7 +207,7 @@ class QueueContract(StoreContract):
         assert [c.user_id for c in await queue.claim_due(db, 10)] == ["u1"]
 
     async def test_unsettled_counts_claimed_and_due_rows_not_waiting_retries(
-        self, db: Database, clock: Clock
+        self, db: Database, clock: FrozenClock
     ) -> None:
         await self.mark(db, "claimed", "due", "waiting")
         await self.mark(db, "elsewhere", source=OTHER)

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from scim2_models import User
-from webhook_support import FrozenClock, load_trace, trace_names
+from webhook_support import load_trace, trace_names
 
 from app.idp.asgardeo.webhook import AsgardeoWebhook, parse_asgardeo, sign_asgardeo, verify_subscription
 from app.webhooks import (
@@ -25,6 +25,7 @@ from app.webhooks import (
     WebhookRejected,
 )
 from app.webhooks.events import GroupMembers, RoleGroups
+from tests.support.clock import FrozenClock
 
 SECRET = "asgardeo-webhook-test-secret-7f3c"
 ALICE = "3987d74e-8432-4f4d-b1a8-cad463af843d"

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
-from webhook_support import FrozenClock, load_trace, trace_names
+from webhook_support import load_trace, trace_names
 
 from app.idp.authentik.api import AuthentikUserFetcher
 from app.idp.authentik.webhook import AuthentikWebhook, authentik_user_to_scim, parse_authentik
@@ -31,6 +31,7 @@ from app.webhooks import (
     WebhookRejected,
 )
 from app.webhooks.events import FetchGroup, GroupDelete
+from tests.support.clock import FrozenClock
 
 SECRET_HEADER = "Bearer whk_1b9d7f3a5c2e4a6b8d0f"
 GROUP = "5d0a6c2e-91b4-4f37-8e2a-c6b19d3f7a05"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from webhook_support import FrozenClock
 
 from app.webhooks import InMemoryReplayGuard, ReplayGuard, WebhookRejected
 from app.webhooks.replay import claim_delivery
+from tests.support.clock import FrozenClock
 
 
 async def test_remember_seen_expiry_and_forget() -> None:

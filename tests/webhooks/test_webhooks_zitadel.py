@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from scim2_models import User
-from webhook_support import FrozenClock, load_trace, trace_names
+from webhook_support import load_trace, trace_names
 
 from app.idp.zitadel.webhook import ZitadelWebhook, parse_zitadel, sign_zitadel
 from app.webhooks import (
@@ -26,6 +26,7 @@ from app.webhooks import (
     WebhookInvalid,
     WebhookRejected,
 )
+from tests.support.clock import FrozenClock
 
 KEY = "Ns4jKxq2Wv8pZt7rLm3hYc9dFg6bTe1A"
 ALICE = "339123456789012345"

@@ -1,4 +1,4 @@
-"""Helpers for the webhook protocol tests: recorded IdP traces, a frozen clock."""
+"""Helpers for the webhook protocol tests: recorded IdP traces (the frozen clock: tests/support/clock.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 from tests.paths import WEBHOOK_TRACES
-from tests.support.clock import FrozenClock
 
-__all__ = ["TRACES", "FrozenClock", "load_trace", "trace_names"]
+__all__ = ["TRACES", "load_trace", "trace_names"]
 
 TRACES = WEBHOOK_TRACES
 
