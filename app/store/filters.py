@@ -101,6 +101,16 @@ class Dialect:
         """A text expression that orders by code point, as Python compares strings."""
         return expr if self.is_sqlite else expr.collate("C")
 
+    def fold(self, expr: ColumnElement[Any]) -> ColumnElement[Any]:
+        """``expr`` folded as :func:`app.store.db.fold` folds a value (NFC, lower case, NFC), so that a
+        case-insensitive comparison matches what :meth:`ScimFilter.match` matches: on SQLite ``lower`` is
+        that very function (registered by :class:`app.store.db.Database`); PostgreSQL's ``lower`` leaves
+        the normalisation form alone, so a decomposed ``cafe\u0301`` would not equal ``café``."""
+        if self.is_sqlite:
+            return func.lower(expr)
+        nfc: ColumnElement[Any] = literal_column("NFC")
+        return func.normalize(func.lower(func.normalize(expr, nfc)), nfc)
+
     def json_scalar(self, doc: ColumnElement[Any], path: list[str], kind: Kind) -> ColumnElement[Any]:
         node: Any = doc[tuple(path)] if len(path) > 1 else doc[path[0]]
         result: ColumnElement[Any]
@@ -316,7 +326,7 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
                 return true() if op is CompareOperator.ne else false()
             if folded:
                 value = fold(value)
-                column = func.lower(column)
+                column = self.dialect.fold(column)
             column = self.dialect.text(column)
         parameter = literal(value, _SQL_TYPES.get(kind, String()))
         present = column.is_not(None)
@@ -510,7 +520,7 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         if column is None:
             return None
         if kind is str:
-            return self.dialect.text(func.lower(column) if folded else column)
+            return self.dialect.text(self.dialect.fold(column) if folded else column)
         return column
 
 
