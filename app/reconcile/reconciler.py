@@ -38,6 +38,7 @@ from app.reconcile.deployment import deployment_id
 from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import TAG_DEPLOYMENT, TAG_ID, TAG_SOURCE, SourceSettings
 from app.reconcile.skipped import SKIPPED, unmappable_message
+from app.reconcile.state_reads import StateReads
 from app.store import audit as audit_log
 from app.store import provisioning, queue
 from app.store.db import Database
@@ -172,6 +173,8 @@ class Reconciler:
         self.actuator = Actuator(db, safety=safety, metrics=metrics)
         self.reads = CoalescedReads(client)
         """The re-reads before a change, of concurrent converges, made together (one list call)."""
+        self.states = StateReads(db)
+        """The state reads of concurrent converges, made together (one read transaction)."""
         self.commits = GroupCommit(db)
         """The bookkeeping writes of concurrent converges, committed together (group commit)."""
         # One lock per user being converged in this process; entries vanish when nobody holds them.
@@ -289,9 +292,7 @@ class Reconciler:
         settings = self.settings.get(source)
         if settings is None:
             return "failed"
-        async with self.db.transaction() as tx:
-            state = await read_user_state(tx, source, user_id)
-            request_id, operation = await queue.request_info(tx, claim)
+        state, (request_id, operation) = await self.states.read(source, user_id)
         record = state.provisioning or {}
         context.origin = Origin(source, user_id, record.get("user_name"), request_id, operation)
         try:

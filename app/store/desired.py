@@ -6,12 +6,16 @@ Every operation runs in the caller's transaction (:data:`app.store.types.Transac
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, cast
 
 from sqlalchemy import select
 
 from app.store.tables import members, provisioning, resources
 from app.store.types import DesiredUser, ProvisioningRecord, StoredGroup, Transaction, UserState
+
+CHUNK = 500
+"""Keys per ``IN`` list (within every database's limit on bound parameters)."""
 
 
 def _group_ref(group_id: str, data: dict[str, Any] | None, external_id: str | None) -> StoredGroup:
@@ -50,6 +54,58 @@ async def read_user_state(tx: Transaction, source: str, user_id: str) -> UserSta
     )
 
 
+async def read_user_states(
+    tx: Transaction, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], UserState]:
+    """:func:`read_user_state` of many ``(source, user_id)`` keys at once, by key: three queries in all,
+    whatever the number of users (the reconciler reads the users of a claimed batch together)."""
+    wanted: dict[str, list[str]] = {}
+    for source, user_id in dict.fromkeys(keys):
+        wanted.setdefault(source, []).append(user_id)
+    documents: dict[tuple[str, str], dict[str, Any]] = {}
+    pks: dict[int, tuple[str, str]] = {}
+    records: dict[tuple[str, str], ProvisioningRecord] = {}
+    groups: dict[tuple[str, str], list[StoredGroup]] = {}
+    for source, ids in wanted.items():
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            rows = await tx.execute(
+                select(resources.c.pk, resources.c.id, resources.c.data).where(
+                    resources.c.source == source,
+                    resources.c.resource_type == "User",
+                    resources.c.id.in_(chunk),
+                )
+            )
+            for row in rows:
+                documents[(source, str(row.id))] = dict(row.data)
+                pks[row.pk] = (source, str(row.id))
+            found = await tx.execute(
+                select(provisioning).where(provisioning.c.source == source, provisioning.c.user_id.in_(chunk))
+            )
+            for record in found:
+                records[(source, str(record.user_id))] = cast(ProvisioningRecord, dict(record._mapping))
+    found_pks = list(pks)
+    group = resources.alias("g")
+    for start in range(0, len(found_pks), CHUNK):
+        query = (
+            select(members.c.member_pk, group.c.id, group.c.data, group.c.external_id)
+            .join(group, members.c.group_pk == group.c.pk)
+            .where(members.c.member_pk.in_(found_pks[start : start + CHUNK]))
+            .order_by(group.c.pk)
+        )
+        for member_pk, group_id, data, external_id in await tx.execute(query):
+            groups.setdefault(pks[member_pk], []).append(_group_ref(group_id, data, external_id))
+    return {
+        key: UserState(
+            document=documents.get(key),
+            groups=tuple(groups.get(key, ())),
+            provisioning=records.get(key),
+        )
+        for source, ids in wanted.items()
+        for key in ((source, user_id) for user_id in ids)
+    }
+
+
 async def user_ids(tx: Transaction, source: str) -> list[str]:
     """The ids of ``source``'s users, in creation order."""
     query = (
@@ -83,4 +139,4 @@ async def users(tx: Transaction, source: str | None = None) -> list[DesiredUser]
     ]
 
 
-__all__ = ["read_user_state", "user_ids", "users"]
+__all__ = ["read_user_state", "read_user_states", "user_ids", "users"]

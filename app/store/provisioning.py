@@ -13,6 +13,7 @@ Every operation runs in the caller's transaction (:data:`app.store.types.Transac
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any, cast
 
 from sqlalchemy import and_, delete, exists, func, select, update
@@ -48,7 +49,9 @@ async def admit(
     """Claim ``external_id`` for the user; a new record is ``pending``, an existing one keeps its state.
 
     Raises :class:`ExternalIdTaken` when another user holds it; the caller's transaction is left usable
-    (the attempt runs in a savepoint) and unchanged.
+    and unchanged: on PostgreSQL the attempt runs in a savepoint (a failed statement aborts the whole
+    transaction there); SQLite undoes only the failed statement, so a savepoint's two statements are
+    spared on every SCIM write.
     """
     statement = (
         _insert(tx)
@@ -67,7 +70,7 @@ async def admit(
         )
     )
     try:
-        async with tx.begin_nested():
+        async with nullcontext() if tx.dialect.name == "sqlite" else tx.begin_nested():
             await tx.execute(statement)
     except IntegrityError as error:
         raise ExternalIdTaken(external_id) from error

@@ -228,6 +228,30 @@ async def request_info(tx: Transaction, claim: Claim) -> tuple[str | None, str |
     return (row.request_id, row.operation) if row is not None else (None, None)
 
 
+async def request_infos(
+    tx: Transaction, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """:func:`request_info` of many ``(source, user_id)`` keys at once, by key."""
+    wanted: dict[str, list[str]] = {}
+    for source, user_id in dict.fromkeys(keys):
+        wanted.setdefault(source, []).append(user_id)
+    found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    for source, ids in wanted.items():
+        for start in range(0, len(ids), CHUNK):
+            rows = await tx.execute(
+                select(dirty.c.user_id, dirty.c.request_id, dirty.c.operation).where(
+                    dirty.c.source == source, dirty.c.user_id.in_(ids[start : start + CHUNK])
+                )
+            )
+            for row in rows:
+                found[(source, str(row.user_id))] = (row.request_id, row.operation)
+    return {
+        (source, user_id): found.get((source, user_id), (None, None))
+        for source, ids in wanted.items()
+        for user_id in ids
+    }
+
+
 async def finish(tx: Transaction, claim: Claim) -> bool:
     """The user converged at ``claim.generation``: drop the mark; True if it was dropped.
 
@@ -336,6 +360,7 @@ __all__ = [
     "release_all",
     "renew",
     "request_info",
+    "request_infos",
     "retry_later",
     "unsettled",
 ]
