@@ -1,6 +1,6 @@
 """Profile the ziti-scim server process (py-spy) while the bench drives one scenario.
 
-    python -m bench.profile SCENARIO [--db sqlite|postgres] [--seconds 15] [--top 30] [--out FILE]
+    python -m bench.profile SCENARIO [--db sqlite|postgres] [--seconds 15] [--top 30] [--clients N] [--out FILE]
 
 Scenarios: ``get`` (GET /Users/{id}, 1 client), ``patch`` (PATCH displayName, 8 clients, no controller), ``create`` (POST /Users, 8 clients, no controller),
 ``create-provisioned`` (POST /Users, 1 client, with the controller emulator), ``group-add-provisioned``
@@ -91,7 +91,9 @@ def record(server: Server, seconds: float, out: Path, gil: bool = False) -> subp
     return process
 
 
-async def drive(scenario: str, target: Target, context: dict[str, Any], until: float) -> str:
+async def drive(
+    scenario: str, target: Target, context: dict[str, Any], until: float, clients: int | None = None
+) -> str:
     done = 0
     if scenario == "get":
         ids = context["ids"]
@@ -118,7 +120,7 @@ async def drive(scenario: str, target: Target, context: dict[str, Any], until: f
             )
             done += result.count
     elif scenario in ("create", "create-provisioned"):
-        concurrency = 8 if scenario == "create" else 1
+        concurrency = clients or (8 if scenario == "create" else 1)
         while time.perf_counter() < until:
             result = await run_load(
                 target.base,
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--clients", type=int, help="concurrent clients of a create scenario (default 8; 1 provisioned)")
     parser.add_argument(
         "--gil", action="store_true", help="sample only the thread holding the GIL (CPU, not waiting)"
     )
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         spy = record(target.server, args.seconds, args.out, args.gil)
         began = time.perf_counter()
         print(
-            asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5)),
+            asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5, args.clients)),
             "in",
             f"{time.perf_counter() - began:.1f} s",
         )

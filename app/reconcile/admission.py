@@ -22,7 +22,7 @@ from app.mapping import GroupRef, MappingError, map_user
 from app.reconcile.settings import SourceSettings
 from app.reconcile.skipped import unmappable_message
 from app.store import provisioning
-from app.store.types import StoredGroup, Transaction
+from app.store.types import ProvisioningView, StoredGroup, Transaction
 
 
 def group_refs(groups: Iterable[StoredGroup]) -> list[GroupRef]:
@@ -43,7 +43,9 @@ class ProvisioningHooks:
         user_id: str,
         document: dict[str, Any],
         groups: list[dict[str, Any]],
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """Admit the write (see the module); return what :meth:`view` will show of the user once the
+        storage marked it dirty in the same transaction (its record as admitted, ``pending``)."""
         settings = self.settings[source]
         refs = [GroupRef(id=g["value"], display_name=g.get("display") or "") for g in groups]
         user_name = document.get("userName")
@@ -53,14 +55,17 @@ class ProvisioningHooks:
             message = unmappable_message(error)
             if settings.unmappable == "refuse":
                 raise InvalidValueException(detail=message) from error
-            await provisioning.admit_skipped(tx, source, user_id, user_name=user_name, message=message)
-            return
+            shown = await provisioning.admit_skipped(
+                tx, source, user_id, user_name=user_name, message=message
+            )
+            return _entry(ProvisioningView("pending", shown.identity_id, shown.last_error))
         try:
-            await provisioning.admit(
+            shown = await provisioning.admit(
                 tx, source, user_id, external_id=desired.external_id, user_name=user_name
             )
         except provisioning.ExternalIdTaken as error:
             raise UniquenessException(detail=str(error)) from error
+        return _entry(ProvisioningView("pending", shown.identity_id, shown.last_error))
 
     async def release(self, tx: Transaction, source: str, user_id: str) -> None:
         await provisioning.release_external_id(tx, source, user_id)
@@ -68,12 +73,15 @@ class ProvisioningHooks:
     async def view(
         self, tx: Transaction, source: str, user_ids: list[str]
     ) -> dict[str, dict[str, Any]]:
-        view: dict[str, dict[str, Any]] = {}
-        for user_id, shown in (await provisioning.view(tx, source, user_ids)).items():
-            entry: dict[str, Any] = {"provisioningState": shown.state}
-            if shown.identity_id:
-                entry["identityId"] = shown.identity_id
-            if shown.last_error and shown.state != "synced":
-                entry["lastError"] = shown.last_error
-            view[user_id] = entry
-        return view
+        shown = await provisioning.view(tx, source, user_ids)
+        return {user_id: _entry(record) for user_id, record in shown.items()}
+
+
+def _entry(shown: ProvisioningView) -> dict[str, Any]:
+    """The status extension's attributes for a record as a SCIM response shows it."""
+    entry: dict[str, Any] = {"provisioningState": shown.state}
+    if shown.identity_id:
+        entry["identityId"] = shown.identity_id
+    if shown.last_error and shown.state != "synced":
+        entry["lastError"] = shown.last_error
+    return entry

@@ -43,8 +43,8 @@ from app.store import audit as audit_log
 from app.store import provisioning, queue
 from app.store.db import Database
 from app.store.desired import read_user_state
-from app.store.group_commit import GroupCommit
-from app.store.types import ProvisioningRecord, Transaction, UserState
+from app.store.group_commit import Batched, GroupCommit
+from app.store.types import ProvisioningRecord, UserState
 from app.ziti.client import ZitiClient
 from app.ziti.errors import (
     ZitiDuplicate,
@@ -68,7 +68,9 @@ HELD_RECHECK = 60.0
 CHANGE_IN_FLIGHT = "a change was sent to the controller; its outcome is not known yet"
 
 
-Step = Callable[[Transaction], Awaitable[None]]
+Step = Batched[Any]
+"""A bookkeeping write of a converge, applied with the same writes of the other converges settling in the
+same transaction (one executemany each, :class:`app.store.group_commit.GroupCommit`)."""
 
 
 @dataclass
@@ -166,6 +168,7 @@ class Reconciler:
         self.db = db
         self.configured_deployment = deployment
         self._deployment: str | None = None
+        self._deployment_lock = asyncio.Lock()
         self.client = client
         self.settings = settings
         self.safety = safety
@@ -187,7 +190,9 @@ class Reconciler:
     async def deployment(self) -> str:
         """This installation's deployment id (:mod:`app.reconcile.deployment`), read once."""
         if self._deployment is None:
-            self._deployment = await deployment_id(self.db, self.configured_deployment)
+            async with self._deployment_lock:  # the first converges of a batch read it once, not each
+                if self._deployment is None:
+                    self._deployment = await deployment_id(self.db, self.configured_deployment)
         return self._deployment
 
     async def owner(self, settings: SourceSettings) -> ownership.Owner:
@@ -215,19 +220,18 @@ class Reconciler:
                 context = _Context(claim, Origin(claim.source, claim.user_id))
                 outcome = await self._converge(context)
 
-                async def settle(tx: Transaction) -> None:
-                    for step in context.steps:
-                        await step(tx)
-                    await audit_log.record(tx, context.entries)
-                    if outcome == "pending":
-                        await queue.retry_later(tx, claim, queue.backoff(claim.attempts))
-                    elif outcome == "held":
-                        await queue.retry_later(tx, claim, HELD_RECHECK)
-                    else:
-                        await queue.finish(tx, claim)
-
+                settle: list[Step] = [
+                    *context.steps,
+                    *(Batched(audit_log.record, entry) for entry in context.entries),
+                ]
+                if outcome == "pending":
+                    settle.append(Batched(queue.retry_later_all, (claim, queue.backoff(claim.attempts))))
+                elif outcome == "held":
+                    settle.append(Batched(queue.retry_later_all, (claim, HELD_RECHECK)))
+                else:
+                    settle.append(Batched(queue.finish_all, claim))
                 # Committed with the other converges' bookkeeping; returns once it is committed.
-                await self.commits.run(settle)
+                await self.commits.run_all(settle)
             finally:
                 self.held.pop((claim.source, claim.user_id), None)
         if self.metrics is not None:
@@ -620,7 +624,7 @@ class Reconciler:
                         lambda: self.client.disable_identity(identity_id),
                         identity=identity,
                     )
-                context.steps.append(partial(_record_disabled, source=settings.name, user_id=user_id))
+                context.steps.append(Batched(provisioning.record_disabled_all, (settings.name, user_id)))
                 return
             elif how == "untag":
                 tags = ownership.released_tags(identity)
@@ -639,7 +643,7 @@ class Reconciler:
                     lambda: self.client.delete_identity(identity_id, missing_ok=True),
                     identity=identity,
                 )
-        context.steps.append(partial(_forget, source=settings.name, user_id=user_id))
+        context.steps.append(Batched(provisioning.forget_all, (settings.name, user_id)))
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
@@ -648,37 +652,14 @@ class Reconciler:
         context: _Context, source: str, user_id: str, current: Applied, target: dict[str, Any]
     ) -> None:
         """Leave the synced record for the settling transaction of the converge."""
-
-        async def record(tx: Transaction) -> None:
-            await provisioning.record_synced(
-                tx,
-                source,
-                user_id,
-                identity_id=current.identity_id,
-                applied={"fields": current.fields, "target": target},
-                adopted=current.adopted,
-            )
-
-        context.steps.append(record)
+        applied = {"fields": current.fields, "target": target}
+        record = provisioning.Synced(source, user_id, current.identity_id, applied, current.adopted)
+        context.steps.append(Batched(provisioning.record_synced_all, record))
 
     async def _record_failure(self, source: str, user_id: str, message: str, *, failed: bool) -> None:
-        await self.commits.run(self._failure(source, user_id, message, failed=failed))
+        await self.commits.run_all([self._failure(source, user_id, message, failed=failed)])
 
     @staticmethod
     def _failure(source: str, user_id: str, message: str, *, failed: bool, state: str = "failed") -> Step:
         verdict = state if failed else None
-        return partial(_record_error, source=source, user_id=user_id, message=message, state=verdict)
-
-
-async def _record_error(
-    tx: Transaction, *, source: str, user_id: str, message: str, state: str | None
-) -> None:
-    await provisioning.record_error(tx, source, user_id, message, state=state)
-
-
-async def _record_disabled(tx: Transaction, *, source: str, user_id: str) -> None:
-    await provisioning.record_disabled(tx, source, user_id)
-
-
-async def _forget(tx: Transaction, *, source: str, user_id: str) -> None:
-    await provisioning.forget(tx, source, user_id)
+        return Batched(provisioning.record_errors, provisioning.Outcome(source, user_id, message, verdict))

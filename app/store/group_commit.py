@@ -5,22 +5,59 @@ record, audit rows, the settling of its dirty mark). Committed one transaction p
 take SQLite's single writer turn once each and dominate a burst's convergence; here the steps that
 arrive while a transaction is open wait for the next one, so a burst costs a handful of transactions.
 
-Every step still commits atomically, and a caller's ``await`` returns only once its step is committed
-(nothing is acknowledged before it is durable). If a batch fails, each of its steps is retried alone,
-so one bad step fails only its own caller.
+Writes that many callers make alike go as :class:`Batched` items: the items of one ``write`` function
+in a transaction are applied by one call with all of them (an ``executemany``: one statement for the
+settling of a whole batch of converges instead of one per user, :func:`GroupCommit.run_all`).
+
+Every caller's parts still commit atomically together, and a caller's ``await`` returns only once they
+are committed (nothing is acknowledged before it is durable). If a batch fails, each caller's parts are
+retried alone, so one bad step fails only its own caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from app.store.db import Database
 from app.store.types import Transaction
 
 Step = Callable[[Transaction], Awaitable[Any]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Batched(Generic[T]):
+    """One item of a write many callers make alike: ``write(tx, items)`` applies every item of a
+    transaction at once, after the plain steps of that transaction, in the order the items came."""
+
+    write: Callable[[Transaction, list[T]], Awaitable[None]]
+    item: T
+
+
+Part = Step | Batched[Any]
+Unit = tuple[Sequence[Part], "asyncio.Future[Any]"]
+
+
+async def _apply(conn: Transaction, units: Sequence[Sequence[Part]]) -> list[Any]:
+    """Run the units' plain steps in order, then each batched write once; the last plain step's result
+    of each unit (None without one)."""
+    results: list[Any] = []
+    writes: dict[Any, list[Any]] = {}
+    for parts in units:
+        result = None
+        for part in parts:
+            if isinstance(part, Batched):
+                writes.setdefault(part.write, []).append(part.item)
+            else:
+                result = await part(conn)
+        results.append(result)
+    for write, items in writes.items():
+        await write(conn, items)
+    return results
 
 
 class GroupCommit:
@@ -28,13 +65,18 @@ class GroupCommit:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._pending: list[tuple[Step, asyncio.Future[Any]]] = []
+        self._pending: list[Unit] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def run(self, step: Step) -> Any:
         """Commit ``step`` (with whatever else is waiting) and return its result once committed."""
+        return await self.run_all([step])
+
+    async def run_all(self, parts: Sequence[Part]) -> Any:
+        """Commit ``parts`` atomically together (with whatever else is waiting); once committed, return
+        the last plain step's result (None without one)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((step, future))
+        self._pending.append((parts, future))
         if self._flusher is None or self._flusher.done():
             # A fresh context: the flusher must never join a transaction its first caller happens to hold.
             self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
@@ -46,7 +88,7 @@ class GroupCommit:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def _flush(self) -> None:
-        batch: list[tuple[Step, asyncio.Future[Any]]] = []
+        batch: list[Unit] = []
         try:
             await self._flush_all(batch)
         finally:
@@ -55,17 +97,17 @@ class GroupCommit:
                 if not future.done():
                     future.cancel()
 
-    async def _flush_all(self, batch: list[tuple[Step, asyncio.Future[Any]]]) -> None:
+    async def _flush_all(self, batch: list[Unit]) -> None:
         while self._pending:
             batch[:], self._pending = self._pending, []
             try:
                 async with self.db.transaction(write=True) as conn:
-                    results = [await step(conn) for step, _ in batch]
+                    results = await _apply(conn, [parts for parts, _ in batch])
             except Exception:  # noqa: BLE001 - retried one by one below, each caller gets its own error
-                for step, future in batch:
+                for parts, future in batch:
                     try:
                         async with self.db.transaction(write=True) as conn:
-                            result = await step(conn)
+                            (result,) = await _apply(conn, [parts])
                     except Exception as error:  # noqa: BLE001
                         if not future.done():
                             future.set_exception(error)

@@ -13,10 +13,11 @@ Every operation runs in the caller's transaction (:data:`app.store.types.Transac
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import Float, String, Text, and_, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.store.db import upsert
@@ -35,6 +36,10 @@ class ExternalIdTaken(Exception):
         self.external_id = external_id
 
 
+_SHOWN = (provisioning.c.state, provisioning.c.identity_id, provisioning.c.last_error)
+"""What a SCIM response shows of a record (:class:`ProvisioningView`)."""
+
+
 def _insert(tx: Transaction) -> Any:
     return upsert(provisioning, is_sqlite=tx.dialect.name == "sqlite")
 
@@ -45,8 +50,10 @@ def _key(source: str, user_id: str) -> Any:
 
 async def admit(
     tx: Transaction, source: str, user_id: str, *, external_id: str, user_name: str | None
-) -> None:
+) -> ProvisioningView:
     """Claim ``external_id`` for the user; a new record is ``pending``, an existing one keeps its state.
+
+    Returns the record as written (``RETURNING``: the SCIM response shows it without reading it again).
 
     Raises :class:`ExternalIdTaken` when another user holds it; the caller's transaction is left usable
     and unchanged: on PostgreSQL the attempt runs in a savepoint (a failed statement aborts the whole
@@ -68,28 +75,34 @@ async def admit(
             index_elements=["source", "user_id"],
             set_={"external_id": external_id, "user_name": user_name},
         )
+        .returning(*_SHOWN)
     )
     try:
         async with nullcontext() if tx.dialect.name == "sqlite" else tx.begin_nested():
-            await tx.execute(statement)
+            row = (await tx.execute(statement)).one()
     except IntegrityError as error:
         raise ExternalIdTaken(external_id) from error
+    return ProvisioningView(row.state, row.identity_id, row.last_error)
 
 
 async def admit_skipped(
     tx: Transaction, source: str, user_id: str, *, user_name: str | None, message: str
-) -> None:
+) -> ProvisioningView:
     """The user cannot be mapped to an identity: state ``skipped`` with ``message`` as its last error.
 
     The externalId it claimed before, if any, stays claimed (so that it cannot move to another user
-    meanwhile), and so does the identity it has.
+    meanwhile), and so does the identity it has. Returns the record as written.
     """
     values = {"user_name": user_name, "state": "skipped", "last_error": message, "updated_at": time.time()}
-    await tx.execute(
-        _insert(tx)
-        .values(source=source, user_id=user_id, adopted=False, **values)
-        .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
-    )
+    row = (
+        await tx.execute(
+            _insert(tx)
+            .values(source=source, user_id=user_id, adopted=False, **values)
+            .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
+            .returning(*_SHOWN)
+        )
+    ).one()
+    return ProvisioningView(row.state, row.identity_id, row.last_error)
 
 
 async def release_external_id(tx: Transaction, source: str, user_id: str) -> None:
@@ -135,6 +148,57 @@ async def view(tx: Transaction, source: str, user_ids: list[str]) -> dict[str, P
     }
 
 
+class Synced(NamedTuple):
+    """A converged user's record (:func:`record_synced_all`)."""
+
+    source: str
+    user_id: str
+    identity_id: str
+    applied: dict[str, Any]
+    adopted: bool
+
+
+class Outcome(NamedTuple):
+    """A converge's error (:func:`record_errors`); ``state`` None keeps the state."""
+
+    source: str
+    user_id: str
+    message: str
+    state: str | None = None
+
+
+def _synced_statement(is_sqlite: bool) -> Any:
+    insert = upsert(provisioning, is_sqlite=is_sqlite)
+    kept = ("identity_id", "state", "last_error", "applied", "adopted", "updated_at")
+    return insert.on_conflict_do_update(
+        index_elements=["source", "user_id"], set_={name: insert.excluded[name] for name in kept}
+    )
+
+
+_SYNCED = {True: _synced_statement(True), False: _synced_statement(False)}
+_BY_KEY = and_(provisioning.c.source == bindparam("b_source"), provisioning.c.user_id == bindparam("b_user"))
+_ERROR = (
+    update(provisioning)
+    .where(_BY_KEY)
+    .values(
+        last_error=bindparam("b_error", type_=Text),
+        state=func.coalesce(bindparam("b_state", type_=String), provisioning.c.state),
+        updated_at=bindparam("b_at", type_=Float),
+    )
+)
+_DISABLED = (
+    update(provisioning)
+    .where(_BY_KEY)
+    .values(state="disabled", last_error=None, updated_at=bindparam("b_at", type_=Float))
+)
+_FORGET = delete(provisioning).where(_BY_KEY)
+
+
+def _ordered(rows: Iterable[Any]) -> list[Any]:
+    # In key order, so that concurrent transactions lock rows in the same order (PostgreSQL).
+    return sorted(rows, key=lambda row: (row.source, row.user_id))
+
+
 async def record_synced(
     tx: Transaction,
     source: str,
@@ -145,19 +209,28 @@ async def record_synced(
     adopted: bool,
 ) -> None:
     """The user's identity is converged: state ``synced``, no error, ``applied`` what was written."""
-    values = {
-        "identity_id": identity_id,
-        "state": "synced",
-        "last_error": None,
-        "applied": applied,
-        "adopted": adopted,
-        "updated_at": time.time(),
-    }
-    await tx.execute(
-        _insert(tx)
-        .values(source=source, user_id=user_id, **values)
-        .on_conflict_do_update(index_elements=["source", "user_id"], set_=values)
-    )
+    await record_synced_all(tx, [Synced(source, user_id, identity_id, applied, adopted)])
+
+
+async def record_synced_all(tx: Transaction, records: Sequence[Synced]) -> None:
+    """:func:`record_synced` of many users, one statement (executemany) for all of them."""
+    if not records:
+        return
+    now = time.time()
+    rows = [
+        {
+            "source": record.source,
+            "user_id": record.user_id,
+            "identity_id": record.identity_id,
+            "state": "synced",
+            "last_error": None,
+            "applied": record.applied,
+            "adopted": record.adopted,
+            "updated_at": now,
+        }
+        for record in _ordered(records)
+    ]
+    await tx.execute(_SYNCED[tx.dialect.name == "sqlite"], rows)
 
 
 async def record_error(
@@ -168,24 +241,48 @@ async def record_error(
     ``state=None`` keeps the state: a transient failure, or a change in flight, is not a verdict.
     A user without a record is left without one.
     """
-    values: dict[str, Any] = {"last_error": message[:MAX_ERROR], "updated_at": time.time()}
-    if state is not None:
-        values["state"] = state
-    await tx.execute(update(provisioning).where(_key(source, user_id)).values(**values))
+    await record_errors(tx, [Outcome(source, user_id, message, state)])
+
+
+async def record_errors(tx: Transaction, outcomes: Sequence[Outcome]) -> None:
+    """:func:`record_error` of many users, one statement (executemany) for all of them."""
+    if not outcomes:
+        return
+    now = time.time()
+    rows = [
+        {
+            "b_source": outcome.source,
+            "b_user": outcome.user_id,
+            "b_error": outcome.message[:MAX_ERROR],
+            "b_state": outcome.state,
+            "b_at": now,
+        }
+        for outcome in _ordered(outcomes)
+    ]
+    await tx.execute(_ERROR, rows)
 
 
 async def record_disabled(tx: Transaction, source: str, user_id: str) -> None:
     """The deleted user's identity is kept, disabled: state ``disabled``, no error."""
-    await tx.execute(
-        update(provisioning)
-        .where(_key(source, user_id))
-        .values(state="disabled", last_error=None, updated_at=time.time())
-    )
+    await record_disabled_all(tx, [(source, user_id)])
+
+
+async def record_disabled_all(tx: Transaction, users: Sequence[tuple[str, str]]) -> None:
+    """:func:`record_disabled` of many ``(source, user_id)``, one statement for all of them."""
+    if users:
+        now = time.time()
+        await tx.execute(_DISABLED, [{"b_source": s, "b_user": u, "b_at": now} for s, u in sorted(users)])
 
 
 async def forget(tx: Transaction, source: str, user_id: str) -> None:
     """Drop the record (the deleted user's identity is gone, or handed back)."""
-    await tx.execute(delete(provisioning).where(_key(source, user_id)))
+    await forget_all(tx, [(source, user_id)])
+
+
+async def forget_all(tx: Transaction, users: Sequence[tuple[str, str]]) -> None:
+    """:func:`forget` of many ``(source, user_id)``, one statement for all of them."""
+    if users:
+        await tx.execute(_FORGET, [{"b_source": s, "b_user": u} for s, u in sorted(users)])
 
 
 async def record_drift(
@@ -251,17 +348,23 @@ async def user_of_identity(tx: Transaction, identity_id: str) -> tuple[str, str]
 __all__ = [
     "MAX_ERROR",
     "ExternalIdTaken",
+    "Outcome",
+    "Synced",
     "admit",
     "admit_skipped",
     "count_in_state",
     "forget",
+    "forget_all",
     "get",
     "managed_count",
     "queued_with_error",
     "record_disabled",
+    "record_disabled_all",
     "record_drift",
     "record_error",
+    "record_errors",
     "record_synced",
+    "record_synced_all",
     "records",
     "release_external_id",
     "user_of_identity",

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
+    Integer,
     Select,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -271,32 +274,73 @@ async def retry_later(tx: Transaction, claim: Claim, delay: float) -> None:
 
     A user marked again since the claim is released as the new mark made it: due now, attempts 0.
     """
-    where = _key(claim.source, claim.user_id)
-    result = await tx.execute(
-        update(dirty)
-        .where(where, dirty.c.generation == claim.generation)
-        .values(claimed_until=None, attempts=claim.attempts + 1, due_at=time.time() + delay)
+    await retry_later_all(tx, [(claim, delay)])
+
+
+_KEYED = and_(dirty.c.source == bindparam("b_source"), dirty.c.user_id == bindparam("b_user"))
+_AT_GENERATION = and_(_KEYED, dirty.c.generation == bindparam("b_generation"))
+_FINISH = delete(dirty).where(_AT_GENERATION)
+_RETRY = (
+    update(dirty)
+    .where(_AT_GENERATION)
+    .values(
+        claimed_until=None,
+        attempts=bindparam("b_attempts", type_=Integer),
+        due_at=bindparam("b_due", type_=Float),
     )
-    if result.rowcount == 0:
-        await tx.execute(update(dirty).where(where).values(claimed_until=None))
+)
+_RELEASE = update(dirty).where(_KEYED, dirty.c.claimed_until.is_not(None)).values(claimed_until=None)
+_RENEW = (
+    update(dirty)
+    .where(_KEYED, dirty.c.claimed_until.is_not(None), dirty.c.claimed_until >= bindparam("b_now"))
+    .values(claimed_until=bindparam("b_until", type_=Float))
+)
+
+
+def _params(claim: Claim, **more: Any) -> dict[str, Any]:
+    return {"b_source": claim.source, "b_user": claim.user_id, "b_generation": claim.generation, **more}
+
+
+def _ordered(claims: Iterable[Claim]) -> list[Claim]:
+    # In key order, as :func:`mark` locks them, so that a settling and a write wait instead of deadlocking.
+    return sorted(claims, key=lambda claim: (claim.source, claim.user_id))
+
+
+async def finish_all(tx: Transaction, claims: Sequence[Claim]) -> None:
+    """:func:`finish` of many claims: two statements (executemany) for all of them, whatever the count.
+
+    The rows still at their claimed generation are dropped; the others (marked again since the claim)
+    are released, due as their new mark made them.
+    """
+    if not claims:
+        return
+    ordered = _ordered(claims)
+    await tx.execute(_FINISH, [_params(claim) for claim in ordered])
+    await tx.execute(_RELEASE, [_params(claim) for claim in ordered])
+
+
+async def retry_later_all(tx: Transaction, retries: Sequence[tuple[Claim, float]]) -> None:
+    """:func:`retry_later` of many ``(claim, delay)``: two statements (executemany) for all of them."""
+    if not retries:
+        return
+    now = time.time()
+    ordered = sorted(retries, key=lambda retry: (retry[0].source, retry[0].user_id))
+    await tx.execute(
+        _RETRY, [_params(claim, b_attempts=claim.attempts + 1, b_due=now + delay) for claim, delay in ordered]
+    )
+    await tx.execute(_RELEASE, [_params(claim) for claim, _ in ordered])
 
 
 async def renew(tx: Transaction, claims: Iterable[Claim]) -> None:
     """Extend, by :data:`LEASE_SECONDS` from now, the leases of these claims that are still held.
 
     A row released meanwhile (settled, or expired) is left alone: it must stay free for the next worker.
+    One statement (executemany) for all of them.
     """
     now = time.time()
-    for claim in claims:
-        await tx.execute(
-            update(dirty)
-            .where(
-                _key(claim.source, claim.user_id),
-                dirty.c.claimed_until.is_not(None),
-                dirty.c.claimed_until >= now,
-            )
-            .values(claimed_until=now + LEASE_SECONDS)
-        )
+    rows = [_params(claim, b_now=now, b_until=now + LEASE_SECONDS) for claim in _ordered(claims)]
+    if rows:
+        await tx.execute(_RENEW, rows)
 
 
 async def release_all(tx: Transaction) -> None:
@@ -352,6 +396,7 @@ __all__ = [
     "claim",
     "claim_due",
     "finish",
+    "finish_all",
     "make_all_due",
     "mark",
     "mark_selected",
@@ -362,5 +407,6 @@ __all__ = [
     "request_info",
     "request_infos",
     "retry_later",
+    "retry_later_all",
     "unsettled",
 ]

@@ -142,8 +142,11 @@ class UserHooks(Protocol):
         user_id: str,
         document: dict[str, Any],
         groups: list[dict[str, Any]],
-    ) -> None:
-        """Check a user's new state can be provisioned (raise a SCIMException to refuse the write)."""
+    ) -> dict[str, Any] | None:
+        """Check a user's new state can be provisioned (raise a SCIMException to refuse the write).
+
+        Returns what :meth:`view` will show of the user after this write (the storage marks the user dirty
+        in the same transaction), or None: the response then shows it without reading it back."""
 
     async def release(self, conn: AsyncConnection, source: str, user_id: str) -> None:
         """The user is being deleted."""
@@ -328,19 +331,20 @@ class SqlStorage(AsyncScimStorage):
         rows: Sequence[Row[Any] | Stored],
         wants_refs: bool = True,
         known_groups: dict[int, list[dict[str, Any]]] | None = None,
+        known_views: dict[str, dict[str, Any]] | None = None,
     ) -> list[Resource[Any]]:
-        """The models of stored rows; ``known_groups``: the users' groups when the caller has read them."""
+        """The models of stored rows; ``known_groups``: the users' groups when the caller has read them;
+        ``known_views``: the users' status views when the caller knows them (a create)."""
         groups = [row.pk for row in rows if row.resource_type == "Group"]
         users = [row.pk for row in rows if row.resource_type == "User"]
         group_members = await self._members(conn, groups) if wants_refs and groups else {}
         user_groups = known_groups
         if user_groups is None:
             user_groups = await self._groups(conn, users) if wants_refs and users else {}
-        managed: dict[str, dict[str, Any]] = {}
-        if self.hooks is not None and users:
-            managed = await self.hooks.view(
-                conn, self.source, [row.id for row in rows if row.resource_type == "User"]
-            )
+        managed: dict[str, dict[str, Any]] = dict(known_views or {})
+        unknown = [row.id for row in rows if row.resource_type == "User" and row.id not in managed]
+        if self.hooks is not None and unknown:
+            managed.update(await self.hooks.view(conn, self.source, unknown))
         result = []
         for row in rows:
             document = dict(row.data)
@@ -528,6 +532,7 @@ class SqlStorage(AsyncScimStorage):
         document = self._document(resource)
         now = now_iso()
         resource_id = str(uuid.uuid4())
+        known_views: dict[str, dict[str, Any]] | None = None
         async with self.db.transaction(write=True) as conn:
             try:
                 async with self._statement_guard(conn):
@@ -553,11 +558,15 @@ class SqlStorage(AsyncScimStorage):
             if name == "User":
                 await self._write_emails(conn, pk, document, fresh=True)
                 if self.hooks is not None:
-                    await self.hooks.admit(conn, self.source, resource_id, document, [])
+                    view = await self.hooks.admit(conn, self.source, resource_id, document, [])
+                    if view is not None:
+                        known_views = {resource_id: view}
                 await self.mark_dirty(conn, [resource_id])
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(pk, name, resource_id, document, now, now, 1)
-            (created,) = await self._resources(conn, [stored], wants_refs=name == "Group")
+            (created,) = await self._resources(
+                conn, [stored], wants_refs=name == "Group", known_views=known_views
+            )
             return created
 
     async def update(
@@ -595,16 +604,19 @@ class SqlStorage(AsyncScimStorage):
                 )
                 await self._mark_members(conn, set(wanted) | changed if renamed else changed)
             known: dict[int, list[dict[str, Any]]] | None = None
+            known_views: dict[str, dict[str, Any]] | None = None
             if name == "User":
                 if _email_keys(row.data) != _email_keys(document):
                     await self._write_emails(conn, row.pk, document)
                 if self.hooks is not None:
                     known = await self._groups(conn, [row.pk])
-                    await self.hooks.admit(conn, self.source, resource.id, document, known[row.pk])
+                    view = await self.hooks.admit(conn, self.source, resource.id, document, known[row.pk])
+                    if view is not None:
+                        known_views = {resource.id: view}
                 await self.mark_dirty(conn, [resource.id])
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(row.pk, name, resource.id, document, row.created, modified, row.version + 1)
-            (updated,) = await self._resources(conn, [stored], known_groups=known)
+            (updated,) = await self._resources(conn, [stored], known_groups=known, known_views=known_views)
             return updated
 
     async def change_members(

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from app.reconcile.state_reads import StateReads
 from app.server import create_app
-from app.store import provisioning, queue
+from app.store import desired, provisioning, queue
 from app.store import settings as stored_settings
 from app.store.db import Database
-from app.store.group_commit import GroupCommit
+from app.store.group_commit import Batched, GroupCommit, Part
 from app.store.tables import dirty
 from tests.provisioning.conftest import Stack
 from tests.provisioning.test_lifecycle import GROUP, STATUS, patch, user
@@ -197,3 +198,68 @@ async def test_group_commit_joins_concurrent_steps_and_isolates_a_failing_one(
     async with db.transaction() as tx:
         stored = {i for i in range(30) if await stored_settings.get(tx, f"{source_name}-{i}") is not None}
     assert stored == set(range(30)) - {27}
+
+
+async def test_group_commit_applies_each_batched_write_once_per_transaction_and_isolates_a_failing_unit(
+    db: Database, source_name: str
+) -> None:
+    """Many callers' settling parts: each batched write runs once with every caller's items (one
+    executemany), after the plain steps; a unit whose step fails is retried alone and fails alone, its
+    other parts not applied (a caller's parts commit together or not at all)."""
+    commits = GroupCommit(db)
+    calls: list[list[str]] = []
+
+    async def write(tx: Any, keys: list[str]) -> None:
+        calls.append(list(keys))
+        for key in keys:
+            await stored_settings.put(tx, f"{source_name}-{key}", {"batched": True})
+
+    async def failing(tx: Any) -> None:
+        raise ValueError("this unit is bad")
+
+    units = [[Batched(write, f"a{i}"), Batched(write, f"b{i}")] for i in range(10)]
+    await asyncio.gather(*(commits.run_all(parts) for parts in units))
+    assert calls == [[f"{p}{i}" for i in range(10) for p in "ab"]]
+    calls.clear()
+    bad: list[Part] = [Batched(write, "bad"), failing]
+    results = await asyncio.gather(
+        commits.run_all([Batched(write, "c0")]), commits.run_all(bad), commits.run_all([Batched(write, "c1")]),
+        return_exceptions=True,
+    )
+    await commits.close()
+    assert results[0] is None and results[2] is None and isinstance(results[1], ValueError)
+    async with db.transaction() as tx:
+        stored = {
+            key
+            for key in ["bad", "c0", "c1", *(f"{p}{i}" for i in range(10) for p in "ab")]
+            if await stored_settings.get(tx, f"{source_name}-{key}") is not None
+        }
+    assert stored == {"c0", "c1", *(f"{p}{i}" for i in range(10) for p in "ab")}
+
+
+async def test_state_reads_of_concurrent_converges_share_one_transaction(
+    db: Database, source_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads asked for in the same loop turn are answered by one read transaction, each with what a read
+    of its own would give (document, groups, record, and the latest mark's request)."""
+    async with db.transaction(write=True) as tx:
+        await queue.mark(tx, source_name, ["u1", "u2"], request_id="r1", operation="PATCH /Groups/g")
+        await provisioning.record_synced(tx, source_name, "u2", identity_id="i2", applied={}, adopted=False)
+    opened = 0
+    transaction = db.transaction
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return transaction(*args, **kwargs)
+
+    monkeypatch.setattr(db, "transaction", counting)
+    reads = StateReads(db)
+    results = await asyncio.gather(*(reads.read(source_name, user) for user in ("u1", "u2", "u3")))
+    assert opened == 1
+    monkeypatch.undo()
+    async with db.transaction() as tx:
+        expected = [await desired.read_user_state(tx, source_name, user) for user in ("u1", "u2", "u3")]
+    assert [state for state, _ in results] == expected
+    assert expected[1].provisioning is not None and expected[1].provisioning["identity_id"] == "i2"
+    assert [info for _, info in results] == [("r1", "PATCH /Groups/g")] * 2 + [(None, None)]

@@ -20,7 +20,7 @@ from scim2_server.utils import load_default_provider
 from app.store import audit, desired, provisioning, queue, settings
 from app.store.db import Database
 from app.store.storage import SqlStorage
-from app.store.types import AuditEntry, Claim, StoredGroup, UserState
+from app.store.types import AuditEntry, Claim, ProvisioningView, StoredGroup, UserState
 from app.store.webhook_state import IdpEventLog, open_events
 from tests.support.clock import FrozenClock
 
@@ -175,6 +175,70 @@ class QueueContract(StoreContract):
             await queue.retry_later(tx, claim, 100.0)
         assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u1", generation=2, attempts=0)]
 
+    async def test_finish_all_drops_the_marks_at_their_generation_and_releases_the_rest(
+        self, db: Database, clock: FrozenClock
+    ) -> None:
+        await self.mark(db, "u1", "u2", "u3")
+        claims = await queue.claim_due(db, 10)
+        await self.mark(db, "u2")
+        async with db.transaction(write=True) as tx:
+            await queue.finish_all(tx, claims)
+        assert await self.count(db) == 1
+        assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u2", generation=2, attempts=0)]
+
+    async def test_retry_later_all_reschedules_each_and_releases_those_marked_again(
+        self, db: Database, clock: FrozenClock
+    ) -> None:
+        await self.mark(db, "u1", "u2", "u3")
+        by_user = {claim.user_id: claim for claim in await queue.claim_due(db, 10)}
+        await self.mark(db, "u3")
+        async with db.transaction(write=True) as tx:
+            await queue.retry_later_all(
+                tx, [(by_user["u1"], 100.0), (by_user["u2"], 50.0), (by_user["u3"], 100.0)]
+            )
+        [again] = await queue.claim_due(db, 10)
+        assert again == Claim(SOURCE, "u3", generation=2, attempts=0)
+        async with db.transaction(write=True) as tx:
+            await queue.finish_all(tx, [again])
+        clock.advance(51)
+        [retried] = await queue.claim_due(db, 10)
+        assert retried == Claim(SOURCE, "u2", generation=1, attempts=1)
+        async with db.transaction(write=True) as tx:
+            await queue.finish_all(tx, [retried])
+        clock.advance(50)
+        assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u1", generation=1, attempts=1)]
+
+    async def test_renew_extends_every_held_lease_and_no_released_one(
+        self, db: Database, clock: FrozenClock
+    ) -> None:
+        await self.mark(db, "u1", "u2")
+        claims = await queue.claim_due(db, 10)
+        async with db.transaction(write=True) as tx:
+            await queue.finish_all(tx, [c for c in claims if c.user_id == "u2"])
+        await self.mark(db, "u2")  # a fresh mark, unclaimed: renewing the old claim must not claim it
+        clock.advance(queue.LEASE_SECONDS - 1)
+        async with db.transaction(write=True) as tx:
+            await queue.renew(tx, claims)
+        clock.advance(2)  # past the first term of u1's lease
+        assert await queue.claim_due(db, 10) == [Claim(SOURCE, "u2", generation=1, attempts=0)]
+
+    async def test_request_infos_name_each_users_latest_mark(self, db: Database, clock: FrozenClock) -> None:
+        await self.mark(db, "u1", request_id="r1", operation="POST /Users")
+        await self.mark(db, "u1", request_id="r2", operation="PATCH /Users/u1")
+        await self.mark(db, "u2", request_id="r3", operation="PUT /Users/u2")
+        await self.mark(db, "u1", source=OTHER, request_id="r4", operation="POST /Users")
+        keys = [(SOURCE, "u1"), (SOURCE, "u2"), (SOURCE, "nobody"), (OTHER, "u1"), (OTHER, "u2")]
+        async with db.transaction() as tx:
+            infos = await queue.request_infos(tx, keys)
+            singles = {key: await queue.request_info(tx, Claim(*key, 1, 0)) for key in keys}
+        assert infos == singles == {
+            (SOURCE, "u1"): ("r2", "PATCH /Users/u1"),
+            (SOURCE, "u2"): ("r3", "PUT /Users/u2"),
+            (SOURCE, "nobody"): (None, None),
+            (OTHER, "u1"): ("r4", "POST /Users"),
+            (OTHER, "u2"): (None, None),
+        }
+
     async def test_claim_due_takes_the_longest_due_first_up_to_the_limit(
         self, db: Database, clock: FrozenClock
     ) -> None:
@@ -281,6 +345,19 @@ class ProvisioningContract(StoreContract):
         assert record is not None
         assert (record["state"], record["identity_id"], record["external_id"]) == ("synced", "i1", "new@example.com")
 
+    async def test_admit_returns_the_record_as_written(self, db: Database) -> None:
+        async with db.transaction(write=True) as tx:
+            first = await provisioning.admit(tx, SOURCE, "u1", external_id="a@example.com", user_name="u1")
+            await provisioning.record_synced(tx, SOURCE, "u1", identity_id="i1", applied={}, adopted=False)
+            await provisioning.record_error(tx, SOURCE, "u1", "in flight")
+            again = await provisioning.admit(tx, SOURCE, "u1", external_id="b@example.com", user_name="u1")
+            skipped = await provisioning.admit_skipped(tx, SOURCE, "u1", user_name="u1", message="emails: missing")
+            fresh = await provisioning.admit_skipped(tx, SOURCE, "u2", user_name="u2", message="emails: missing")
+        assert first == ProvisioningView("pending", None, None)
+        assert again == ProvisioningView("synced", "i1", "in flight")
+        assert skipped == ProvisioningView("skipped", "i1", "emails: missing")
+        assert fresh == ProvisioningView("skipped", None, "emails: missing")
+
     async def test_a_released_external_id_can_be_claimed_by_another_user(self, db: Database) -> None:
         await self.admit(db, "u1", "x@example.com")
         async with db.transaction(write=True) as tx:
@@ -346,6 +423,44 @@ class ProvisioningContract(StoreContract):
         record = await self.get(db, "u1")
         assert record is not None and (record["state"], record["last_error"]) == ("disabled", None)
         assert await self.get(db, "u2") is None
+
+    async def test_batched_outcomes_write_each_user_as_one_at_a_time_would(self, db: Database) -> None:
+        for user_id in ("u1", "u2", "u3", "u4", "u5"):
+            await self.admit(db, user_id, f"{user_id}@example.com")
+        async with db.transaction(write=True) as tx:
+            await provisioning.record_synced_all(
+                tx,
+                [
+                    provisioning.Synced(SOURCE, "u1", "i1", {"fields": {"name": "a"}}, False),
+                    provisioning.Synced(SOURCE, "new", "i9", {}, True),  # no record yet: written
+                ],
+            )
+            await provisioning.record_errors(
+                tx,
+                [
+                    provisioning.Outcome(SOURCE, "u2", "in flight"),  # the state is kept
+                    provisioning.Outcome(SOURCE, "u3", "y" * 5000, "failed"),
+                    provisioning.Outcome(SOURCE, "nobody", "no record", "failed"),
+                ],
+            )
+            await provisioning.record_disabled_all(tx, [(SOURCE, "u4")])
+            await provisioning.forget_all(tx, [(SOURCE, "u5")])
+        states = {}
+        for user_id in ("u1", "new", "u2", "u3", "u4"):
+            record = await self.get(db, user_id)
+            assert record is not None
+            states[user_id] = (record["state"], record["last_error"], record["identity_id"])
+        assert states == {
+            "u1": ("synced", None, "i1"),
+            "new": ("synced", None, "i9"),
+            "u2": ("pending", "in flight", None),
+            "u3": ("failed", "y" * provisioning.MAX_ERROR, None),
+            "u4": ("disabled", None, None),
+        }
+        u1, new = await self.get(db, "u1"), await self.get(db, "new")
+        assert u1 is not None and u1["applied"] == {"fields": {"name": "a"}} and u1["external_id"] == "u1@example.com"
+        assert new is not None and new["adopted"] is True
+        assert await self.get(db, "u5") is None and await self.get(db, "nobody") is None
 
     async def test_record_drift_sets_pending_and_forgets_a_lost_identity(self, db: Database) -> None:
         async with db.transaction(write=True) as tx:
@@ -567,6 +682,26 @@ class DesiredContract(StoreContract):
             assert await desired.read_user_state(tx, OTHER, user) == UserState(None, (), None)
         assert (state.document, state.groups) == (None, ())
         assert state.provisioning is not None and state.provisioning["identity_id"] == "i1"
+
+    async def test_many_users_read_at_once_as_one_at_a_time(self, db: Database, scim: Scim) -> None:
+        storage, user_type, group_type, user_model, group_model = scim
+        made = [await created(storage, user_type, user_model(user_name=name)) for name in ("c", "a", "b", "d")]
+        await created(storage, group_type, group_model(display_name="g1", members=[{"value": made[0]}]))
+        await created(
+            storage, group_type, group_model(display_name="g2", members=[{"value": m} for m in made[:2]])
+        )
+        async with db.transaction(write=True) as tx:
+            await provisioning.record_synced(tx, SOURCE, made[1], identity_id="i1", applied={}, adopted=False)
+        await storage.delete(user_type, made[3])
+        keys = [(SOURCE, user_id) for user_id in made] + [(SOURCE, "nobody"), (OTHER, made[0])]
+        async with db.transaction() as tx:
+            states = await desired.read_user_states(tx, [*keys, keys[0]])
+            singles = {key: await desired.read_user_state(tx, *key) for key in keys}
+        assert states == singles
+        assert [g.display_name for g in states[(SOURCE, made[0])].groups] == ["g1", "g2"]
+        assert states[(SOURCE, made[1])].provisioning is not None
+        assert states[(SOURCE, made[3])].document is None
+        assert states[(OTHER, made[0])] == UserState(None, (), None)
 
     async def test_users_of_a_source_in_creation_order_with_their_groups(self, db: Database, scim: Scim) -> None:
         storage, user_type, group_type, user_model, group_model = scim
