@@ -105,7 +105,12 @@ class Database:
 
         @event.listens_for(sync_engine, "begin")
         def on_begin(connection: Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get(WRITE) else "BEGIN")
+            statement = "BEGIN IMMEDIATE" if connection.info.get(WRITE) else "BEGIN"
+            dbapi_connection = connection.connection.dbapi_connection
+            if isinstance(dbapi_connection, sqlite_driver.OneHopConnection):
+                dbapi_connection.defer_begin(statement)  # sent with the first statement, no hop of its own
+            else:
+                connection.exec_driver_sql(statement)
 
     def upsert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """``INSERT … ON CONFLICT`` on ``table`` for this database's dialect."""

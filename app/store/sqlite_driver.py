@@ -8,6 +8,12 @@ write runs about ten statements: the round trips cost more CPU than SQLite itsel
 ``python -m bench.profile create --gil``). :class:`OneHopConnection` runs the four steps as one call on
 the same thread, so the event loop still never waits for SQLite (a long query or a busy wait blocks
 that thread, not the loop), with a quarter of the round trips.
+
+A transaction's ``BEGIN`` (``BEGIN IMMEDIATE`` for a write, :mod:`app.store.db`) is no round trip of its
+own either: :meth:`OneHopConnection.defer_begin` keeps it, and the transaction's first statement runs it
+on the connection's thread just before itself, in the same call (the write lock is still taken before
+anything is read). A transaction that ends before any statement never began: its commit or rollback
+drops the pending ``BEGIN``.
 """
 
 from __future__ import annotations
@@ -52,7 +58,11 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         """Run ``step(sqlite3_cursor)`` on the connection's thread, keeping what the caller reads after."""
         connection = self._connection  # an aiosqlite.Connection
 
+        begin = _take_begin(connection)
+
         def call() -> tuple[Any, int, Any, list[Any] | None]:
+            if begin is not None:
+                connection._conn.execute(begin)
             cursor = connection._conn.cursor()
             try:
                 step(cursor)
@@ -84,11 +94,43 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._rows.clear()
 
 
+_BEGIN = "_ziti_scim_begin"
+"""The pending ``BEGIN`` statement, kept on the aiosqlite connection (the adapter has fixed slots)."""
+
+
+def _take_begin(connection: Any) -> str | None:
+    begin: str | None = getattr(connection, _BEGIN, None)
+    if begin is not None:
+        setattr(connection, _BEGIN, None)
+    return begin
+
+
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    """SQLAlchemy's aiosqlite connection adapter with :class:`OneHopCursor` for plain cursors."""
+    """SQLAlchemy's aiosqlite connection adapter with :class:`OneHopCursor` for plain cursors, and the
+    transaction's ``BEGIN`` sent with its first statement."""
 
     __slots__ = ()
     _cursor_cls = OneHopCursor
+
+    def defer_begin(self, statement: str) -> None:
+        """Run ``statement`` (a ``BEGIN``) just before the next statement, in the same call."""
+        setattr(self._connection, _BEGIN, statement)
+
+    def cursor(self, server_side: bool = False) -> Any:
+        if server_side:
+            # A server-side cursor makes calls of its own: begin first.
+            begin = _take_begin(self._connection)
+            if begin is not None:
+                await_(self._connection.execute(begin))
+        return super().cursor(server_side)
+
+    def commit(self) -> None:
+        if _take_begin(self._connection) is None:
+            super().commit()
+
+    def rollback(self) -> None:
+        if _take_begin(self._connection) is None:
+            super().rollback()
 
 
 def adopt(dbapi_connection: Any) -> None:

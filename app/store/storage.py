@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.constants import STATUS_ATTRIBUTES, STATUS_EXTENSION, ZITI_EXTENSION
 from app.store import queue
-from app.store.db import Database, fold
+from app.store.db import WRITE, Database, fold
 from app.store.filters import Dialect, Translator, where_clause
 from app.store.offload import off_loop
 from app.store.tables import emails, members, resources
@@ -178,6 +178,8 @@ class SqlStorage(AsyncScimStorage):
         self.operation_label: str | None = None
         self.touched: set[tuple[str, str]] = set()
         """The (source, user id) pairs this request marked dirty, woken once it commits."""
+        self._read: tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None] | None = None
+        """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
 
     def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
         """This storage for one request: what it marks dirty is recorded with the request's id and
@@ -187,6 +189,7 @@ class SqlStorage(AsyncScimStorage):
         storage.request_id = request_id
         storage.operation_label = operation
         storage.touched = set()
+        storage._read = None
         return storage
 
     # -- helpers ------------------------------------------------------------------------------
@@ -379,8 +382,25 @@ class SqlStorage(AsyncScimStorage):
         async with self.db.transaction() as conn:
             row = await self._row(conn, str(resource_type.name), resource_id)
             attribute = "members" if row.resource_type == "Group" else "groups"
-            (resource,) = await self._resources(conn, [row], self._wants(response_parameters, attribute))
+            wants = self._wants(response_parameters, attribute)
+            known = await self._groups(conn, [row.pk]) if wants and row.resource_type == "User" else None
+            (resource,) = await self._resources(conn, [row], wants, known_groups=known)
+            if conn.info.get(WRITE):
+                # Read to be changed (PATCH, PUT) in this write transaction: its update uses these.
+                self._read = (conn, row, known if self.db.is_sqlite else None)
             return resource
+
+    def _read_before(self, conn: AsyncConnection, resource_id: str) -> tuple[Row[Any] | None, Any]:
+        """The row (and user's groups) :meth:`get` read of this resource in this write transaction.
+
+        Nothing can have changed them since: SQLite's write transaction holds the only writer's turn, and
+        PostgreSQL's read locked the row (``FOR UPDATE``); the groups are reused on SQLite only (a
+        membership is another row). Each read serves one update, and any other write forgets it.
+        """
+        read, self._read = self._read, None
+        if read is None or read[0] is not conn or read[1].id != resource_id:
+            return None, None
+        return read[1], read[2]
 
     async def search(
         self,
@@ -528,6 +548,7 @@ class SqlStorage(AsyncScimStorage):
             await self.mark_dirty(conn, self._user_ids_of(pks[start : start + CHUNK]))
 
     async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        self._read = None
         name = str(resource_type.name)
         document = self._document(resource)
         now = now_iso()
@@ -581,7 +602,9 @@ class SqlStorage(AsyncScimStorage):
             raise NotFoundException(detail="The resource has no id")
         document = self._document(resource)
         async with self.db.transaction(write=True) as conn:
-            row = await self._row(conn, name, resource.id)
+            row, read_groups = self._read_before(conn, resource.id)
+            if row is None or row.resource_type != name:
+                row, read_groups = await self._row(conn, name, resource.id), None
             self._check_version(row, expected_version)
             modified = now_iso()
             try:
@@ -609,7 +632,7 @@ class SqlStorage(AsyncScimStorage):
                 if _email_keys(row.data) != _email_keys(document):
                     await self._write_emails(conn, row.pk, document)
                 if self.hooks is not None:
-                    known = await self._groups(conn, [row.pk])
+                    known = read_groups if read_groups is not None else await self._groups(conn, [row.pk])
                     view = await self.hooks.admit(conn, self.source, resource.id, document, known[row.pk])
                     if view is not None:
                         known_views = {resource.id: view}
@@ -633,6 +656,7 @@ class SqlStorage(AsyncScimStorage):
 
         ``document`` replaces the group's other attributes when given. Returns the new version.
         """
+        self._read = None
         async with self.db.transaction(write=True) as conn:
             row = await self._row(conn, "Group", group_id)
             self._check_version(row, expected_version)
@@ -685,6 +709,7 @@ class SqlStorage(AsyncScimStorage):
         expected_version: str | None = None,
     ) -> None:
         name = str(resource_type.name)
+        self._read = None
         async with self.db.transaction(write=True) as conn:
             row = await self._row(conn, name, resource_id)
             self._check_version(row, expected_version)
