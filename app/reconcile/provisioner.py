@@ -83,20 +83,29 @@ class Provisioner:
         )
         self.worker = Worker(self.reconciler, audit_retention_days=safety.audit_retention_days)
 
-    async def after_write(self, users: set[tuple[str, str]]) -> bool:
+    async def after_write(self, users: set[tuple[str, str]], *, fresh: bool = False) -> bool:
         """A write committed: start converging what it marked now, in the background.
+
+        Users it created (``fresh``) of sources with a ``create_settle`` wake nobody: they wait for their
+        source to pause anyway, and the worker's poll (every ``create_settle / 2``) finds them due then;
+        a look at the queue per create of an initial sync would scan every user still settling.
 
         The IdP does not wait for the controller, unless its source sets ``wait_for_sync`` (seconds): then
         a write touching a few users (a user write, a small membership change) waits up to that long for
         them to converge, so that its response can show ``provisioningState`` ``synced``. Returns whether
         it waited (the response's provisioning view is then worth re-reading).
         """
-        self.worker.wake()
+        if not fresh or not all(self._settles(source) for source, _ in users):
+            self.worker.wake()
         wait = max((self._wait_for_sync(source) for source, _ in users), default=0.0)
         if wait <= 0 or len(users) > INLINE_LIMIT:
             return False
         await self.worker.wait_for(sorted(users), wait)
         return True
+
+    def _settles(self, source: str) -> bool:
+        settings = self.settings.get(source)
+        return settings is not None and settings.create_settle > 0
 
     def _wait_for_sync(self, source: str) -> float:
         settings = self.settings.get(source)

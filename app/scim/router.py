@@ -72,9 +72,10 @@ class ServiceUnavailable(SCIMException):
 
 
 class AfterWrite(Protocol):
-    """Called once a SCIM write committed, with the users it marked dirty; True if it waited for them."""
+    """Called once a SCIM write committed, with the users it marked dirty (``fresh``: all of them created
+    by it); True if it waited for them."""
 
-    async def __call__(self, users: set[tuple[str, str]]) -> bool: ...
+    async def __call__(self, users: set[tuple[str, str]], *, fresh: bool = False) -> bool: ...
 
 
 def _generic(source: SourceConfig) -> Quirks:
@@ -141,7 +142,10 @@ class SourceApplication(ASGIApplication):
         storage = self.sql_storage.bound(write=write, request_id=request_id, operation=label)
         response = await ZitiScimHandler(self.service, storage).handle(request)
         touched = storage.touched
-        if write and touched and self.after_write is not None and await self.after_write(touched):
+        waited = False
+        if write and touched and self.after_write is not None:
+            waited = await self.after_write(touched, fresh=touched <= storage.created)
+        if waited:
             await self._refresh_provisioning_view(response)
         return response
 

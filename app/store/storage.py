@@ -178,6 +178,8 @@ class SqlStorage(AsyncScimStorage):
         self.operation_label: str | None = None
         self.touched: set[tuple[str, str]] = set()
         """The (source, user id) pairs this request marked dirty, woken once it commits."""
+        self.created: set[tuple[str, str]] = set()
+        """The (source, user id) pairs of the users this request created."""
         self._read: tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None] | None = None
         """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
 
@@ -189,6 +191,7 @@ class SqlStorage(AsyncScimStorage):
         storage.request_id = request_id
         storage.operation_label = operation
         storage.touched = set()
+        storage.created = set()
         storage._read = None
         return storage
 
@@ -583,6 +586,7 @@ class SqlStorage(AsyncScimStorage):
                     if view is not None:
                         known_views = {resource_id: view}
                 await self.mark_dirty(conn, [resource_id])
+                self.created.add((self.source, resource_id))
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(pk, name, resource_id, document, now, now, 1)
             (created,) = await self._resources(
