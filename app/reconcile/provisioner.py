@@ -88,7 +88,8 @@ class Provisioner:
 
         Users it created (``fresh``) of sources with a ``create_settle`` wake nobody: they wait for their
         source to pause anyway, and the worker's poll (every ``create_settle / 2``) finds them due then;
-        a look at the queue per create of an initial sync would scan every user still settling.
+        a look at the queue per create of an initial sync would scan every user still settling. (On
+        PostgreSQL the mark's NOTIFY still wakes every replica, this one included: :mod:`app.store.notify`.)
 
         The IdP does not wait for the controller, unless its source sets ``wait_for_sync`` (seconds): then
         a write touching a few users (a user write, a small membership change) waits up to that long for

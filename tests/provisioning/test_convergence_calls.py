@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from app.reconcile import worker as worker_module
 from app.reconcile.state_reads import StateReads
 from app.server import create_app
 from app.store import desired, provisioning, queue
@@ -263,3 +264,36 @@ async def test_state_reads_of_concurrent_converges_share_one_transaction(
     assert [state for state, _ in results] == expected
     assert expected[1].provisioning is not None and expected[1].provisioning["identity_id"] == "i2"
     assert [info for _, info in results] == [("r1", "PATCH /Groups/g")] * 2 + [(None, None)]
+
+
+def test_creates_of_a_settling_source_do_not_each_look_at_the_queue(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New users of a source with ``create_settle`` wait for its pause anyway: their writes wake no look at
+    the dirty queue (each look scans the users still settling), only the worker's poll looks (every
+    ``create_settle / 2``); the users still converge once the source paused. SQLite only: on PostgreSQL
+    every mark's NOTIFY wakes the replicas, this one included (:mod:`app.store.notify`)."""
+    if database_url.startswith("postgres"):
+        pytest.skip("on PostgreSQL the mark's NOTIFY wakes every replica's worker, by design")
+    add_signer(emulator, idp)
+    looks: list[float] = []
+    claim_due = queue.claim_due
+
+    async def counted(*args: Any, **kwargs: Any) -> list[queue.Claim]:
+        looks.append(time.monotonic())
+        return await claim_due(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module.queue, "claim_due", counted)
+    config = make_stack_config(database_url, source_name, emulator.url, create_settle=2.0)
+    with live_server(create_app(config)) as url:
+        stack = Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=None)
+        with stack.client() as scim:
+            began = time.monotonic()
+            for i in range(30):
+                assert scim.post("/Users", json=user(f"quiet{i}", f"quiet{i}@example.com")).status_code == 201
+            ended = time.monotonic()
+        during = [t for t in looks if began <= t <= ended]
+        # One poll a second (create_settle / 2), not one look per create.
+        assert len(during) <= (ended - began) / 1.0 + 2, (len(during), ended - began)
+        users = stack.settle(timeout=60)
+        assert len(users) == 30 and {u[STATUS]["provisioningState"] for u in users} == {"synced"}
