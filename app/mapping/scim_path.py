@@ -16,7 +16,10 @@ qualified by a schema URN (split at the last ``:`` before any ``[``). What is ou
 refusals on top of the grammar: an empty path, a path that is a comparison (``emails.type eq "work"``,
 which RFC 7644 §3.5.2 errata 7122 allows in a PATCH but which names no values), and a value filter that
 can match nothing (:func:`app.mapping.value_filter.filter_problem`). A syntax error names what was found
-and what the grammar expected there, from the parser's own report.
+and what the grammar expected there, from the parser's own report. The grammar stops at one
+sub-attribute and filters only the attribute itself, since SCIM has nothing below a sub-attribute
+(RFC 7643 errata 8415): ``name.givenName.x``, ``name.givenName[...]`` and ``a[x].b[y]`` are refused at
+start-up; no preset or IdP trace uses them.
 
 Names are case-insensitive (RFC 7643 §2.1); the core User/Group URNs address the top level. Evaluation
 yields every value the path reaches, flattening multi-valued attributes, so ``emails.value`` gives all
