@@ -54,26 +54,13 @@ CORE_SCHEMAS = frozenset(
 )
 
 _VALUE = "a value (a quoted string, a number, true, false or null)"
-# The parser's terminals (scim2_models.path.grammar), in the words of an error message, in this order.
+# The parser's terminals (scim2_models.path.grammar) in the words of an error message, in this order.
 _TERMINALS = {
-    "ATTR_PATH": "an attribute name",
-    "SUB_ATTR": "a sub-attribute name",
-    "_LBRACKET": "'['",
-    "COMPARE_OP": "an operator",
-    "PR": "pr",
-    "STRING": _VALUE,
-    "NUMBER": _VALUE,
-    "TRUE": _VALUE,
-    "FALSE": _VALUE,
-    "NULL": _VALUE,
-    "_NOT": "'not'",
-    "_LPAR": "'('",
-    "_RPAR": "')'",
-    "_RBRACKET": "']'",
-    "_DOT": "'.'",
-    "_AND": "'and'",
-    "_OR": "'or'",
-    "$END": "end of path",
+    "ATTR_PATH": "an attribute name", "SUB_ATTR": "a sub-attribute name", "_LBRACKET": "'['",
+    "COMPARE_OP": "an operator", "PR": "pr",
+    **dict.fromkeys(["STRING", "NUMBER", "TRUE", "FALSE", "NULL"], _VALUE),
+    "_NOT": "'not'", "_LPAR": "'('", "_RPAR": "')'", "_RBRACKET": "']'", "_DOT": "'.'",
+    "_AND": "'and'", "_OR": "'or'", "$END": "end of path",
 }
 
 
@@ -128,8 +115,8 @@ def _syntax_error(text: str, exc: InvalidPathException) -> PathSyntaxError:
     if found != _TERMINALS["$END"] and _parses(text[:position]):  # lark leaves out where a path may end
         expected.add("$END")
     words = list(dict.fromkeys(_TERMINALS[name] for name in _TERMINALS if name in expected))
-    wanted = ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else "".join(words) or "nothing"
-    return PathSyntaxError(text, position, f"unexpected {found}, expected {wanted}")
+    wanted = ", expected " + ", ".join(words[:-1]) + " or " * (len(words) > 1) + words[-1] if words else ""
+    return PathSyntaxError(text, position, f"unexpected {found}{wanted}")
 
 
 def parse_path(text: str) -> ScimPath:

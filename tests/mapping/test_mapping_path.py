@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.constants import ENTERPRISE_EXTENSION as ENT
 from app.constants import ZITI_EXTENSION as ZITI
@@ -256,3 +258,18 @@ def test_syntax_error_position_points_into_the_path() -> None:
     with pytest.raises(PathSyntaxError) as info:
         parse_path('emails[type xx "a"].value')
     assert info.value.position == len("emails[type ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='emails[]().:"\\ typeqrnotdu1', max_size=30))
+def test_any_text_parses_or_is_a_path_syntax_error(text: str) -> None:
+    """Whatever the parser reports is turned into a PathSyntaxError (never a KeyError or a lark error), and
+    its position, when it has one, points into the path."""
+    try:
+        path = parse_path(text)
+    except PathSyntaxError as error:
+        assert error.text in (text, text.strip())  # the path is read without surrounding blanks
+        assert error.position is None or 0 <= error.position <= len(error.text)
+        assert str(error).endswith(f" in {error.text!r}")
+    else:
+        evaluate(path, USER, primary_fallback=True)
