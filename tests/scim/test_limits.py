@@ -21,7 +21,7 @@ import pytest
 from scim2_models import PatchOp, User
 
 from app.config import LimitsConfig
-from app.scim.limits import apply_linear, coalesce
+from app.scim.limits import SameValue, apply_linear, coalesce
 from app.server import create_app
 from tests.paths import ROOT
 from tests.support.live import live_server
@@ -382,3 +382,16 @@ def test_a_big_group_is_read_and_patched_while_healthz_keeps_answering(tmp_path:
         print(f"big group: GET + PATCH {elapsed:.2f} s, slowest /healthz {poller.slowest:.3f} s (idle {noise:.3f} s)")
         # On the loop, a probe would wait for a whole GET or PATCH (about half of ``elapsed``).
         assert poller.answers > 0 and poller.slowest < elapsed / 4 + noise
+
+
+def test_same_value_compares_as_a_scim2_models_filter_does() -> None:
+    """Strings by the attribute's caseExact (RFC 7643 §2.2) after NFC; entries sub-attribute by sub-attribute."""
+    emails, photos = SameValue(User, "emails"), SameValue(User, "photos")
+    assert emails.string_key("value", "A@Example.ORG") == emails.string_key("value", "a@example.org")
+    assert emails.string_key("value", "cafe\u0301@x") == emails.string_key("value", "caf\u00e9@x")
+    assert photos.string_key("value", "https://x/A") != photos.string_key("value", "https://x/a")  # caseExact
+    work = emails.entry({"value": "A@x.org", "type": "Work"})
+    assert type(work).__name__ == "Email"
+    assert emails.key(work) == emails.key(emails.entry({"value": "a@x.org", "type": "work"}))
+    assert emails.key(work) != emails.key(emails.entry({"value": "a@x.org", "type": "work", "display": "d"}))
+    assert emails.key(work) != emails.key(emails.entry({"value": "a@x.org"}))
