@@ -141,23 +141,39 @@ def test_operations_spelled_with_escapes_are_counted_too(served: str) -> None:
 _FRESH_PROCESS = "ZITI_SCIM_TEST_FRESH_PROCESS"
 
 
+TIMING_ATTEMPTS = 3
+"""Fresh runs a /healthz timing test gets when only its timing bound failed. A request that holds the event
+loop does so every time, and fails every run; a loaded machine (a CPU hog beside three test workers once
+delayed one probe 0.44 s after an idle second whose slowest answer was 0.026 s) does not repeat itself."""
+
+
 def _in_a_fresh_interpreter(test: str) -> None:
     """Run ``test`` of this module alone in a new interpreter and require it to pass.
 
     For the /healthz timing tests: threads that earlier tests of this process left running share the GIL
     and skew what they measure (both failed in full runs and passed alone). A deployment runs one service
-    per process, which is what a fresh interpreter measures.
+    per process, which is what a fresh interpreter measures. Only a failure of the timing bound itself
+    (``poller.slowest``) is tried again, up to :data:`TIMING_ATTEMPTS` runs in all.
     """
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test}"],
-        env={**os.environ, _FRESH_PROCESS: "1"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "1 passed" in done.stdout, done.stdout[-2000:]
+    missed: list[str] = []
+    for _ in range(TIMING_ATTEMPTS):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test}"],
+            env={**os.environ, _FRESH_PROCESS: "1"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode == 0:
+            assert "1 passed" in done.stdout, done.stdout[-2000:]
+            if missed:
+                print(f"{test}: timing bound missed in {len(missed)} earlier run(s): {missed}")
+            return
+        timing = [line for line in done.stdout.splitlines() if line.startswith("E") and ".slowest" in line]
+        assert timing, done.stdout[-6000:] + done.stderr[-2000:]
+        missed.append(timing[0].strip())
+    raise AssertionError(f"{test}: timing bound missed in all {TIMING_ATTEMPTS} runs: {missed}")
 
 
 def test_a_patch_at_the_caps_is_applied_while_healthz_keeps_answering(
