@@ -102,7 +102,7 @@ def _root_attribute(mapping: MappingConfig) -> str | None:
     path = mapping.external_id_path
     if path.schema is not None and path.schema.lower() == ENTERPRISE_EXTENSION.lower():
         return None
-    return path.segments[0].name.lower() if path.segments else None
+    return path.attribute.lower()
 
 
 def expected_claims(raw_mapping: Mapping[str, object], mapping: MappingConfig) -> ClaimExpectation:

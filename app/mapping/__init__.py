@@ -26,13 +26,11 @@ from app.mapping.identity import (
 )
 from app.mapping.mapper import explain_external_id, map_user
 from app.mapping.roles import slugify
-from app.mapping.scim_path import AttrPath, Evaluation, evaluate, parse_path
-from app.mapping.value_filter import parse_filter
+from app.mapping.scim_path import Evaluation, ScimPath, evaluate, parse_path
 
 __all__ = [
     "DEFAULT_PRESET",
     "PRESET_DIR",
-    "AttrPath",
     "DesiredIdentity",
     "DroppedRole",
     "Evaluation",
@@ -42,6 +40,7 @@ __all__ = [
     "MappingError",
     "MappingResult",
     "PathSyntaxError",
+    "ScimPath",
     "available_presets",
     "candidate_names",
     "evaluate",
@@ -49,7 +48,6 @@ __all__ = [
     "load_mapping",
     "load_preset",
     "map_user",
-    "parse_filter",
     "parse_path",
     "slugify",
 ]

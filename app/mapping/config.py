@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from app.mapping.errors import MappingConfigError, PathSyntaxError
-from app.mapping.scim_path import AttrPath, parse_path
+from app.mapping.scim_path import ScimPath, parse_path
 from app.mapping.template import Template, parse_template
 from app.resources import schemas_dir
 
@@ -85,7 +85,7 @@ class MappingConfig:
     auth_policy_id: str = "default"
     claims_property: str | None = None
     preset: str | None = None
-    external_id_path: AttrPath = field(init=False, repr=False, compare=False)
+    external_id_path: ScimPath = field(init=False, repr=False, compare=False)
     template: Template = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -29,10 +29,12 @@ class MappingConfigError(ValueError):
 
 
 class PathSyntaxError(ValueError):
-    """A SCIM attribute path or filter (RFC 7644 §3.4.2.2, §3.5.2) does not parse."""
+    """A SCIM attribute path or filter (RFC 7644 §3.4.2.2, §3.5.2) does not parse; ``position`` (0-based)
+    is None when the error is in the path as a whole rather than at one place."""
 
-    def __init__(self, text: str, position: int, detail: str) -> None:
-        super().__init__(f"{detail} at position {position} in {text!r}")
+    def __init__(self, text: str, position: int | None, detail: str) -> None:
+        where = "" if position is None else f" at position {position}"
+        super().__init__(f"{detail}{where} in {text!r}")
         self.text = text
         self.position = position
         self.detail = detail

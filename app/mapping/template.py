@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app.mapping.errors import MappingError, PathSyntaxError
-from app.mapping.scim_path import AttrPath, evaluate, parse_path, scalar_text
+from app.mapping.scim_path import ScimPath, evaluate, parse_path, scalar_text
 
 _SPACES = re.compile(r"\s+")
 
@@ -22,11 +22,11 @@ _SPACES = re.compile(r"\s+")
 @dataclass(frozen=True)
 class Template:
     text: str
-    parts: tuple[str | AttrPath, ...]
+    parts: tuple[str | ScimPath, ...]
 
     @property
-    def paths(self) -> tuple[AttrPath, ...]:
-        return tuple(p for p in self.parts if isinstance(p, AttrPath))
+    def paths(self) -> tuple[ScimPath, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ScimPath))
 
     def render(self, resource: Mapping[str, object], *, primary_fallback: bool = True) -> str:
         """Render, raising `MappingError` when nothing but whitespace is left."""
@@ -47,7 +47,7 @@ class Template:
 
 def parse_template(text: str) -> Template:
     """Split ``text`` into literals and parsed paths; raises `PathSyntaxError`."""
-    parts: list[str | AttrPath] = []
+    parts: list[str | ScimPath] = []
     literal: list[str] = []
     i = 0
     while i < len(text):
@@ -65,7 +65,8 @@ def parse_template(text: str) -> Template:
             try:
                 parts.append(parse_path(text[i + 1 : end]))
             except PathSyntaxError as exc:
-                raise PathSyntaxError(text, i + 1 + exc.position, exc.detail) from exc
+                position = None if exc.position is None else i + 1 + exc.position
+                raise PathSyntaxError(text, position, exc.detail) from exc
             i = end + 1
         elif ch == "}":
             raise PathSyntaxError(text, i, "unmatched '}' (write '}}' for a literal brace)")

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from inspect import isclass
 from typing import Any, cast
 
-from scim2_models import InvalidValueException, PatchOp, PatchOperation, TooManyException
-from scim2_models.path import AttrPath, CompareOperator, Comparison, ValuePath
-
-# Private helpers of scim2-models (pinned <0.13): the equality the library itself uses for "add".
-from scim2_models.path.access import _as_entry, _SameValue
+from scim2_models import BaseModel, InvalidValueException, PatchOp, PatchOperation, Path, TooManyException
+from scim2_models.path import AttributeBinding, AttrPath, CompareOperator, Comparison, ValuePath
 
 EXEMPT = frozenset({"members"})
 """Multi-valued attributes without a value cap (Group membership has its own linear path)."""
@@ -149,13 +147,65 @@ def _mergeable_field(operation: PatchOperation[Any], model: type[Any]) -> str | 
     return str(binding.field_name)
 
 
+class SameValue:
+    """When scim2-models takes two values of one multi-valued attribute for the same value: the equality its
+    PATCH ``add`` drops a value already present by, and its ``remove attr[value eq "…"]`` filter compares
+    with (``scim2_models.path.access`` in 0.12, whose helpers are private). Built on its public parts: an
+    added dict is read as the attribute's entry model; strings compare in the form
+    ``AttributeBinding.comparable`` gives them (NFC, lower case unless ``caseExact``); an entry compares
+    sub-attribute by sub-attribute; other values compare as they are. ``tests/scim/test_limits.py`` holds
+    the merged and one-pass operations to what scim2-models gives operation by operation."""
+
+    def __init__(self, model: type[BaseModel], field_name: str) -> None:
+        self.model = model
+        self.field_name = field_name
+        item_type = model.get_field_root_type(field_name)
+        self.entry_model = item_type if isclass(item_type) and issubclass(item_type, BaseModel) else None
+        self.bindings: dict[str | None, AttributeBinding | None] = {}
+
+    def entry(self, value: Any) -> Any:
+        """``value`` as an entry of the attribute, as scim2-models reads an added one."""
+        if isinstance(value, dict) and self.entry_model is not None:
+            return self.entry_model.model_validate(value)
+        return value
+
+    def key(self, value: Any) -> Any:
+        """A hashable key, equal for two entries that are the same value (entries of two types never are)."""
+        if isinstance(value, BaseModel):
+            names = type(value).model_fields
+            return type(value), tuple(self.string_key(name, getattr(value, name)) for name in names)
+        return self.string_key(None, value)
+
+    def string_key(self, sub_field_name: str | None, value: Any) -> Any:
+        """The key of one value of the attribute, or of its sub-attribute ``sub_field_name`` (Python name)."""
+        if not isinstance(value, str):
+            return value.model_dump() if isinstance(value, BaseModel) else value
+        binding = self._binding(sub_field_name)
+        try:
+            return value if binding is None else binding.comparable(value)
+        except ValueError:  # a string the policy cannot prepare equals no other value
+            return object()
+
+    def _binding(self, sub_field_name: str | None) -> AttributeBinding | None:
+        if sub_field_name not in self.bindings:
+            names = [_scim_name(self.model, self.field_name)]
+            if sub_field_name is not None and self.entry_model is not None:
+                names.append(_scim_name(self.entry_model, sub_field_name))
+            self.bindings[sub_field_name] = Path(".".join(names)).resolve(self.model)
+        return self.bindings[sub_field_name]
+
+
+def _scim_name(model: type[BaseModel], field_name: str) -> str:
+    return model.model_fields[field_name].serialization_alias or field_name
+
+
 def _merged(group: list[PatchOperation[Any]], model: type[Any], field_name: str) -> PatchOperation[Any]:
-    same = _SameValue(model, field_name)
+    same = SameValue(model, field_name)
     seen: set[Any] = set()
     merged: list[Any] = []
     for operation in group:
         entries = _entries(operation.value) or []
-        keys = [same._key(_as_entry(model, field_name, entry)) for entry in entries]
+        keys = [same.key(same.entry(entry)) for entry in entries]
         merged += [entry for entry, key in zip(entries, keys, strict=True) if key not in seen]
         seen.update(keys)
     return group[0].model_copy(update={"value": merged})
@@ -215,17 +265,17 @@ def _removal(
     patch_op: PatchOp[Any], resource: Any, field_name: str, values: list[str]
 ) -> PatchOp[Any] | None:
     """One operation with the effect of removing each ``field[value eq v]`` in turn, or None: no change."""
-    same = _SameValue(type(resource), field_name)
-    gone = {same._string_key("value", value) for value in values}
+    same = SameValue(type(resource), field_name)
+    gone = {same.string_key("value", value) for value in values}
     current = getattr(resource, field_name) or []
     kept = [
         entry
         for entry in current
-        if not isinstance(entry.value, str) or same._string_key("value", entry.value) not in gone
+        if not isinstance(entry.value, str) or same.string_key("value", entry.value) not in gone
     ]
     if len(kept) == len(current):
         return None
-    name = type(resource).model_fields[field_name].serialization_alias or field_name
+    name = _scim_name(type(resource), field_name)
     operation: dict[str, Any] = {"op": "remove", "path": name}
     if kept:
         dumped = [entry.model_dump(mode="json", by_alias=True, exclude_none=True) for entry in kept]

@@ -25,8 +25,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scim2_models import ScimFilter
-from scim2_models.path import CompareOperator
+from scim2_models import InvalidPathException, Path, ScimFilter
+from scim2_models.path import AttrPath, CompareOperator, ValuePath
 
 from app.config import ConfigError, SourceConfig
 
@@ -35,13 +35,10 @@ __all__ = ["Quirks", "QuirksFor", "with_options"]
 _STRING_LISTS = ("emails", "phoneNumbers")
 _DOMAIN_PREFIX = re.compile(r"^[A-Z0-9_.-]+/(?=.)")
 # ``unquoted_filters`` reads what the SCIM grammar does not (``userName Eq alice``), so scim2-models cannot
-# parse it: this pattern only finds the comparisons, with scim2-models' operators, and quotes their values
-# as scim2-models does; the rewritten filter is then parsed by scim2-models like any other.
-_OPERATORS = "|".join(op.value for op in CompareOperator)
-_COMPARISON = re.compile(
-    rf"^\s*(?P<attr>[A-Za-z][\w:.$-]*(?:\[[^\]]*\][\w.]*)?)\s+(?P<op>{_OPERATORS})\s+(?P<value>.+?)\s*$",
-    re.IGNORECASE,
-)
+# parse it whole: this pattern only finds an operator of scim2-models' in each ``and`` term; the text before
+# it must parse as an attribute path by scim2-models' ``Path`` (the one grammar, RFC 7644 §3.5.2). The value
+# is quoted as scim2-models quotes it, and the rewritten filter is parsed by scim2-models like any other.
+_OPERATOR = re.compile(rf"\s+({'|'.join(op.value for op in CompareOperator)})\s+", re.IGNORECASE)
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
 _LITERALS = {"true", "false", "null"}
 
@@ -120,19 +117,32 @@ class Quirks:
         """Quote the unquoted values of simple comparisons (``userName Eq alice@example.com``)."""
         if not self.unquoted_filters or '"' in text or "(" in text:
             return text
-        parts = _AND.split(text)
         quoted = []
-        for part in parts:
-            match = _COMPARISON.match(part)
-            if match is None:
+        for part in _AND.split(text):
+            comparison = _comparison(part)
+            if comparison is None:
                 return text
-            value = match["value"]
+            attr, op, value = comparison
             if value.lower() not in _LITERALS:
-                if self.strip_domain and match["attr"].lower() == "username":
+                if self.strip_domain and attr.lower() == "username":
                     value = _DOMAIN_PREFIX.sub("", value)
                 value = ScimFilter.quote(value)
-            quoted.append(f"{match['attr']} {match['op']} {value}")
+            quoted.append(f"{attr} {op} {value}")
         return " and ".join(quoted)
+
+
+def _comparison(term: str) -> tuple[str, str, str] | None:
+    """``(attribute path, operator, value)`` of ``attr op value``: the first operator whose left side is an
+    attribute path (``emails[primary eq true].value eq x`` skips the ``eq`` inside the brackets)."""
+    for match in _OPERATOR.finditer(term):
+        attr, value = term[: match.start()].strip(), term[match.end() :].strip()
+        try:
+            node = Path(attr).ast
+        except InvalidPathException:
+            continue
+        if isinstance(node, AttrPath | ValuePath) and value:
+            return attr, match[1], value
+    return None
 
 
 QuirksFor = Callable[[SourceConfig], Quirks]

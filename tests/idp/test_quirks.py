@@ -27,6 +27,12 @@ def kind(name: str, **options: object) -> Quirks:
         ('userName eq "already quoted"', 'userName eq "already quoted"'),
         ("userName pr", "userName pr"),
         ('emails[type eq "work"].value eq x', 'emails[type eq "work"].value eq x'),
+        # The attribute is whatever scim2-models' Path reads before an operator; anything else is left alone.
+        ("emails[primary eq true].value eq a@x", 'emails[primary eq true].value eq "a@x"'),
+        (f"{ENTERPRISE_EXTENSION}:employeeNumber EQ 0042", f'{ENTERPRISE_EXTENSION}:employeeNumber EQ "0042"'),
+        ("9lives eq x", "9lives eq x"),
+        ("userName eq a and 9lives eq x", "userName eq a and 9lives eq x"),
+        ("name.givenName.x eq y", "name.givenName.x eq y"),
     ],
 )
 def test_asgardeo_filters_are_quoted(given: str, expected: str) -> None:

@@ -124,7 +124,12 @@ def test_none_transform_is_identity() -> None:
         ({"preset": "../etc/passwd"}, "preset", "is not a preset name"),
         ({"preset": 3}, "preset", "must be a string"),
         ({"extrnal_id": "userName"}, "extrnal_id", "unknown key"),
-        ({"external_id": "emails[type eq work].value"}, "external_id", "quote strings"),
+        (
+            {"external_id": "emails[type eq work].value"},
+            "external_id",
+            "mapping.external_id: unexpected 'work', expected a value (a quoted string, a number, true, false or "
+            "null) at position 15 in 'emails[type eq work].value'",
+        ),
         ({"external_id": 5}, "external_id", "must be a string"),
         ({"external_id_transform": "upper"}, "external_id_transform", "'upper' is not one of"),
         ({"external_id_transform": [1]}, "external_id_transform", "list of strings"),

@@ -68,18 +68,26 @@ def test_empty_result_is_a_mapping_error_naming_the_attributes(template: str, at
 
 
 @pytest.mark.parametrize(
-    ("template", "fragment"),
+    ("template", "message"),
     [
-        ("{userName", "unclosed '{'"),
-        ("userName}", "unmatched '}'"),
-        ("{}", "empty attribute path"),
-        ("{emails[type eq work].value}", "quote strings"),
+        ("{userName", "unclosed '{' at position 0 in '{userName'"),
+        ("userName}", "unmatched '}' (write '}}' for a literal brace) at position 8 in 'userName}'"),
+        ("{}", "empty attribute path at position 1 in '{}'"),
+        (
+            "x {emails[type eq work].value}",  # the position counts from the start of the template
+            "unexpected 'work', expected a value (a quoted string, a number, true, false or null) "
+            "at position 18 in 'x {emails[type eq work].value}'",
+        ),
+        (
+            "x {emails.type eq 1}",  # an error with no position keeps none
+            "a comparison is not an attribute path (write attribute[filter].subAttribute) in 'x {emails.type eq 1}'",
+        ),
     ],
 )
-def test_template_syntax_errors(template: str, fragment: str) -> None:
+def test_template_syntax_errors(template: str, message: str) -> None:
     with pytest.raises(PathSyntaxError) as info:
         parse_template(template)
-    assert fragment in str(info.value)
+    assert str(info.value) == message
 
 
 def test_template_without_placeholder_is_a_config_error() -> None:

@@ -52,6 +52,10 @@ async def test_a_write_that_loses_a_deadlock_is_run_again(
             low, high = sorted(ids)
             other = await asyncpg.connect(postgres_url)
             try:
+                # Only the SCIM write's backend may find the cycle (after the default 1 s): were this
+                # session to check first, as a starved SCIM backend on a loaded machine lets it, this
+                # transaction would be the one aborted and the write would never need to run again.
+                await other.execute("SET deadlock_timeout = '60s'")
                 transaction = other.transaction()
                 await transaction.start()
                 assert await other.fetchval(LOCK_ROW, source_name, high) == 1

@@ -21,7 +21,7 @@ import pytest
 from scim2_models import PatchOp, User
 
 from app.config import LimitsConfig
-from app.scim.limits import apply_linear, coalesce
+from app.scim.limits import SameValue, apply_linear, coalesce
 from app.server import create_app
 from tests.paths import ROOT
 from tests.support.live import live_server
@@ -141,23 +141,39 @@ def test_operations_spelled_with_escapes_are_counted_too(served: str) -> None:
 _FRESH_PROCESS = "ZITI_SCIM_TEST_FRESH_PROCESS"
 
 
+TIMING_ATTEMPTS = 3
+"""Fresh runs a /healthz timing test gets when only its timing bound failed. A request that holds the event
+loop does so every time, and fails every run; a loaded machine (a CPU hog beside three test workers once
+delayed one probe 0.44 s after an idle second whose slowest answer was 0.026 s) does not repeat itself."""
+
+
 def _in_a_fresh_interpreter(test: str) -> None:
     """Run ``test`` of this module alone in a new interpreter and require it to pass.
 
     For the /healthz timing tests: threads that earlier tests of this process left running share the GIL
     and skew what they measure (both failed in full runs and passed alone). A deployment runs one service
-    per process, which is what a fresh interpreter measures.
+    per process, which is what a fresh interpreter measures. Only a failure of the timing bound itself
+    (``poller.slowest``) is tried again, up to :data:`TIMING_ATTEMPTS` runs in all.
     """
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test}"],
-        env={**os.environ, _FRESH_PROCESS: "1"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "1 passed" in done.stdout, done.stdout[-2000:]
+    missed: list[str] = []
+    for _ in range(TIMING_ATTEMPTS):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test}"],
+            env={**os.environ, _FRESH_PROCESS: "1"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode == 0:
+            assert "1 passed" in done.stdout, done.stdout[-2000:]
+            if missed:
+                print(f"{test}: timing bound missed in {len(missed)} earlier run(s): {missed}")
+            return
+        timing = [line for line in done.stdout.splitlines() if line.startswith("E") and ".slowest" in line]
+        assert timing, done.stdout[-6000:] + done.stderr[-2000:]
+        missed.append(timing[0].strip())
+    raise AssertionError(f"{test}: timing bound missed in all {TIMING_ATTEMPTS} runs: {missed}")
 
 
 def test_a_patch_at_the_caps_is_applied_while_healthz_keeps_answering(
@@ -382,3 +398,16 @@ def test_a_big_group_is_read_and_patched_while_healthz_keeps_answering(tmp_path:
         print(f"big group: GET + PATCH {elapsed:.2f} s, slowest /healthz {poller.slowest:.3f} s (idle {noise:.3f} s)")
         # On the loop, a probe would wait for a whole GET or PATCH (about half of ``elapsed``).
         assert poller.answers > 0 and poller.slowest < elapsed / 4 + noise
+
+
+def test_same_value_compares_as_a_scim2_models_filter_does() -> None:
+    """Strings by the attribute's caseExact (RFC 7643 §2.2) after NFC; entries sub-attribute by sub-attribute."""
+    emails, photos = SameValue(User, "emails"), SameValue(User, "photos")
+    assert emails.string_key("value", "A@Example.ORG") == emails.string_key("value", "a@example.org")
+    assert emails.string_key("value", "cafe\u0301@x") == emails.string_key("value", "caf\u00e9@x")
+    assert photos.string_key("value", "https://x/A") != photos.string_key("value", "https://x/a")  # caseExact
+    work = emails.entry({"value": "A@x.org", "type": "Work"})
+    assert type(work).__name__ == "Email"
+    assert emails.key(work) == emails.key(emails.entry({"value": "a@x.org", "type": "work"}))
+    assert emails.key(work) != emails.key(emails.entry({"value": "a@x.org", "type": "work", "display": "d"}))
+    assert emails.key(work) != emails.key(emails.entry({"value": "a@x.org"}))
