@@ -16,7 +16,7 @@ from app.constants import STATUS_EXTENSION as STATUS
 from app.server import create_app
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, make_stack_config
 from tests.support.configfile import command, environment, write_config
-from tests.support.live import free_port, live_server
+from tests.support.live import free_port, live_server, wait_healthy
 from ziti_emulator import EmulatorThread
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -29,7 +29,7 @@ def replicas(
     emulator: EmulatorThread, postgres_url: str, source_name: str, tmp_path: Path
 ) -> Iterator[list[str]]:
     env = environment(source_name, TOKEN, ADMIN_PASSWORD)
-    processes, urls = [], []
+    processes, urls, logs = [], [], []
     for index in range(2):
         port = free_port()
         config = write_config(
@@ -39,26 +39,18 @@ def replicas(
             ziti_url=emulator.url,
             port=port,
         )
-        processes.append(
-            subprocess.Popen(
-                command("serve", "--config", str(config)),
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        logs.append(tmp_path / f"replica{index}.log")
+        with logs[-1].open("wb") as log:
+            processes.append(
+                subprocess.Popen(command("serve", "--config", str(config)), env=env, stdout=log, stderr=log)
             )
-        )
         urls.append(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 60
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "replica did not start"
-                time.sleep(0.1)
+        for index, (url, process) in enumerate(zip(urls, processes, strict=True)):
+            try:
+                wait_healthy(url, process, what=f"replica {index}")
+            except AssertionError as error:
+                raise AssertionError(f"{error}; its log ends: {logs[index].read_text()[-2000:]}") from None
         yield urls
     finally:
         for process in processes:

@@ -14,7 +14,7 @@ from app.server import create_app
 from tests.provisioning.conftest import ADMIN_PASSWORD, TOKEN, Stack, make_stack_config
 from tests.support.configfile import command, environment, write_config
 from tests.support.idp import TestIdp
-from tests.support.live import free_port, live_server
+from tests.support.live import free_port, live_server, wait_healthy
 from tests.support.waiting import wait_for
 from ziti_emulator import EmulatorThread
 
@@ -65,13 +65,12 @@ def test_service_killed_with_pending_work_converges_after_restart(
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
 
     def start() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            command("serve", "--config", str(config)),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: _up(f"http://127.0.0.1:{port}/healthz"), what="the service to start")
+        with (tmp_path / "service.log").open("ab") as log:
+            process = subprocess.Popen(command("serve", "--config", str(config)), env=env, stdout=log, stderr=log)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", process, what="the service")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; its log ends: {(tmp_path / 'service.log').read_text()[-2000:]}") from None
         return process
 
     emulator.state.faults.set_down(True)
@@ -109,13 +108,6 @@ def test_service_killed_with_pending_work_converges_after_restart(
         assert (
             len([x for x in emulator.state.identities.values() if x.external_id == f"k{i}@example.com"]) == 1
         )
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_the_idp_does_not_wait_for_a_slow_controller(stack: Stack) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +26,30 @@ import uvicorn
 
 
 def free_port() -> int:
-    """A port free now, for a server in another process (which binds it itself)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, for a server in another process (which binds it itself).
+
+    Drawn below the kernel's ephemeral range, from which every outgoing connection and every bind to port 0
+    takes its port: between this check and the server's own bind, a client connection of a test running in
+    another worker cannot take it (a replica once never came up in a three-worker run).
+    """
+    low = _ephemeral_low()
+    draw = random.SystemRandom()
+    for _ in range(200):
+        port = draw.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in the 12,000 below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default; the range is this file's only source
 
 
 def loopback_socket(port: int = 0) -> socket.socket:
