@@ -44,6 +44,14 @@ class StateReads:
             self._reader = asyncio.create_task(self._read_all(), context=contextvars.Context())
         return await future
 
+    async def close(self) -> None:
+        """Stop the reader (the worker is stopping) and return once it has ended: its transaction is
+        rolled back and no statement of it is left running on a database thread when the loop closes
+        (aiosqlite would then hand that statement's result to a closed loop, an error in its thread)."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
     async def _read_all(self) -> None:
         batch: list[tuple[Key, asyncio.Future[tuple[UserState, RequestInfo]]]] = []
         try:

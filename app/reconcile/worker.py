@@ -113,6 +113,8 @@ class Worker:
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self.reconciler.states.close()
+        await self.reconciler.reads.close()
         await self.reconciler.commits.close()
         for futures in self._waiters.values():
             for future in futures:

@@ -36,6 +36,13 @@ class CoalescedReads:
             self._reader = asyncio.create_task(self._read(), context=contextvars.Context())
         return await future
 
+    async def close(self) -> None:
+        """Stop the reader (the worker is stopping) and return once it has ended; its callers are
+        cancelled."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
     async def _read(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
