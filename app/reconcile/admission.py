@@ -58,14 +58,14 @@ class ProvisioningHooks:
             shown = await provisioning.admit_skipped(
                 tx, source, user_id, user_name=user_name, message=message
             )
-            return _entry(ProvisioningView("pending", shown.identity_id, shown.last_error))
+            return _entry(provisioning.shown(shown, dirty=True))
         try:
             shown = await provisioning.admit(
                 tx, source, user_id, external_id=desired.external_id, user_name=user_name
             )
         except provisioning.ExternalIdTaken as error:
             raise UniquenessException(detail=str(error)) from error
-        return _entry(ProvisioningView("pending", shown.identity_id, shown.last_error))
+        return _entry(provisioning.shown(shown, dirty=True))
 
     async def release(self, tx: Transaction, source: str, user_id: str) -> None:
         await provisioning.release_external_id(tx, source, user_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from importlib import resources as package_files
@@ -34,6 +34,21 @@ from app.store import sqlite_driver
 _current: ContextVar[AsyncConnection | None] = ContextVar("ziti_scim_connection", default=None)
 WRITE = "ziti_scim_write"
 """The connection ``info`` key telling whether its transaction writes (read by the SQLite begin hook)."""
+
+
+CHUNK = 500
+"""Keys per ``IN`` list (within every database's limit on bound parameters)."""
+
+
+def chunks_by_source(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """``(source, ids)`` of ``(source, user_id)`` keys, duplicates dropped, at most :data:`CHUNK` ids
+    each: the ``IN`` lists of a read of many users."""
+    wanted: dict[str, list[str]] = {}
+    for source, user_id in dict.fromkeys(keys):
+        wanted.setdefault(source, []).append(user_id)
+    for source, ids in wanted.items():
+        for start in range(0, len(ids), CHUNK):
+            yield source, ids[start : start + CHUNK]
 
 
 def fold(value: str) -> str:

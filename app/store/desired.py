@@ -11,11 +11,9 @@ from typing import Any, cast
 
 from sqlalchemy import select
 
+from app.store.db import CHUNK, chunks_by_source
 from app.store.tables import members, provisioning, resources
 from app.store.types import DesiredUser, ProvisioningRecord, StoredGroup, Transaction, UserState
-
-CHUNK = 500
-"""Keys per ``IN`` list (within every database's limit on bound parameters)."""
 
 
 def _group_ref(group_id: str, data: dict[str, Any] | None, external_id: str | None) -> StoredGroup:
@@ -25,33 +23,7 @@ def _group_ref(group_id: str, data: dict[str, Any] | None, external_id: str | No
 
 async def read_user_state(tx: Transaction, source: str, user_id: str) -> UserState:
     """The user's document (None once deleted), its groups (in creation order) and its record."""
-    row = (
-        await tx.execute(
-            select(resources.c.pk, resources.c.data).where(
-                resources.c.source == source, resources.c.resource_type == "User", resources.c.id == user_id
-            )
-        )
-    ).first()
-    groups: list[StoredGroup] = []
-    if row is not None:
-        group = resources.alias("g")
-        query = (
-            select(group.c.id, group.c.data, group.c.external_id)
-            .join(members, members.c.group_pk == group.c.pk)
-            .where(members.c.member_pk == row.pk)
-            .order_by(group.c.pk)
-        )
-        groups = [_group_ref(*found) for found in await tx.execute(query)]
-    record = (
-        await tx.execute(
-            select(provisioning).where(provisioning.c.source == source, provisioning.c.user_id == user_id)
-        )
-    ).first()
-    return UserState(
-        document=dict(row.data) if row is not None else None,
-        groups=tuple(groups),
-        provisioning=cast(ProvisioningRecord, dict(record._mapping)) if record is not None else None,
-    )
+    return (await read_user_states(tx, [(source, user_id)]))[(source, user_id)]
 
 
 async def read_user_states(
@@ -59,31 +31,27 @@ async def read_user_states(
 ) -> dict[tuple[str, str], UserState]:
     """:func:`read_user_state` of many ``(source, user_id)`` keys at once, by key: three queries in all,
     whatever the number of users (the reconciler reads the users of a claimed batch together)."""
-    wanted: dict[str, list[str]] = {}
-    for source, user_id in dict.fromkeys(keys):
-        wanted.setdefault(source, []).append(user_id)
+    wanted = list(chunks_by_source(keys))
     documents: dict[tuple[str, str], dict[str, Any]] = {}
     pks: dict[int, tuple[str, str]] = {}
     records: dict[tuple[str, str], ProvisioningRecord] = {}
     groups: dict[tuple[str, str], list[StoredGroup]] = {}
-    for source, ids in wanted.items():
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            rows = await tx.execute(
-                select(resources.c.pk, resources.c.id, resources.c.data).where(
-                    resources.c.source == source,
-                    resources.c.resource_type == "User",
-                    resources.c.id.in_(chunk),
-                )
+    for source, chunk in wanted:
+        rows = await tx.execute(
+            select(resources.c.pk, resources.c.id, resources.c.data).where(
+                resources.c.source == source,
+                resources.c.resource_type == "User",
+                resources.c.id.in_(chunk),
             )
-            for row in rows:
-                documents[(source, str(row.id))] = dict(row.data)
-                pks[row.pk] = (source, str(row.id))
-            found = await tx.execute(
-                select(provisioning).where(provisioning.c.source == source, provisioning.c.user_id.in_(chunk))
-            )
-            for record in found:
-                records[(source, str(record.user_id))] = cast(ProvisioningRecord, dict(record._mapping))
+        )
+        for row in rows:
+            documents[(source, str(row.id))] = dict(row.data)
+            pks[row.pk] = (source, str(row.id))
+        found = await tx.execute(
+            select(provisioning).where(provisioning.c.source == source, provisioning.c.user_id.in_(chunk))
+        )
+        for record in found:
+            records[(source, str(record.user_id))] = cast(ProvisioningRecord, dict(record._mapping))
     found_pks = list(pks)
     group = resources.alias("g")
     for start in range(0, len(found_pks), CHUNK):
@@ -101,8 +69,8 @@ async def read_user_states(
             groups=tuple(groups.get(key, ())),
             provisioning=records.get(key),
         )
-        for source, ids in wanted.items()
-        for key in ((source, user_id) for user_id in ids)
+        for source, chunk in wanted
+        for key in ((source, user_id) for user_id in chunk)
     }
 
 

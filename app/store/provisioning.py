@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Float, String, Text, and_, bindparam, delete, exists, func, select, update
@@ -127,10 +128,16 @@ async def records(tx: Transaction, source: str | None = None) -> dict[tuple[str,
     }
 
 
+def shown(record: ProvisioningView, *, dirty: bool) -> ProvisioningView:
+    """What SCIM responses show of a record: a user still marked dirty shows ``pending``, whatever its
+    record says (a change is not converged yet)."""
+    return replace(record, state="pending") if dirty else record
+
+
 async def view(tx: Transaction, source: str, user_ids: list[str]) -> dict[str, ProvisioningView]:
     """What SCIM responses show of these users' records, by user id (users without a record are absent).
 
-    A user still marked dirty shows ``pending``, whatever its record says: a change is not converged yet.
+    A user still marked dirty shows ``pending`` (:func:`shown`).
     """
     pending = exists().where(
         and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)
@@ -143,7 +150,7 @@ async def view(tx: Transaction, source: str, user_ids: list[str]) -> dict[str, P
         pending.label("dirty"),
     ).where(provisioning.c.source == source, provisioning.c.user_id.in_(user_ids))
     return {
-        row.user_id: ProvisioningView("pending" if row.dirty else row.state, row.identity_id, row.last_error)
+        row.user_id: shown(ProvisioningView(row.state, row.identity_id, row.last_error), dirty=row.dirty)
         for row in await tx.execute(query)
     }
 
@@ -367,6 +374,7 @@ __all__ = [
     "record_synced_all",
     "records",
     "release_external_id",
+    "shown",
     "user_of_identity",
     "view",
 ]

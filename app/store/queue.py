@@ -38,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 
-from app.store.db import Database, upsert
+from app.store.db import CHUNK, Database, chunks_by_source, upsert
 from app.store.notify import notify
 from app.store.tables import dirty, provisioning
 from app.store.types import Claim, Transaction
@@ -48,7 +48,6 @@ LEASE_SECONDS = 20.0
 MAX_BACKOFF = 300.0
 MAX_SETTLE = 300.0
 """The longest a new user's create waits for its source to pause (:func:`claim_due`)."""
-CHUNK = 500
 
 
 def backoff(attempts: int, *, base: float = 1.0, rng: random.Random | None = None) -> float:
@@ -221,37 +220,25 @@ async def claim_due(db: Database, limit: int, settle: Mapping[str, float] | None
         return [Claim(row.source, row.user_id, row.generation, row.attempts) for row in rows]
 
 
-async def request_info(tx: Transaction, claim: Claim) -> tuple[str | None, str | None]:
-    """The request id and operation of the latest mark of the claimed user; ``(None, None)`` if unmarked."""
-    row = (
-        await tx.execute(
-            select(dirty.c.request_id, dirty.c.operation).where(_key(claim.source, claim.user_id))
-        )
-    ).first()
-    return (row.request_id, row.operation) if row is not None else (None, None)
-
-
 async def request_infos(
     tx: Transaction, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-    """:func:`request_info` of many ``(source, user_id)`` keys at once, by key."""
-    wanted: dict[str, list[str]] = {}
-    for source, user_id in dict.fromkeys(keys):
-        wanted.setdefault(source, []).append(user_id)
+    """The request id and operation of the latest mark of each ``(source, user_id)``, by key;
+    ``(None, None)`` for a user not marked."""
+    wanted = list(chunks_by_source(keys))
     found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-    for source, ids in wanted.items():
-        for start in range(0, len(ids), CHUNK):
-            rows = await tx.execute(
-                select(dirty.c.user_id, dirty.c.request_id, dirty.c.operation).where(
-                    dirty.c.source == source, dirty.c.user_id.in_(ids[start : start + CHUNK])
-                )
+    for source, chunk in wanted:
+        rows = await tx.execute(
+            select(dirty.c.user_id, dirty.c.request_id, dirty.c.operation).where(
+                dirty.c.source == source, dirty.c.user_id.in_(chunk)
             )
-            for row in rows:
-                found[(source, str(row.user_id))] = (row.request_id, row.operation)
+        )
+        for row in rows:
+            found[(source, str(row.user_id))] = (row.request_id, row.operation)
     return {
         (source, user_id): found.get((source, user_id), (None, None))
-        for source, ids in wanted.items()
-        for user_id in ids
+        for source, chunk in wanted
+        for user_id in chunk
     }
 
 
@@ -404,7 +391,6 @@ __all__ = [
     "pending_count",
     "release_all",
     "renew",
-    "request_info",
     "request_infos",
     "retry_later",
     "retry_later_all",

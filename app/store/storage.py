@@ -33,12 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.constants import STATUS_ATTRIBUTES, STATUS_EXTENSION, ZITI_EXTENSION
 from app.store import queue
-from app.store.db import WRITE, Database, fold
+from app.store.db import CHUNK, WRITE, Database, fold
 from app.store.filters import Dialect, Translator, where_clause
 from app.store.offload import off_loop
 from app.store.tables import emails, members, resources
 
-CHUNK = 500
 OFF_LOOP_REFS = 1000
 """A resource with more member/group references than this is validated in a worker thread."""
 NEVER_STORED = ("password",)

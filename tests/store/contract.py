@@ -90,8 +90,8 @@ class QueueContract(StoreContract):
         claim = await self.claim(db, "u1")
         assert claim is not None
         async with db.transaction() as tx:
-            assert await queue.request_info(tx, claim) == ("r2", "PATCH /Users/u1")
-            assert await queue.request_info(tx, Claim(SOURCE, "nobody", 1, 0)) == (None, None)
+            infos = await queue.request_infos(tx, [(claim.source, claim.user_id), (SOURCE, "nobody")])
+        assert infos == {(SOURCE, "u1"): ("r2", "PATCH /Users/u1"), (SOURCE, "nobody"): (None, None)}
 
     async def test_a_mark_rolled_back_with_its_transaction_leaves_nothing(
         self, db: Database, clock: FrozenClock
@@ -230,8 +230,7 @@ class QueueContract(StoreContract):
         keys = [(SOURCE, "u1"), (SOURCE, "u2"), (SOURCE, "nobody"), (OTHER, "u1"), (OTHER, "u2")]
         async with db.transaction() as tx:
             infos = await queue.request_infos(tx, keys)
-            singles = {key: await queue.request_info(tx, Claim(*key, 1, 0)) for key in keys}
-        assert infos == singles == {
+        assert infos == {
             (SOURCE, "u1"): ("r2", "PATCH /Users/u1"),
             (SOURCE, "u2"): ("r3", "PUT /Users/u2"),
             (SOURCE, "nobody"): (None, None),
@@ -696,9 +695,14 @@ class DesiredContract(StoreContract):
         keys = [(SOURCE, user_id) for user_id in made] + [(SOURCE, "nobody"), (OTHER, made[0])]
         async with db.transaction() as tx:
             states = await desired.read_user_states(tx, [*keys, keys[0]])
-            singles = {key: await desired.read_user_state(tx, *key) for key in keys}
-        assert states == singles
-        assert [g.display_name for g in states[(SOURCE, made[0])].groups] == ["g1", "g2"]
+            single = await desired.read_user_state(tx, SOURCE, made[1])
+        assert set(states) == set(keys) and single == states[(SOURCE, made[1])]
+        names = {key: (state.document or {}).get("userName") for key, state in states.items()}
+        assert [names[key] for key in keys] == ["c", "a", "b", None, None, None]
+        groups = {key: [g.display_name for g in state.groups] for key, state in states.items()}
+        assert [groups[key] for key in keys[:3]] == [["g1", "g2"], ["g2"], []]
+        assert (states[(SOURCE, made[1])].provisioning or {}).get("identity_id") == "i1"
+        assert states[(SOURCE, "nobody")] == UserState(None, (), None)
         assert states[(SOURCE, made[1])].provisioning is not None
         assert states[(SOURCE, made[3])].document is None
         assert states[(OTHER, made[0])] == UserState(None, (), None)
