@@ -4,7 +4,9 @@
 
 Scenarios: ``get`` (GET /Users/{id}, 1 client), ``patch`` (PATCH displayName, 8 clients, no controller), ``create`` (POST /Users, 8 clients, no controller),
 ``create-provisioned`` (POST /Users, 1 client, with the controller emulator), ``group-add-provisioned``
-(one PATCH adding 100 members, with the emulator), ``group-get-50k`` (GET of a 50k-member group).
+(one PATCH adding 100 members, with the emulator), ``sync-groups`` (the group phase of an initial sync:
+``--users`` users created and still settling, then ``POST /Groups`` and one PATCH adding 100 of them, in
+turn, 1 client, with the emulator), ``group-get-50k`` (GET of a 50k-member group).
 Needs ``py-spy`` (``pip install py-spy``). Prints the functions with the most samples, inclusive and
 self; the raw collapsed stacks are written to ``--out`` (flamegraph.pl / speedscope can read them).
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import dumps, replace_display_body, user_body
+from bench.common import dumps, group_body, replace_display_body, user_body
 from bench.load import client, run_load, timed
 from bench.procs import Server, Workdir
 from bench.s5_e2e import patch_bodies, start_stack
@@ -139,6 +143,23 @@ async def drive(
                 for body in patch_bodies(ids[done : done + 100]):
                     await timed(http, "PATCH", f"/Groups/{group}", body)
                 done += 100
+    elif scenario == "sync-groups":
+        ids = context["ids"]
+        posts: list[float] = []
+        patches: list[float] = []
+        async with client(target.base, target.headers) as http:
+            while time.perf_counter() < until:
+                took, response = await timed(http, "POST", "/Groups", dumps(group_body(f"sync-{done:04d}")))
+                posts.append(took)
+                members = [ids[(done * 100 + k * 7) % len(ids)] for k in range(100)]
+                for body in patch_bodies(list(dict.fromkeys(members))):
+                    took, _ = await timed(http, "PATCH", f"/Groups/{response.json()['id']}", body)
+                    patches.append(took)
+                done += 1
+        return (
+            f"{done} groups (POST p50 {sorted(posts)[len(posts) // 2] * 1000:.1f} ms, "
+            f"PATCH +100 members p50 {sorted(patches)[len(patches) // 2] * 1000:.1f} ms)"
+        )
     elif scenario == "group-get-50k":
         async with client(target.base, target.headers) as http:
             while time.perf_counter() < until:
@@ -150,12 +171,21 @@ async def drive(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument(
-        "scenario", choices=["get", "patch", "create", "create-provisioned", "group-add-provisioned", "group-get-50k"]
+        "scenario", choices=[
+            "get",
+            "patch",
+            "create",
+            "create-provisioned",
+            "group-add-provisioned",
+            "sync-groups",
+            "group-get-50k",
+        ],
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--clients", type=int, help="concurrent clients of a create scenario (default 8; 1 provisioned)")
+    parser.add_argument("--users", type=int, default=10_000, help="users created before sync-groups (default 10,000)")
     parser.add_argument(
         "--gil", action="store_true", help="sample only the thread holding the GIL (CPU, not waiting)"
     )
@@ -165,9 +195,28 @@ def main(argv: list[str] | None = None) -> int:
     context: dict[str, Any] = {}
     stack = None
     try:
-        if args.scenario.endswith("provisioned"):
+        if args.scenario == "sync-groups":
+            # The users stay settling for the whole profile, as during an initial sync's group phase.
+            os.environ["ZITI_SCIM_BENCH_OPTIONS"] = json.dumps({"create_settle": 60})
+        if args.scenario.endswith("provisioned") or args.scenario == "sync-groups":
             stack = start_stack(args.db, workdir, "profile")
             target = stack.target
+            if args.scenario == "sync-groups":
+                users = args.users
+
+                async def create_users() -> None:
+                    result = await run_load(
+                        target.base,
+                        target.headers,
+                        lambda i: ("POST", "/Users", dumps(user_body("sg", i))),
+                        users,
+                        8,
+                        expect=(201,),
+                        keep=lambda i, r: context.setdefault("ids", []).append(r.json()["id"]),
+                    )
+                    assert result.errors == 0
+
+                asyncio.run(create_users())
             if args.scenario == "group-add-provisioned":
 
                 async def prepare() -> None:
