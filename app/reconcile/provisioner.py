@@ -100,6 +100,9 @@ class Provisioner:
         """
         if not fresh or not all(self._settles(source) for source, _ in users):
             self.worker.wake()
+        else:
+            for source in {source for source, _ in users}:
+                self.worker.settling(source)
         wait = max((self._wait_for_sync(source) for source, _ in users), default=0.0)
         if wait <= 0 or len(users) > INLINE_LIMIT:
             return False
