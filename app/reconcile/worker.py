@@ -105,12 +105,13 @@ class Worker:
     async def _paused(self, safety: Safety | None) -> bool:
         return self.paused or (safety is not None and await safety.paused())
 
-    def _next_look(self) -> float:
-        """Seconds until the next look: the poll interval, or sooner when a settling source's pause ends."""
+    def _next_look(self, now: float | None = None) -> float:
+        """Seconds until the next look: the poll interval, or sooner when a settling source's pause ends.
+        ``now``: the event loop's time (read from the running loop if not given)."""
         interval = self._poll_interval()
         if self._settled_at is None:
             return interval
-        remaining = self._settled_at - asyncio.get_running_loop().time()
+        remaining = self._settled_at - (asyncio.get_running_loop().time() if now is None else now)
         if remaining < 0:
             self._settled_at = None  # the look just made was after it
             return interval
@@ -148,13 +149,13 @@ class Worker:
         """Look for due work now (a write committed, or another replica announced one)."""
         self._wake.set()
 
-    def settling(self, source: str) -> None:
+    def settling(self, source: str, now: float | None = None) -> None:
         """A write of ``source`` marked only users without an identity, and woke nobody: they are due once
         the source paused ``create_settle`` seconds, so look right then (unless writes go on), not up to a
-        poll interval later."""
+        poll interval later. ``now``: the event loop's time (read from the running loop if not given)."""
         seconds = self.settle.get(source)
         if seconds:
-            self._settled_at = asyncio.get_running_loop().time() + seconds
+            self._settled_at = (asyncio.get_running_loop().time() if now is None else now) + seconds
 
     async def wait_for(self, users: Iterable[tuple[str, str]], timeout: float) -> None:
         """Wait until this process finished converging these users once, or ``timeout`` passed.
