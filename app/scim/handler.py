@@ -54,10 +54,26 @@ from app.store.storage import SqlStorage
 
 @dataclass
 class MemberDelta:
+    """A Group PATCH's membership operations, applied as ``remove`` then ``add`` minus ``withdrawn``.
+
+    RFC 7644 §3.5.2 applies operations in order; removing first is the same except for a member added
+    and then removed in one request, which ``withdrawn`` holds (its add is still checked, not written).
+    """
+
     add: list[dict[str, Any]] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     replace_all: bool = False
     other: list[Any] = field(default_factory=list)
+    withdrawn: set[str] = field(default_factory=set)
+
+    def adding(self, values: list[dict[str, Any]]) -> None:
+        self.add.extend(values)
+        self.withdrawn.difference_update(item["value"] for item in values)
+
+    def removing(self, ids: list[str]) -> None:
+        added = {item["value"] for item in self.add}
+        self.remove.extend(ids)
+        self.withdrawn.update(member_id for member_id in ids if member_id in added)
 
 
 def _is_members(path: AttrPath) -> bool:
@@ -97,13 +113,13 @@ def member_delta(patch_op: PatchOp[Any], policy: ScimPolicy) -> MemberDelta | No
             if values is None:
                 return None
             if kind == "add":
-                delta.add.extend(values)
+                delta.adding(values)
             elif kind == "replace":
-                delta.add, delta.remove, delta.replace_all = values, [], True
+                delta.add, delta.remove, delta.replace_all, delta.withdrawn = values, [], True, set()
             elif kind == "remove" and operation.value is None:
-                delta.add, delta.remove, delta.replace_all = [], [], True
+                delta.add, delta.remove, delta.replace_all, delta.withdrawn = [], [], True, set()
             elif kind == "remove" and policy.remove_value_as_filter == ScimPolicy.RemoveValue.apply:
-                delta.remove.extend(item["value"] for item in values)
+                delta.removing([item["value"] for item in values])
             else:
                 return None
             continue
@@ -117,7 +133,7 @@ def member_delta(patch_op: PatchOp[Any], policy: ScimPolicy) -> MemberDelta | No
             and node.val_filter.op is CompareOperator.eq
             and isinstance(node.val_filter.value, str)
         ):
-            delta.remove.append(node.val_filter.value)
+            delta.removing([node.val_filter.value])
             continue
         if isinstance(node, AttrPath | ValuePath):
             head = node if isinstance(node, AttrPath) else node.attr_path
@@ -169,9 +185,9 @@ def plain_member_delta(payload: Any, policy: ScimPolicy) -> MemberDelta | None:
                 return None
         kind = kind.lower()
         if kind == "add":
-            delta.add.extend({"value": item["value"], "display": item.get("display")} for item in values)
+            delta.adding([{"value": item["value"], "display": item.get("display")} for item in values])
         elif kind == "remove" and removes:
-            delta.remove.extend(item["value"] for item in values)
+            delta.removing([item["value"] for item in values])
         else:
             return None
     return delta
@@ -483,6 +499,7 @@ class ZitiScimHandler(AsyncScimHandler):
             group_id,
             add=delta.add,
             remove=delta.remove,
+            withdrawn=delta.withdrawn,
             replace_all=delta.replace_all,
             document=document,
             expected_version=version,

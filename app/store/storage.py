@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, NamedTuple, Protocol
 
@@ -682,10 +682,13 @@ class SqlStorage(AsyncScimStorage):
         replace_all: bool,
         document: dict[str, Any] | None,
         expected_version: str | None,
+        withdrawn: Collection[str] = (),
     ) -> int:
         """Apply a membership delta to a group without loading its members (the fast PATCH path).
 
-        ``document`` replaces the group's other attributes when given. Returns the new version.
+        ``remove`` goes first, then ``add`` but for ``withdrawn`` (members the request added and then
+        removed: checked like every added member, not written). ``document`` replaces the group's other
+        attributes when given. Returns the new version.
         """
         self._read = None
         async with self.db.transaction(write=True) as conn:
@@ -703,6 +706,9 @@ class SqlStorage(AsyncScimStorage):
                     changed |= await self._delete_members(conn, row.pk, list(gone.values()))
                 if add:
                     wanted = await self._resolve_members(conn, add)
+                    if withdrawn:
+                        for pk in (await self._lookup(conn, list(withdrawn))).values():
+                            wanted.pop(pk, None)
                     existing = await self._existing_members(conn, row.pk, list(wanted))
                     new = {pk: display for pk, display in wanted.items() if pk not in existing}
                     if new:

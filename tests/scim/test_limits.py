@@ -453,6 +453,12 @@ PLAIN = [
         {"op": "add", "path": "urn:ietf:params:scim:schemas:core:2.0:Group:members", "value": [{"value": "a"}]},
         {"op": "remove", "path": "members", "value": [{"value": "b"}]},
     ],
+    [
+        {"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}]},
+        {"op": "remove", "path": "members", "value": [{"value": "a"}]},
+        {"op": "add", "path": "members", "value": [{"value": "b"}]},
+        {"op": "remove", "path": "members", "value": [{"value": "b"}, {"value": "c"}]},
+    ],
 ]
 NOT_PLAIN = [
     [{"op": "replace", "path": "members", "value": [{"value": "a"}]}],
@@ -475,6 +481,7 @@ def test_a_plain_member_patch_reads_as_the_validated_path_reads_it(operations: l
     assert [m["value"] for m in plain.add] == [m["value"] for m in validated.add]
     assert [m.get("display") for m in plain.add] == [m.get("display") for m in validated.add]
     assert (plain.remove, plain.replace_all, plain.other) == (validated.remove, False, [])
+    assert plain.withdrawn == validated.withdrawn
 
 
 @pytest.mark.parametrize("operations", NOT_PLAIN)

@@ -114,6 +114,49 @@ def test_membership_patch_forms(live: Live) -> None:
             ),
         )
         assert _members(client, gid) == {ids[2]}
+        # Operations apply in order (RFC 7644 §3.5.2): added then removed in one request is not a member,
+        # removed then added is; in both member forms (plain value list, and remove by value filter).
+        for remove in (
+            {"op": "remove", "path": "members", "value": [{"value": ids[3]}]},
+            {"op": "remove", "path": f'members[value eq "{ids[3]}"]'},
+        ):
+            withdrawn = client.patch(
+                f"/Groups/{gid}",
+                json=patch({"op": "add", "path": "members", "value": [{"value": ids[3]}]}, remove),
+            )
+            assert withdrawn.status_code == 200, withdrawn.text
+            assert {m["value"] for m in withdrawn.json()["members"]} == {ids[2]}
+            assert _members(client, gid) == {ids[2]}
+        readded = client.patch(
+            f"/Groups/{gid}",
+            json=patch(
+                {"op": "add", "path": "members", "value": [{"value": ids[3]}]},
+                {"op": "remove", "path": "members", "value": [{"value": ids[3]}, {"value": ids[2]}]},
+                {"op": "add", "path": "members", "value": [{"value": ids[3]}]},
+            ),
+        )
+        assert readded.status_code == 200, readded.text
+        assert _members(client, gid) == {ids[3]}
+        client.patch(
+            f"/Groups/{gid}",
+            json=patch(
+                {"op": "remove", "path": "members", "value": [{"value": ids[3]}]},
+                {"op": "add", "path": "members", "value": [{"value": ids[2]}, {"value": ids[3]}]},
+            ),
+        )
+        assert _members(client, gid) == {ids[2], ids[3]}
+        # A member added then removed is still checked: an unknown id is refused, nothing applied.
+        unknown = client.patch(
+            f"/Groups/{gid}",
+            json=patch(
+                {"op": "remove", "path": "members", "value": [{"value": ids[2]}]},
+                {"op": "add", "path": "members", "value": [{"value": "nobody"}]},
+                {"op": "remove", "path": "members", "value": [{"value": "nobody"}]},
+            ),
+        )
+        assert unknown.status_code == 400 and unknown.json()["scimType"] == "invalidValue", unknown.text
+        assert _members(client, gid) == {ids[2], ids[3]}
+        client.patch(f"/Groups/{gid}", json=patch({"op": "remove", "path": "members", "value": [{"value": ids[3]}]}))
         # Replace all, and a rename without path with the id inside the value (Authentik).
         client.patch(
             f"/Groups/{gid}",
