@@ -275,6 +275,8 @@ class ZitiScimHandler(AsyncScimHandler):
             self.service.authorize(request, target, resource_type)
             response_parameters = self.service.read_response_parameters(resource_type, request.query)
             async with self.storage.operation():
+                # With its status: a PUT of a user showing one writes and converges again (the status'
+                # schema is not in the replacement), as an IdP re-sending a user retries a conflict.
                 current = await self.storage.get(resource_type, cast(str, target.resource_id))
                 replacement = self.service.read_replacement(
                     resource_type, request.body, request.header("Content-Type")
@@ -284,8 +286,9 @@ class ZitiScimHandler(AsyncScimHandler):
                 replaced = self.service.apply_replacement(
                     current, replacement, self.service.read_conditions(request)
                 )
-                stored = current
-                if replaced is not None:
+                if replaced is None:
+                    stored = await self.storage.unchanged(resource_type, current)
+                else:
                     stored = await self.storage.update(
                         resource_type, replaced, expected_version=version, answer=True
                     )
@@ -396,13 +399,13 @@ class ZitiScimHandler(AsyncScimHandler):
         loop free to serve health probes and other sources meanwhile (the GIL is handed over every few ms).
         A usual PATCH (a few operations on a usual user) is applied here: the hop would cost more.
         """
-        current = await self.storage.get(resource_type, resource_id)
+        current = await self.storage.get(resource_type, resource_id, views=not answer)
         assert current.meta is not None
         version = current.meta.version
         large = _large(current) or len(patch_op.operations or ()) > OFF_LOOP_OPERATIONS
         patched = await off_loop_if(large, self.service.apply_patch, current, patch_op, conditions)
         if patched is None:
-            return current
+            return await self.storage.unchanged(resource_type, current) if answer else current
         return await self.storage.update(resource_type, patched, expected_version=version, answer=answer)
 
     async def _patch(self, request: ScimRequest) -> ScimResponse:

@@ -60,8 +60,21 @@ _USER_GROUPS = (
     .where(members.c.member_pk.in_(bindparam("member_pks", expanding=True)))
     .order_by(members.c.member_pk, members.c.group_pk)
 )
-"""The statements of every read and PATCH/PUT, built once: building a statement and its cache key cost
-more than SQLite running it."""
+_INSERT = insert(resources)
+_UPDATE = (
+    update(resources)
+    .where(resources.c.pk == bindparam("u_pk"))
+    .values(
+        version=bindparam("u_version"),
+        last_modified=bindparam("u_last_modified"),
+        user_name_ci=bindparam("u_user_name_ci"),
+        display_name_ci=bindparam("u_display_name_ci"),
+        external_id=bindparam("u_external_id"),
+        data=bindparam("u_data", type_=resources.c.data.type),
+    )
+)
+"""The statements of every read and user write, built once: building a statement and its cache key
+cost more than SQLite running it."""
 
 
 def now_iso() -> str:
@@ -196,6 +209,8 @@ class SqlStorage(AsyncScimStorage):
         """The (source, user id) pairs of the users this request created."""
         self._read: tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None] | None = None
         """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
+        self._read_document: tuple[AsyncConnection, dict[str, Any]] | None = None
+        """The document of that read (:meth:`unchanged`)."""
 
     def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
         """This storage for one request: what it marks dirty is recorded with the request's id and
@@ -207,6 +222,7 @@ class SqlStorage(AsyncScimStorage):
         storage.touched = set()
         storage.created = set()
         storage._read = None
+        storage._read_document = None
         return storage
 
     # -- helpers ------------------------------------------------------------------------------
@@ -342,10 +358,12 @@ class SqlStorage(AsyncScimStorage):
         wants_refs: bool = True,
         known_groups: dict[int, list[dict[str, Any]]] | None = None,
         known_views: dict[str, dict[str, Any]] | None = None,
+        views: bool = True,
     ) -> list[dict[str, Any]]:
         """The documents of stored rows as a resource model reads them (``id``, ``meta``, member or group
         references, status); ``known_groups``: the users' groups when the caller has read them;
-        ``known_views``: the users' status views when the caller knows them (a create)."""
+        ``known_views``: the users' status views when the caller knows them (a create); ``views``
+        False: without the status of the users whose view is not known."""
         groups = [row.pk for row in rows if row.resource_type == "Group"]
         users = [row.pk for row in rows if row.resource_type == "User"]
         group_members = await self._members(conn, groups) if wants_refs and groups else {}
@@ -354,7 +372,7 @@ class SqlStorage(AsyncScimStorage):
             user_groups = await self._groups(conn, users) if wants_refs and users else {}
         managed: dict[str, dict[str, Any]] = dict(known_views or {})
         unknown = [row.id for row in rows if row.resource_type == "User" and row.id not in managed]
-        if self.hooks is not None and unknown:
+        if self.hooks is not None and unknown and views:
             managed.update(await self.hooks.view(conn, self.source, unknown))
         result = []
         for row in rows:
@@ -391,18 +409,41 @@ class SqlStorage(AsyncScimStorage):
         *,
         response_parameters: ResponseParameters[Any] | None = None,
         answer: bool = False,
+        views: bool = True,
     ) -> Any:
-        """The resource's model; ``answer``: its document (:meth:`_documents`), to be answered as it is."""
+        """The resource's model; ``answer``: its document (:meth:`_documents`), to be answered as it is.
+
+        ``views`` False: a read to be changed (PATCH, PUT), without the user's status, which the write's
+        admission gives (:meth:`unchanged` adds it when the write changes nothing)."""
         async with self.db.transaction() as conn:
             row = await self._row(conn, str(resource_type.name), resource_id)
             attribute = "members" if row.resource_type == "Group" else "groups"
             wants = self._wants(response_parameters, attribute)
             known = await self._groups(conn, [row.pk]) if wants and row.resource_type == "User" else None
-            (document,) = await self._documents(conn, [row], wants, known_groups=known)
+            (document,) = await self._documents(conn, [row], wants, known_groups=known, views=views)
             if conn.info.get(WRITE):
                 # Read to be changed (PATCH, PUT) in this write transaction: its update uses these.
                 self._read = (conn, row, known if self.db.is_sqlite else None)
+                self._read_document = (conn, document)
             return document if answer else await self.resource_of(document)
+
+    async def unchanged(self, resource_type: ResourceType, resource: Resource[Any]) -> dict[str, Any]:
+        """The answer to a write that changed nothing: the document :meth:`get` read of ``resource`` in
+        this write transaction, with the user's status (read now if that read left it out; the whole
+        document is read again if it was not that read's)."""
+        async with self.db.transaction() as conn:
+            read, self._read_document = self._read_document, None
+            if read is None or read[0] is not conn or read[1]["id"] != resource.id:
+                return await self.get(resource_type, str(resource.id), answer=True)  # type: ignore[no-any-return]
+            document = read[1]
+            shown = STATUS_EXTENSION in document
+            if self.hooks is not None and document["meta"]["resourceType"] == "User" and not shown:
+                view = (await self.hooks.view(conn, self.source, [document["id"]])).get(document["id"])
+                if view is not None:
+                    document[STATUS_EXTENSION] = view
+                    if STATUS_EXTENSION not in document.setdefault("schemas", []):
+                        document["schemas"] = [*document["schemas"], STATUS_EXTENSION]
+            return document
 
     def _read_before(self, conn: AsyncConnection, resource_id: str) -> tuple[Row[Any] | None, Any]:
         """The row (and user's groups) :meth:`get` read of this resource in this write transaction.
@@ -580,15 +621,16 @@ class SqlStorage(AsyncScimStorage):
             try:
                 async with self._statement_guard(conn):
                     result = await conn.execute(
-                        insert(resources).values(
-                            source=self.source,
-                            resource_type=name,
-                            id=resource_id,
-                            created=now,
-                            last_modified=now,
-                            version=1,
+                        _INSERT,
+                        {
+                            "source": self.source,
+                            "resource_type": name,
+                            "id": resource_id,
+                            "created": now,
+                            "last_modified": now,
+                            "version": 1,
                             **self._columns(name, document),
-                        )
+                        },
                     )
             except IntegrityError as error:
                 raise UniquenessException(detail="userName is already taken") from error
@@ -634,13 +676,9 @@ class SqlStorage(AsyncScimStorage):
             modified = now_iso()
             try:
                 async with self._statement_guard(conn):
-                    await conn.execute(
-                        update(resources)
-                        .where(resources.c.pk == row.pk)
-                        .values(
-                            version=row.version + 1, last_modified=modified, **self._columns(name, document)
-                        )
-                    )
+                    parameters = {f"u_{key}": value for key, value in self._columns(name, document).items()}
+                    parameters.update(u_pk=row.pk, u_version=row.version + 1, u_last_modified=modified)
+                    await conn.execute(_UPDATE, parameters)
             except IntegrityError as error:
                 raise UniquenessException(detail="userName is already taken") from error
             if name == "Group":
