@@ -6,6 +6,14 @@ empty extension (every attribute is readOnly, RFC 7643 §2.2) and expects either
 back or, for ``remove``, nothing. The service answers with the status it computed (or none, without a
 reconciler). Such a result is excused only when the tester sent no attribute at all and the answer holds
 nothing but the published readOnly status.
+
+The cause is upstream: scim2-models 0.12.3 ``Path.iter_paths(mutability=[readWrite, writeOnly])`` yields
+an extension's URN by the mutability of the extension *field*, which is readWrite by default (SCIM has no
+mutability for an extension as a whole; RFC 7643 §2.2 gives it to attributes). Skipping an extension none
+of whose attributes matches the mutability filter (in ``Path._walk_paths``) makes scim2-tester 0.5.2 report
+no ERROR, CRITICAL or DEVIATION against ``ziti-scim demo`` with no allowance (tried on 2026-12-04). No
+layout of ours avoids it while the status is shown: ``returned: request`` leaves the extension out of the
+answer, and the tester then compares its empty extension with nothing.
 """
 
 from __future__ import annotations
