@@ -117,6 +117,9 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+MAX_OFFSET = 2**62
+"""A search starting further than this is answered with its total only (an OFFSET must fit in int64)."""
+
 MAX_INDEXED_LENGTH = 1024
 """Longest userName, displayName, externalId or email value: they are indexed, and PostgreSQL's btree
 entries are limited to about 2.7 kB; no real IdP value comes close."""
@@ -472,25 +475,30 @@ class SqlStorage(AsyncScimStorage):
             resources.c.source == self.source, where_clause(scim_filter, models, resources, self.dialect)
         )
         async with self.db.transaction() as conn:
-            total = (
-                await conn.execute(select(func.count()).select_from(resources).where(condition))
-            ).scalar_one()
+
+            async def counted() -> int:
+                statement = select(func.count()).select_from(resources).where(condition)
+                return int((await conn.execute(statement)).scalar_one())
+
             count = search_request.count
-            if count == 0:
-                return SearchPage(total=total, resources=[])
+            start = search_request.start_index_0 or 0
+            if count == 0 or start > MAX_OFFSET:
+                # Only the total (RFC 7644 §3.4.2.4: a page past the end is empty; OFFSET fits in int64).
+                return SearchPage(total=await counted(), resources=[])
             query = select(resources).where(condition)
             if search_request.sort_by:
                 query = query.order_by(*self._ordering(search_request, models))
             query = query.order_by(resources.c.pk)
-            start = search_request.start_index_0 or 0
-            if start >= total:
-                # Past the end (RFC 7644 §3.4.2.4: an empty page), and never an OFFSET beyond int64.
-                return SearchPage(total=total, resources=[])
             if start:
                 query = query.offset(start)
             if count is not None:
                 query = query.limit(count)
             rows = (await conn.execute(query)).all()
+            # A page that is not full and starts within the results ends them: its end is the total, and
+            # the COUNT (a second statement, as costly as the lookup) is not needed; the same transaction
+            # reads both, so they agree.
+            ends = (count is None or len(rows) < count) and (rows or not start)
+            total = start + len(rows) if ends else await counted()
             documents = await self._documents(conn, rows)
             if answer:
                 return SearchPage(total=total, resources=documents)  # type: ignore[arg-type]
