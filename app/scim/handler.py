@@ -193,8 +193,11 @@ class ZitiScimHandler(AsyncScimHandler):
             with self.service.provider:
                 target = self.service.route(request, Operation.create)
                 resource_type = self.service.resource_type_at(cast(str, target.endpoint))
-                payload = self.service.decode_body(request.body, request.header("Content-Type"))
-            if resource_type.name == "Group" and isinstance(payload, dict):
+                # Decoded a second time for a Group only: a User's body is decoded once.
+                is_group = resource_type.name == "Group"
+                content_type = request.header("Content-Type")
+                payload = self.service.decode_body(request.body, content_type) if is_group else None
+            if is_group and isinstance(payload, dict):
                 await self._refuse_duplicate_group(resource_type, payload)
         # scim2-server's create, answered from what was stored (ZitiScimService.answer).
         with self.service.provider:
