@@ -9,6 +9,7 @@ import platform
 import socket
 import subprocess
 import sys
+import uuid
 from importlib import metadata
 from typing import Any
 
@@ -56,8 +57,10 @@ def user_body(prefix: str, index: int, display: str | None = None) -> dict[str, 
 
 
 def group_body(name: str) -> dict[str, Any]:
-    """A POST /Groups body as authentik sends it when PATCH is supported (trace 06, no members)."""
-    return {"displayName": name, "schemas": [GROUP], "externalId": hashlib.md5(name.encode()).hexdigest()}
+    """A POST /Groups body as authentik sends it when PATCH is supported (trace 06, no members); its
+    externalId is the group's UUID, hyphenated (here derived from the name)."""
+    external = uuid.UUID(hashlib.md5(name.encode()).hexdigest())
+    return {"displayName": name, "schemas": [GROUP], "externalId": str(external)}
 
 
 def add_members_body(ids: list[str], one_op_per_member: bool = True) -> dict[str, Any]:

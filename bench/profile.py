@@ -7,8 +7,10 @@ Scenarios, without a controller (10,000 seeded users): ``get`` (GET /Users/{id},
 clients), ``create`` (POST /Users, 8 clients); with the controller emulator (a separate process) and
 provisioning on, as section 1 of the bench measures them: ``create-provisioned`` (1 client),
 ``get-provisioned``, ``filter-provisioned``, ``patch-provisioned``, ``put-provisioned`` (8 clients, on
-500 users created and converged first), ``group-add-provisioned`` (one PATCH adding 100 members);
-``group-get-50k`` (GET of a 50k-member group). ``--clients N`` overrides the number of clients.
+500 users created and converged first), ``group-add-provisioned`` (one PATCH adding 100 members),
+``sync-groups`` (the group phase of an initial sync: ``--users`` users created and still settling, then
+``POST /Groups`` and one PATCH adding 100 of them, in turn, 1 client); ``group-get-50k`` (GET of a
+50k-member group). ``--clients N`` overrides the number of clients.
 Needs ``py-spy`` (``pip install py-spy``). Prints the functions with the most samples, inclusive and
 self; the raw collapsed stacks are written to ``--out`` (flamegraph.pl / speedscope can read them).
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import dumps, replace_display_body, user_body, user_name
+from bench.common import dumps, group_body, replace_display_body, user_body, user_name
 from bench.load import client, run_load, timed
 from bench.procs import Server, Workdir
 from bench.s5_e2e import patch_bodies, start_stack
@@ -109,9 +113,10 @@ SCENARIOS = (
     "patch-provisioned",
     "put-provisioned",
     "group-add-provisioned",
+    "sync-groups",
     "group-get-50k",
 )
-DEFAULT_CLIENTS = {"get": 1, "filter": 1, "create-provisioned": 1}
+DEFAULT_CLIENTS = {"get": 1, "filter": 1, "create-provisioned": 1, "sync-groups": 1}
 """Concurrent clients of each request scenario when ``--clients`` is not given (otherwise 8)."""
 POOL = 500
 """Users created (and converged) before a provisioned get/filter/patch/put scenario."""
@@ -154,6 +159,23 @@ async def drive(
                 for body in patch_bodies(ids[done : done + 100]):
                     await timed(http, "PATCH", f"/Groups/{group}", body)
                 done += 100
+    elif scenario == "sync-groups":
+        ids = context["ids"]
+        posts: list[float] = []
+        patches: list[float] = []
+        async with client(target.base, target.headers) as http:
+            while time.perf_counter() < until:
+                took, response = await timed(http, "POST", "/Groups", dumps(group_body(f"sync-{done:04d}")))
+                posts.append(took)
+                members = [ids[(done * 100 + k * 7) % len(ids)] for k in range(100)]
+                for body in patch_bodies(list(dict.fromkeys(members))):
+                    took, _ = await timed(http, "PATCH", f"/Groups/{response.json()['id']}", body)
+                    patches.append(took)
+                done += 1
+        return (
+            f"{done} groups (POST p50 {sorted(posts)[len(posts) // 2] * 1000:.1f} ms, "
+            f"PATCH +100 members p50 {sorted(patches)[len(patches) // 2] * 1000:.1f} ms)"
+        )
     elif scenario == "group-get-50k":
         async with client(target.base, target.headers) as http:
             while time.perf_counter() < until:
@@ -194,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument("--clients", type=int, help="concurrent clients (default 8; 1 for get, filter, create-provisioned)")
+    parser.add_argument(
+        "--clients", type=int, help="concurrent clients (default 8; 1 for get, filter, create-provisioned, sync-groups)"
+    )
+    parser.add_argument("--users", type=int, default=10_000, help="users created before sync-groups (default 10,000)")
     parser.add_argument(
         "--gil", action="store_true", help="sample only the thread holding the GIL (CPU, not waiting)"
     )
@@ -204,9 +229,28 @@ def main(argv: list[str] | None = None) -> int:
     context: dict[str, Any] = {}
     stack = None
     try:
-        if args.scenario.endswith("provisioned"):
+        if args.scenario == "sync-groups":
+            # The users stay settling for the whole profile, as during an initial sync's group phase.
+            os.environ["ZITI_SCIM_BENCH_OPTIONS"] = json.dumps({"create_settle": 60})
+        if args.scenario.endswith("provisioned") or args.scenario == "sync-groups":
             stack = start_stack(args.db, workdir, "profile")
             target = stack.target
+            if args.scenario == "sync-groups":
+                users = args.users
+
+                async def create_users() -> None:
+                    result = await run_load(
+                        target.base,
+                        target.headers,
+                        lambda i: ("POST", "/Users", dumps(user_body("sg", i))),
+                        users,
+                        8,
+                        expect=(201,),
+                        keep=lambda i, r: context.setdefault("ids", []).append(r.json()["id"]),
+                    )
+                    assert result.errors == 0
+
+                asyncio.run(create_users())
             if args.scenario == "group-add-provisioned":
 
                 async def prepare() -> None:
@@ -234,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 asyncio.run(prepare())
                 stack.controller.wait_quiet()
-            elif args.scenario != "create-provisioned":
+            elif args.scenario.endswith("provisioned") and args.scenario != "create-provisioned":
                 asyncio.run(create_pool(target, context))
                 stack.controller.wait_quiet()
         else:

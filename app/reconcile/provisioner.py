@@ -86,10 +86,12 @@ class Provisioner:
     async def after_write(self, users: set[tuple[str, str]], *, fresh: bool = False) -> bool:
         """A write committed: start converging what it marked now, in the background.
 
-        Users it created (``fresh``) of sources with a ``create_settle`` wake nobody: they wait for their
-        source to pause anyway, and the worker's poll (every ``create_settle / 2``) finds them due then;
-        a look at the queue per create of an initial sync would scan every user still settling. (On
-        PostgreSQL the mark's NOTIFY still wakes every replica, this one included: :mod:`app.store.notify`.)
+        Users without an identity yet (``fresh``: created by the write, or members an initial sync's group
+        PATCH added before their identity exists) of sources with a ``create_settle`` wake nobody: they
+        wait for their source to pause anyway, and the worker looks when the pause ends
+        (:meth:`~app.reconcile.worker.Worker.settling`); a look at the queue per write of an initial sync
+        would scan every user still settling. (On PostgreSQL the mark's NOTIFY still wakes every replica,
+        this one included: :mod:`app.store.notify`.)
 
         The IdP does not wait for the controller, unless its source sets ``wait_for_sync`` (seconds): then
         a write touching a few users (a user write, a small membership change) waits up to that long for
@@ -98,6 +100,9 @@ class Provisioner:
         """
         if not fresh or not all(self._settles(source) for source, _ in users):
             self.worker.wake()
+        else:
+            for source in {source for source, _ in users}:
+                self.worker.settling(source)
         wait = max((self._wait_for_sync(source) for source, _ in users), default=0.0)
         if wait <= 0 or len(users) > INLINE_LIMIT:
             return False

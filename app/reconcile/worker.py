@@ -42,6 +42,10 @@ GATHER = 0.02
 (``wait_for_sync``): the writes committing meanwhile are claimed, read and settled with it."""
 
 
+SETTLE_MARGIN = 0.005
+"""Seconds past the end of a source's pause before looking (the queue compares with the marks' times)."""
+
+
 class Worker:
     def __init__(
         self,
@@ -64,6 +68,9 @@ class Worker:
         self._waiters: dict[tuple[str, str], list[asyncio.Future[Outcome]]] = {}
         self._backlog = False
         """Whether the last claim filled every free slot (more may be due than was taken)."""
+        self._settled_at: float | None = None
+        """When (loop time) the latest write of a settling source that woke nobody stops holding its new
+        users: the worker looks then, not at its next poll (:meth:`settling`)."""
         self.paused = False
 
     def start(self) -> None:
@@ -98,6 +105,18 @@ class Worker:
     async def _paused(self, safety: Safety | None) -> bool:
         return self.paused or (safety is not None and await safety.paused())
 
+    def _next_look(self, now: float | None = None) -> float:
+        """Seconds until the next look: the poll interval, or sooner when a settling source's pause ends.
+        ``now``: the event loop's time (read from the running loop if not given)."""
+        interval = self._poll_interval()
+        if self._settled_at is None:
+            return interval
+        remaining = self._settled_at - (asyncio.get_running_loop().time() if now is None else now)
+        if remaining < 0:
+            self._settled_at = None  # the look just made was after it
+            return interval
+        return min(interval, remaining + SETTLE_MARGIN)
+
     def _poll_interval(self) -> float:
         # A settling create is due once its source paused: nothing wakes the worker then, so look often.
         settles = self.settle.values()
@@ -129,6 +148,14 @@ class Worker:
     def wake(self) -> None:
         """Look for due work now (a write committed, or another replica announced one)."""
         self._wake.set()
+
+    def settling(self, source: str, now: float | None = None) -> None:
+        """A write of ``source`` marked only users without an identity, and woke nobody: they are due once
+        the source paused ``create_settle`` seconds, so look right then (unless writes go on), not up to a
+        poll interval later. ``now``: the event loop's time (read from the running loop if not given)."""
+        seconds = self.settle.get(source)
+        if seconds:
+            self._settled_at = (asyncio.get_running_loop().time() if now is None else now) + seconds
 
     async def wait_for(self, users: Iterable[tuple[str, str]], timeout: float) -> None:
         """Wait until this process finished converging these users once, or ``timeout`` passed.
@@ -222,7 +249,7 @@ class Worker:
                 log.exception("reconcile loop error; retrying")
             woken = False
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval())
+                await asyncio.wait_for(self._wake.wait(), timeout=self._next_look())
                 woken = True
             if woken and self.gather > 0 and not self._waiters:
                 # Let a burst of writes gather: one look, one claim and one state read for all of them.

@@ -8,6 +8,14 @@ or all) and replace is applied here as a delta on the membership table instead; 
 are applied by scim2-models on the group without its members, so the semantics stay the library's.
 Anything else falls back to the generic path. Both run in one transaction (RFC 7644 §3.5.2: atomic).
 
+The membership PATCH IdPs send most — ``add``/``remove`` of ``members`` with a list of ``{"value": id}``,
+authentik's one operation per member (RFC 7644 §3.5.2.1/§3.5.2.2) — is read straight from the decoded
+body (:func:`plain_member_delta`), without building scim2-models' PatchOp (whose validation costs tens of
+µs per operation); any other shape takes the validated path. Such a PATCH is not held to
+``max_patch_operations`` either: that cap bounds the generic path, quadratic in the operations, while the
+delta path is linear and bounded by the body size. authentik sends every member of a group in one PATCH
+when ``bulk.maxOperations`` is 0 (its ``_patch_chunked``), so a 1,001-member group would be refused.
+
 Two more client accommodations live here: a Group always shows ``members`` (``[]`` when empty) unless the
 request excluded it, since authentik and Okta read a missing list as "unknown" and then never remove a
 member; and a source with ``partial_put`` merges a User PUT into the stored resource (Asgardeo's PUT
@@ -39,6 +47,7 @@ from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
 from scim2_server.storage import async_search_page, projection
 
+from app.scim.limits import check_patch_size
 from app.scim.service import NothingToPatch, ZitiScimService
 from app.store.offload import off_loop, off_loop_if
 from app.store.storage import SqlStorage
@@ -118,6 +127,54 @@ def member_delta(patch_op: PatchOp[Any], policy: ScimPolicy) -> MemberDelta | No
         delta.other.append(operation)
     if delta.replace_all and delta.remove:
         return None
+    return delta
+
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+_MEMBER_PATHS = frozenset({"members", "urn:ietf:params:scim:schemas:core:2.0:group:members"})
+_PLAIN_MEMBER_KEYS = frozenset({"value", "display", "type"})
+
+
+def plain_member_delta(payload: Any, policy: ScimPolicy) -> MemberDelta | None:
+    """The membership delta of a decoded PatchOp body made only of ``add`` / ``remove`` operations on
+    ``members`` whose values are ``{"value": id}`` objects (``display`` and ``type`` strings allowed), or
+    None for any other body, which is then validated by scim2-models.
+
+    What the validated path would make of such a body (:func:`member_delta`), read without validating it
+    into models: the keys are the exact ones of RFC 7644 §3.5.2 and of authentik's traces (a body spelled
+    otherwise takes the validated path), an id must be a non-empty string without NUL, and a ``remove``
+    with a value list follows the source's ``remove_value_as_filter`` like the validated path.
+    """
+    if type(payload) is not dict or payload.keys() != {"schemas", "Operations"}:
+        return None
+    operations = payload["Operations"]
+    if payload["schemas"] != [PATCH_OP] or type(operations) is not list or not operations:
+        return None
+    removes = policy.remove_value_as_filter == ScimPolicy.RemoveValue.apply
+    delta = MemberDelta()
+    for operation in operations:
+        if type(operation) is not dict or operation.keys() != {"op", "path", "value"}:
+            return None
+        kind, path, values = operation["op"], operation["path"], operation["value"]
+        if type(kind) is not str or type(path) is not str or path.lower() not in _MEMBER_PATHS:
+            return None
+        if type(values) is not list or not values:
+            return None
+        for item in values:
+            if type(item) is not dict or not item.keys() <= _PLAIN_MEMBER_KEYS:
+                return None
+            value = item.get("value")
+            if type(value) is not str or not value or "\x00" in value:
+                return None
+            if any(type(item[key]) is not str or "\x00" in item[key] for key in item.keys() - {"value"}):
+                return None
+        kind = kind.lower()
+        if kind == "add":
+            delta.add.extend({"value": item["value"], "display": item.get("display")} for item in values)
+        elif kind == "remove" and removes:
+            delta.remove.extend(item["value"] for item in values)
+        else:
+            return None
     return delta
 
 
@@ -417,66 +474,91 @@ class ZitiScimHandler(AsyncScimHandler):
             resource_type = self.service.resource_type_at(cast(str, target.endpoint))
             self.service.authorize(request, target, resource_type)
             response_parameters = self.service.read_response_parameters(resource_type, request.query)
-            # Validating up to max_patch_operations operations takes tens of ms: then not on the event loop.
             content_type = request.header("Content-Type")
+            policy = self.service.provider.policy or ScimPolicy()
+            if resource_type.name == "Group":
+                return await self._patch_group(request, target, resource_type, response_parameters, policy)
+            # Validating up to max_patch_operations operations takes tens of ms: then not on the event loop.
             if len(request.body) > OFF_LOOP_BYTES:  # even checking and decoding it takes a while
                 patch_op = await off_loop(self.service.read_patch, resource_type, request.body, content_type)
             else:
                 payload = self.service.decode_patch(request.body, content_type)
                 large = self.service.patch_operation_count(payload) > OFF_LOOP_OPERATIONS
                 patch_op = await off_loop_if(large, self.service.validate_patch, resource_type, payload)
-            if resource_type.name != "Group":  # scim2-server's AsyncScimHandler.patch from here on
-                async with self.storage.operation():
-                    resource = await self.patch_resource(
-                        resource_type,
-                        cast(str, target.resource_id),
-                        patch_op,
-                        self.service.read_conditions(request),
-                        answer=True,
-                    )
-                response = await off_loop_if(
-                    _large(resource),
-                    self.service.patch_response,
-                    request.base_url,
-                    resource,
+            # scim2-server's AsyncScimHandler.patch from here on, answered from what was stored
+            async with self.storage.operation():
+                resource = await self.patch_resource(
+                    resource_type,
+                    cast(str, target.resource_id),
+                    patch_op,
+                    self.service.read_conditions(request),
+                    answer=True,
+                )
+            response = await off_loop_if(
+                _large(resource),
+                self.service.patch_response,
+                request.base_url,
+                resource,
+                response_parameters,
+            )
+            return self.service.me_response(request, target, response)
+
+    def _decode_group_patch(self, body: bytes, content_type: str | None) -> Any:
+        """A Group PATCH body decoded, not validated (the operation cap waits for its shape)."""
+        self.service.ensure_patch_supported()
+        return self.service.decode_body(body, content_type)
+
+    async def _patch_group(
+        self,
+        request: ScimRequest,
+        target: Any,
+        resource_type: ResourceType,
+        response_parameters: ResponseParameters[Any],
+        policy: ScimPolicy,
+    ) -> ScimResponse:
+        content_type = request.header("Content-Type")
+        large_body = len(request.body) > OFF_LOOP_BYTES  # decoding it takes a while
+        payload = await off_loop_if(large_body, self._decode_group_patch, request.body, content_type)
+        delta = plain_member_delta(payload, policy)
+        patch_op: PatchOp[Any] | None = None
+        if delta is None:
+            check_patch_size(payload, self.service.limits)
+            large = self.service.patch_operation_count(payload) > OFF_LOOP_OPERATIONS
+            validated: PatchOp[Any] = await off_loop_if(
+                large, self.service.validate_patch, resource_type, payload
+            )
+            patch_op, delta = validated, member_delta(validated, policy)
+        renames = patch_op is not None and self.service.quirks.unique_group_names and _renames(patch_op)
+        group_id = cast(str, target.resource_id)
+        async with self.storage.operation():
+            before = await self._current_name(resource_type, group_id) if renames else ""
+            if delta is None:
+                assert patch_op is not None
+                resource = await self.patch_resource(
+                    resource_type, group_id, patch_op, self.service.read_conditions(request)
+                )
+            else:
+                resource = await self._patch_members(
+                    resource_type,
+                    group_id,
+                    patch_op,
+                    delta,
+                    self.service.read_conditions(request),
                     response_parameters,
                 )
-                return self.service.me_response(request, target, response)
-            policy = self.service.provider.policy or ScimPolicy()
-            delta = member_delta(patch_op, policy)
-            renames = self.service.quirks.unique_group_names and _renames(patch_op)
-            async with self.storage.operation():
-                group_id = cast(str, target.resource_id)
-                before = await self._current_name(resource_type, group_id) if renames else ""
-                if delta is None:
-                    resource = await self.patch_resource(
-                        resource_type,
-                        cast(str, target.resource_id),
-                        patch_op,
-                        self.service.read_conditions(request),
-                    )
-                else:
-                    resource = await self._patch_members(
-                        resource_type,
-                        cast(str, target.resource_id),
-                        patch_op,
-                        delta,
-                        self.service.read_conditions(request),
-                        response_parameters,
-                    )
-                name = getattr(resource, "display_name", None)
-                # Only a real rename is checked: IdPs re-send the name, and legacy duplicates keep theirs.
-                if renames and isinstance(name, str) and name.casefold() != before.casefold():
-                    await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
-            return await off_loop_if(
-                _large(resource), self.service.patch_response, request.base_url, resource, response_parameters
-            )
+            name = getattr(resource, "display_name", None)
+            # Only a real rename is checked: IdPs re-send the name, and legacy duplicates keep theirs.
+            if renames and isinstance(name, str) and name.casefold() != before.casefold():
+                await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
+        return await off_loop_if(
+            _large(resource), self.service.patch_response, request.base_url, resource, response_parameters
+        )
 
     async def _patch_members(
         self,
         resource_type: ResourceType,
         group_id: str,
-        patch_op: PatchOp[Any],
+        patch_op: PatchOp[Any] | None,
         delta: MemberDelta,
         conditions: Conditions,
         response_parameters: ResponseParameters[Any],
@@ -489,7 +571,7 @@ class ZitiScimHandler(AsyncScimHandler):
         version = current.meta.version
         self.service.check_preconditions(current, "PATCH", conditions)
         document = None
-        if delta.other:
+        if delta.other and patch_op is not None:
             partial = type(patch_op)(operations=delta.other)  # type: ignore[call-arg]  # populate by name
             if partial.patch(current):
                 document = SqlStorage._document(current)

@@ -73,8 +73,8 @@ class ServiceUnavailable(SCIMException):
 
 
 class AfterWrite(Protocol):
-    """Called once a SCIM write committed, with the users it marked dirty (``fresh``: all of them created
-    by it); True if it waited for them."""
+    """Called once a SCIM write committed, with the users it marked dirty (``fresh``: none of them has an
+    identity yet, so their converge is a create); True if it waited for them."""
 
     async def __call__(self, users: set[tuple[str, str]], *, fresh: bool = False) -> bool: ...
 
@@ -145,7 +145,7 @@ class SourceApplication(ASGIApplication):
         touched = storage.touched
         waited = False
         if write and touched and self.after_write is not None:
-            waited = await self.after_write(touched, fresh=touched <= storage.created)
+            waited = await self.after_write(touched, fresh=touched <= storage.fresh)
         if waited:
             await self._refresh_provisioning_view(response)
         return response

@@ -37,16 +37,16 @@ async def read_user_states(
     records: dict[tuple[str, str], ProvisioningRecord] = {}
     groups: dict[tuple[str, str], list[StoredGroup]] = {}
     for source, chunk in wanted:
+        # By id alone (the unique index), the rest checked here: with ``source = ?`` in the query, SQLite's
+        # planner scans every resource of the source instead (see SqlStorage._lookup).
+        c = resources.c
         rows = await tx.execute(
-            select(resources.c.pk, resources.c.id, resources.c.data).where(
-                resources.c.source == source,
-                resources.c.resource_type == "User",
-                resources.c.id.in_(chunk),
-            )
+            select(c.pk, c.id, c.data, c.source, c.resource_type).where(c.id.in_(chunk))
         )
         for row in rows:
-            documents[(source, str(row.id))] = dict(row.data)
-            pks[row.pk] = (source, str(row.id))
+            if row.source == source and row.resource_type == "User":
+                documents[(source, str(row.id))] = dict(row.data)
+                pks[row.pk] = (source, str(row.id))
         found = await tx.execute(
             select(provisioning).where(provisioning.c.source == source, provisioning.c.user_id.in_(chunk))
         )

@@ -36,7 +36,7 @@ from app.store import queue
 from app.store.db import CHUNK, WRITE, Database, fold
 from app.store.filters import Dialect, Translator, where_clause
 from app.store.offload import off_loop
-from app.store.tables import emails, members, resources
+from app.store.tables import emails, members, provisioning, resources
 
 OFF_LOOP_REFS = 1000
 """A resource with more member/group references than this is validated in a worker thread."""
@@ -208,8 +208,10 @@ class SqlStorage(AsyncScimStorage):
         self.operation_label: str | None = None
         self.touched: set[tuple[str, str]] = set()
         """The (source, user id) pairs this request marked dirty, woken once it commits."""
-        self.created: set[tuple[str, str]] = set()
-        """The (source, user id) pairs of the users this request created."""
+        self.fresh: set[tuple[str, str]] = set()
+        """The (source, user id) pairs this request marked whose converge creates their identity: the users
+        it created, and members it changed that have no identity yet (their source's ``create_settle``
+        holds them anyway, see :meth:`_note_identityless`)."""
         self._read: tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None] | None = None
         """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
         self._read_document: tuple[AsyncConnection, dict[str, Any]] | None = None
@@ -223,7 +225,7 @@ class SqlStorage(AsyncScimStorage):
         storage.request_id = request_id
         storage.operation_label = operation
         storage.touched = set()
-        storage.created = set()
+        storage.fresh = set()
         storage._read = None
         storage._read_document = None
         return storage
@@ -296,14 +298,33 @@ class SqlStorage(AsyncScimStorage):
     def _insert(self, table: Any) -> Any:
         return self.db.upsert(table)
 
-    async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> None:
-        """Record that these users' identities must be (re)converged: an upsert in the same transaction."""
+    async def mark_dirty(self, conn: AsyncConnection, user_ids: Iterable[str] | Select[Any]) -> list[str]:
+        """Record that these users' identities must be (re)converged: an upsert in the same transaction.
+        Returns the ids marked."""
         if isinstance(user_ids, Select):
             user_ids = [str(row[0]) for row in await conn.execute(user_ids)]
         ids = await queue.mark(
             conn, self.source, user_ids, request_id=self.request_id, operation=self.operation_label
         )
         self.touched.update((self.source, user_id) for user_id in ids)
+        return ids
+
+    async def _note_identityless(self, conn: AsyncConnection, user_ids: list[str]) -> None:
+        """Add to :attr:`fresh` those of these users who have no identity yet (their converge creates it).
+
+        An initial sync's group PATCHes change the groups of users still waiting for their source to pause
+        (``create_settle``): waking the worker for them would only make it look at the queue and find
+        nothing due, one look per PATCH, each over every user still settling.
+        """
+        with_identity: set[str] = set()
+        for start in range(0, len(user_ids), CHUNK):
+            query = select(provisioning.c.user_id).where(
+                provisioning.c.source == self.source,
+                provisioning.c.user_id.in_(user_ids[start : start + CHUNK]),
+                provisioning.c.identity_id.is_not(None),
+            )
+            with_identity.update(str(row.user_id) for row in await conn.execute(query))
+        self.fresh.update((self.source, user_id) for user_id in user_ids if user_id not in with_identity)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -540,13 +561,18 @@ class SqlStorage(AsyncScimStorage):
         return {found[member_id]: display for member_id, display in wanted.items()}
 
     async def _lookup(self, conn: AsyncConnection, ids: list[str]) -> dict[str, int]:
-        """The pks of the resources of this source with these ids (unknown ids are left out)."""
+        """The pks of the resources of this source with these ids (unknown ids are left out).
+
+        Selected by id alone, the source checked here: with ``source = ?`` in the query, SQLite's planner
+        (without statistics) prefers the ``(source, …)`` indexes for more than two ids and scans every
+        resource of the source, O(directory) per lookup instead of one unique-index probe per id.
+        """
         found: dict[str, int] = {}
         for start in range(0, len(ids), CHUNK):
-            query = select(resources.c.id, resources.c.pk).where(
-                resources.c.source == self.source, resources.c.id.in_(ids[start : start + CHUNK])
+            query = select(resources.c.id, resources.c.pk, resources.c.source).where(
+                resources.c.id.in_(ids[start : start + CHUNK])
             )
-            found.update({row.id: row.pk for row in await conn.execute(query)})
+            found.update({row.id: row.pk for row in await conn.execute(query) if row.source == self.source})
         return found
 
     async def _existing_members(self, conn: AsyncConnection, group_pk: int, pks: list[int]) -> set[int]:
@@ -613,7 +639,9 @@ class SqlStorage(AsyncScimStorage):
     async def _mark_members(self, conn: AsyncConnection, member_pks: Iterable[int]) -> None:
         pks = list(member_pks)
         for start in range(0, len(pks), CHUNK):
-            await self.mark_dirty(conn, self._user_ids_of(pks[start : start + CHUNK]))
+            marked = await self.mark_dirty(conn, self._user_ids_of(pks[start : start + CHUNK]))
+            if self.hooks is not None:
+                await self._note_identityless(conn, marked)
 
     async def create(
         self, resource_type: ResourceType, resource: Resource[Any], *, answer: bool = False
@@ -655,7 +683,7 @@ class SqlStorage(AsyncScimStorage):
                     if view is not None:
                         known_views = {resource_id: view}
                 await self.mark_dirty(conn, [resource_id])
-                self.created.add((self.source, resource_id))
+                self.fresh.add((self.source, resource_id))
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(pk, name, resource_id, document, now, now, 1)
             (created,) = await self._documents(

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from scim2_models import PatchOp, User
+from scim2_models import Group, PatchOp, ScimPolicy, User
 
 from app.config import LimitsConfig
+from app.scim.handler import member_delta, plain_member_delta
 from app.scim.limits import SameValue, apply_linear, coalesce
 from app.server import create_app
 from tests.paths import ROOT
@@ -411,3 +412,75 @@ def test_same_value_compares_as_a_scim2_models_filter_does() -> None:
     assert emails.key(work) == emails.key(emails.entry({"value": "a@x.org", "type": "work"}))
     assert emails.key(work) != emails.key(emails.entry({"value": "a@x.org", "type": "work", "display": "d"}))
     assert emails.key(work) != emails.key(emails.entry({"value": "a@x.org"}))
+
+
+def test_authentiks_member_push_is_not_held_to_the_operation_cap(
+    emulator: EmulatorThread, sqlite_url: str, source_name: str
+) -> None:
+    """authentik adds every member of a group in one PATCH, one ``add`` per member (``bulk.maxOperations``
+    is 0): that shape takes the linear delta path and is bounded by the body size, not by
+    ``max_patch_operations``; any other shape keeps the cap, and an unknown member refuses the whole PATCH."""
+    config = make_stack_config(sqlite_url, source_name, emulator.url)
+    config = replace(config, limits=LimitsConfig(max_patch_operations=3))
+    with live_server(create_app(config)) as url, _client(url) as client:
+        ids = [_user(client, f"pushed-{i}")["id"] for i in range(6)]
+        group = client.post("/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": "pushed"}).json()
+        # authentik's body (trace 07): one add per member, Operations before schemas.
+        push: dict[str, Any] = {
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": i}]} for i in ids[:5]],
+            "schemas": [PATCH_SCHEMA],
+        }
+        response = client.patch(f"/Groups/{group['id']}", json=push)
+        assert response.status_code == 200, response.text
+        assert sorted(m["value"] for m in response.json()["members"]) == sorted(ids[:5])
+        with_refs = [
+            {"op": "add", "path": "members", "value": [{"value": i, "$ref": f"Users/{i}"}]} for i in ids[:4]
+        ]
+        refused = client.patch(f"/Groups/{group['id']}", json=_patch(with_refs))
+        assert refused.status_code == 400 and refused.json()["scimType"] == "tooMany", refused.text
+        unknown = [{"op": "remove", "path": "members", "value": [{"value": i}]} for i in ids[:4]]
+        unknown.append({"op": "add", "path": "members", "value": [{"value": ids[5]}, {"value": "nobody"}]})
+        refused = client.patch(f"/Groups/{group['id']}", json=_patch(unknown))
+        assert refused.status_code == 400 and refused.json()["scimType"] == "invalidValue", refused.text
+        stored = client.get(f"/Groups/{group['id']}").json()
+        assert sorted(m["value"] for m in stored["members"]) == sorted(ids[:5])
+
+
+PLAIN = [
+    [{"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b", "display": "B"}]}],
+    [{"op": "Add", "path": "members", "value": [{"value": "a", "type": "user"}]}],
+    [
+        {"op": "add", "path": "urn:ietf:params:scim:schemas:core:2.0:Group:members", "value": [{"value": "a"}]},
+        {"op": "remove", "path": "members", "value": [{"value": "b"}]},
+    ],
+]
+NOT_PLAIN = [
+    [{"op": "replace", "path": "members", "value": [{"value": "a"}]}],
+    [{"op": "remove", "path": 'members[value eq "a"]'}],
+    [{"op": "add", "path": "members", "value": [{"value": "a", "$ref": "Users/a"}]}],
+    [{"op": "add", "path": "members", "value": [{"value": ""}]}],
+    [{"op": "add", "path": "members", "value": [{"value": "a\x00"}]}],
+    [{"op": "add", "path": "members", "value": {"value": "a"}}],
+    [{"op": "add", "path": "displayName", "value": "x"}],
+    [{"op": "add", "path": "members", "value": [{"value": "a"}], "extra": 1}],
+]
+
+
+@pytest.mark.parametrize("operations", PLAIN)
+def test_a_plain_member_patch_reads_as_the_validated_path_reads_it(operations: list[dict[str, Any]]) -> None:
+    policy = ScimPolicy(remove_value_as_filter=ScimPolicy.RemoveValue.apply)  # ziti-scim's default
+    plain = plain_member_delta(_patch(operations), policy)
+    validated = member_delta(PatchOp[Group].model_validate(_patch(operations)), policy)
+    assert plain is not None and validated is not None
+    assert [m["value"] for m in plain.add] == [m["value"] for m in validated.add]
+    assert [m.get("display") for m in plain.add] == [m.get("display") for m in validated.add]
+    assert (plain.remove, plain.replace_all, plain.other) == (validated.remove, False, [])
+
+
+@pytest.mark.parametrize("operations", NOT_PLAIN)
+def test_other_member_patches_take_the_validated_path(operations: list[dict[str, Any]]) -> None:
+    lenient = ScimPolicy(remove_value_as_filter=ScimPolicy.RemoveValue.apply)
+    assert plain_member_delta(_patch(operations), lenient) is None
+    assert plain_member_delta({"Operations": PLAIN[0]}, lenient) is None  # no schemas: validated
+    strict = ScimPolicy(remove_value_as_filter=ScimPolicy.RemoveValue.forbid)
+    assert plain_member_delta(_patch(PLAIN[2]), strict) is None
