@@ -2,11 +2,15 @@
 
     python -m bench.profile SCENARIO [--db sqlite|postgres] [--seconds 15] [--top 30] [--clients N] [--out FILE]
 
-Scenarios: ``get`` (GET /Users/{id}, 1 client), ``patch`` (PATCH displayName, 8 clients, no controller), ``create`` (POST /Users, 8 clients, no controller),
-``create-provisioned`` (POST /Users, 1 client, with the controller emulator), ``group-add-provisioned``
-(one PATCH adding 100 members, with the emulator), ``sync-groups`` (the group phase of an initial sync:
-``--users`` users created and still settling, then ``POST /Groups`` and one PATCH adding 100 of them, in
-turn, 1 client, with the emulator), ``group-get-50k`` (GET of a 50k-member group).
+Scenarios, without a controller (10,000 seeded users): ``get`` (GET /Users/{id}, 1 client), ``filter``
+(``userName eq``, 1 client), ``patch`` (PATCH displayName, 8 clients), ``put`` (PUT of the whole user, 8
+clients), ``create`` (POST /Users, 8 clients); with the controller emulator (a separate process) and
+provisioning on, as section 1 of the bench measures them: ``create-provisioned`` (1 client),
+``get-provisioned``, ``filter-provisioned``, ``patch-provisioned``, ``put-provisioned`` (8 clients, on
+500 users created and converged first), ``group-add-provisioned`` (one PATCH adding 100 members),
+``sync-groups`` (the group phase of an initial sync: ``--users`` users created and still settling, then
+``POST /Groups`` and one PATCH adding 100 of them, in turn, 1 client); ``group-get-50k`` (GET of a
+50k-member group). ``--clients N`` overrides the number of clients.
 Needs ``py-spy`` (``pip install py-spy``). Prints the functions with the most samples, inclusive and
 self; the raw collapsed stacks are written to ``--out`` (flamegraph.pl / speedscope can read them).
 """
@@ -23,10 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import dumps, group_body, replace_display_body, user_body
+from bench.common import dumps, group_body, replace_display_body, user_body, user_name
 from bench.load import client, run_load, timed
 from bench.procs import Server, Workdir
 from bench.s5_e2e import patch_bodies, start_stack
@@ -95,48 +101,58 @@ def record(server: Server, seconds: float, out: Path, gil: bool = False) -> subp
     return process
 
 
+SCENARIOS = (
+    "get",
+    "filter",
+    "patch",
+    "put",
+    "create",
+    "create-provisioned",
+    "get-provisioned",
+    "filter-provisioned",
+    "patch-provisioned",
+    "put-provisioned",
+    "group-add-provisioned",
+    "sync-groups",
+    "group-get-50k",
+)
+DEFAULT_CLIENTS = {"get": 1, "filter": 1, "create-provisioned": 1, "sync-groups": 1}
+"""Concurrent clients of each request scenario when ``--clients`` is not given (otherwise 8)."""
+POOL = 500
+"""Users created (and converged) before a provisioned get/filter/patch/put scenario."""
+
+
+def requests_of(scenario: str, context: dict[str, Any]) -> Callable[[int], tuple[str, str, bytes | None]]:
+    """The i-th request of a scenario (the same shapes as section 1 of the bench)."""
+    kind = scenario.removesuffix("-provisioned")
+    if kind == "create":
+        return lambda i: ("POST", "/Users", dumps(user_body("prof", i)))
+    pool: list[tuple[int, str]] = context["pool"]
+    prefix: str = context["prefix"]
+    if kind == "get":
+        return lambda i: ("GET", f"/Users/{pool[i % len(pool)][1]}", None)
+    if kind == "filter":
+
+        def search(i: int) -> tuple[str, str, None]:
+            query = urllib.parse.quote(f'userName eq "{user_name(prefix, pool[(i * 7919) % len(pool)][0])}"')
+            return "GET", f"/Users?filter={query}", None
+
+        return search
+    if kind == "patch":
+        return lambda i: ("PATCH", f"/Users/{pool[i % len(pool)][1]}", dumps(replace_display_body(f"p {i}")))
+
+    def put(i: int) -> tuple[str, str, bytes]:
+        index, resource_id = pool[i % len(pool)]
+        return "PUT", f"/Users/{resource_id}", dumps({"id": resource_id, **user_body(prefix, index, f"put {i}")})
+
+    return put
+
+
 async def drive(
     scenario: str, target: Target, context: dict[str, Any], until: float, clients: int | None = None
 ) -> str:
     done = 0
-    if scenario == "get":
-        ids = context["ids"]
-        while time.perf_counter() < until:
-            result = await run_load(
-                target.base,
-                target.headers,
-                lambda i: ("GET", f"/Users/{ids[i % len(ids)]}", None),
-                200,
-                1,
-                start=done,
-            )
-            done += result.count
-    elif scenario == "patch":
-        ids = context["ids"]
-        while time.perf_counter() < until:
-            result = await run_load(
-                target.base,
-                target.headers,
-                lambda i: ("PATCH", f"/Users/{ids[i % len(ids)]}", dumps(replace_display_body(f"p {i}"))),
-                100,
-                8,
-                start=done,
-            )
-            done += result.count
-    elif scenario in ("create", "create-provisioned"):
-        concurrency = clients or (8 if scenario == "create" else 1)
-        while time.perf_counter() < until:
-            result = await run_load(
-                target.base,
-                target.headers,
-                lambda i: ("POST", "/Users", dumps(user_body("prof", i))),
-                50,
-                concurrency,
-                start=done,
-                expect=(201,),
-            )
-            done += result.count
-    elif scenario == "group-add-provisioned":
+    if scenario == "group-add-provisioned":
         ids, group = context["ids"], context["group"]
         async with client(target.base, target.headers) as http:
             while time.perf_counter() < until and done + 100 <= len(ids):
@@ -165,26 +181,44 @@ async def drive(
             while time.perf_counter() < until:
                 await timed(http, "GET", f"/Groups/{context['group']}")
                 done += 1
+    else:
+        concurrency = clients or DEFAULT_CLIENTS.get(scenario, 8)
+        make = requests_of(scenario, context)
+        expect = (201,) if scenario.startswith("create") else (200,)
+        while time.perf_counter() < until:
+            result = await run_load(
+                target.base, target.headers, make, 50 * concurrency, concurrency, start=done, expect=expect
+            )
+            assert result.errors == 0, result.first_error
+            done += result.count
     return f"{done} operations"
+
+
+async def create_pool(target: Target, context: dict[str, Any]) -> None:
+    """:data:`POOL` users created through SCIM (a provisioned scenario's users)."""
+    pool: list[tuple[int, str]] = []
+    result = await run_load(
+        target.base,
+        target.headers,
+        lambda i: ("POST", "/Users", dumps(user_body("pp", i))),
+        POOL,
+        8,
+        expect=(201,),
+        keep=lambda i, r: pool.append((i, r.json()["id"])),
+    )
+    assert result.errors == 0, result.first_error
+    context["pool"], context["prefix"] = sorted(pool), "pp"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
-    parser.add_argument(
-        "scenario", choices=[
-            "get",
-            "patch",
-            "create",
-            "create-provisioned",
-            "group-add-provisioned",
-            "sync-groups",
-            "group-get-50k",
-        ],
-    )
+    parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument("--clients", type=int, help="concurrent clients of a create scenario (default 8; 1 provisioned)")
+    parser.add_argument(
+        "--clients", type=int, help="concurrent clients (default 8; 1 for get, filter, create-provisioned, sync-groups)"
+    )
     parser.add_argument("--users", type=int, default=10_000, help="users created before sync-groups (default 10,000)")
     parser.add_argument(
         "--gil", action="store_true", help="sample only the thread holding the GIL (CPU, not waiting)"
@@ -244,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 asyncio.run(prepare())
                 stack.controller.wait_quiet()
+            elif args.scenario.endswith("provisioned") and args.scenario != "create-provisioned":
+                asyncio.run(create_pool(target, context))
+                stack.controller.wait_quiet()
         else:
             target = ziti_target(args.db, workdir, "profile")
             assert target.database_url is not None
@@ -251,15 +288,16 @@ def main(argv: list[str] | None = None) -> int:
                 seeded = seed(target.database_url, "pg", 0, 50_000, groups={"g": 50_000})
                 context["group"] = seeded.group_ids["g"]
             else:
-                context["ids"] = seed(target.database_url, "pu", 0, 10_000).user_ids
+                ids = seed(target.database_url, "pu", 0, 10_000).user_ids
+                context["pool"], context["prefix"] = list(enumerate(ids)), "pu"
             target.start()
         spy = record(target.server, args.seconds, args.out, args.gil)
-        began = time.perf_counter()
-        print(
-            asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5, args.clients)),
-            "in",
-            f"{time.perf_counter() - began:.1f} s",
-        )
+        began, cpu = time.perf_counter(), target.server.cpu()
+        done = asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5, args.clients))
+        elapsed, cpu = time.perf_counter() - began, target.server.cpu() - cpu
+        count = int(done.split()[0])
+        print(done, "in", f"{elapsed:.1f} s", f"({count / elapsed:.0f}/s);",
+              f"server CPU {1000 * cpu / max(count, 1):.2f} ms per operation")
         spy.wait()
         print(summarize(args.out, args.top))
         print(f"raw stacks: {args.out}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, cast
 
 from scim2_models import (
@@ -44,7 +45,7 @@ from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from scim2_server.storage import projection
+from scim2_server.storage import async_search_page, projection
 
 from app.scim.limits import check_patch_size
 from app.scim.service import NothingToPatch, ZitiScimService
@@ -233,13 +234,19 @@ OFF_LOOP_BYTES = 64 * 1024
 """A PATCH body larger than this is checked, decoded and validated in a worker thread."""
 OFF_LOOP_OPERATIONS = 20
 """A PATCH with more operations than this is validated and applied in a worker thread."""
+OFF_LOOP_PAGE = 1000
+"""A search page of more resources than this is answered (validated, dumped) in a worker thread."""
 OFF_LOOP_VALUES = 200
 """A resource holding more multi-valued attribute values than this (members, groups, emails, …, summed)
 is patched and published in a worker thread."""
 
 
 def _large(resource: Any) -> bool:
-    values = vars(resource).values() if hasattr(resource, "__dict__") else ()
+    """Whether a model or a stored document holds more than :data:`OFF_LOOP_VALUES` list values."""
+    if isinstance(resource, dict):
+        values: Any = resource.values()
+    else:
+        values = vars(resource).values() if hasattr(resource, "__dict__") else ()
     return sum(len(value) for value in values if isinstance(value, list)) > OFF_LOOP_VALUES
 
 
@@ -259,10 +266,31 @@ class ZitiScimHandler(AsyncScimHandler):
             with self.service.provider:
                 target = self.service.route(request, Operation.create)
                 resource_type = self.service.resource_type_at(cast(str, target.endpoint))
-                payload = self.service.decode_body(request.body, request.header("Content-Type"))
-            if resource_type.name == "Group" and isinstance(payload, dict):
+                # Decoded a second time for a Group only: a User's body is decoded once.
+                is_group = resource_type.name == "Group"
+                content_type = request.header("Content-Type")
+                payload = self.service.decode_body(request.body, content_type) if is_group else None
+            if is_group and isinstance(payload, dict):
                 await self._refuse_duplicate_group(resource_type, payload)
-        return await super().create(request)
+        # scim2-server's create, answered from what was stored (ZitiScimService.answer).
+        with self.service.provider:
+            target = self.service.route(request, Operation.create)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            resource = self.service.read_creation(resource_type, request.body, request.header("Content-Type"))
+            async with self.storage.operation():
+                created = await self.storage.create(resource_type, resource, answer=True)
+            response = await off_loop_if(
+                _large(created),
+                self.service.answer,
+                request.base_url,
+                created,
+                Context.RESOURCE_CREATION_RESPONSE,
+                None,
+                HTTPStatus.CREATED,
+            )
+            response.headers["Location"] = response.headers["Content-Location"]
+            return response
 
     async def _refuse_duplicate_group(
         self, resource_type: ResourceType, payload: dict[str, Any], *, allowed: int = 0
@@ -297,23 +325,83 @@ class ZitiScimHandler(AsyncScimHandler):
                 payload = self.service.decode_body(request.body, request.header("Content-Type"))
             name = _display_name(payload) if isinstance(payload, dict) else None
             if not isinstance(name, str):
-                return await super().replace(request)
+                return await self._replace(request)
             async with self.storage.operation():
                 before = await self._current_name(resource_type, cast(str, target.resource_id))
-                response = await super().replace(request)
+                response = await self._replace(request)
                 # Only a real rename is checked: legacy duplicates may keep their name.
                 if int(response.status) < 300 and name.casefold() != before.casefold():
                     await self._refuse_duplicate_group(resource_type, {"displayName": name}, allowed=1)
                 return response
         if not self.service.quirks.partial_put or resource_type.name != "User":
-            return await super().replace(request)
+            return await self._replace(request)
         async with self.storage.operation():
             current = await self.storage.get(resource_type, cast(str, target.resource_id))
             merged = self._merged_body(current, request)
             rewritten = ScimRequest(
                 request.method, request.base_url, request.path, request.query, request.headers, merged
             )
-            return await super().replace(rewritten)
+            return await self._replace(rewritten)
+
+    async def _replace(self, request: ScimRequest) -> ScimResponse:
+        """scim2-server's replace, the new state answered from what was stored (ZitiScimService.answer)."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.replace)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            response_parameters = self.service.read_response_parameters(resource_type, request.query)
+            async with self.storage.operation():
+                # With its status: a PUT of a user showing one writes and converges again (the status'
+                # schema is not in the replacement), as an IdP re-sending a user retries a conflict.
+                current = await self.storage.get(resource_type, cast(str, target.resource_id))
+                replacement = self.service.read_replacement(
+                    resource_type, request.body, request.header("Content-Type")
+                )
+                assert current.meta is not None
+                version = current.meta.version
+                replaced = self.service.apply_replacement(
+                    current, replacement, self.service.read_conditions(request)
+                )
+                if replaced is None:
+                    stored = await self.storage.unchanged(resource_type, current)
+                else:
+                    stored = await self.storage.update(
+                        resource_type, replaced, expected_version=version, answer=True
+                    )
+            response = await off_loop_if(
+                _large(stored),
+                self.service.answer,
+                request.base_url,
+                stored,
+                Context.RESOURCE_REPLACEMENT_RESPONSE,
+                response_parameters,
+            )
+            return self.service.me_response(request, target, response)
+
+    async def search(self, request: ScimRequest) -> ScimResponse:
+        """scim2-server's search with GET, the found resources answered from what is stored."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.search)
+            resource_types = self.service.searched_types(target.endpoint)
+            authorized_types = self.service.authorized_types(request, target, resource_types)
+            search_request, position = self.service.read_search_query(resource_types, request.query)
+            async with self.storage.operation():
+                if search_request.cursor is None:
+                    page = await self.storage.search(
+                        authorized_types, search_request, position=position, answer=True
+                    )
+                else:
+                    page = await async_search_page(
+                        self.storage, authorized_types, search_request, position=position
+                    )
+            return await off_loop_if(
+                len(page.resources) > OFF_LOOP_PAGE,
+                self.service.search_response,
+                request.base_url,
+                resource_types,
+                page,
+                search_request,
+            )
 
     def _merged_body(self, current: Any, request: ScimRequest) -> bytes:
         """The stored user with the PUT body's attributes over it (top-level keys, case-insensitive)."""
@@ -359,10 +447,11 @@ class ZitiScimHandler(AsyncScimHandler):
                     resource_type,
                     cast(str, target.resource_id),
                     **projection(self.storage, response_parameters),
+                    answer=True,
                 )
             response = await off_loop_if(
                 _large(resource),
-                self.service.query_response,
+                self.service.query_answer,
                 request.base_url,
                 resource,
                 response_parameters,
@@ -371,7 +460,13 @@ class ZitiScimHandler(AsyncScimHandler):
             return self.service.me_response(request, target, response)
 
     async def patch_resource(
-        self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        patch_op: PatchOp[Any],
+        conditions: Conditions,
+        *,
+        answer: bool = False,
     ) -> Any:
         """scim2-server's PATCH application, the CPU-bound part in a worker thread when it is large.
 
@@ -380,14 +475,14 @@ class ZitiScimHandler(AsyncScimHandler):
         loop free to serve health probes and other sources meanwhile (the GIL is handed over every few ms).
         A usual PATCH (a few operations on a usual user) is applied here: the hop would cost more.
         """
-        current = await self.storage.get(resource_type, resource_id)
+        current = await self.storage.get(resource_type, resource_id, views=not answer)
         assert current.meta is not None
         version = current.meta.version
         large = _large(current) or len(patch_op.operations or ()) > OFF_LOOP_OPERATIONS
         patched = await off_loop_if(large, self.service.apply_patch, current, patch_op, conditions)
         if patched is None:
-            return current
-        return await self.storage.update(resource_type, patched, expected_version=version)
+            return await self.storage.unchanged(resource_type, current) if answer else current
+        return await self.storage.update(resource_type, patched, expected_version=version, answer=answer)
 
     async def _patch(self, request: ScimRequest) -> ScimResponse:
         with self.service.provider:
@@ -406,13 +501,14 @@ class ZitiScimHandler(AsyncScimHandler):
                 payload = self.service.decode_patch(request.body, content_type)
                 large = self.service.patch_operation_count(payload) > OFF_LOOP_OPERATIONS
                 patch_op = await off_loop_if(large, self.service.validate_patch, resource_type, payload)
-            # scim2-server's AsyncScimHandler.patch from here on
+            # scim2-server's AsyncScimHandler.patch from here on, answered from what was stored
             async with self.storage.operation():
                 resource = await self.patch_resource(
                     resource_type,
                     cast(str, target.resource_id),
                     patch_op,
                     self.service.read_conditions(request),
+                    answer=True,
                 )
             response = await off_loop_if(
                 _large(resource),

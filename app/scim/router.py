@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -203,12 +204,14 @@ class SourceApplication(ASGIApplication):
         # Location headers echo the request URL: percent-encode what HTTP forbids there (RFC 9110 §5.5).
         for name in ("Location", "Content-Location"):
             value = response.headers.get(name)
-            if value is not None and any(ord(char) <= 0x20 or ord(char) > 0x7E for char in value):
+            if value is not None and _NOT_URL_TEXT.search(value):
                 response.headers[name] = quote(value, safe=_URL_SAFE)
         return response
 
 
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
+_NOT_URL_TEXT = re.compile(r"[^\x21-\x7e]")
+"""A character HTTP forbids in a header's URL: a control, a space, or beyond ASCII."""
 
 
 class ScimRouter:

@@ -9,6 +9,11 @@
   attribute are capped, and runs of ``add`` operations are merged so a PATCH applies in linear time.
 - The source's :class:`~app.scim.quirks.Quirks` normalise bodies and filters before validation, and a
   group PATCH answers 204 for the clients that expect it (Entra, Okta).
+- A User is answered from its stored document (:meth:`ZitiScimService.answer`), without validating it
+  into a model and dumping that model again: the document is the dump of a validated model, and no User
+  attribute is ``returned: never`` or ``request`` (``schemas/Schemas.json``), so the round trip would
+  give it back unchanged (``tests/scim/test_answers.py`` compares both). A response asking for
+  ``attributes`` or ``excludedAttributes``, and every Group, still go through the model.
 - Cursor pagination (RFC 9865) is not announced (``ServiceProviderConfig`` has no ``pagination``
   with ``cursor: true``), so a search with a ``cursor`` is a pagination error: ``400`` with
   ``scimType`` ``invalidCursor`` (RFC 9865 §2.1, "Pagination Errors"), not the ``501`` of an
@@ -18,6 +23,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
@@ -27,6 +33,7 @@ from scim2_models import (
     InvalidCursorException,
     InvalidFilterException,
     InvalidValueException,
+    ListResponse,
     PatchOp,
     Path,
     Reference,
@@ -36,8 +43,13 @@ from scim2_models import (
     ScimProvider,
     SearchRequest,
 )
+from scim2_server.conditions import Conditions
+from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from scim2_server.routing import Target
+from scim2_server.routing import match as match_route
 from scim2_server.service import ScimService, scim_exception_of
+from scim2_server.storage import SearchPage
 from scim2_server.utils import parametrize
 
 from app.scim.limits import (
@@ -51,6 +63,10 @@ from app.scim.limits import (
 )
 from app.scim.quirks import Quirks
 from app.scim.status import without_status
+
+LIST_RESPONSE = str(ListResponse.__schema__)
+ANSWERED_AS_STORED = frozenset({"User"})
+"""Resource types answered from their stored document (see the module docstring)."""
 
 CURSOR_REFUSED = "Cursor pagination is not supported: page with startIndex and count (RFC 7644 §3.4.2.4)"
 ModelT = TypeVar("ModelT")
@@ -142,6 +158,24 @@ class ZitiScimService(ScimService):
         self.limits = limits or RequestLimits()
         self.known_schemas = frozenset(str(schema.id) for schema in provider.schemas)
         self._references_by_model: dict[type[Any], list[tuple[Any, str | None, Any]]] = {}
+        self._references_by_type: dict[str, list[tuple[str | None, str, str | None]]] = {}
+        self._endpoints = {
+            str(resource_type.name): str(resource_type.endpoint or "").strip("/")
+            for resource_type in provider.resource_types
+        }
+        self._by_endpoint: dict[str, ResourceType] = {}
+        for resource_type in reversed(provider.resource_types):  # the first of a kind wins, as a scan's
+            self._by_endpoint[(resource_type.endpoint or "").lstrip("/").casefold()] = resource_type
+
+    @staticmethod
+    def match(request: ScimRequest) -> Target:
+        """scim2-server's route matching (a scan of every route), remembered for recent paths: a request
+        is matched four times on its way (router, dispatch, handler, operation)."""
+        return _matched(request.method.upper(), request.path)
+
+    def get_resource_type_by_endpoint(self, endpoint: str) -> ResourceType | None:
+        """scim2-server's lookup (the same case-insensitive comparison) as one dict access."""
+        return self._by_endpoint.get(endpoint.lstrip("/").casefold())
 
     def normalize(self, model: type[Any], payload: Any, scim_ctx: Context | None = None) -> Any:
         """Apply the source's quirks to a decoded body validated next with ``model``."""
@@ -291,6 +325,12 @@ class ZitiScimService(ScimService):
     def patch_response(
         self, base_url: str, resource: Any, response_parameters: ResponseParameters[Any]
     ) -> ScimResponse:
+        """The 200 with the patched resource (a model, or a stored document: :meth:`answer`)."""
+        if isinstance(resource, dict):
+            if self.answers_as_stored(resource, response_parameters):
+                context = Context.RESOURCE_REPLACEMENT_RESPONSE
+                return self.answer(base_url, resource, context, response_parameters)
+            resource = self.model_of(resource)
         published = self.publish(base_url, resource)
         if (
             self.quirks.group_patch_no_content
@@ -302,3 +342,156 @@ class ZitiScimService(ScimService):
             headers = {"ETag": published.meta.version} if published.meta.version else {}
             return ScimResponse(HTTPStatus.NO_CONTENT, None, headers)
         return self.resource_response(published, Context.RESOURCE_REPLACEMENT_RESPONSE, response_parameters)
+
+    # -- answering stored documents ------------------------------------------------------------
+
+    @staticmethod
+    def _projects(response_parameters: Any) -> bool:
+        return response_parameters is not None and bool(
+            response_parameters.attributes or response_parameters.excluded_attributes
+        )
+
+    def answers_as_stored(self, document: dict[str, Any], response_parameters: Any = None) -> bool:
+        """Whether :meth:`published_document` gives what the model's round trip would (module docstring)."""
+        return document["meta"]["resourceType"] in ANSWERED_AS_STORED and not self._projects(
+            response_parameters
+        )
+
+    def model_of(self, document: dict[str, Any]) -> Resource[Any]:
+        """A stored document (``SqlStorage._documents``) validated into its model."""
+        model = self.get_model(self.get_resource_type(document["meta"]["resourceType"]))
+        return model.model_validate(document)
+
+    def published_document(self, base_url: str, document: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`publish` and the response dump of a stored document, on the document itself: its
+        location set, its references to other resources made URLs (RFC 7643 §2.3.7, as
+        :meth:`reference_location`), its version dropped when ETags are not supported."""
+        meta = document["meta"]
+        base = base_url.rstrip("/")
+        published = {**document}
+        location = f"{base}/{self._endpoints[meta['resourceType']]}/{document['id']}"
+        published["meta"] = {
+            "resourceType": meta["resourceType"],
+            "created": _instant(meta["created"]),
+            "lastModified": _instant(meta["lastModified"]),
+            "location": location,
+        }
+        if self.etag_supported and meta.get("version"):
+            published["meta"]["version"] = meta["version"]
+        for schema, attribute, sub in self._document_references(meta["resourceType"]):
+            holder = published if schema is None else published.get(schema)
+            if not isinstance(holder, dict) or attribute not in holder:
+                continue
+            if schema is not None:
+                holder = published[schema] = {**holder}
+            value = holder[attribute]
+            if isinstance(value, list):
+                holder[attribute] = [self._located(base_url, entry, sub) for entry in value]
+            else:
+                holder[attribute] = self._located(base_url, value, sub)
+        return published
+
+    def _located(self, base_url: str, entry: Any, sub: str | None) -> Any:
+        """A reference made a URL (:meth:`reference_location`); with ``sub``, a copy of the complex value
+        whose ``sub`` is made one."""
+        if sub is None:
+            return self.reference_location(base_url, entry) if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get(sub), str):
+            return entry
+        return {**entry, sub: self.reference_location(base_url, entry[sub])}
+
+    def _document_references(self, resource_type: str) -> list[tuple[str | None, str, str | None]]:
+        """(extension URN or None, attribute, sub-attribute) of each reference to another resource in a
+        stored document of ``resource_type``: where :meth:`_publish_references` acts on the model."""
+        known = self._references_by_type.get(resource_type)
+        if known is None:
+            with self.provider:
+                model = self.get_model(self.get_resource_type(resource_type))
+                paths = self._reference_paths(model)
+            known = [(path.schema, path.parts[0], path.parts[1] if sub else None) for path, sub, _ in paths]
+            self._references_by_type[resource_type] = known
+        return known
+
+    def answer(
+        self,
+        base_url: str,
+        stored: dict[str, Any] | Resource[Any],
+        scim_ctx: Context,
+        response_parameters: ResponseParameters[Any] | None = None,
+        status: HTTPStatus = HTTPStatus.OK,
+    ) -> ScimResponse:
+        """The response carrying a stored resource: a document (``SqlStorage``'s ``answer=True``) or a
+        model; what scim2-server's ``resource_response(publish(...))`` answers."""
+        if isinstance(stored, dict):
+            if not self.answers_as_stored(stored, response_parameters):
+                stored = self.model_of(stored)
+            else:
+                body = self.published_document(base_url, stored)
+                headers = {"Content-Location": body["meta"]["location"]}
+                if body["meta"].get("version"):
+                    headers["ETag"] = body["meta"]["version"]
+                return ScimResponse(status, body, headers)
+        return self.resource_response(self.publish(base_url, stored), scim_ctx, response_parameters, status)
+
+    def query_answer(
+        self,
+        base_url: str,
+        stored: dict[str, Any] | Resource[Any],
+        response_parameters: ResponseParameters[Any],
+        conditions: Conditions,
+    ) -> ScimResponse:
+        """:meth:`query_response` of a stored document or a model."""
+        if not isinstance(stored, dict) or not self.answers_as_stored(stored, response_parameters):
+            resource = self.model_of(stored) if isinstance(stored, dict) else stored
+            return self.query_response(base_url, resource, response_parameters, conditions)
+        version = stored["meta"].get("version") if self.etag_supported else None
+        if not conditions.check(version, "GET"):
+            # RFC 9110 §15.4.5: a 304 carries the ETag a 200 would have
+            return ScimResponse(HTTPStatus.NOT_MODIFIED, None, {"ETag": version} if version else {})
+        return self.answer(base_url, stored, Context.RESOURCE_QUERY_RESPONSE, response_parameters)
+
+    def search_response(
+        self,
+        base_url: str,
+        resource_types: list[ResourceType],
+        page: SearchPage,
+        search_request: SearchRequest[Any],
+    ) -> ScimResponse:
+        """scim2-server's search response; a page of stored documents (``SqlStorage.search``'s
+        ``answer=True``) that are all answered as stored is listed without models."""
+        documents = cast(list[Any], page.resources)
+        if documents and not all(isinstance(document, dict) for document in documents):
+            return super().search_response(base_url, resource_types, page, search_request)
+        if (
+            search_request.cursor is not None
+            or page.total is None
+            or not all(self.answers_as_stored(document, search_request) for document in documents)
+        ):
+            page = SearchPage(
+                total=page.total,
+                resources=[self.model_of(document) for document in documents],
+                next=page.next,
+                previous=page.previous,
+            )
+            return super().search_response(base_url, resource_types, page, search_request)
+        body: dict[str, Any] = {
+            "schemas": [LIST_RESPONSE],
+            "totalResults": page.total,
+            "itemsPerPage": len(documents),
+        }
+        if search_request.start_index is not None:
+            body["startIndex"] = search_request.start_index
+        body["Resources"] = [self.published_document(base_url, document) for document in documents]
+        return ScimResponse(HTTPStatus.OK, body, {})
+
+
+@lru_cache(maxsize=256)
+def _matched(method: str, path: str) -> Target:
+    """A request's route (``Target`` is frozen: one instance may serve several requests); a path that
+    matches no route raises each time (an exception is not remembered)."""
+    return match_route(method, path)
+
+
+def _instant(value: str) -> str:
+    """A stored timestamp as the model dumps it: ``.000000`` microseconds are not written."""
+    return value[:-8] + "Z" if value.endswith(".000000Z") else value

@@ -49,6 +49,30 @@ def _key(source: str, user_id: str) -> Any:
     return and_(provisioning.c.source == source, provisioning.c.user_id == user_id)
 
 
+def _admit_statement(is_sqlite: bool) -> Any:
+    """The admission upsert, built once per dialect (building it cost more than running it)."""
+    insert = upsert(provisioning, is_sqlite=is_sqlite)
+    return (
+        insert.values(
+            source=bindparam("a_source"),
+            user_id=bindparam("a_user_id"),
+            external_id=bindparam("a_external_id"),
+            user_name=bindparam("a_user_name"),
+            state="pending",
+            adopted=False,
+            updated_at=bindparam("a_updated_at"),
+        )
+        .on_conflict_do_update(
+            index_elements=["source", "user_id"],
+            set_={"external_id": insert.excluded.external_id, "user_name": insert.excluded.user_name},
+        )
+        .returning(*_SHOWN)
+    )
+
+
+_ADMIT = {True: _admit_statement(True), False: _admit_statement(False)}
+
+
 async def admit(
     tx: Transaction, source: str, user_id: str, *, external_id: str, user_name: str | None
 ) -> ProvisioningView:
@@ -61,26 +85,17 @@ async def admit(
     transaction there); SQLite undoes only the failed statement, so a savepoint's two statements are
     spared on every SCIM write.
     """
-    statement = (
-        _insert(tx)
-        .values(
-            source=source,
-            user_id=user_id,
-            external_id=external_id,
-            user_name=user_name,
-            state="pending",
-            adopted=False,
-            updated_at=time.time(),
-        )
-        .on_conflict_do_update(
-            index_elements=["source", "user_id"],
-            set_={"external_id": external_id, "user_name": user_name},
-        )
-        .returning(*_SHOWN)
-    )
+    is_sqlite = tx.dialect.name == "sqlite"
+    parameters = {
+        "a_source": source,
+        "a_user_id": user_id,
+        "a_external_id": external_id,
+        "a_user_name": user_name,
+        "a_updated_at": time.time(),
+    }
     try:
-        async with nullcontext() if tx.dialect.name == "sqlite" else tx.begin_nested():
-            row = (await tx.execute(statement)).one()
+        async with nullcontext() if is_sqlite else tx.begin_nested():
+            row = (await tx.execute(_ADMIT[is_sqlite], parameters)).one()
     except IntegrityError as error:
         raise ExternalIdTaken(external_id) from error
     return ProvisioningView(row.state, row.identity_id, row.last_error)
@@ -139,20 +154,26 @@ async def view(tx: Transaction, source: str, user_ids: list[str]) -> dict[str, P
 
     A user still marked dirty shows ``pending`` (:func:`shown`).
     """
-    pending = exists().where(
-        and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)
-    )
-    query = select(
-        provisioning.c.user_id,
-        provisioning.c.identity_id,
-        provisioning.c.state,
-        provisioning.c.last_error,
-        pending.label("dirty"),
-    ).where(provisioning.c.source == source, provisioning.c.user_id.in_(user_ids))
+    parameters = {"v_source": source, "v_user_ids": list(user_ids)}
     return {
         row.user_id: shown(ProvisioningView(row.state, row.identity_id, row.last_error), dirty=row.dirty)
-        for row in await tx.execute(query)
+        for row in await tx.execute(_VIEW, parameters)
     }
+
+
+_VIEW = select(
+    provisioning.c.user_id,
+    provisioning.c.identity_id,
+    provisioning.c.state,
+    provisioning.c.last_error,
+    exists()
+    .where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id))
+    .label("dirty"),
+).where(
+    provisioning.c.source == bindparam("v_source"),
+    provisioning.c.user_id.in_(bindparam("v_user_ids", expanding=True)),
+)
+"""The view's query, built once."""
 
 
 class Synced(NamedTuple):

@@ -129,7 +129,9 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
             super().commit()
 
     def rollback(self) -> None:
-        if _take_begin(self._connection) is None:
+        # The pool rolls back every connection it takes back, after the commit too: no hop when SQLite
+        # holds no transaction open (``in_transaction`` reads SQLite's autocommit flag, no statement).
+        if _take_begin(self._connection) is None and self._connection.in_transaction:
             super().rollback()
 
 

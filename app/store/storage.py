@@ -26,7 +26,7 @@ from scim2_models import (
     UniquenessException,
 )
 from scim2_server.storage import AsyncScimStorage, SearchPage
-from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -47,6 +47,34 @@ NEVER_STORED = ("password",)
 _MEMBER = resources.alias("member")
 _OWNER_GROUP = resources.alias("owner_group")
 """Built once: an alias builds its column collection when first used, which cost more than the query."""
+
+_ROW = select(resources).where(
+    resources.c.source == bindparam("row_source"),
+    resources.c.resource_type == bindparam("row_type"),
+    resources.c.id == bindparam("row_id"),
+)
+_ROW_LOCKED = _ROW.with_for_update()
+_USER_GROUPS = (
+    select(members.c.member_pk, _OWNER_GROUP.c.id, _OWNER_GROUP.c.data)
+    .join(_OWNER_GROUP, _OWNER_GROUP.c.pk == members.c.group_pk)
+    .where(members.c.member_pk.in_(bindparam("member_pks", expanding=True)))
+    .order_by(members.c.member_pk, members.c.group_pk)
+)
+_INSERT = insert(resources)
+_UPDATE = (
+    update(resources)
+    .where(resources.c.pk == bindparam("u_pk"))
+    .values(
+        version=bindparam("u_version"),
+        last_modified=bindparam("u_last_modified"),
+        user_name_ci=bindparam("u_user_name_ci"),
+        display_name_ci=bindparam("u_display_name_ci"),
+        external_id=bindparam("u_external_id"),
+        data=bindparam("u_data", type_=resources.c.data.type),
+    )
+)
+"""The statements of every read and user write, built once: building a statement and its cache key
+cost more than SQLite running it."""
 
 
 def now_iso() -> str:
@@ -89,6 +117,9 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+MAX_OFFSET = 2**62
+"""A search starting further than this is answered with its total only (an OFFSET must fit in int64)."""
+
 MAX_INDEXED_LENGTH = 1024
 """Longest userName, displayName, externalId or email value: they are indexed, and PostgreSQL's btree
 entries are limited to about 2.7 kB; no real IdP value comes close."""
@@ -111,7 +142,7 @@ def _check_indexed_lengths(document: dict[str, Any]) -> None:
 
 
 class Stored(NamedTuple):
-    """The columns of a resource row that :meth:`SqlStorage._resources` reads, as just written."""
+    """The columns of a resource row that :meth:`SqlStorage._documents` reads, as just written."""
 
     pk: int
     resource_type: str
@@ -183,6 +214,8 @@ class SqlStorage(AsyncScimStorage):
         holds them anyway, see :meth:`_note_identityless`)."""
         self._read: tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None] | None = None
         """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
+        self._read_document: tuple[AsyncConnection, dict[str, Any]] | None = None
+        """The document of that read (:meth:`unchanged`)."""
 
     def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
         """This storage for one request: what it marks dirty is recorded with the request's id and
@@ -194,6 +227,7 @@ class SqlStorage(AsyncScimStorage):
         storage.touched = set()
         storage.fresh = set()
         storage._read = None
+        storage._read_document = None
         return storage
 
     # -- helpers ------------------------------------------------------------------------------
@@ -213,14 +247,10 @@ class SqlStorage(AsyncScimStorage):
         async with self.db.transaction(write=self.write):
             yield
 
-    def _scope(self, resource_type: str) -> ColumnElement[bool]:
-        return and_(resources.c.source == self.source, resources.c.resource_type == resource_type)
-
     async def _row(self, conn: AsyncConnection, resource_type: str, resource_id: str) -> Row[Any]:
-        query = select(resources).where(self._scope(resource_type), resources.c.id == resource_id)
-        if self.db.locks(conn):
-            query = query.with_for_update()
-        row = (await conn.execute(query)).first()
+        query = _ROW_LOCKED if self.db.locks(conn) else _ROW
+        parameters = {"row_source": self.source, "row_type": resource_type, "row_id": resource_id}
+        row = (await conn.execute(query, parameters)).first()
         if row is None:
             raise NotFoundException(detail=f"{resource_type} {resource_id} not found")
         return row
@@ -321,15 +351,9 @@ class SqlStorage(AsyncScimStorage):
         self, conn: AsyncConnection, user_pks: Sequence[int]
     ) -> dict[int, list[dict[str, Any]]]:
         found: dict[int, list[dict[str, Any]]] = {pk: [] for pk in user_pks}
-        group = _OWNER_GROUP
         for start in range(0, len(user_pks), CHUNK):
-            query = (
-                select(members.c.member_pk, group.c.id, group.c.data)
-                .join(group, group.c.pk == members.c.group_pk)
-                .where(members.c.member_pk.in_(user_pks[start : start + CHUNK]))
-                .order_by(members.c.member_pk, members.c.group_pk)
-            )
-            for user_pk, group_id, data in await conn.execute(query):
+            parameters = {"member_pks": list(user_pks[start : start + CHUNK])}
+            for user_pk, group_id, data in await conn.execute(_USER_GROUPS, parameters):
                 entry = {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct"}
                 if data.get("displayName"):
                     entry["display"] = data["displayName"]
@@ -351,16 +375,19 @@ class SqlStorage(AsyncScimStorage):
             return not any(str(path).lower() == name for path in response_parameters.excluded_attributes)
         return True
 
-    async def _resources(
+    async def _documents(
         self,
         conn: AsyncConnection,
         rows: Sequence[Row[Any] | Stored],
         wants_refs: bool = True,
         known_groups: dict[int, list[dict[str, Any]]] | None = None,
         known_views: dict[str, dict[str, Any]] | None = None,
-    ) -> list[Resource[Any]]:
-        """The models of stored rows; ``known_groups``: the users' groups when the caller has read them;
-        ``known_views``: the users' status views when the caller knows them (a create)."""
+        views: bool = True,
+    ) -> list[dict[str, Any]]:
+        """The documents of stored rows as a resource model reads them (``id``, ``meta``, member or group
+        references, status); ``known_groups``: the users' groups when the caller has read them;
+        ``known_views``: the users' status views when the caller knows them (a create); ``views``
+        False: without the status of the users whose view is not known."""
         groups = [row.pk for row in rows if row.resource_type == "Group"]
         users = [row.pk for row in rows if row.resource_type == "User"]
         group_members = await self._members(conn, groups) if wants_refs and groups else {}
@@ -369,7 +396,7 @@ class SqlStorage(AsyncScimStorage):
             user_groups = await self._groups(conn, users) if wants_refs and users else {}
         managed: dict[str, dict[str, Any]] = dict(known_views or {})
         unknown = [row.id for row in rows if row.resource_type == "User" and row.id not in managed]
-        if self.hooks is not None and unknown:
+        if self.hooks is not None and unknown and views:
             managed.update(await self.hooks.view(conn, self.source, unknown))
         result = []
         for row in rows:
@@ -387,13 +414,17 @@ class SqlStorage(AsyncScimStorage):
             if row.id in managed:
                 document[STATUS_EXTENSION] = managed[row.id]
                 if STATUS_EXTENSION not in document.setdefault("schemas", []):
-                    document["schemas"].append(STATUS_EXTENSION)
-            model = self._model(row.resource_type)
-            if len(refs or ()) > OFF_LOOP_REFS:  # a big group: seconds of validation, not on the event loop
-                result.append(await off_loop(model.model_validate, document))
-            else:
-                result.append(model.model_validate(document))
+                    document["schemas"] = [*document["schemas"], STATUS_EXTENSION]
+            result.append(document)
         return result
+
+    async def resource_of(self, document: dict[str, Any]) -> Resource[Any]:
+        """The model of a document of :meth:`_documents` (a big group's validated in a worker thread)."""
+        model = self._model(document["meta"]["resourceType"])
+        refs = document.get("members") or document.get("groups") or ()
+        if len(refs) > OFF_LOOP_REFS:  # a big group: seconds of validation, not on the event loop
+            return await off_loop(model.model_validate, document)
+        return model.model_validate(document)
 
     async def get(
         self,
@@ -401,17 +432,42 @@ class SqlStorage(AsyncScimStorage):
         resource_id: str,
         *,
         response_parameters: ResponseParameters[Any] | None = None,
-    ) -> Resource[Any]:
+        answer: bool = False,
+        views: bool = True,
+    ) -> Any:
+        """The resource's model; ``answer``: its document (:meth:`_documents`), to be answered as it is.
+
+        ``views`` False: a read to be changed (PATCH, PUT), without the user's status, which the write's
+        admission gives (:meth:`unchanged` adds it when the write changes nothing)."""
         async with self.db.transaction() as conn:
             row = await self._row(conn, str(resource_type.name), resource_id)
             attribute = "members" if row.resource_type == "Group" else "groups"
             wants = self._wants(response_parameters, attribute)
             known = await self._groups(conn, [row.pk]) if wants and row.resource_type == "User" else None
-            (resource,) = await self._resources(conn, [row], wants, known_groups=known)
+            (document,) = await self._documents(conn, [row], wants, known_groups=known, views=views)
             if conn.info.get(WRITE):
                 # Read to be changed (PATCH, PUT) in this write transaction: its update uses these.
                 self._read = (conn, row, known if self.db.is_sqlite else None)
-            return resource
+                self._read_document = (conn, document)
+            return document if answer else await self.resource_of(document)
+
+    async def unchanged(self, resource_type: ResourceType, resource: Resource[Any]) -> dict[str, Any]:
+        """The answer to a write that changed nothing: the document :meth:`get` read of ``resource`` in
+        this write transaction, with the user's status (read now if that read left it out; the whole
+        document is read again if it was not that read's)."""
+        async with self.db.transaction() as conn:
+            read, self._read_document = self._read_document, None
+            if read is None or read[0] is not conn or read[1]["id"] != resource.id:
+                return await self.get(resource_type, str(resource.id), answer=True)  # type: ignore[no-any-return]
+            document = read[1]
+            shown = STATUS_EXTENSION in document
+            if self.hooks is not None and document["meta"]["resourceType"] == "User" and not shown:
+                view = (await self.hooks.view(conn, self.source, [document["id"]])).get(document["id"])
+                if view is not None:
+                    document[STATUS_EXTENSION] = view
+                    if STATUS_EXTENSION not in document.setdefault("schemas", []):
+                        document["schemas"] = [*document["schemas"], STATUS_EXTENSION]
+            return document
 
     def _read_before(self, conn: AsyncConnection, resource_id: str) -> tuple[Row[Any] | None, Any]:
         """The row (and user's groups) :meth:`get` read of this resource in this write transaction.
@@ -431,33 +487,43 @@ class SqlStorage(AsyncScimStorage):
         search_request: SearchRequest[Any],
         *,
         position: Any = None,
+        answer: bool = False,
     ) -> SearchPage:
+        """A page of resources (models; ``answer``: their documents, to be answered as they are)."""
         models = {str(resource_type.name): self._model(resource_type) for resource_type in resource_types}
         scim_filter = search_request.filter.ast if search_request.filter is not None else None
         condition = and_(
             resources.c.source == self.source, where_clause(scim_filter, models, resources, self.dialect)
         )
         async with self.db.transaction() as conn:
-            total = (
-                await conn.execute(select(func.count()).select_from(resources).where(condition))
-            ).scalar_one()
+
+            async def counted() -> int:
+                statement = select(func.count()).select_from(resources).where(condition)
+                return int((await conn.execute(statement)).scalar_one())
+
             count = search_request.count
-            if count == 0:
-                return SearchPage(total=total, resources=[])
+            start = search_request.start_index_0 or 0
+            if count == 0 or start > MAX_OFFSET:
+                # Only the total (RFC 7644 §3.4.2.4: a page past the end is empty; OFFSET fits in int64).
+                return SearchPage(total=await counted(), resources=[])
             query = select(resources).where(condition)
             if search_request.sort_by:
                 query = query.order_by(*self._ordering(search_request, models))
             query = query.order_by(resources.c.pk)
-            start = search_request.start_index_0 or 0
-            if start >= total:
-                # Past the end (RFC 7644 §3.4.2.4: an empty page), and never an OFFSET beyond int64.
-                return SearchPage(total=total, resources=[])
             if start:
                 query = query.offset(start)
             if count is not None:
                 query = query.limit(count)
             rows = (await conn.execute(query)).all()
-            return SearchPage(total=total, resources=await self._resources(conn, rows))
+            # A page that is not full and starts within the results ends them: its end is the total, and
+            # the COUNT (a second statement, as costly as the lookup) is not needed; the same transaction
+            # reads both, so they agree.
+            ends = (count is None or len(rows) < count) and (rows or not start)
+            total = start + len(rows) if ends else await counted()
+            documents = await self._documents(conn, rows)
+            if answer:
+                return SearchPage(total=total, resources=documents)  # type: ignore[arg-type]
+            return SearchPage(total=total, resources=[await self.resource_of(d) for d in documents])
 
     def _ordering(
         self, search_request: SearchRequest[Any], models: dict[str, type[Resource[Any]]]
@@ -577,7 +643,10 @@ class SqlStorage(AsyncScimStorage):
             if self.hooks is not None:
                 await self._note_identityless(conn, marked)
 
-    async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+    async def create(
+        self, resource_type: ResourceType, resource: Resource[Any], *, answer: bool = False
+    ) -> Any:
+        """Store a new resource; return its model (``answer``: its document, to be answered as it is)."""
         self._read = None
         name = str(resource_type.name)
         document = self._document(resource)
@@ -588,15 +657,16 @@ class SqlStorage(AsyncScimStorage):
             try:
                 async with self._statement_guard(conn):
                     result = await conn.execute(
-                        insert(resources).values(
-                            source=self.source,
-                            resource_type=name,
-                            id=resource_id,
-                            created=now,
-                            last_modified=now,
-                            version=1,
+                        _INSERT,
+                        {
+                            "source": self.source,
+                            "resource_type": name,
+                            "id": resource_id,
+                            "created": now,
+                            "last_modified": now,
+                            "version": 1,
                             **self._columns(name, document),
-                        )
+                        },
                     )
             except IntegrityError as error:
                 raise UniquenessException(detail="userName is already taken") from error
@@ -616,10 +686,10 @@ class SqlStorage(AsyncScimStorage):
                 self.fresh.add((self.source, resource_id))
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(pk, name, resource_id, document, now, now, 1)
-            (created,) = await self._resources(
+            (created,) = await self._documents(
                 conn, [stored], wants_refs=name == "Group", known_views=known_views
             )
-            return created
+            return created if answer else await self.resource_of(created)
 
     async def update(
         self,
@@ -627,7 +697,9 @@ class SqlStorage(AsyncScimStorage):
         resource: Resource[Any],
         *,
         expected_version: str | None = None,
-    ) -> Resource[Any]:
+        answer: bool = False,
+    ) -> Any:
+        """Store a resource's new state; return its model (``answer``: its document, answered as it is)."""
         name = str(resource_type.name)
         if resource.id is None:
             raise NotFoundException(detail="The resource has no id")
@@ -640,13 +712,9 @@ class SqlStorage(AsyncScimStorage):
             modified = now_iso()
             try:
                 async with self._statement_guard(conn):
-                    await conn.execute(
-                        update(resources)
-                        .where(resources.c.pk == row.pk)
-                        .values(
-                            version=row.version + 1, last_modified=modified, **self._columns(name, document)
-                        )
-                    )
+                    parameters = {f"u_{key}": value for key, value in self._columns(name, document).items()}
+                    parameters.update(u_pk=row.pk, u_version=row.version + 1, u_last_modified=modified)
+                    await conn.execute(_UPDATE, parameters)
             except IntegrityError as error:
                 raise UniquenessException(detail="userName is already taken") from error
             if name == "Group":
@@ -657,21 +725,21 @@ class SqlStorage(AsyncScimStorage):
                     row.external_id != document.get("externalId")
                 )
                 await self._mark_members(conn, set(wanted) | changed if renamed else changed)
-            known: dict[int, list[dict[str, Any]]] | None = None
+            known: dict[int, list[dict[str, Any]]] | None = read_groups
             known_views: dict[str, dict[str, Any]] | None = None
             if name == "User":
                 if _email_keys(row.data) != _email_keys(document):
                     await self._write_emails(conn, row.pk, document)
                 if self.hooks is not None:
-                    known = read_groups if read_groups is not None else await self._groups(conn, [row.pk])
+                    known = known if known is not None else await self._groups(conn, [row.pk])
                     view = await self.hooks.admit(conn, self.source, resource.id, document, known[row.pk])
                     if view is not None:
                         known_views = {resource.id: view}
                 await self.mark_dirty(conn, [resource.id])
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(row.pk, name, resource.id, document, row.created, modified, row.version + 1)
-            (updated,) = await self._resources(conn, [stored], known_groups=known, known_views=known_views)
-            return updated
+            (updated,) = await self._documents(conn, [stored], known_groups=known, known_views=known_views)
+            return updated if answer else await self.resource_of(updated)
 
     async def change_members(
         self,

@@ -171,6 +171,26 @@ def test_adoption_of_an_identity_created_by_token_enrollment(stack: Stack) -> No
     assert len([i for i in stack.state.identities.values() if i.external_id == "hank@example.com"]) == 1
 
 
+def test_a_patch_changing_nothing_answers_the_user_with_its_status(stack: Stack) -> None:
+    """A PATCH reads the user without its status (its admission gives it); one that changes nothing
+    still shows it, and writes nothing (no new version, no controller call)."""
+    with stack.client() as scim:
+        created = scim.post("/Users", json=user("ivo", "ivo@example.com", displayName="Ivo"))
+        (settled,) = stack.settle()
+        calls = len(stack.state.requests)
+        same = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Ivo"}]}
+        patched = scim.patch(f"/Users/{created.json()['id']}", json=same)
+        assert patched.status_code == 200
+        assert patched.json()[STATUS] == settled[STATUS] == {
+            "provisioningState": "synced",
+            "identityId": settled[STATUS]["identityId"],
+        }
+        assert STATUS in patched.json()["schemas"]
+        assert patched.json()["meta"]["version"] == settled["meta"]["version"]
+        assert stack.settle()[0][STATUS]["provisioningState"] == "synced"
+    assert len(stack.state.requests) == calls
+
+
 def test_unchanged_update_makes_no_controller_call(stack: Stack) -> None:
     with stack.client() as scim:
         created = scim.post("/Users", json=user("ivy", "ivy@example.com", displayName="Ivy"))

@@ -277,3 +277,34 @@ def test_filters_sorting_and_paging_over_http(live: Live) -> None:
         assert set(search["Resources"][0]) <= {"schemas", "id", "userName", "meta"}
         injected = client.get("/Users", params={"filter": "userName eq \"x' OR '1'='1\""}).json()
         assert injected["totalResults"] == 0
+
+
+def test_totals_of_pages_whether_or_not_the_count_is_needed(live: Live) -> None:
+    """``totalResults`` is the number of matches for every page: a full page (the COUNT is run), the last
+    partial page and an unpaged list (their end is the total), past the end, ``count=0``, and a start
+    beyond what an OFFSET can hold (RFC 7644 §3.4.2.4)."""
+    with live.client() as client:
+        for index in range(5):
+            assert client.post("/Users", json={"schemas": [USER], "userName": f"paged{index}"}).status_code == 201
+        other = client.post("/Users", json={"schemas": [USER], "userName": "unpaged"}).json()
+
+        def page(**params: Any) -> dict[str, Any]:
+            response = client.get("/Users", params={"filter": 'userName sw "paged"', **params})
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        names = lambda body: [u["userName"] for u in body["Resources"]]  # noqa: E731
+        assert (page()["totalResults"], len(page()["Resources"])) == (5, 5)
+        full = page(startIndex=1, count=2)
+        assert (full["totalResults"], names(full)) == (5, ["paged0", "paged1"])
+        last = page(startIndex=4, count=3)
+        assert (last["totalResults"], names(last)) == (5, ["paged3", "paged4"])
+        exact = page(startIndex=4, count=2)
+        assert (exact["totalResults"], names(exact)) == (5, ["paged3", "paged4"])
+        past = page(startIndex=9, count=3)
+        assert (past["totalResults"], past["Resources"]) == (5, [])
+        assert page(count=0)["totalResults"] == 5
+        beyond = page(startIndex=2**63 + 5, count=1)
+        assert (beyond["totalResults"], beyond["Resources"]) == (5, [])
+        assert client.get("/Users").json()["totalResults"] == 6
+        assert client.get("/Users", params={"startIndex": 6}).json()["Resources"][0]["id"] == other["id"]
