@@ -194,20 +194,25 @@ async def drive(
     return f"{done} operations"
 
 
-async def create_pool(target: Target, context: dict[str, Any]) -> None:
-    """:data:`POOL` users created through SCIM (a provisioned scenario's users)."""
-    pool: list[tuple[int, str]] = []
+async def create_users(target: Target, prefix: str, count: int) -> list[tuple[int, str]]:
+    """``count`` users created through SCIM by 8 clients: (index, id) of each, in index order."""
+    created: list[tuple[int, str]] = []
     result = await run_load(
         target.base,
         target.headers,
-        lambda i: ("POST", "/Users", dumps(user_body("pp", i))),
-        POOL,
+        lambda i: ("POST", "/Users", dumps(user_body(prefix, i))),
+        count,
         8,
         expect=(201,),
-        keep=lambda i, r: pool.append((i, r.json()["id"])),
+        keep=lambda i, r: created.append((i, r.json()["id"])),
     )
     assert result.errors == 0, result.first_error
-    context["pool"], context["prefix"] = sorted(pool), "pp"
+    return sorted(created)
+
+
+async def create_pool(target: Target, context: dict[str, Any]) -> None:
+    """:data:`POOL` users created through SCIM (a provisioned scenario's users)."""
+    context["pool"], context["prefix"] = await create_users(target, "pp", POOL), "pp"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,33 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             stack = start_stack(args.db, workdir, "profile")
             target = stack.target
             if args.scenario == "sync-groups":
-                users = args.users
-
-                async def create_users() -> None:
-                    result = await run_load(
-                        target.base,
-                        target.headers,
-                        lambda i: ("POST", "/Users", dumps(user_body("sg", i))),
-                        users,
-                        8,
-                        expect=(201,),
-                        keep=lambda i, r: context.setdefault("ids", []).append(r.json()["id"]),
-                    )
-                    assert result.errors == 0
-
-                asyncio.run(create_users())
+                context["ids"] = [user_id for _, user_id in asyncio.run(create_users(target, "sg", args.users))]
             if args.scenario == "group-add-provisioned":
 
                 async def prepare() -> None:
-                    result = await run_load(
-                        target.base,
-                        target.headers,
-                        lambda i: ("POST", "/Users", dumps(user_body("pm", i))),
-                        1000,
-                        8,
-                        expect=(201,),
-                        keep=lambda i, r: context.setdefault("ids", []).append(r.json()["id"]),
-                    )
+                    context["ids"] = [user_id for _, user_id in await create_users(target, "pm", 1000)]
                     async with client(target.base, target.headers) as http:
                         response = await http.post(
                             "/Groups",
@@ -273,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                                 }
                             ),
                         )
+                        assert response.status_code == 201, response.text
                         context["group"] = response.json()["id"]
-                    assert result.errors == 0
 
                 asyncio.run(prepare())
                 stack.controller.wait_quiet()

@@ -350,13 +350,13 @@ class ZitiScimHandler(AsyncScimHandler):
             resource_type = self.service.resource_type_at(cast(str, target.endpoint))
             self.service.authorize(request, target, resource_type)
             response_parameters = self.service.read_response_parameters(resource_type, request.query)
+            # Validated before the write transaction: on SQLite it holds the single writer's turn.
+            content_type = request.header("Content-Type")
+            replacement = self.service.read_replacement(resource_type, request.body, content_type)
             async with self.storage.operation():
                 # With its status: a PUT of a user showing one writes and converges again (the status'
                 # schema is not in the replacement), as an IdP re-sending a user retries a conflict.
                 current = await self.storage.get(resource_type, cast(str, target.resource_id))
-                replacement = self.service.read_replacement(
-                    resource_type, request.body, request.header("Content-Type")
-                )
                 assert current.meta is not None
                 version = current.meta.version
                 replaced = self.service.apply_replacement(

@@ -36,7 +36,7 @@ from app.store import queue
 from app.store.db import CHUNK, WRITE, Database, fold
 from app.store.filters import Dialect, Translator, where_clause
 from app.store.offload import off_loop
-from app.store.tables import emails, members, provisioning, resources
+from app.store.tables import emails, members, resources
 
 OFF_LOOP_REFS = 1000
 """A resource with more member/group references than this is validated in a worker thread."""
@@ -75,6 +75,13 @@ _UPDATE = (
 )
 """The statements of every read and user write, built once: building a statement and its cache key
 cost more than SQLite running it."""
+
+
+def _show_status(document: dict[str, Any], status: dict[str, Any]) -> None:
+    """Put a user's status (:data:`~app.constants.STATUS_EXTENSION`) in its document, schema listed."""
+    document[STATUS_EXTENSION] = status
+    if STATUS_EXTENSION not in document.setdefault("schemas", []):
+        document["schemas"] = [*document["schemas"], STATUS_EXTENSION]
 
 
 def now_iso() -> str:
@@ -309,22 +316,17 @@ class SqlStorage(AsyncScimStorage):
         self.touched.update((self.source, user_id) for user_id in ids)
         return ids
 
-    async def _note_identityless(self, conn: AsyncConnection, user_ids: list[str]) -> None:
-        """Add to :attr:`fresh` those of these users who have no identity yet (their converge creates it).
+    async def _note_identityless(self, hooks: UserHooks, conn: AsyncConnection, user_ids: list[str]) -> None:
+        """Add to :attr:`fresh` those of these users who have no identity yet (their converge creates it):
+        no ``identityId`` in their status (``hooks.view``).
 
         An initial sync's group PATCHes change the groups of users still waiting for their source to pause
         (``create_settle``): waking the worker for them would only make it look at the queue and find
         nothing due, one look per PATCH, each over every user still settling.
         """
-        with_identity: set[str] = set()
-        for start in range(0, len(user_ids), CHUNK):
-            query = select(provisioning.c.user_id).where(
-                provisioning.c.source == self.source,
-                provisioning.c.user_id.in_(user_ids[start : start + CHUNK]),
-                provisioning.c.identity_id.is_not(None),
-            )
-            with_identity.update(str(row.user_id) for row in await conn.execute(query))
-        self.fresh.update((self.source, user_id) for user_id in user_ids if user_id not in with_identity)
+        shown = await hooks.view(conn, self.source, user_ids)
+        identityless = [user_id for user_id in user_ids if "identityId" not in shown.get(user_id, {})]
+        self.fresh.update((self.source, user_id) for user_id in identityless)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -412,9 +414,7 @@ class SqlStorage(AsyncScimStorage):
             if refs:
                 document["members" if row.resource_type == "Group" else "groups"] = refs
             if row.id in managed:
-                document[STATUS_EXTENSION] = managed[row.id]
-                if STATUS_EXTENSION not in document.setdefault("schemas", []):
-                    document["schemas"] = [*document["schemas"], STATUS_EXTENSION]
+                _show_status(document, managed[row.id])
             result.append(document)
         return result
 
@@ -464,9 +464,7 @@ class SqlStorage(AsyncScimStorage):
             if self.hooks is not None and document["meta"]["resourceType"] == "User" and not shown:
                 view = (await self.hooks.view(conn, self.source, [document["id"]])).get(document["id"])
                 if view is not None:
-                    document[STATUS_EXTENSION] = view
-                    if STATUS_EXTENSION not in document.setdefault("schemas", []):
-                        document["schemas"] = [*document["schemas"], STATUS_EXTENSION]
+                    _show_status(document, view)
             return document
 
     def _read_before(self, conn: AsyncConnection, resource_id: str) -> tuple[Row[Any] | None, Any]:
@@ -641,7 +639,7 @@ class SqlStorage(AsyncScimStorage):
         for start in range(0, len(pks), CHUNK):
             marked = await self.mark_dirty(conn, self._user_ids_of(pks[start : start + CHUNK]))
             if self.hooks is not None:
-                await self._note_identityless(conn, marked)
+                await self._note_identityless(self.hooks, conn, marked)
 
     async def create(
         self, resource_type: ResourceType, resource: Resource[Any], *, answer: bool = False

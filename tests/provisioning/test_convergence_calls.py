@@ -266,16 +266,11 @@ async def test_state_reads_of_concurrent_converges_share_one_transaction(
     assert [info for _, info in results] == [("r1", "PATCH /Groups/g")] * 2 + [(None, None)]
 
 
-def test_creates_of_a_settling_source_do_not_each_look_at_the_queue(
-    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """New users of a source with ``create_settle`` wait for its pause anyway: their writes wake no look at
-    the dirty queue (each look scans the users still settling), only the worker's poll looks (every
-    ``create_settle / 2``); the users still converge once the source paused. SQLite only: on PostgreSQL
-    every mark's NOTIFY wakes the replicas, this one included (:mod:`app.store.notify`)."""
+def _looks_at_the_queue(database_url: str, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The times the worker looks at the dirty queue (``claim_due``), as they come. SQLite only: on
+    PostgreSQL every mark's NOTIFY wakes the replicas, this one included (:mod:`app.store.notify`)."""
     if database_url.startswith("postgres"):
         pytest.skip("on PostgreSQL the mark's NOTIFY wakes every replica's worker, by design")
-    add_signer(emulator, idp)
     looks: list[float] = []
     claim_due = queue.claim_due
 
@@ -284,6 +279,18 @@ def test_creates_of_a_settling_source_do_not_each_look_at_the_queue(
         return await claim_due(*args, **kwargs)
 
     monkeypatch.setattr(worker_module.queue, "claim_due", counted)
+    return looks
+
+
+def test_creates_of_a_settling_source_do_not_each_look_at_the_queue(
+    emulator: EmulatorThread, idp: TestIdp, database_url: str, source_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New users of a source with ``create_settle`` wait for its pause anyway: their writes wake no look at
+    the dirty queue (each look scans the users still settling), only the worker's poll looks (every
+    ``create_settle / 2``); the users still converge once the source paused. SQLite only: on PostgreSQL
+    every mark's NOTIFY wakes the replicas, this one included (:mod:`app.store.notify`)."""
+    looks = _looks_at_the_queue(database_url, monkeypatch)
+    add_signer(emulator, idp)
     config = make_stack_config(database_url, source_name, emulator.url, create_settle=2.0)
     with live_server(create_app(config)) as url:
         stack = Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=None)
@@ -306,17 +313,8 @@ def test_group_writes_of_an_initial_sync_do_not_each_look_at_the_queue(
     no look at the dirty queue (the source still writes, so nothing is due); once the users have
     identities, a member added to a group wakes the worker at once, while the source keeps writing.
     SQLite only (on PostgreSQL every mark's NOTIFY wakes the replicas, by design)."""
-    if database_url.startswith("postgres"):
-        pytest.skip("on PostgreSQL the mark's NOTIFY wakes every replica's worker, by design")
+    looks = _looks_at_the_queue(database_url, monkeypatch)
     add_signer(emulator, idp)
-    looks: list[float] = []
-    claim_due = queue.claim_due
-
-    async def counted(*args: Any, **kwargs: Any) -> list[queue.Claim]:
-        looks.append(time.monotonic())
-        return await claim_due(*args, **kwargs)
-
-    monkeypatch.setattr(worker_module.queue, "claim_due", counted)
     config = make_stack_config(database_url, source_name, emulator.url, create_settle=2.0)
     with live_server(create_app(config)) as url:
         stack = Stack(scim_url=f"{url}/scim/v2", emulator=emulator, idp=idp, app=None)
