@@ -78,6 +78,7 @@ from app.ziti.session import (
     ZitiSession,
 )
 from app.ziti.tls import build_ssl_context
+from app.ziti.transport import AiohttpTransport
 
 __all__ = [
     "ZitiClient",
@@ -256,13 +257,8 @@ class ZitiClient:
                     insecure=insecure,
                     client_cert=credentials if isinstance(credentials, CertCredentials) else None,
                 )
-                transport = httpx.AsyncHTTPTransport(
-                    verify=ssl_context,
-                    retries=0,  # retries are ours, with backoff and idempotency rules
-                    limits=httpx.Limits(
-                        max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-                    ),
-                )
+                # Retries are ours (backoff, idempotency rules): the transport never repeats a request.
+                transport = AiohttpTransport(ssl_context=ssl_context, max_connections=max_concurrency)
             self._http = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
             self._owns_http = True
 
