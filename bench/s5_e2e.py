@@ -223,8 +223,8 @@ def provisioning(results: Results, db: str, workdir: Workdir, quick: bool, log: 
         "the emulator; logins (POST /authenticate) are counted apart."
     )
     section.note(
-        "The emulator checks name and externalId uniqueness by scanning all identities (O(n) per "
-        "create, unlike the real controller's indexes): its own time is reported as 'emulator busy'."
+        "The emulator checks name and externalId uniqueness with an index, as the real controller "
+        "does: its own time is reported as 'emulator busy'."
     )
     table = section.table(
         "Provisioning",

@@ -252,7 +252,7 @@ async def _verify(state: EmulatorState, token: str) -> ExtJwtResult:
 def _identity_for(state: EmulatorState, signer: ExtJwtSigner, value: str) -> Identity:
     with state.lock:
         if signer.use_external_id:
-            identity = next((i for i in state.identities.values() if i.external_id == value), None)
+            identity = state.holder("externalId", value)
             if identity is None:
                 raise ExtJwtFailure("identity not found by externalId", externalId=value, signer=signer.name)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import jwt
 
@@ -104,13 +104,11 @@ def _enrollment(identity: Identity, spec: dict[str, Any], now: float) -> dict[st
     return {method: record}
 
 
-def _check_unique(state: EmulatorState, field: str, value: str, exclude: str | None = None) -> bool:
-    for other in state.identities.values():
-        if other.id == exclude:
-            continue
-        if (other.name if field == "name" else other.external_id) == value:
-            return False
-    return True
+def _check_unique(
+    state: EmulatorState, field: Literal["name", "externalId"], value: str, exclude: str | None = None
+) -> bool:
+    holder = state.holder(field, value)
+    return holder is None or holder.id == exclude
 
 
 def create_identity(state: EmulatorState, data: Any, *, out_of_band: bool = False) -> Identity:
@@ -157,6 +155,7 @@ def create_identity(state: EmulatorState, data: Any, *, out_of_band: bool = Fals
         )
         identity.enrollments = _enrollment(identity, enrollment, now)
         state.identities[identity.id] = identity
+        state.index(identity)
     log.info("identity created%s: id=%s name=%s", " out of band" if out_of_band else "", identity.id, name)
     return identity
 
@@ -217,12 +216,14 @@ def update_identity(state: EmulatorState, identity_id: str, data: Any, *, patch:
         ):
             # controller-api.md §3.7: updates do not map unique-index errors, so they surface as 500
             raise unhandled(f"duplicate value '{external_id}' in unique index on {STORE} store")
+        state.unindex(identity)
         if given("name"):
             identity.name = name or identity.name
         if given("isAdmin"):
             identity.is_admin = bool(is_admin)
         if given("externalId"):
             identity.external_id = external_id
+        state.index(identity)
         if given("roleAttributes"):
             identity.role_attributes = role_attributes
         if given("tags"):
@@ -255,6 +256,7 @@ def delete_identity(state: EmulatorState, identity_id: str) -> None:
         if identity.is_default_admin:
             raise entity_can_not_be_deleted("the default admin identity can not be deleted")
         del state.identities[identity_id]
+        state.unindex(identity)
         state.drop_sessions(identity_id)
         ref = "@" + identity_id
         for policy in [*state.service_policies.values(), *state.edge_router_policies.values()]:

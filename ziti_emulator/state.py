@@ -71,6 +71,11 @@ class EmulatorState:
         self.spec = spec
         self.client_spec = client_spec
         self.identities: dict[str, Identity] = {}
+        self._unique: dict[tuple[str, str], str] = {}
+        """The unique indexes on identities' ``name`` and ``externalId`` (the controller's bbolt indexes,
+        ``controller/db/identity_store.go``): ``(field, value) -> id``, kept by :mod:`identity_ops`. An
+        entry is a hint checked against the identity (:meth:`holder`), so an identity removed from
+        :attr:`identities` directly (tests do) leaves no false duplicate."""
         self.auth_policies: dict[str, AuthPolicy] = {}
         self.signers: dict[str, ExtJwtSigner] = {}
         self.service_policies: dict[str, Policy] = {}
@@ -93,6 +98,7 @@ class EmulatorState:
             is_default_admin=True,
         )
         self.identities[admin.id] = admin
+        self.index(admin)
         self.set_password(admin.id, admin_password, username=admin_username)
         self.default_admin_id = admin.id
 
@@ -226,9 +232,37 @@ class EmulatorState:
             identity.updb_password = password
 
     def identity_by_external_id(self, external_id: str) -> Identity | None:
-        with self.lock:
-            return next((i for i in self.identities.values() if i.external_id == external_id), None)
+        return self.holder("externalId", external_id)
 
     def identity_by_name(self, name: str) -> Identity | None:
+        return self.holder("name", name)
+
+    # ---- unique indexes ----------------------------------------------------------------------------
+
+    def holder(self, field: Literal["name", "externalId"], value: str) -> Identity | None:
+        """The identity whose ``field`` is ``value`` (one lookup, as the controller's unique index)."""
         with self.lock:
-            return next((i for i in self.identities.values() if i.name == name), None)
+            identity = self.identities.get(self._unique.get((field, value), ""))
+            if identity is None or _indexed(identity, field) != value:
+                self._unique.pop((field, value), None)  # stale: removed or changed behind the index
+                return None
+            return identity
+
+    def index(self, identity: Identity) -> None:
+        """Record ``identity``'s name and externalId in the unique indexes (after a create or update)."""
+        with self.lock:
+            self._unique[("name", identity.name)] = identity.id
+            if identity.external_id is not None:
+                self._unique[("externalId", identity.external_id)] = identity.id
+
+    def unindex(self, identity: Identity) -> None:
+        """Drop ``identity``'s entries from the unique indexes (before its name or externalId changes)."""
+        with self.lock:
+            for field in ("name", "externalId"):
+                value = _indexed(identity, field)
+                if value is not None and self._unique.get((field, value)) == identity.id:
+                    del self._unique[(field, value)]
+
+
+def _indexed(identity: Identity, field: str) -> str | None:
+    return identity.name if field == "name" else identity.external_id

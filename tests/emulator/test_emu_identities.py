@@ -238,3 +238,29 @@ def test_1_6_flavour_renders_empty_role_attributes_as_null(make_emu: Callable[..
         ident = new_identity(client, "h", permissions=["identity"])
         detail = client.get(f"/identities/{ident}").json()["data"]
     assert detail["roleAttributes"] is None and detail["permissions"] is None
+
+
+def test_unique_index_follows_renames_clears_and_deletes(emu: Emu, admin: httpx.Client) -> None:
+    """Names and externalIds are checked by an index, as the controller's unique bbolt indexes: a value
+    freed by a rename, an externalId cleared with "" or a delete can be taken again; a taken one cannot."""
+    ident = new_identity(admin, "old-name", externalId="old-ext")
+    assert admin.patch(f"/identities/{ident}", json={"name": "new-name", "externalId": ""}).status_code == 200
+
+    def create(name: str, external_id: str | None = None) -> int:
+        body = {"name": name, "type": "User", "isAdmin": False, "externalId": external_id}
+        return admin.post("/identities", json=body).status_code
+
+    assert create("old-name", "old-ext") == 201  # both values were freed by the PATCH
+    assert create("new-name") == 400
+    assert create("other", "old-ext") == 400
+    assert emu.state.identity_by_name("new-name") is not None
+    assert emu.state.identity_by_external_id("old-ext") is not None
+    admin.delete(f"/identities/{ident}")
+    assert emu.state.identity_by_name("new-name") is None
+    assert create("new-name") == 201
+    # An identity removed behind the API (out of band) leaves no false duplicate behind.
+    held = emu.state.identity_by_external_id("old-ext")
+    assert held is not None
+    with emu.state.lock:
+        del emu.state.identities[held.id]
+    assert create("old-name", "old-ext") == 201
