@@ -18,16 +18,16 @@ on top of plain HTTP:
 * typed exceptions from the error envelope (see ``errors.py``);
 * an ``on_request(method, path_template, status, seconds)`` hook and :attr:`ZitiClient.stats` counters.
 
-The API is httpx (requests, responses, errors; ``transport=`` / ``http_client=`` inject another wire, as
-the tests and the in-process emulator do), but by default the bytes go through aiohttp
-(``transport.py``): httpx's own connection pool cost about as much CPU per controller call as everything
-else the convergence worker does for a user, aiohttp's a third of it. Its errors are mapped by what they
-mean for a retry: a refused, unresolvable or timed-out connect, a TLS failure and a wait for a free
-connection are ``ConnectError`` / ``ConnectTimeout`` / ``PoolTimeout`` (never sent: retried even for a
-create, except TLS); a read timeout is ``ReadTimeout``, and a server that closes the connection after the
-request, a truncated or malformed answer are ``RemoteProtocolError`` / ``ReadError`` / ``WriteError``
-(the controller may have applied it: a create then raises :class:`ZitiOutcomeUnknown`). aiohttp's own
-silent resend of an idempotent request is off: every attempt is counted here.
+The API is httpx (requests, responses, errors; ``transport=`` / ``http_client=`` inject another wire, as the
+tests and the in-process emulator do), but by default the bytes go through aiohttp (``transport.py``): through
+httpx's own transport (httpcore) a controller call cost about half of the convergence worker's CPU per user,
+through aiohttp a third of that (README "Benchmarks"). Its errors are mapped by what they mean for a retry: a
+refused, unresolvable or timed-out connect, a TLS failure and a wait for a free connection are
+``ConnectError`` / ``ConnectTimeout`` / ``PoolTimeout`` (never sent: retried even for a create, except TLS); a
+read timeout is ``ReadTimeout``, and a server that closes the connection after the request, a truncated or
+malformed answer are ``RemoteProtocolError`` / ``ReadError`` / ``WriteError`` (the controller may have applied
+it: a create then raises :class:`ZitiOutcomeUnknown`). aiohttp's own silent resend of an idempotent request is
+off: every attempt is counted here.
 
 Entities are returned as the controller's JSON objects (``dict[str, Any]``) so that fields added by newer
 controllers pass through untouched.

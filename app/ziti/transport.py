@@ -2,10 +2,10 @@
 
 :class:`~app.ziti.client.ZitiClient` speaks ``httpx`` (requests, responses, errors, and the ``transport=`` /
 ``http_client=`` injection points used by tests and the in-process emulator); underneath, by default, the
-bytes go through an :class:`aiohttp.ClientSession`. Measured on the convergence worker, httpx's own pool
-(httpcore) spends about half of the client's CPU per controller call on connection-pool bookkeeping
-(a ``select()`` per pooled connection per request to see whether it is still readable); aiohttp's
-connector keeps the same keep-alive pool for about a third of that CPU.
+bytes go through an :class:`aiohttp.ClientSession`. Through httpx's own transport (httpcore) a controller
+call took about half of the convergence worker's CPU per provisioned user, much of it pool bookkeeping (a
+``select()`` per pooled connection per request to see whether it is still readable); the same call
+through aiohttp's keep-alive pool costs about a third of that client CPU (README "Benchmarks").
 
 What this transport promises, so that the retry rules of ``retry.py`` keep their meaning:
 
