@@ -271,7 +271,12 @@ async def test_refused_connection_is_a_connect_error_and_a_create_is_retried() -
     assert [(s.method, s.target) for s in second.seen] == [("POST", f"{API}/identities")]
 
 
-async def test_connection_closed_after_the_request_is_outcome_unknown_and_a_create_is_not_repeated() -> None:
+@pytest.mark.parametrize("wire", ["aiohttp (default)", "httpx's own, injected"])
+async def test_connection_closed_after_the_request_is_outcome_unknown_and_a_create_is_not_repeated(
+    wire: str,
+) -> None:
+    """Same meaning on both wires: the httpx transport stays injectable and is judged by the same rules."""
+    injected = {"transport": httpx.AsyncHTTPTransport(retries=0)} if wire.startswith("httpx") else {}
     async with raw_server(controller(lambda seen: CLOSE)) as server:
         async with transport() as t:
             with pytest.raises(httpx.RemoteProtocolError) as caught:
@@ -280,7 +285,7 @@ async def test_connection_closed_after_the_request_is_outcome_unknown_and_a_crea
         assert not transport_error_is_retryable(caught.value, idempotent=False)
         server.seen.clear()
 
-        async with ziti(server.url) as client:
+        async with ziti(server.url, **injected) as client:
             with pytest.raises(ZitiOutcomeUnknown, match="RemoteProtocolError after the request was sent"):
                 await client.create_identity({"name": "u", "type": "User", "isAdmin": False})
     assert [s.target for s in server.seen if s.method == "POST"] == [
