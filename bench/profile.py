@@ -8,7 +8,8 @@ clients), ``create`` (POST /Users, 8 clients); with the controller emulator (a s
 provisioning on, as section 1 of the bench measures them: ``create-provisioned`` (1 client),
 ``get-provisioned``, ``filter-provisioned``, ``patch-provisioned``, ``put-provisioned`` (8 clients, on
 500 users created and converged first), ``group-add-provisioned`` (one PATCH adding 100 members),
-``sync-groups`` (the group phase of an initial sync: ``--users`` users created and still settling, then
+``converge`` (the convergence worker alone: ``--users`` users, default 3,000, created by 8 clients and held
+by ``create_settle``, profiled while their identities are created), ``sync-groups`` (the group phase of an initial sync: ``--users`` users created and still settling, then
 ``POST /Groups`` and one PATCH adding 100 of them, in turn, 1 client); ``group-get-50k`` (GET of a
 50k-member group). ``--clients N`` overrides the number of clients.
 Needs ``py-spy`` (``pip install py-spy``). Prints the functions with the most samples, inclusive and
@@ -32,10 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import dumps, group_body, replace_display_body, user_body, user_name
+from bench.common import dumps, external_id, group_body, replace_display_body, user_body, user_name
 from bench.load import client, run_load, timed
 from bench.procs import Server, Workdir
-from bench.s5_e2e import patch_bodies, start_stack
+from bench.s5_e2e import Stack, patch_bodies, start_stack
 from bench.seed import seed
 from bench.targets import Target, ziti_target
 
@@ -114,6 +115,7 @@ SCENARIOS = (
     "put-provisioned",
     "group-add-provisioned",
     "sync-groups",
+    "converge",
     "group-get-50k",
 )
 DEFAULT_CLIENTS = {"get": 1, "filter": 1, "create-provisioned": 1, "sync-groups": 1}
@@ -215,6 +217,25 @@ async def create_pool(target: Target, context: dict[str, Any]) -> None:
     context["pool"], context["prefix"] = await create_users(target, "pp", POOL), "pp"
 
 
+def profile_converge(stack: Stack, args: argparse.Namespace) -> int:
+    """Create ``args.users`` users (held: their source has not paused yet), then profile the server
+    while the worker creates their identities; print the converge's CPU per user."""
+    count = args.users or 3_000
+    stack.controller.expect({external_id("cv", i): [] for i in range(count)})
+    stack.controller.reset()
+    asyncio.run(create_users(stack.target, "cv", count))
+    spy = record(stack.target.server, args.seconds, args.out, args.gil)
+    began, cpu = time.perf_counter(), stack.target.server.cpu()
+    done, state = stack.controller.wait_converged(timeout=600)
+    elapsed, cpu = time.perf_counter() - began, stack.target.server.cpu() - cpu
+    print(f"{state['matched']:,} of {count:,} users converged in {elapsed:.1f} s ({count / elapsed:.0f}/s);",
+          f"server CPU {1000 * cpu / count:.2f} ms per user" + ("" if done else " (NOT converged)"))
+    spy.wait()
+    print(summarize(args.out, args.top))
+    print(f"raw stacks: {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("scenario", choices=SCENARIOS)
@@ -224,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients", type=int, help="concurrent clients (default 8; 1 for get, filter, create-provisioned, sync-groups)"
     )
-    parser.add_argument("--users", type=int, default=10_000, help="users created before sync-groups (default 10,000)")
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help="users created before sync-groups (default 10,000) or converge (default 3,000)",
+    )
     parser.add_argument(
         "--gil", action="store_true", help="sample only the thread holding the GIL (CPU, not waiting)"
     )
@@ -237,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario == "sync-groups":
             # The users stay settling for the whole profile, as during an initial sync's group phase.
             os.environ["ZITI_SCIM_BENCH_OPTIONS"] = json.dumps({"create_settle": 60})
-        if args.scenario.endswith("provisioned") or args.scenario == "sync-groups":
+        if args.scenario.endswith("provisioned") or args.scenario in ("sync-groups", "converge"):
             stack = start_stack(args.db, workdir, "profile")
             target = stack.target
             if args.scenario == "sync-groups":
-                context["ids"] = [user_id for _, user_id in asyncio.run(create_users(target, "sg", args.users))]
+                context["ids"] = [user_id for _, user_id in asyncio.run(create_users(target, "sg", args.users or 10_000))]
             if args.scenario == "group-add-provisioned":
 
                 async def prepare() -> None:
@@ -274,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                 ids = seed(target.database_url, "pu", 0, 10_000).user_ids
                 context["pool"], context["prefix"] = list(enumerate(ids)), "pu"
             target.start()
+        if args.scenario == "converge":
+            assert stack is not None
+            return profile_converge(stack, args)
         spy = record(target.server, args.seconds, args.out, args.gil)
         began, cpu = time.perf_counter(), target.server.cpu()
         done = asyncio.run(drive(args.scenario, target, context, began + args.seconds - 1.5, args.clients))
