@@ -10,6 +10,7 @@ IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on PostgreSQL (:meth:`Database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -28,6 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.store import sqlite_driver
 
+log = logging.getLogger("ziti_scim.store")
+
 # The one context variable left: scim2-server calls the storage's methods with signatures fixed by its ABC
 # (``AsyncScimStorage``), so the SCIM operation's transaction (``SqlStorage.operation``) cannot be passed
 # to them; they join it through this. The store's own operations take their transaction as an argument.
@@ -35,6 +38,10 @@ _current: ContextVar[AsyncConnection | None] = ContextVar("ziti_scim_connection"
 WRITE = "ziti_scim_write"
 """The connection ``info`` key telling whether its transaction writes (read by the SQLite begin hook)."""
 
+
+CHECKPOINT_EVERY = 100
+"""SQLite write transactions of this process between two WAL checkpoints (SQLite's own default,
+switched off here: a checkpoint by the connection committing once the WAL holds 1,000 pages)."""
 
 CHUNK = 500
 """Keys per ``IN`` list (within every database's limit on bound parameters)."""
@@ -94,10 +101,15 @@ class Database:
         self.url = database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
-        if not self.is_sqlite:
+        if self.is_sqlite:
+            # Statements of small write transactions may run on the event loop's thread (on_loop).
+            kwargs.update(connect_args={"check_same_thread": False})
+        else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._writer: asyncio.Lock | None = None
+        self._writes = 0
+        self._checkpointing: asyncio.Task[None] | None = None
         if self.is_sqlite:
             self._configure_sqlite()
 
@@ -113,7 +125,9 @@ class Database:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}")
+            # A commit may run on the event loop (sqlite_driver): checkpoints run on a thread (_checkpoint).
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
             # SQLite's lower() folds ASCII only; use the same Unicode folding as the filter evaluator.
             dbapi_connection.create_function("lower", 1, _sqlite_lower, deterministic=True)
@@ -130,6 +144,19 @@ class Database:
     def upsert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """``INSERT … ON CONFLICT`` on ``table`` for this database's dialect."""
         return upsert(table, is_sqlite=self.is_sqlite)
+
+    def on_loop(self, conn: AsyncConnection) -> None:
+        """Run ``conn``'s write transaction's next statements on the event loop's thread, until it ends.
+
+        For a transaction of a few statements of a few rows each, by index (one user's write): SQLite's
+        single writer's turn then lasts as long as SQLite's work, not as long as a thread hop per
+        statement waiting behind the loop's other callbacks (:mod:`app.store.sqlite_driver`). No effect
+        on PostgreSQL, nor on a read-only transaction.
+        """
+        if self.is_sqlite and conn.info.get(WRITE):
+            dbapi_connection = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+            if isinstance(dbapi_connection, sqlite_driver.OneHopConnection):
+                dbapi_connection.run_on_loop()
 
     def locks(self, conn: AsyncConnection) -> bool:
         """Whether reads in ``conn``'s transaction must lock their rows (a write transaction, PostgreSQL)."""
@@ -168,6 +195,26 @@ class Database:
                     yield connection
                 finally:
                     _current.reset(token)
+        if self.is_sqlite and write:
+            self._wrote()
+
+    def _wrote(self) -> None:
+        """Count a committed SQLite write; every :data:`CHECKPOINT_EVERY`, checkpoint in the background."""
+        self._writes += 1
+        if self._writes >= CHECKPOINT_EVERY and (self._checkpointing is None or self._checkpointing.done()):
+            self._writes = 0
+            self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL's frames into the database file on a connection's thread: ``PASSIVE`` waits for no
+        reader or writer (what a reader still sees stays in the WAL until a next checkpoint)."""
+        try:
+            async with self.engine.connect() as connection:
+                raw = await connection.get_raw_connection()
+                cursor = await raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+                await cursor.close()
+        except Exception as error:  # the next one retries; meanwhile the WAL grows
+            log.warning("WAL checkpoint failed: %s", error)
 
     def _writer_turn(self, writing: bool) -> AbstractAsyncContextManager[Any]:
         """SQLite has one writer: queue this process's writers here instead of in SQLite's busy loop,
@@ -189,4 +236,6 @@ class Database:
         return str(self.engine.url.drivername)
 
     async def dispose(self) -> None:
+        if self._checkpointing is not None:
+            await self._checkpointing
         await self.engine.dispose()

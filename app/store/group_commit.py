@@ -38,6 +38,10 @@ class Batched(Generic[T]):
     item: T
 
 
+ON_LOOP_UNITS = 64
+"""Up to this many callers' parts, a transaction runs on the event loop's thread (:meth:`Database.on_loop`):
+each part is a row or two by key, applied by one ``executemany`` per kind, well under a millisecond."""
+
 Part = Step | Batched[Any]
 Unit = tuple[Sequence[Part], "asyncio.Future[Any]"]
 
@@ -102,6 +106,8 @@ class GroupCommit:
             batch[:], self._pending = self._pending, []
             try:
                 async with self.db.transaction(write=True) as conn:
+                    if len(batch) <= ON_LOOP_UNITS:
+                        self.db.on_loop(conn)
                     results = await _apply(conn, [parts for parts, _ in batch])
             except Exception:  # noqa: BLE001 - retried one by one below, each caller gets its own error
                 for parts, future in batch:

@@ -440,6 +440,8 @@ class SqlStorage(AsyncScimStorage):
         ``views`` False: a read to be changed (PATCH, PUT), without the user's status, which the write's
         admission gives (:meth:`unchanged` adds it when the write changes nothing)."""
         async with self.db.transaction() as conn:
+            if resource_type.name == "User":
+                self.db.on_loop(conn)
             row = await self._row(conn, str(resource_type.name), resource_id)
             attribute = "members" if row.resource_type == "Group" else "groups"
             wants = self._wants(response_parameters, attribute)
@@ -652,6 +654,8 @@ class SqlStorage(AsyncScimStorage):
         resource_id = str(uuid.uuid4())
         known_views: dict[str, dict[str, Any]] | None = None
         async with self.db.transaction(write=True) as conn:
+            if name == "User":
+                self.db.on_loop(conn)
             try:
                 async with self._statement_guard(conn):
                     result = await conn.execute(
@@ -703,6 +707,8 @@ class SqlStorage(AsyncScimStorage):
             raise NotFoundException(detail="The resource has no id")
         document = self._document(resource)
         async with self.db.transaction(write=True) as conn:
+            if name == "User":
+                self.db.on_loop(conn)
             row, read_groups = self._read_before(conn, resource.id)
             if row is None or row.resource_type != name:
                 row, read_groups = await self._row(conn, name, resource.id), None

@@ -4,15 +4,17 @@ what it wrote is undone by a rollback, and a transaction that ran nothing leaves
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
 
 from app.store import settings
-from app.store.db import Database
+from app.store.db import CHECKPOINT_EVERY, Database
 
 
 @pytest.fixture
@@ -71,3 +73,72 @@ async def test_a_transaction_that_ran_nothing_leaves_nothing_open(db: Database) 
         await settings.put(tx, "after", {"v": 3})
     async with db.transaction() as tx:
         assert await settings.get(tx, "after") == {"v": 3}
+
+
+async def test_a_small_write_on_the_loop_makes_no_thread_hop_and_keeps_its_meaning(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops: list[object] = []
+    queue_call = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object) -> object:
+        hops.append(fn)
+        return await queue_call(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    async with db.transaction(write=True) as tx:
+        db.on_loop(tx)
+        await settings.put(tx, "here", {"v": 1})
+        assert not other_writer_can_begin(db)  # BEGIN IMMEDIATE ran here, before the statement
+        assert await settings.get(tx, "here") == {"v": 1}
+    assert hops == []  # BEGIN, the statements and COMMIT: none went through aiosqlite's thread
+    assert other_writer_can_begin(db)
+    with pytest.raises(RuntimeError):
+        async with db.transaction(write=True) as tx:
+            db.on_loop(tx)
+            await settings.put(tx, "undone", {"v": 2})
+            raise RuntimeError("undo")
+    async with db.transaction() as tx:  # a later transaction on the same connection uses its thread again
+        assert (await settings.get(tx, "here"), await settings.get(tx, "undone")) == ({"v": 1}, None)
+    assert hops != []
+
+
+async def test_a_write_on_the_loop_waits_on_its_thread_while_another_process_writes(db: Database) -> None:
+    path = db.engine.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock
+
+    async def write() -> None:
+        async with db.transaction(write=True) as tx:
+            db.on_loop(tx)
+            await settings.put(tx, "after-the-other", {"v": 1})
+
+    writing = asyncio.create_task(write())
+    ticks = 0
+    for _ in range(20):  # the loop keeps running while the write waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not writing.done()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(writing, 10)
+    async with db.transaction() as tx:
+        assert await settings.get(tx, "after-the-other") == {"v": 1}
+
+
+async def test_the_wal_is_checkpointed_on_a_thread_every_checkpoint_every_writes(db: Database) -> None:
+    path = Path(str(db.engine.url.database))
+    async with db.transaction(write=True) as tx:
+        await settings.put(tx, "first", {"v": 0})
+    await asyncio.sleep(0)
+    before = path.stat().st_size
+    for n in range(CHECKPOINT_EVERY):  # a commit does not checkpoint: the pages stay in the WAL
+        async with db.transaction(write=True) as tx:
+            db.on_loop(tx)
+            await settings.put(tx, f"k{n}", {"v": "x" * 2000})
+        if n == CHECKPOINT_EVERY - 3:
+            assert path.stat().st_size == before
+    assert db._checkpointing is not None
+    await db._checkpointing
+    assert path.stat().st_size > before + 100 * 2000  # copied into the database file
