@@ -102,7 +102,7 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            # Statements of small write transactions may run on the event loop's thread (on_loop).
+            # Statements of small transactions may run on the event loop's thread (on_loop).
             kwargs.update(connect_args={"check_same_thread": False})
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -146,14 +146,14 @@ class Database:
         return upsert(table, is_sqlite=self.is_sqlite)
 
     def on_loop(self, conn: AsyncConnection) -> None:
-        """Run ``conn``'s write transaction's next statements on the event loop's thread, until it ends.
+        """Run ``conn``'s transaction's next statements on the event loop's thread, until it ends.
 
-        For a transaction of a few statements of a few rows each, by index (one user's write): SQLite's
-        single writer's turn then lasts as long as SQLite's work, not as long as a thread hop per
-        statement waiting behind the loop's other callbacks (:mod:`app.store.sqlite_driver`). No effect
-        on PostgreSQL, nor on a read-only transaction.
+        For a transaction of a few statements of a few rows each, by index (one user's read or write):
+        SQLite's single writer's turn then lasts as long as SQLite's work, not as long as a thread hop
+        per statement waiting behind the loop's other callbacks, and no statement pays a hop's CPU
+        (:mod:`app.store.sqlite_driver`). No effect on PostgreSQL.
         """
-        if self.is_sqlite and conn.info.get(WRITE):
+        if self.is_sqlite:
             dbapi_connection = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
             if isinstance(dbapi_connection, sqlite_driver.OneHopConnection):
                 dbapi_connection.run_on_loop()

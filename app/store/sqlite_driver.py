@@ -15,14 +15,15 @@ on the connection's thread just before itself, in the same call (the write lock 
 anything is read). A transaction that ends before any statement never began: its commit or rollback
 drops the pending ``BEGIN``.
 
-A write transaction of a few statements of a few rows each (one user's write) runs on the event loop's
-own thread instead (:meth:`OneHopConnection.run_on_loop`), ``BEGIN IMMEDIATE`` and ``COMMIT`` included.
-SQLite has one writer at a time, so the process's writers queue for their turn
+A transaction of a few statements of a few rows each by index (one user's read or write) runs on the
+event loop's own thread instead (:meth:`OneHopConnection.run_on_loop`), ``BEGIN`` and ``COMMIT``
+included. SQLite has one writer at a time, so the process's writers queue for their turn
 (:meth:`app.store.db.Database.transaction`), and every hop's answer waits behind the callbacks ready on the
 loop: at 8 concurrent requests a user's write held the turn 2–3 ms for about 0.5 ms of SQLite's and
-SQLAlchemy's work. On the loop the turn lasts that work alone. Nothing there may wait: the ``BEGIN
-IMMEDIATE`` is tried without SQLite's busy wait, and if another process holds the write lock the
-transaction runs on the connection's thread as any other (:func:`_begin_here`); the commit never
+SQLAlchemy's work; on the loop the turn lasts that work alone, and no statement pays a hop's CPU (a
+queue, a thread wake-up, two hand-overs of the GIL). Nothing there may wait: the first statement, which
+takes SQLite's locks, runs without SQLite's busy wait, and if another process holds a lock the
+transaction goes on on the connection's thread as any other (:func:`_first_here`); a commit never
 checkpoints the WAL (an ``fsync``): no connection checkpoints on commit, the database does it on a
 thread every :data:`app.store.db.CHECKPOINT_EVERY` writes.
 """
@@ -32,10 +33,12 @@ from __future__ import annotations
 import collections
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
 from sqlalchemy.util.concurrency import await_
+
+T = TypeVar("T")
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
@@ -71,16 +74,6 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         connection = self._connection  # an aiosqlite.Connection
 
         begin = _take_begin(connection)
-        here = getattr(connection, _ON_LOOP, False)
-        if here and begin is not None:
-            try:
-                here = _begin_here(connection._conn, begin)
-            except Exception as error:
-                self._adapt_connection._handle_exception(error)
-            if here:
-                begin = None
-            else:
-                setattr(connection, _ON_LOOP, False)
 
         def call() -> tuple[Any, int, Any, list[Any] | None]:
             if begin is not None:
@@ -97,9 +90,18 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
             async with self._adapt_connection._execute_mutex:
                 return await connection._execute(call)  # type: ignore[no-any-return]
 
+        async def here() -> tuple[Any, int, Any, list[Any] | None]:
+            if begin is None:
+                return call()
+            first = _first_here(connection._conn, call)
+            if first is not None:
+                return first
+            setattr(connection, _ON_LOOP, False)  # another process holds a lock: the thread waits for it
+            return await queued()
+
         try:
-            # On the loop: through a coroutine that never suspends, as SQLAlchemy's async API needs a switch.
-            outcome = await_(_now(call) if here else queued())
+            # On the loop: a coroutine that does not suspend (SQLAlchemy's async API wants an await).
+            outcome = await_(here() if getattr(connection, _ON_LOOP, False) else queued())
             self._description, self._rowcount, self._lastrowid, rows = outcome
         except Exception as error:
             self._adapt_connection._handle_exception(error)
@@ -124,27 +126,25 @@ _ON_LOOP = "_ziti_scim_on_loop"
 """Whether the open transaction runs on the calling thread (:meth:`OneHopConnection.run_on_loop`)."""
 
 
-async def _now(call: Callable[[], Any]) -> Any:
-    return call()
-
-
 BUSY_TIMEOUT_MS = 30_000
-"""How long a statement on a connection's thread waits for another process's write lock."""
+"""How long a statement on a connection's thread waits for another process's lock."""
 
 
-def _begin_here(connection: sqlite3.Connection, begin: str) -> bool:
-    """Run ``begin`` at once on ``connection``, without waiting: False if another process holds the write
-    lock (SQLITE_BUSY; the caller then begins on the connection's thread, where waiting is harmless)."""
+def _first_here(connection: sqlite3.Connection, call: Callable[[], T]) -> T | None:
+    """``call()`` (a transaction's ``BEGIN`` and first statement, which takes SQLite's locks) without
+    waiting for a lock: None, with nothing begun, if another process holds one (SQLITE_BUSY; the caller
+    then runs it on the connection's thread, where waiting is harmless)."""
     connection.execute("PRAGMA busy_timeout=0")
     try:
-        connection.execute(begin)
+        return call()
     except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+        if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
             raise
-        return False
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        return None
     finally:
         connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return True
 
 
 def _take_begin(connection: Any) -> str | None:
@@ -166,8 +166,8 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         setattr(self._connection, _BEGIN, statement)
 
     def run_on_loop(self) -> None:
-        """Run the open write transaction's statements, its ``BEGIN`` and ``COMMIT`` on the calling
-        thread, until it ends (not its ``BEGIN`` if another process holds the write lock).
+        """Run the open transaction's statements, its ``BEGIN`` and ``COMMIT`` on the calling thread,
+        until it ends (on the connection's thread if its first statement would wait for another process).
 
         For a transaction whose statements are each a few rows by index; the connection must have been
         opened with ``check_same_thread=False``.

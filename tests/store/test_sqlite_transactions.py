@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import aiosqlite
 import pytest
 from sqlalchemy import text
 
-from app.store import settings
+from app.store import settings, sqlite_driver
 from app.store.db import CHECKPOINT_EVERY, Database
 
 
@@ -93,6 +94,11 @@ async def test_a_small_write_on_the_loop_makes_no_thread_hop_and_keeps_its_meani
         assert await settings.get(tx, "here") == {"v": 1}
     assert hops == []  # BEGIN, the statements and COMMIT: none went through aiosqlite's thread
     assert other_writer_can_begin(db)
+    async with db.transaction() as tx:  # a read likewise
+        db.on_loop(tx)
+        assert await settings.get(tx, "here") == {"v": 1}
+        assert other_writer_can_begin(db)  # a read transaction on the loop takes no write lock
+    assert hops == []
     with pytest.raises(RuntimeError):
         async with db.transaction(write=True) as tx:
             db.on_loop(tx)
@@ -142,3 +148,30 @@ async def test_the_wal_is_checkpointed_on_a_thread_every_checkpoint_every_writes
     assert db._checkpointing is not None
     await db._checkpointing
     assert path.stat().st_size > before + 100 * 2000  # copied into the database file
+
+
+def test_a_first_statement_on_the_loop_never_waits_for_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (x)")
+    setup.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")  # in WAL mode: no reader gets in while it holds it
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO t VALUES (1)")
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.execute(f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}")
+
+    def first() -> list[tuple[int]]:
+        reader.execute("BEGIN")
+        return reader.execute("SELECT count(*) FROM t").fetchall()
+
+    started = time.monotonic()
+    assert sqlite_driver._first_here(reader, first) is None  # busy: not waited for, nothing left begun
+    assert time.monotonic() - started < 1 and not reader.in_transaction
+    assert reader.execute("PRAGMA busy_timeout").fetchone() == (sqlite_driver.BUSY_TIMEOUT_MS,)
+    other.execute("COMMIT")
+    other.close()
+    assert sqlite_driver._first_here(reader, first) == [(1,)]
+    reader.close()
