@@ -21,6 +21,7 @@ PATCH applied in time linear in its size.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from inspect import isclass
@@ -97,15 +98,23 @@ def _too_many_values(name: str, count: int, limits: RequestLimits) -> str:
 def value_counts(resource: Any) -> dict[str, int]:
     """How many values each multi-valued attribute of a resource (and of its extensions) holds."""
     counts: dict[str, int] = {}
+    extensions = _extension_urns(type(resource))
     for name in type(resource).model_fields:
         value = getattr(resource, name, None)
-        if isinstance(value, list) and name != "schemas":
-            counts[name] = len(value)
-    for urn, extension in getattr(type(resource), "get_extension_models", dict)().items():
-        instance = resource[extension] if resource[extension] is not None else None
-        if instance is not None:
-            counts.update({f"{urn}:{key}": count for key, count in value_counts(instance).items()})
+        if isinstance(value, list):
+            if name != "schemas":
+                counts[name] = len(value)
+        elif value is not None and type(value) in extensions:
+            urn = extensions[type(value)]
+            counts.update({f"{urn}:{key}": count for key, count in value_counts(value).items()})
     return counts
+
+
+@functools.cache
+def _extension_urns(model: type[Any]) -> dict[type[Any], str]:
+    """The extension models a resource model holds, by class, with their schema URN (found once per model:
+    ``resource[extension]`` resolves a path each time, a quarter of a PATCH's value counting)."""
+    return {extension: urn for urn, extension in getattr(model, "get_extension_models", dict)().items()}
 
 
 def check_patched_values(before: dict[str, int], resource: Any, limits: RequestLimits) -> None:

@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from scim2_models import Group, PatchOp, ScimPolicy, User
+from scim2_models import URN, EnterpriseUser, Extension, Group, PatchOp, ScimPolicy, User
 
 from app.config import LimitsConfig
 from app.scim.handler import member_delta, plain_member_delta
-from app.scim.limits import SameValue, apply_linear, coalesce
+from app.scim.limits import SameValue, apply_linear, coalesce, value_counts
 from app.server import create_app
 from tests.paths import ROOT
 from tests.support.live import live_server
@@ -491,3 +491,23 @@ def test_other_member_patches_take_the_validated_path(operations: list[dict[str,
     assert plain_member_delta({"Operations": PLAIN[0]}, lenient) is None  # no schemas: validated
     strict = ScimPolicy(remove_value_as_filter=ScimPolicy.RemoveValue.forbid)
     assert plain_member_delta(_patch(PLAIN[2]), strict) is None
+
+
+class Badges(Extension):
+    __schema__ = URN("urn:example:params:scim:schemas:extension:badges:2.0:User")
+    badges: list[str] | None = None
+
+
+def test_value_counts_counts_the_values_of_the_resource_and_of_its_extensions() -> None:
+    user = User[Badges | EnterpriseUser].model_validate(
+        {
+            "userName": "ada",
+            "emails": [{"value": "a@example.org"}, {"value": "b@example.org"}],
+            "urn:example:params:scim:schemas:extension:badges:2.0:User": {"badges": ["x", "y", "z"]},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "d"},
+        }
+    )
+    assert value_counts(user) == {
+        "emails": 2,
+        "urn:example:params:scim:schemas:extension:badges:2.0:User:badges": 3,
+    }
