@@ -98,7 +98,7 @@ def _too_many_values(name: str, count: int, limits: RequestLimits) -> str:
 def value_counts(resource: Any) -> dict[str, int]:
     """How many values each multi-valued attribute of a resource (and of its extensions) holds."""
     counts: dict[str, int] = {}
-    extensions = _extension_urns(type(resource))
+    extensions = _extension_urns(type(resource))  # type: ignore[arg-type]  # classes hash
     for name in type(resource).model_fields:
         value = getattr(resource, name, None)
         if isinstance(value, list):
