@@ -18,7 +18,7 @@ not keep — and a filter value holding NUL (U+0000), which PostgreSQL text cann
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -522,6 +522,24 @@ class Translator(FilterVisitor[ColumnElement[bool]]):
         if kind is str:
             return self.dialect.text(self.dialect.fold(column) if folded else column)
         return column
+
+
+_KEYS = frozenset({"id", "username", "externalid"})
+"""User attributes each with its own index: an ``eq`` on one finds a row or a few."""
+_USER = "urn:ietf:params:scim:schemas:core:2.0:user"
+
+
+def by_key(scim_filter: Any, resource_types: Collection[str]) -> bool:
+    """Whether ``scim_filter`` finds users by a key (``userName``, ``externalId`` or ``id`` ``eq`` a value,
+    the lookup IdPs make before every create): a few rows by an index, whatever the directory's size."""
+    return (
+        set(resource_types) == {"User"}
+        and isinstance(scim_filter, Comparison)
+        and scim_filter.op is CompareOperator.eq
+        and scim_filter.attr_path.sub_attr is None
+        and (scim_filter.attr_path.uri or _USER).lower() == _USER
+        and scim_filter.attr_path.attr.lower() in _KEYS
+    )
 
 
 def where_clause(

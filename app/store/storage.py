@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.constants import STATUS_ATTRIBUTES, STATUS_EXTENSION, ZITI_EXTENSION
 from app.store import queue
 from app.store.db import CHUNK, WRITE, Database, fold
-from app.store.filters import Dialect, Translator, where_clause
+from app.store.filters import Dialect, Translator, by_key, where_clause
 from app.store.offload import off_loop
 from app.store.tables import emails, members, resources
 
@@ -496,6 +496,8 @@ class SqlStorage(AsyncScimStorage):
             resources.c.source == self.source, where_clause(scim_filter, models, resources, self.dialect)
         )
         async with self.db.transaction() as conn:
+            if by_key(scim_filter, models):
+                self.db.on_loop(conn)
 
             async def counted() -> int:
                 statement = select(func.count()).select_from(resources).where(condition)
