@@ -18,14 +18,14 @@ drops the pending ``BEGIN``.
 A transaction of a few statements of a few rows each by index (one user's read or write) runs on the
 event loop's own thread instead (:meth:`OneHopConnection.run_on_loop`), ``BEGIN`` and ``COMMIT``
 included. SQLite has one writer at a time, so the process's writers queue for their turn
-(:meth:`app.store.db.Database.transaction`), and every hop's answer waits behind the callbacks ready on the
-loop: at 8 concurrent requests a user's write held the turn 2–3 ms for about 0.5 ms of SQLite's and
-SQLAlchemy's work; on the loop the turn lasts that work alone, and no statement pays a hop's CPU (a
-queue, a thread wake-up, two hand-overs of the GIL). Nothing there may wait: the first statement, which
-takes SQLite's locks, runs without SQLite's busy wait, and if another process holds a lock the
-transaction goes on on the connection's thread as any other (:func:`_first_here`); a commit never
-checkpoints the WAL (an ``fsync``): no connection checkpoints on commit, the database does it on a
-thread every :data:`app.store.db.CHECKPOINT_EVERY` writes.
+(:meth:`app.store.db.Database.transaction`), and every hop's answer waits behind the callbacks ready on
+the loop: at 8 concurrent requests the writers' turns lasted about 2 ms (median 1.9–2.2 ms) for under
+1 ms of SQLite's and SQLAlchemy's work, which capped writes near 400/s. On the loop the turn lasts that
+work, and no statement pays a hop's CPU (a queue, a thread wake-up, two hand-overs of the GIL). Nothing
+there may wait: the first statement, which takes SQLite's locks, runs without SQLite's busy wait, and if
+another process holds a lock the transaction goes on on the connection's thread as any other
+(:func:`_first_here`); a commit never checkpoints the WAL (an ``fsync``): no connection checkpoints on
+commit, the database does it on a thread every :data:`app.store.db.CHECKPOINT_EVERY` writes.
 """
 
 from __future__ import annotations
