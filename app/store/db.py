@@ -146,7 +146,8 @@ class Database:
         return upsert(table, is_sqlite=self.is_sqlite)
 
     def on_loop(self, conn: AsyncConnection) -> None:
-        """Run ``conn``'s transaction's next statements on the event loop's thread, until it ends.
+        """Run ``conn``'s transaction's next statements on the event loop's thread, until it ends (the
+        blocks that join it after this call included: call it only where the whole rest is small).
 
         For a transaction of a few statements of a few rows each, by index (one user's read or write):
         SQLite's single writer's turn then lasts as long as SQLite's work, not as long as a thread hop
