@@ -21,8 +21,9 @@ from scim2_models import InvalidValueException, UniquenessException
 from app.mapping import GroupRef, MappingError, map_user
 from app.reconcile.settings import SourceSettings
 from app.reconcile.skipped import unmappable_message
+from app.reconcile.target import target_of
 from app.store import provisioning
-from app.store.types import ProvisioningView, StoredGroup, Transaction
+from app.store.types import Admission, ProvisioningView, StoredGroup, Transaction
 
 
 def group_refs(groups: Iterable[StoredGroup]) -> list[GroupRef]:
@@ -43,9 +44,15 @@ class ProvisioningHooks:
         user_id: str,
         document: dict[str, Any],
         groups: list[dict[str, Any]],
-    ) -> dict[str, Any] | None:
-        """Admit the write (see the module); return what :meth:`view` will show of the user once the
-        storage marked it dirty in the same transaction (its record as admitted, ``pending``)."""
+    ) -> Admission:
+        """Admit the write (see the module): what :meth:`view` will show of the user, and whether the
+        storage marks it dirty in the same transaction.
+
+        A write that leaves the user's identity as it was last applied (its :func:`target_of` equals
+        the settled record's, :func:`~app.store.provisioning.settled_target_now`) is not marked: its
+        converge would find nothing to do. The user then shows its record as it is (``synced``).
+        Anything else (a new user, a change of the identity, a record not settled, a change already
+        waiting) is marked and shows ``pending``."""
         settings = self.settings[source]
         refs = [GroupRef(id=g["value"], display_name=g.get("display") or "") for g in groups]
         user_name = document.get("userName")
@@ -58,14 +65,17 @@ class ProvisioningHooks:
             shown = await provisioning.admit_skipped(
                 tx, source, user_id, user_name=user_name, message=message
             )
-            return _entry(provisioning.shown(shown, dirty=True))
+            return Admission(_entry(provisioning.shown(shown, dirty=True)))
         try:
             shown = await provisioning.admit(
                 tx, source, user_id, external_id=desired.external_id, user_name=user_name
             )
         except provisioning.ExternalIdTaken as error:
             raise UniquenessException(detail=str(error)) from error
-        return _entry(provisioning.shown(shown, dirty=True))
+        if shown.identity_id and shown.state == "synced" and not shown.last_error:
+            if await provisioning.settled_target_now(tx, source, user_id) == target_of(desired, document):
+                return Admission(_entry(shown), converge=False)
+        return Admission(_entry(provisioning.shown(shown, dirty=True)))
 
     async def release(self, tx: Transaction, source: str, user_id: str) -> None:
         await provisioning.release_external_id(tx, source, user_id)

@@ -39,6 +39,7 @@ from app.reconcile.safety import Held, Safety
 from app.reconcile.settings import TAG_DEPLOYMENT, TAG_ID, TAG_SOURCE, SourceSettings
 from app.reconcile.skipped import SKIPPED, unmappable_message
 from app.reconcile.state_reads import StateReads
+from app.reconcile.target import target_of
 from app.store import audit as audit_log
 from app.store import provisioning, queue
 from app.store.db import Database
@@ -122,16 +123,6 @@ class Applied:
     identity_id: str
     fields: dict[str, Any]
     adopted: bool = False
-
-
-def target_fields(identity: DesiredIdentity) -> dict[str, Any]:
-    return {
-        "name": identity.name,
-        "externalId": identity.external_id,
-        "roleAttributes": sorted(identity.role_attributes),
-        "authPolicyId": identity.auth_policy_id,
-        "isAdmin": identity.is_admin,
-    }
 
 
 def observed_fields(identity: dict[str, Any]) -> dict[str, Any]:
@@ -354,16 +345,10 @@ class Reconciler:
             desired = map_user(state.document, group_refs(state.groups), settings.mapping).identity
         except MappingError as error:
             raise Unmappable(unmappable_message(error)) from error
-        target = target_fields(desired)
-        target["disabled"] = state.document.get("active") is False
+        target = target_of(desired, state.document)
         record = state.provisioning or {}
         applied = record.get("applied") or {}
-        if (
-            record.get("identity_id")
-            and record.get("state") == "synced"
-            and not record.get("last_error")
-            and applied.get("target") == target
-        ):
+        if provisioning.settled_target(state.provisioning) == target:
             return
         owner = await self.owner(settings)
         current = None

@@ -28,9 +28,10 @@ from app.mapping import MappingError, map_user
 from app.reconcile import ownership
 from app.reconcile.actuator import NotOurs, Origin
 from app.reconcile.admission import group_refs
-from app.reconcile.reconciler import Reconciler, observed_fields, target_fields
+from app.reconcile.reconciler import Reconciler, observed_fields
 from app.reconcile.safety import Held, write_setting
 from app.reconcile.settings import MANAGER, TAG_ID, TAG_MANAGED_BY
+from app.reconcile.target import target_fields
 from app.store import locks, provisioning, queue
 from app.store.db import Database
 from app.store.desired import read_user_state, user_ids

@@ -176,6 +176,46 @@ _VIEW = select(
 """The view's query, built once."""
 
 
+def settled_target(record: ProvisioningRecord | None) -> dict[str, Any] | None:
+    """The identity fields last applied for the user (``applied["target"]``) if its record is settled:
+    an identity, state ``synced``, no error. None otherwise: a converge has something to look at."""
+    if not record or not record.get("identity_id") or record.get("state") != "synced":
+        return None
+    if record.get("last_error"):
+        return None
+    target = (record.get("applied") or {}).get("target")
+    return target if isinstance(target, dict) else None
+
+
+async def settled_target_now(tx: Transaction, source: str, user_id: str) -> dict[str, Any] | None:
+    """:func:`settled_target` of the user's record, None as well while the user is marked dirty (a change
+    waits to be converged, or is being converged: a claim keeps the mark until it settles).
+
+    Run after :func:`admit` in the same transaction: on PostgreSQL the admission's row lock keeps a
+    converge from settling the record in between, so the answer is the record as the write leaves it.
+    """
+    row = (await tx.execute(_SETTLED, {"s_source": source, "s_user_id": user_id})).first()
+    if row is None:
+        return None
+    record: ProvisioningRecord = {
+        "identity_id": row.identity_id,
+        "state": row.state,
+        "last_error": row.last_error,
+        "applied": row.applied,
+    }
+    return settled_target(record)
+
+
+_SETTLED = select(
+    provisioning.c.identity_id, provisioning.c.state, provisioning.c.last_error, provisioning.c.applied
+).where(
+    provisioning.c.source == bindparam("s_source"),
+    provisioning.c.user_id == bindparam("s_user_id"),
+    ~exists().where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)),
+)
+"""The query of :func:`settled_target_now`, built once."""
+
+
 class Synced(NamedTuple):
     """A converged user's record (:func:`record_synced_all`)."""
 

@@ -37,6 +37,7 @@ from app.store.db import CHUNK, WRITE, Database, fold
 from app.store.filters import Dialect, Translator, by_key, where_clause
 from app.store.offload import off_loop
 from app.store.tables import emails, members, resources
+from app.store.types import Admission
 
 OFF_LOOP_REFS = 1000
 """A resource with more member/group references than this is validated in a worker thread."""
@@ -179,11 +180,11 @@ class UserHooks(Protocol):
         user_id: str,
         document: dict[str, Any],
         groups: list[dict[str, Any]],
-    ) -> dict[str, Any] | None:
+    ) -> Admission:
         """Check a user's new state can be provisioned (raise a SCIMException to refuse the write).
 
-        Returns what :meth:`view` will show of the user after this write (the storage marks the user dirty
-        in the same transaction), or None: the response then shows it without reading it back."""
+        Returns what :meth:`view` will show of the user after this write, and whether the storage marks
+        the user dirty in the same transaction (:class:`~app.store.types.Admission`)."""
 
     async def release(self, conn: AsyncConnection, source: str, user_id: str) -> None:
         """The user is being deleted."""
@@ -682,11 +683,13 @@ class SqlStorage(AsyncScimStorage):
                 await self._mark_members(conn, wanted)
             if name == "User":
                 await self._write_emails(conn, pk, document, fresh=True)
+                admission = Admission(None)
                 if self.hooks is not None:
-                    view = await self.hooks.admit(conn, self.source, resource_id, document, [])
-                    if view is not None:
-                        known_views = {resource_id: view}
-                await self.mark_dirty(conn, [resource_id])
+                    admission = await self.hooks.admit(conn, self.source, resource_id, document, [])
+                    if admission.view is not None:
+                        known_views = {resource_id: admission.view}
+                if admission.converge:
+                    await self.mark_dirty(conn, [resource_id])
                 self.fresh.add((self.source, resource_id))
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(pk, name, resource_id, document, now, now, 1)
@@ -736,12 +739,15 @@ class SqlStorage(AsyncScimStorage):
             if name == "User":
                 if _email_keys(row.data) != _email_keys(document):
                     await self._write_emails(conn, row.pk, document)
+                admission = Admission(None)
                 if self.hooks is not None:
                     known = known if known is not None else await self._groups(conn, [row.pk])
-                    view = await self.hooks.admit(conn, self.source, resource.id, document, known[row.pk])
-                    if view is not None:
-                        known_views = {resource.id: view}
-                await self.mark_dirty(conn, [resource.id])
+                    groups = known[row.pk]
+                    admission = await self.hooks.admit(conn, self.source, resource.id, document, groups)
+                    if admission.view is not None:
+                        known_views = {resource.id: admission.view}
+                if admission.converge:
+                    await self.mark_dirty(conn, [resource.id])
             # Answered from what was written: re-reading the row would return the same values.
             stored = Stored(row.pk, name, resource.id, document, row.created, modified, row.version + 1)
             (updated,) = await self._documents(conn, [stored], known_groups=known, known_views=known_views)

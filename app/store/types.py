@@ -14,7 +14,7 @@ Code outside :mod:`app.store` never sees a table or a SQL statement: it sees the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypedDict
+from typing import Any, NamedTuple, TypeAlias, TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -121,6 +121,17 @@ class DesiredUser:
     groups: tuple[StoredGroup, ...]
 
 
+class Admission(NamedTuple):
+    """What admitting a user's write (:meth:`app.store.storage.UserHooks.admit`) tells the storage."""
+
+    view: dict[str, Any] | None
+    """What :meth:`~app.store.storage.UserHooks.view` will show of the user after the write, or None
+    (the response then reads it back)."""
+    converge: bool = True
+    """False when the write leaves the user's identity as it was last applied, with no other change of
+    it waiting: the storage then leaves it unmarked (its converge would find nothing to do)."""
+
+
 @dataclass(frozen=True)
 class ProvisioningView:
     """The provisioning attributes a SCIM response shows for a user (the ziti extension)."""
@@ -145,6 +156,7 @@ class StoredEvent:
 
 
 __all__ = [
+    "Admission",
     "AuditEntry",
     "AuditRow",
     "Claim",

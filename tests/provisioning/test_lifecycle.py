@@ -203,3 +203,26 @@ def test_unchanged_update_makes_no_controller_call(stack: Stack) -> None:
         (body,) = stack.settle()
         assert body[STATUS]["provisioningState"] == "synced"
     assert len(stack.state.requests) == calls
+
+
+def test_a_change_the_identity_does_not_show_is_answered_synced_and_not_converged(stack: Stack) -> None:
+    """displayName is not mapped by the default preset: the write is stored, the identity is left alone."""
+    with stack.client() as scim:
+        created = scim.post("/Users", json=user("jay", "jay@example.com", displayName="Jay"))
+        (settled,) = stack.settle()
+        calls = len(stack.state.requests)
+        uid = created.json()["id"]
+        renamed = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "J."}]}
+        patched = scim.patch(f"/Users/{uid}", json=renamed)
+        assert patched.status_code == 200
+        assert patched.json()["displayName"] == "J."
+        assert patched.json()[STATUS] == settled[STATUS]
+        assert settled[STATUS]["provisioningState"] == "synced"
+        assert len(stack.state.requests) == calls, "no controller call, not even a re-read"
+        # A change the identity shows is converged as ever.
+        moved = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "userName", "value": "jay2"}]}
+        answer = scim.patch(f"/Users/{uid}", json=moved)
+        assert answer.json()[STATUS]["provisioningState"] == "pending"
+        (body,) = stack.settle()
+        assert body[STATUS]["provisioningState"] == "synced"
+    assert stack.identity("jay@example.com").name == "jay2"

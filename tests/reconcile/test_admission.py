@@ -1,0 +1,90 @@
+"""Admission of a user write: a write that leaves the identity as it was last applied is not marked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.store import provisioning, queue
+from app.store.types import Admission
+from tests.reconcile.conftest import SOURCE, Harness, user_document
+
+
+async def admit(harness: Harness, user_id: str, user_name: str, **fields: Any) -> Admission:
+    document = user_document(user_id, user_name, **fields)
+    async with harness.db.transaction(write=True) as tx:
+        return await harness.hooks().admit(tx, SOURCE, user_id, document, [])
+
+
+async def synced(harness: Harness, user_id: str = "u1") -> str:
+    await harness.put_user(user_id, "alice", email="alice@example.com", displayName="Alice")
+    assert await harness.converge(user_id) == "synced"
+    record = await harness.record(user_id)
+    assert record is not None and record["state"] == "synced" and record["identity_id"]
+    return str(record["identity_id"])
+
+
+async def test_a_new_user_is_marked(harness: Harness) -> None:
+    admitted = await admit(harness, "u1", "alice", email="alice@example.com")
+    assert admitted == Admission({"provisioningState": "pending"}, converge=True)
+
+
+async def test_a_write_that_leaves_the_identity_as_applied_is_not_marked(harness: Harness) -> None:
+    identity_id = await synced(harness)
+    calls = len(harness.controller.calls)
+    # displayName is not mapped (the generic preset names the identity after userName).
+    admitted = await admit(harness, "u1", "alice", email="alice@example.com", displayName="Alice Liddell")
+    assert admitted == Admission({"provisioningState": "synced", "identityId": identity_id}, converge=False)
+    # What the converge would have found: nothing to do, no controller call.
+    assert await harness.converge("u1") == "synced"
+    assert len(harness.controller.calls) == calls
+
+
+async def test_a_write_that_changes_the_identity_is_marked(harness: Harness) -> None:
+    identity_id = await synced(harness)
+    changes: list[dict[str, Any]] = [
+        {"user_name": "alice2", "email": "alice@example.com"},  # the name
+        {"user_name": "alice", "email": "alice@example.org"},  # the externalId
+        {"user_name": "alice", "email": "alice@example.com", "active": False},  # disabled
+        {"user_name": "alice", "email": "alice@example.com", "roles": [{"value": "ops"}]},  # roleAttributes
+    ]
+    for change in changes:
+        admitted = await admit(harness, "u1", change.pop("user_name"), **change)
+        assert admitted == Admission({"provisioningState": "pending", "identityId": identity_id}, converge=True)
+
+
+async def test_a_user_with_a_change_waiting_is_marked_again(harness: Harness) -> None:
+    await synced(harness)
+    async with harness.db.transaction(write=True) as tx:
+        await queue.mark(tx, SOURCE, ["u1"])  # e.g. a group change not converged yet
+    admitted = await admit(harness, "u1", "alice", email="alice@example.com", displayName="Other")
+    assert admitted.converge and admitted.view is not None
+    assert admitted.view["provisioningState"] == "pending"
+
+
+async def test_a_user_being_converged_is_marked_again(harness: Harness) -> None:
+    await synced(harness)
+    async with harness.db.transaction(write=True) as tx:
+        await queue.mark(tx, SOURCE, ["u1"])
+        claim = await queue.claim(tx, SOURCE, "u1")
+    assert claim is not None
+    admitted = await admit(harness, "u1", "alice", email="alice@example.com", displayName="Other")
+    assert admitted.converge, "the claim keeps the mark until it settles: the write marks it again"
+
+
+async def test_a_record_not_settled_is_marked(harness: Harness) -> None:
+    await synced(harness)
+    async with harness.db.transaction(write=True) as tx:
+        await provisioning.record_error(tx, SOURCE, "u1", "controller unavailable")
+    admitted = await admit(harness, "u1", "alice", email="alice@example.com", displayName="Other")
+    assert admitted.converge
+
+
+async def test_settled_target_reads_only_a_settled_record() -> None:
+    target = {"name": "alice"}
+    settled: dict[str, Any] = {
+        "identity_id": "i1", "state": "synced", "last_error": None, "applied": {"target": target},
+    }  # fmt: skip
+    assert provisioning.settled_target(settled) == target  # type: ignore[arg-type]
+    for change in ({"identity_id": None}, {"state": "failed"}, {"last_error": "x"}, {"applied": {}}):
+        assert provisioning.settled_target({**settled, **change}) is None  # type: ignore[arg-type]
+    assert provisioning.settled_target(None) is None
