@@ -44,13 +44,22 @@ class ProvisioningHooks:
         user_id: str,
         document: dict[str, Any],
         groups: list[dict[str, Any]],
+        before: dict[str, Any] | None = None,
     ) -> Admission:
         """Admit the write (see the module): what :meth:`view` will show of the user, and whether the
         storage marks it dirty in the same transaction.
 
-        A write that leaves the user's identity as it was last applied (its :func:`target_of` equals
-        the settled record's, :func:`~app.store.provisioning.settled_target_now`) is not marked: its
-        converge would find nothing to do. The user then shows its record as it is (``synced``).
+        A write that leaves the user's identity as it was last applied is not marked: its converge would
+        find nothing to do, and the user shows its record as it is (``synced``). That takes both:
+
+        - the record is settled, with no change waiting, and its target is the one the new document
+          maps to (:func:`~app.store.provisioning.settled_target_now`);
+        - the document's own part of the identity is unchanged: ``before`` (the stored document this
+          write replaces) and the new one map to the same identity when mapped without groups. On
+          PostgreSQL a concurrent change of the user's groups may be converged from ``before`` (this
+          write not committed yet); role attributes are the union of the document's and the groups'
+          (:mod:`app.mapping.roles`), so that converge then reaches this document's identity as well.
+
         Anything else (a new user, a change of the identity, a record not settled, a change already
         waiting) is marked and shows ``pending``."""
         settings = self.settings[source]
@@ -72,7 +81,8 @@ class ProvisioningHooks:
             )
         except provisioning.ExternalIdTaken as error:
             raise UniquenessException(detail=str(error)) from error
-        if shown.identity_id and shown.state == "synced" and not shown.last_error:
+        settled = shown.identity_id and shown.state == "synced" and not shown.last_error
+        if settled and before is not None and _own(before, settings) == _own(document, settings):
             if await provisioning.settled_target_now(tx, source, user_id) == target_of(desired, document):
                 return Admission(_entry(shown), converge=False)
         return Admission(_entry(provisioning.shown(shown, dirty=True)))
@@ -85,6 +95,16 @@ class ProvisioningHooks:
     ) -> dict[str, dict[str, Any]]:
         shown = await provisioning.view(tx, source, user_ids)
         return {user_id: _entry(record) for user_id, record in shown.items()}
+
+
+def _own(document: dict[str, Any] | None, settings: SourceSettings) -> dict[str, Any] | None:
+    """The identity ``document`` maps to without groups (None: it cannot be mapped)."""
+    if document is None:
+        return None
+    try:
+        return target_of(map_user(document, [], settings.mapping).identity, document)
+    except MappingError:
+        return None
 
 
 def _entry(shown: ProvisioningView) -> dict[str, Any]:

@@ -180,11 +180,13 @@ class UserHooks(Protocol):
         user_id: str,
         document: dict[str, Any],
         groups: list[dict[str, Any]],
+        before: dict[str, Any] | None = None,
     ) -> Admission:
         """Check a user's new state can be provisioned (raise a SCIMException to refuse the write).
 
-        Returns what :meth:`view` will show of the user after this write, and whether the storage marks
-        the user dirty in the same transaction (:class:`~app.store.types.Admission`)."""
+        ``before`` is the stored document the write replaces (None for a new user). Returns what
+        :meth:`view` will show of the user after this write, and whether the storage marks the user
+        dirty in the same transaction (:class:`~app.store.types.Admission`)."""
 
     async def release(self, conn: AsyncConnection, source: str, user_id: str) -> None:
         """The user is being deleted."""
@@ -743,7 +745,9 @@ class SqlStorage(AsyncScimStorage):
                 if self.hooks is not None:
                     known = known if known is not None else await self._groups(conn, [row.pk])
                     groups = known[row.pk]
-                    admission = await self.hooks.admit(conn, self.source, resource.id, document, groups)
+                    admission = await self.hooks.admit(
+                        conn, self.source, resource.id, document, groups, before=row.data
+                    )
                     if admission.view is not None:
                         known_views = {resource.id: admission.view}
                 if admission.converge:
