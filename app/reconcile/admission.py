@@ -52,13 +52,14 @@ class ProvisioningHooks:
         A write that leaves the user's identity as it was last applied is not marked: its converge would
         find nothing to do, and the user shows its record as it is (``synced``). That takes both:
 
-        - the record is settled, with no change waiting, and its target is the one the new document
-          maps to (:func:`~app.store.provisioning.settled_target_now`);
         - the document's own part of the identity is unchanged: ``before`` (the stored document this
-          write replaces) and the new one map to the same identity when mapped without groups. On
-          PostgreSQL a concurrent change of the user's groups may be converged from ``before`` (this
-          write not committed yet); role attributes are the union of the document's and the groups'
-          (:mod:`app.mapping.roles`), so that converge then reaches this document's identity as well.
+          write replaces) and the new one map to the same identity when mapped without groups, and
+          have the same ``userName``. On PostgreSQL a concurrent change of the user's groups may be
+          converged from ``before`` (this write not committed yet); role attributes are the union of
+          the document's and the groups' (:mod:`app.mapping.roles`), so that converge then reaches
+          this document's identity as well. The record already claims this externalId and userName;
+        - the record is settled, with no change waiting, and its target is the one the new document
+          maps to (:func:`~app.store.provisioning.settled_now`).
 
         Anything else (a new user, a change of the identity, a record not settled, a change already
         waiting) is marked and shows ``pending``."""
@@ -75,16 +76,20 @@ class ProvisioningHooks:
                 tx, source, user_id, user_name=user_name, message=message
             )
             return Admission(_entry(provisioning.shown(shown, dirty=True)))
+        same_user_name = before is not None and before.get("userName") == user_name
+        if same_user_name and _own(before, settings) == _own(document, settings):
+            # Same externalId and userName: the record's claim already holds them, no upsert needed.
+            record = await provisioning.settled_now(tx, source, user_id)
+            if provisioning.settled_target(record) == target_of(desired, document):
+                assert record is not None
+                view = ProvisioningView(record["state"], record["identity_id"], record["last_error"])
+                return Admission(_entry(view), converge=False)
         try:
             shown = await provisioning.admit(
                 tx, source, user_id, external_id=desired.external_id, user_name=user_name
             )
         except provisioning.ExternalIdTaken as error:
             raise UniquenessException(detail=str(error)) from error
-        settled = shown.identity_id and shown.state == "synced" and not shown.last_error
-        if settled and before is not None and _own(before, settings) == _own(document, settings):
-            if await provisioning.settled_target_now(tx, source, user_id) == target_of(desired, document):
-                return Admission(_entry(shown), converge=False)
         return Admission(_entry(provisioning.shown(shown, dirty=True)))
 
     async def release(self, tx: Transaction, source: str, user_id: str) -> None:

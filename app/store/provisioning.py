@@ -187,12 +187,12 @@ def settled_target(record: ProvisioningRecord | None) -> dict[str, Any] | None:
     return target if isinstance(target, dict) else None
 
 
-async def settled_target_now(tx: Transaction, source: str, user_id: str) -> dict[str, Any] | None:
-    """:func:`settled_target` of the user's record, None as well while the user is marked dirty (a change
-    waits to be converged, or is being converged: a claim keeps the mark until it settles).
+async def settled_now(tx: Transaction, source: str, user_id: str) -> ProvisioningRecord | None:
+    """The user's record (``identity_id``, ``state``, ``last_error``, ``applied``) if it is settled
+    (:func:`settled_target`) and the user is not marked dirty; else None.
 
-    Run after :func:`admit` in the same transaction: on PostgreSQL the admission's row lock keeps a
-    converge from settling the record in between, so the answer is the record as the write leaves it.
+    A mark stays until the converge that claimed it settles, in the transaction that writes the record:
+    with no mark, no converge is under way, and the record is what the controller was last given.
     """
     row = (await tx.execute(_SETTLED, {"s_source": source, "s_user_id": user_id})).first()
     if row is None:
@@ -203,7 +203,7 @@ async def settled_target_now(tx: Transaction, source: str, user_id: str) -> dict
         "last_error": row.last_error,
         "applied": row.applied,
     }
-    return settled_target(record)
+    return record if settled_target(record) is not None else None
 
 
 _SETTLED = select(
@@ -213,7 +213,7 @@ _SETTLED = select(
     provisioning.c.user_id == bindparam("s_user_id"),
     ~exists().where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)),
 )
-"""The query of :func:`settled_target_now`, built once."""
+"""The query of :func:`settled_now`, built once."""
 
 
 class Synced(NamedTuple):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.mapping import load_mapping
 from app.store import provisioning, queue
 from app.store.types import Admission
 from tests.reconcile.conftest import SOURCE, Harness, user_document
@@ -122,3 +123,13 @@ async def test_settled_target_reads_only_a_settled_record() -> None:
     for change in ({"identity_id": None}, {"state": "failed"}, {"last_error": "x"}, {"applied": {}}):
         assert provisioning.settled_target({**settled, **change}) is None  # type: ignore[arg-type]
     assert provisioning.settled_target(None) is None
+
+
+async def test_a_new_user_name_the_identity_does_not_show_is_recorded(harness: Harness) -> None:
+    """The record keeps the user's userName (audit, doctor): a write changing it goes through the upsert."""
+    harness.configure(mapping=load_mapping({"preset": "generic", "name_template": "{emails[primary eq true].value}"}))
+    await synced(harness)
+    admitted = await admit(harness, "u1", "alice.l", email="alice@example.com", displayName="Alice")
+    assert admitted.converge
+    record = await harness.record("u1")
+    assert record is not None and record["user_name"] == "alice.l"

@@ -357,14 +357,14 @@ class ProvisioningContract(StoreContract):
         assert skipped == ProvisioningView("skipped", "i1", "emails: missing")
         assert fresh == ProvisioningView("skipped", None, "emails: missing")
 
-    async def test_settled_target_now_is_the_applied_target_of_a_settled_unmarked_record(
+    async def test_settled_now_is_the_record_of_a_settled_unmarked_user(
         self, db: Database
     ) -> None:
         target = {"name": "u1", "disabled": False}
 
         async def settled() -> dict[str, Any] | None:
             async with db.transaction() as tx:
-                return await provisioning.settled_target_now(tx, SOURCE, "u1")
+                return provisioning.settled_target(await provisioning.settled_now(tx, SOURCE, "u1"))
 
         await self.admit(db, "u1", "u1@example.com")
         assert await settled() is None  # pending, no identity
@@ -383,7 +383,7 @@ class ProvisioningContract(StoreContract):
             await provisioning.record_error(tx, SOURCE, "u1", "in flight")
         assert await settled() is None  # not settled: the last change's outcome is unknown
         async with db.transaction() as tx:
-            assert await provisioning.settled_target_now(tx, SOURCE, "nobody") is None
+            assert await provisioning.settled_now(tx, SOURCE, "nobody") is None
 
     async def test_a_released_external_id_can_be_claimed_by_another_user(self, db: Database) -> None:
         await self.admit(db, "u1", "x@example.com")
