@@ -219,6 +219,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         "await provisioner.worker.drain(timeout=600)",
         ("tests/provisioning/test_sync.py",),
     ),
+    Mutation(
+        "a write skips its converge with a change of the user waiting",
+        "app/store/provisioning.py",
+        "    ~exists().where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)),\n)",
+        ")",
+        ("tests/reconcile/test_admission.py", "tests/store/test_store_operations.py"),
+    ),
+    Mutation(
+        "a write skips its converge when groups hide a change of the document",
+        "app/reconcile/admission.py",
+        "if same_user_name and _own(before, settings) == _own(document, settings):",
+        "if same_user_name:",
+        ("tests/reconcile/test_admission.py",),
+    ),
 )
 
 
