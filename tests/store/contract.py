@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from scim2_models import ResourceType
+from scim2_models import ResourceType, SearchRequest
 from scim2_server.utils import load_default_provider
 
 from app.store import audit, desired, provisioning, queue, settings
@@ -697,6 +697,27 @@ class DesiredContract(StoreContract):
         assert (state.document["userName"], state.document["displayName"]) == ("alice", "Alice")
         assert state.groups == (StoredGroup(zeta, "zeta", None), StoredGroup(alpha, "alpha", "g-ext"))
         assert state.provisioning is None
+
+    async def test_a_user_read_by_id_lists_its_groups_as_a_search_does(self, db: Database, scim: Scim) -> None:
+        """GET /Users/{id} reads the row and the groups in one statement, a search with a second one:
+        the same groups, in the order the groups were created, a group's displayName as ``display``."""
+        storage, user_type, group_type, user_model, group_model = scim
+        user = await created(storage, user_type, user_model(user_name="alice"))
+        alone = await created(storage, user_type, user_model(user_name="bob"))
+        made = []
+        for name in ("zeta", "alpha", "Ünï \"quoted\""):
+            made.append(await created(storage, group_type, group_model(display_name=name, members=[{"value": user}])))
+        read = await storage.get(user_type, user, answer=True)
+        found = await storage.search([user_type], SearchRequest(filter='userName eq "alice"'))
+        assert read["groups"] == [
+            {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct", "display": name}
+            for group_id, name in zip(made, ("zeta", "alpha", 'Ünï "quoted"'), strict=True)
+        ]
+        (listed,) = found.resources
+        assert [g.value for g in listed.groups] == made
+        assert "groups" not in await storage.get(user_type, alone, answer=True)
+        model = await storage.get(user_type, user)
+        assert [(g.value, g.display) for g in model.groups] == [(g["value"], g["display"]) for g in read["groups"]]
 
     async def test_a_deleted_user_has_no_document_but_keeps_its_record(self, db: Database, scim: Scim) -> None:
         storage, user_type, _, user_model, _ = scim
