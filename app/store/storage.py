@@ -75,9 +75,10 @@ _USER_GROUPS = (
 )
 
 
-def _user_row_statement(*, is_sqlite: bool, locked: bool) -> Select[Any]:
-    """:data:`_ROW` of a user, with its groups as one JSON array of ``[group pk, id, displayName]``
-    (``groups_json``): one statement instead of two, which costs more than the rows it reads."""
+def _groups_json(*, is_sqlite: bool) -> Any:
+    """A user row's groups as one JSON array of ``[group pk, id, displayName]`` (``groups_json``, a
+    correlated subquery): the row and its groups in one statement instead of two, which costs more than
+    the rows it reads (:func:`_group_entries` turns it into ``groups``)."""
     group = _OWNER_GROUP
     entry = (func.json_array if is_sqlite else func.json_build_array)(
         group.c.pk, group.c.id, group.c.data["displayName"].as_string()
@@ -88,16 +89,33 @@ def _user_row_statement(*, is_sqlite: bool, locked: bool) -> Select[Any]:
         .where(members.c.member_pk == resources.c.pk)
         .scalar_subquery()
     )
-    query = _ROW.add_columns(type_coerce(groups, JSON).label("groups_json"))
-    return query.with_for_update(of=resources) if locked else query
+    return type_coerce(groups, JSON).label("groups_json")
 
 
+_GROUPS_JSON = {is_sqlite: _groups_json(is_sqlite=is_sqlite) for is_sqlite in (True, False)}
 _USER_ROW = {
-    (is_sqlite, locked): _user_row_statement(is_sqlite=is_sqlite, locked=locked)
+    (is_sqlite, locked): (
+        _ROW.add_columns(_GROUPS_JSON[is_sqlite]).with_for_update(of=resources)
+        if locked
+        else _ROW.add_columns(_GROUPS_JSON[is_sqlite])
+    )
     for is_sqlite in (True, False)
     for locked in (True, False)
 }
-"""Built once per dialect and lock (:meth:`SqlStorage._user_row`)."""
+"""A user's :data:`_ROW` with its groups, built once per dialect and lock (:meth:`SqlStorage._user_row`)."""
+
+
+def _group_entries(groups_json: list[list[Any]] | None) -> list[dict[str, Any]]:
+    """A user's ``groups`` (RFC 7643 §4.1.2) from :func:`_groups_json`, in the order the groups were made."""
+    entries = []
+    for _pk, group_id, display in sorted(groups_json or ()):
+        entry = {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct"}
+        if display:
+            entry["display"] = display
+        entries.append(entry)
+    return entries
+
+
 _INSERT = insert(resources)
 _UPDATE = (
     update(resources)
@@ -311,13 +329,7 @@ class SqlStorage(AsyncScimStorage):
         row = (await conn.execute(query, parameters)).first()
         if row is None:
             raise NotFoundException(detail=f"User {resource_id} not found")
-        groups = []
-        for _pk, group_id, display in sorted(row.groups_json or ()):
-            entry = {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct"}
-            if display:
-                entry["display"] = display
-            groups.append(entry)
-        return row, {row.pk: groups}
+        return row, {row.pk: _group_entries(row.groups_json)}
 
     @staticmethod
     def _check_version(row: Row[Any], expected_version: str | None) -> None:
@@ -556,7 +568,8 @@ class SqlStorage(AsyncScimStorage):
             resources.c.source == self.source, where_clause(scim_filter, models, resources, self.dialect)
         )
         async with self.db.transaction() as conn:
-            if by_key(scim_filter, models):
+            keyed = by_key(scim_filter, models)
+            if keyed:
                 self.db.on_loop(conn)
 
             async def counted() -> int:
@@ -568,7 +581,11 @@ class SqlStorage(AsyncScimStorage):
             if count == 0 or start > MAX_OFFSET:
                 # Only the total (RFC 7644 §3.4.2.4: a page past the end is empty; OFFSET fits in int64).
                 return SearchPage(total=await counted(), resources=[])
+            # A lookup by key finds a user or none: its groups come with it (see _groups_json).
+            with_groups = keyed and set(models) == {"User"}
             query = select(resources).where(condition)
+            if with_groups:
+                query = query.add_columns(_GROUPS_JSON[self.db.is_sqlite])
             if search_request.sort_by:
                 query = query.order_by(*self._ordering(search_request, models))
             query = query.order_by(resources.c.pk)
@@ -582,7 +599,8 @@ class SqlStorage(AsyncScimStorage):
             # reads both, so they agree.
             ends = (count is None or len(rows) < count) and (rows or not start)
             total = start + len(rows) if ends else await counted()
-            documents = await self._documents(conn, rows)
+            known = {row.pk: _group_entries(row.groups_json) for row in rows} if with_groups else None
+            documents = await self._documents(conn, rows, known_groups=known)
             if answer:
                 return SearchPage(total=total, resources=documents)  # type: ignore[arg-type]
             return SearchPage(total=total, resources=[await self.resource_of(d) for d in documents])

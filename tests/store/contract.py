@@ -699,8 +699,9 @@ class DesiredContract(StoreContract):
         assert state.provisioning is None
 
     async def test_a_user_read_by_id_lists_its_groups_as_a_search_does(self, db: Database, scim: Scim) -> None:
-        """GET /Users/{id} reads the row and the groups in one statement, a search with a second one:
-        the same groups, in the order the groups were created, a group's displayName as ``display``."""
+        """GET /Users/{id} and a search by key read the row and the groups in one statement, another
+        search with a second one: the same groups, in the order the groups were created, a group's
+        displayName as ``display``."""
         storage, user_type, group_type, user_model, group_model = scim
         user = await created(storage, user_type, user_model(user_name="alice"))
         alone = await created(storage, user_type, user_model(user_name="bob"))
@@ -708,6 +709,9 @@ class DesiredContract(StoreContract):
         for name in ("zeta", "alpha", "Ünï \"quoted\""):
             made.append(await created(storage, group_type, group_model(display_name=name, members=[{"value": user}])))
         read = await storage.get(user_type, user, answer=True)
+        by_key = await storage.search([user_type], SearchRequest(filter='userName eq "alice"'), answer=True)
+        scanned = await storage.search([user_type], SearchRequest(filter='userName sw "ali"'), answer=True)
+        assert by_key.resources == scanned.resources == [read]
         found = await storage.search([user_type], SearchRequest(filter='userName eq "alice"'))
         assert read["groups"] == [
             {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct", "display": name}
