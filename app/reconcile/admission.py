@@ -23,7 +23,7 @@ from app.reconcile.settings import SourceSettings
 from app.reconcile.skipped import unmappable_message
 from app.reconcile.target import target_of
 from app.store import provisioning
-from app.store.types import Admission, ProvisioningView, StoredGroup, Transaction
+from app.store.types import Admission, ProvisioningView, RecordRead, StoredGroup, Transaction
 
 
 def group_refs(groups: Iterable[StoredGroup]) -> list[GroupRef]:
@@ -45,6 +45,7 @@ class ProvisioningHooks:
         document: dict[str, Any],
         groups: list[dict[str, Any]],
         before: dict[str, Any] | None = None,
+        record: RecordRead | None = None,
     ) -> Admission:
         """Admit the write (see the module): what :meth:`view` will show of the user, and whether the
         storage marks it dirty in the same transaction.
@@ -59,7 +60,8 @@ class ProvisioningHooks:
           the document's and the groups' (:mod:`app.mapping.roles`), so that converge then reaches
           this document's identity as well. The record already claims this externalId and userName;
         - the record is settled, with no change waiting, and its target is the one the new document
-          maps to (:func:`~app.store.provisioning.settled_now`).
+          maps to (:func:`~app.store.provisioning.settled_now`; ``record`` when the write's
+          transaction read it with the user's row).
 
         Anything else (a new user, a change of the identity, a record not settled, a change already
         waiting) is marked and shows ``pending``."""
@@ -79,10 +81,12 @@ class ProvisioningHooks:
         same_user_name = before is not None and before.get("userName") == user_name
         if same_user_name and _own(before, settings) == _own(document, settings):
             # Same externalId and userName: the record's claim already holds them, no upsert needed.
-            record = await provisioning.settled_now(tx, source, user_id)
-            if provisioning.settled_target(record) == target_of(desired, document):
-                assert record is not None
-                view = ProvisioningView(record["state"], record["identity_id"], record["last_error"])
+            if record is None:
+                record = RecordRead(await provisioning.settled_now(tx, source, user_id))
+            settled = record.settled
+            if provisioning.settled_target(settled) == target_of(desired, document):
+                assert settled is not None
+                view = ProvisioningView(settled["state"], settled["identity_id"], settled["last_error"])
                 return Admission(_entry(view), converge=False)
         try:
             shown = await provisioning.admit(

@@ -187,31 +187,45 @@ def settled_target(record: ProvisioningRecord | None) -> dict[str, Any] | None:
     return target if isinstance(target, dict) else None
 
 
-async def settled_now(tx: Transaction, source: str, user_id: str) -> ProvisioningRecord | None:
-    """The user's record (``identity_id``, ``state``, ``last_error``, ``applied``) if it is settled
-    (:func:`settled_target`) and the user is not marked dirty; else None.
+SETTLED_COLUMNS = (
+    provisioning.c.identity_id.label("s_identity_id"),
+    provisioning.c.state.label("s_state"),
+    provisioning.c.last_error.label("s_last_error"),
+    provisioning.c.applied.label("s_applied"),
+    exists()
+    .where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id))
+    .label("s_dirty"),
+)
+"""What :func:`settled_of` reads of a record, as columns of a query on the provisioning table (or joined
+to it: a user's row and its record in one statement, :class:`app.store.storage.SqlStorage`)."""
+
+
+def settled_of(row: Any) -> ProvisioningRecord | None:
+    """The record (``identity_id``, ``state``, ``last_error``, ``applied``) of a row with the
+    :data:`SETTLED_COLUMNS` if it is settled (:func:`settled_target`) and the user is not marked dirty;
+    else None.
 
     A mark stays until the converge that claimed it settles, in the transaction that writes the record:
     with no mark, no converge is under way, and the record is what the controller was last given.
     """
-    row = (await tx.execute(_SETTLED, {"s_source": source, "s_user_id": user_id})).first()
-    if row is None:
+    if row is None or row.s_dirty:
         return None
     record: ProvisioningRecord = {
-        "identity_id": row.identity_id,
-        "state": row.state,
-        "last_error": row.last_error,
-        "applied": row.applied,
+        "identity_id": row.s_identity_id,
+        "state": row.s_state,
+        "last_error": row.s_last_error,
+        "applied": row.s_applied,
     }
     return record if settled_target(record) is not None else None
 
 
-_SETTLED = select(
-    provisioning.c.identity_id, provisioning.c.state, provisioning.c.last_error, provisioning.c.applied
-).where(
-    provisioning.c.source == bindparam("s_source"),
-    provisioning.c.user_id == bindparam("s_user_id"),
-    ~exists().where(and_(dirty.c.source == provisioning.c.source, dirty.c.user_id == provisioning.c.user_id)),
+async def settled_now(tx: Transaction, source: str, user_id: str) -> ProvisioningRecord | None:
+    """:func:`settled_of` the user's record, read now."""
+    return settled_of((await tx.execute(_SETTLED, {"s_source": source, "s_user_id": user_id})).first())
+
+
+_SETTLED = select(*SETTLED_COLUMNS).where(
+    provisioning.c.source == bindparam("s_source"), provisioning.c.user_id == bindparam("s_user_id")
 )
 """The query of :func:`settled_now`, built once."""
 

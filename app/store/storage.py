@@ -44,12 +44,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.constants import STATUS_ATTRIBUTES, STATUS_EXTENSION, ZITI_EXTENSION
-from app.store import queue
+from app.store import provisioning, queue
 from app.store.db import CHUNK, WRITE, Database, fold
 from app.store.filters import Dialect, Translator, by_key, where_clause
 from app.store.offload import off_loop
 from app.store.tables import emails, members, resources
-from app.store.types import Admission
+from app.store.tables import provisioning as records
+from app.store.types import Admission, RecordRead
 
 OFF_LOOP_REFS = 1000
 """A resource with more member/group references than this is validated in a worker thread."""
@@ -103,6 +104,16 @@ _USER_ROW = {
     for locked in (True, False)
 }
 """A user's :data:`_ROW` with its groups, built once per dialect and lock (:meth:`SqlStorage._user_row`)."""
+_USER_ROW_RECORD = (
+    _USER_ROW[(True, False)]
+    .add_columns(*provisioning.SETTLED_COLUMNS)
+    .select_from(
+        resources.outerjoin(
+            records, and_(records.c.source == resources.c.source, records.c.user_id == resources.c.id)
+        )
+    )
+)
+"""The same with the user's provisioning record (SQLite; :meth:`SqlStorage.get`)."""
 
 
 def _group_entries(groups_json: list[list[Any]] | None) -> list[dict[str, Any]]:
@@ -236,11 +247,13 @@ class UserHooks(Protocol):
         document: dict[str, Any],
         groups: list[dict[str, Any]],
         before: dict[str, Any] | None = None,
+        record: RecordRead | None = None,
     ) -> Admission:
         """Check a user's new state can be provisioned (raise a SCIMException to refuse the write).
 
-        ``before`` is the stored document the write replaces (None for a new user). Returns what
-        :meth:`view` will show of the user after this write, and whether the storage marks the user
+        ``before`` is the stored document the write replaces (None for a new user); ``record`` its
+        provisioning record when the transaction read it with the user's row (None: not read). Returns
+        what :meth:`view` will show of the user after this write, and whether the storage marks the user
         dirty in the same transaction (:class:`~app.store.types.Admission`)."""
 
     async def release(self, conn: AsyncConnection, source: str, user_id: str) -> None:
@@ -277,7 +290,9 @@ class SqlStorage(AsyncScimStorage):
         """The (source, user id) pairs this request marked whose converge creates their identity: the users
         it created, and members it changed that have no identity yet (their source's ``create_settle``
         holds them anyway, see :meth:`_note_identityless`)."""
-        self._read: tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None] | None = None
+        self._read: (
+            tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None, RecordRead | None] | None
+        ) = None
         """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
         self._read_document: tuple[AsyncConnection, dict[str, Any]] | None = None
         """The document of that read (:meth:`unchanged`)."""
@@ -321,10 +336,11 @@ class SqlStorage(AsyncScimStorage):
         return row
 
     async def _user_row(
-        self, conn: AsyncConnection, resource_id: str
+        self, conn: AsyncConnection, resource_id: str, *, record: bool = False
     ) -> tuple[Row[Any], dict[int, list[dict[str, Any]]]]:
-        """A user's row and its groups (as :meth:`_groups` gives them), read in one statement."""
-        query = _USER_ROW[(self.db.is_sqlite, self.db.locks(conn))]
+        """A user's row and its groups (as :meth:`_groups` gives them), read in one statement; ``record``
+        (SQLite): with its provisioning record's :data:`~app.store.provisioning.SETTLED_COLUMNS`."""
+        query = _USER_ROW_RECORD if record else _USER_ROW[(self.db.is_sqlite, self.db.locks(conn))]
         parameters = {"row_source": self.source, "row_type": "User", "row_id": resource_id}
         row = (await conn.execute(query, parameters)).first()
         if row is None:
@@ -513,15 +529,20 @@ class SqlStorage(AsyncScimStorage):
                 self.db.on_loop(conn)
             name = str(resource_type.name)
             wants = self._wants(response_parameters, "members" if name == "Group" else "groups")
+            writing = bool(conn.info.get(WRITE))
+            # Read to be changed on SQLite, where the write transaction holds the only writer's turn: the
+            # record read now is the record the write's admission would read (UserHooks.admit).
+            with_record = writing and not views and self.hooks is not None and self.db.is_sqlite
             known: dict[int, list[dict[str, Any]]] | None = None
             if name == "User" and wants:
-                row, known = await self._user_row(conn, resource_id)
+                row, known = await self._user_row(conn, resource_id, record=with_record)
             else:
-                row = await self._row(conn, name, resource_id)
+                row, with_record = await self._row(conn, name, resource_id), False
             (document,) = await self._documents(conn, [row], wants, known_groups=known, views=views)
-            if conn.info.get(WRITE):
+            if writing:
                 # Read to be changed (PATCH, PUT) in this write transaction: its update uses these.
-                self._read = (conn, row, known if self.db.is_sqlite else None)
+                record = RecordRead(provisioning.settled_of(row)) if with_record else None
+                self._read = (conn, row, known if self.db.is_sqlite else None, record)
                 self._read_document = (conn, document)
             return document if answer else await self.resource_of(document)
 
@@ -541,17 +562,21 @@ class SqlStorage(AsyncScimStorage):
                     _show_status(document, view)
             return document
 
-    def _read_before(self, conn: AsyncConnection, resource_id: str) -> tuple[Row[Any] | None, Any]:
-        """The row (and user's groups) :meth:`get` read of this resource in this write transaction.
+    def _read_before(
+        self, conn: AsyncConnection, resource_id: str
+    ) -> tuple[Row[Any] | None, Any, RecordRead | None]:
+        """The row (and user's groups and record) :meth:`get` read of this resource in this write
+        transaction.
 
         Nothing can have changed them since: SQLite's write transaction holds the only writer's turn, and
-        PostgreSQL's read locked the row (``FOR UPDATE``); the groups are reused on SQLite only (a
-        membership is another row). Each read serves one update, and any other write forgets it.
+        PostgreSQL's read locked the row (``FOR UPDATE``); the groups and the record are reused on SQLite
+        only (a membership, a record is another row). Each read serves one update, and any other write
+        forgets it.
         """
         read, self._read = self._read, None
         if read is None or read[0] is not conn or read[1].id != resource_id:
-            return None, None
-        return read[1], read[2]
+            return None, None, None
+        return read[1], read[2], read[3]
 
     async def search(
         self,
@@ -791,9 +816,9 @@ class SqlStorage(AsyncScimStorage):
         async with self.db.transaction(write=True) as conn:
             if name == "User":
                 self.db.on_loop(conn)
-            row, read_groups = self._read_before(conn, resource.id)
+            row, read_groups, read_record = self._read_before(conn, resource.id)
             if row is None or row.resource_type != name:
-                row, read_groups = await self._row(conn, name, resource.id), None
+                row, read_groups, read_record = await self._row(conn, name, resource.id), None, None
             self._check_version(row, expected_version)
             modified = now_iso()
             try:
@@ -821,7 +846,7 @@ class SqlStorage(AsyncScimStorage):
                     known = known if known is not None else await self._groups(conn, [row.pk])
                     groups = known[row.pk]
                     admission = await self.hooks.admit(
-                        conn, self.source, resource.id, document, groups, before=row.data
+                        conn, self.source, resource.id, document, groups, before=row.data, record=read_record
                     )
                     if admission.view is not None:
                         known_views = {resource.id: admission.view}

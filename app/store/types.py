@@ -121,6 +121,14 @@ class DesiredUser:
     groups: tuple[StoredGroup, ...]
 
 
+@dataclass(frozen=True)
+class RecordRead:
+    """A user's provisioning record as its write's transaction read it with the user's row:
+    :func:`app.store.provisioning.settled_of` it (the record if settled and not marked dirty, else None)."""
+
+    settled: ProvisioningRecord | None
+
+
 class Admission(NamedTuple):
     """What admitting a user's write (:meth:`app.store.storage.UserHooks.admit`) tells the storage."""
 
@@ -157,6 +165,7 @@ class StoredEvent:
 
 __all__ = [
     "Admission",
+    "RecordRead",
     "AuditEntry",
     "AuditRow",
     "Claim",

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.config import PolicyConfig
+from app.constants import STATUS_EXTENSION
 from app.mapping import load_mapping
+from app.scim.provider import load_provider
 from app.store import provisioning, queue
+from app.store.storage import SqlStorage
 from app.store.types import Admission
 from tests.reconcile.conftest import SOURCE, Harness, user_document
 
@@ -133,3 +137,32 @@ async def test_a_new_user_name_the_identity_does_not_show_is_recorded(harness: H
     assert admitted.converge
     record = await harness.record("u1")
     assert record is not None and record["user_name"] == "alice.l"
+
+
+async def test_a_sqlite_write_reads_the_record_with_the_user_and_still_sees_a_change_waiting(
+    harness: Harness,
+) -> None:
+    """Through the storage, as a PATCH runs: the read before the write takes the user's record in the same
+    statement (SQLite), and the admission decides from it as from its own read."""
+    provider = load_provider(PolicyConfig())
+    user_type = next(rt for rt in provider.resource_types if rt.id == "User")
+    storage = SqlStorage(harness.db, provider, SOURCE, harness.hooks()).bound(
+        write=True, request_id=None, operation=None
+    )
+    model = provider.model_for(user_type)
+    made = await storage.create(user_type, model(user_name="alice", emails=[{"value": "alice@example.com"}]))
+    assert await harness.converge(str(made.id)) == "synced"
+
+    async def rename(display: str) -> dict[str, Any]:
+        async with storage.operation():
+            current = await storage.get(user_type, str(made.id), views=False)
+            current.display_name = display
+            return await storage.update(user_type, current, answer=True)  # type: ignore[no-any-return]
+
+    status = STATUS_EXTENSION
+    assert (await rename("A"))[status]["provisioningState"] == "synced"
+    assert not await harness.dirty(str(made.id))
+    async with harness.db.transaction(write=True) as tx:
+        await queue.mark(tx, SOURCE, [str(made.id)])
+    assert (await rename("B"))[status]["provisioningState"] == "pending"
+    assert await harness.dirty(str(made.id))
