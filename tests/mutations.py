@@ -229,7 +229,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "a write skips its converge when groups hide a change of the document",
         "app/reconcile/admission.py",
-        "if same_user_name and _own(before, settings) == _own(document, settings):",
+        "if same_user_name and _own(before, settings) == (_own(document, settings) if refs else target):",
         "if same_user_name:",
         ("tests/reconcile/test_admission.py",),
     ),

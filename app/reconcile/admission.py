@@ -78,14 +78,15 @@ class ProvisioningHooks:
                 tx, source, user_id, user_name=user_name, message=message
             )
             return Admission(_entry(provisioning.shown(shown, dirty=True)))
+        target = target_of(desired, document)
         same_user_name = before is not None and before.get("userName") == user_name
-        if same_user_name and _own(before, settings) == _own(document, settings):
+        # Mapped without groups, the document gives the target itself when the user has none.
+        if same_user_name and _own(before, settings) == (_own(document, settings) if refs else target):
             # Same externalId and userName: the record's claim already holds them, no upsert needed.
             if record is None:
                 record = RecordRead(await provisioning.settled_now(tx, source, user_id))
             settled = record.settled
-            if provisioning.settled_target(settled) == target_of(desired, document):
-                assert settled is not None
+            if settled is not None and provisioning.settled_target(settled) == target:
                 view = ProvisioningView(settled["state"], settled["identity_id"], settled["last_error"])
                 return Admission(_entry(view), converge=False)
         try:

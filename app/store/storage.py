@@ -94,16 +94,10 @@ def _groups_json(*, is_sqlite: bool) -> Any:
 
 
 _GROUPS_JSON = {is_sqlite: _groups_json(is_sqlite=is_sqlite) for is_sqlite in (True, False)}
-_USER_ROW = {
-    (is_sqlite, locked): (
-        _ROW.add_columns(_GROUPS_JSON[is_sqlite]).with_for_update(of=resources)
-        if locked
-        else _ROW.add_columns(_GROUPS_JSON[is_sqlite])
-    )
-    for is_sqlite in (True, False)
-    for locked in (True, False)
-}
-"""A user's :data:`_ROW` with its groups, built once per dialect and lock (:meth:`SqlStorage._user_row`)."""
+_USER_ROW = {(is_sqlite, False): _ROW.add_columns(_GROUPS_JSON[is_sqlite]) for is_sqlite in (True, False)}
+# PostgreSQL's write transactions lock what they read (Database.locks); SQLite's never do.
+_USER_ROW[(False, True)] = _USER_ROW[(False, False)].with_for_update(of=resources)
+"""A user's :data:`_ROW` with its groups, built once per dialect (and lock, :meth:`Database.locks`)."""
 _USER_ROW_RECORD = (
     _USER_ROW[(True, False)]
     .add_columns(*provisioning.SETTLED_COLUMNS)
@@ -116,15 +110,17 @@ _USER_ROW_RECORD = (
 """The same with the user's provisioning record (SQLite; :meth:`SqlStorage.get`)."""
 
 
+def _group_entry(group_id: str, display: Any) -> dict[str, Any]:
+    """One entry of a user's ``groups`` (RFC 7643 §4.1.2): a direct membership of a group."""
+    entry = {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct"}
+    if display:
+        entry["display"] = display
+    return entry
+
+
 def _group_entries(groups_json: list[list[Any]] | None) -> list[dict[str, Any]]:
-    """A user's ``groups`` (RFC 7643 §4.1.2) from :func:`_groups_json`, in the order the groups were made."""
-    entries = []
-    for _pk, group_id, display in sorted(groups_json or ()):
-        entry = {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct"}
-        if display:
-            entry["display"] = display
-        entries.append(entry)
-    return entries
+    """A user's ``groups`` from :func:`_groups_json`, in the order the groups were made."""
+    return [_group_entry(group_id, display) for _pk, group_id, display in sorted(groups_json or ())]
 
 
 _INSERT = insert(resources)
@@ -215,6 +211,18 @@ def _check_indexed_lengths(document: dict[str, Any]) -> None:
             raise InvalidValueException(detail=f"{name} is longer than {MAX_INDEXED_LENGTH} characters")
 
 
+class _Read(NamedTuple):
+    """What :meth:`SqlStorage.get` read of a resource in a write transaction, for the update that follows
+    (:meth:`SqlStorage._read_before`)."""
+
+    conn: AsyncConnection
+    row: Row[Any]
+    groups: dict[int, list[dict[str, Any]]] | None
+    """A user's groups, on SQLite only (a membership is another row)."""
+    record: RecordRead | None
+    """A user's provisioning record, on SQLite only (another row), when provisioning is on."""
+
+
 class Stored(NamedTuple):
     """The columns of a resource row that :meth:`SqlStorage._documents` reads, as just written."""
 
@@ -290,9 +298,7 @@ class SqlStorage(AsyncScimStorage):
         """The (source, user id) pairs this request marked whose converge creates their identity: the users
         it created, and members it changed that have no identity yet (their source's ``create_settle``
         holds them anyway, see :meth:`_note_identityless`)."""
-        self._read: (
-            tuple[AsyncConnection, Row[Any], dict[int, list[dict[str, Any]]] | None, RecordRead | None] | None
-        ) = None
+        self._read: _Read | None = None
         """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
         self._read_document: tuple[AsyncConnection, dict[str, Any]] | None = None
         """The document of that read (:meth:`unchanged`)."""
@@ -441,10 +447,7 @@ class SqlStorage(AsyncScimStorage):
         for start in range(0, len(user_pks), CHUNK):
             parameters = {"member_pks": list(user_pks[start : start + CHUNK])}
             for user_pk, group_id, data in await conn.execute(_USER_GROUPS, parameters):
-                entry = {"value": group_id, "$ref": f"Groups/{group_id}", "type": "direct"}
-                if data.get("displayName"):
-                    entry["display"] = data["displayName"]
-                found[user_pk].append(entry)
+                found[user_pk].append(_group_entry(group_id, data.get("displayName")))
         return found
 
     @staticmethod
@@ -524,25 +527,26 @@ class SqlStorage(AsyncScimStorage):
 
         ``views`` False: a read to be changed (PATCH, PUT), without the user's status, which the write's
         admission gives (:meth:`unchanged` adds it when the write changes nothing)."""
+        name = str(resource_type.name)
         async with self.db.transaction() as conn:
-            if resource_type.name == "User":
+            if name == "User":
                 self.db.on_loop(conn)
-            name = str(resource_type.name)
             wants = self._wants(response_parameters, "members" if name == "Group" else "groups")
             writing = bool(conn.info.get(WRITE))
             # Read to be changed on SQLite, where the write transaction holds the only writer's turn: the
             # record read now is the record the write's admission would read (UserHooks.admit).
-            with_record = writing and not views and self.hooks is not None and self.db.is_sqlite
+            with_record = name == "User" and wants and writing and not views
+            with_record = with_record and self.hooks is not None and self.db.is_sqlite
             known: dict[int, list[dict[str, Any]]] | None = None
             if name == "User" and wants:
                 row, known = await self._user_row(conn, resource_id, record=with_record)
             else:
-                row, with_record = await self._row(conn, name, resource_id), False
+                row = await self._row(conn, name, resource_id)
             (document,) = await self._documents(conn, [row], wants, known_groups=known, views=views)
             if writing:
                 # Read to be changed (PATCH, PUT) in this write transaction: its update uses these.
                 record = RecordRead(provisioning.settled_of(row)) if with_record else None
-                self._read = (conn, row, known if self.db.is_sqlite else None, record)
+                self._read = _Read(conn, row, known if self.db.is_sqlite else None, record)
                 self._read_document = (conn, document)
             return document if answer else await self.resource_of(document)
 
@@ -562,9 +566,7 @@ class SqlStorage(AsyncScimStorage):
                     _show_status(document, view)
             return document
 
-    def _read_before(
-        self, conn: AsyncConnection, resource_id: str
-    ) -> tuple[Row[Any] | None, Any, RecordRead | None]:
+    def _read_before(self, conn: AsyncConnection, resource_id: str) -> _Read | None:
         """The row (and user's groups and record) :meth:`get` read of this resource in this write
         transaction.
 
@@ -574,9 +576,9 @@ class SqlStorage(AsyncScimStorage):
         forgets it.
         """
         read, self._read = self._read, None
-        if read is None or read[0] is not conn or read[1].id != resource_id:
-            return None, None, None
-        return read[1], read[2], read[3]
+        if read is None or read.conn is not conn or read.row.id != resource_id:
+            return None
+        return read
 
     async def search(
         self,
@@ -606,10 +608,8 @@ class SqlStorage(AsyncScimStorage):
             if count == 0 or start > MAX_OFFSET:
                 # Only the total (RFC 7644 §3.4.2.4: a page past the end is empty; OFFSET fits in int64).
                 return SearchPage(total=await counted(), resources=[])
-            # A lookup by key finds a user or none: its groups come with it (see _groups_json).
-            with_groups = keyed and set(models) == {"User"}
             query = select(resources).where(condition)
-            if with_groups:
+            if keyed:  # users by key, a row or a few: their groups come with them (see _groups_json)
                 query = query.add_columns(_GROUPS_JSON[self.db.is_sqlite])
             if search_request.sort_by:
                 query = query.order_by(*self._ordering(search_request, models))
@@ -624,7 +624,7 @@ class SqlStorage(AsyncScimStorage):
             # reads both, so they agree.
             ends = (count is None or len(rows) < count) and (rows or not start)
             total = start + len(rows) if ends else await counted()
-            known = {row.pk: _group_entries(row.groups_json) for row in rows} if with_groups else None
+            known = {row.pk: _group_entries(row.groups_json) for row in rows} if keyed else None
             documents = await self._documents(conn, rows, known_groups=known)
             if answer:
                 return SearchPage(total=total, resources=documents)  # type: ignore[arg-type]
@@ -816,9 +816,10 @@ class SqlStorage(AsyncScimStorage):
         async with self.db.transaction(write=True) as conn:
             if name == "User":
                 self.db.on_loop(conn)
-            row, read_groups, read_record = self._read_before(conn, resource.id)
-            if row is None or row.resource_type != name:
-                row, read_groups, read_record = await self._row(conn, name, resource.id), None, None
+            read = self._read_before(conn, resource.id)
+            if read is None or read.row.resource_type != name:
+                read = _Read(conn, await self._row(conn, name, resource.id), None, None)
+            row, read_groups = read.row, read.groups
             self._check_version(row, expected_version)
             modified = now_iso()
             try:
@@ -846,7 +847,7 @@ class SqlStorage(AsyncScimStorage):
                     known = known if known is not None else await self._groups(conn, [row.pk])
                     groups = known[row.pk]
                     admission = await self.hooks.admit(
-                        conn, self.source, resource.id, document, groups, before=row.data, record=read_record
+                        conn, self.source, resource.id, document, groups, before=row.data, record=read.record
                     )
                     if admission.view is not None:
                         known_views = {resource.id: admission.view}
