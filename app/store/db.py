@@ -43,6 +43,10 @@ CHECKPOINT_EVERY = 100
 """SQLite write transactions of this process between two WAL checkpoints (SQLite's own default,
 switched off here: a checkpoint by the connection committing once the WAL holds 1,000 pages)."""
 
+KEPT_CONNECTIONS = 5
+"""SQLite connections kept open between transactions (:meth:`Database._connection`): the engine pool's
+own size, so that its overflow still serves what connects to it directly (checkpoints, migrations)."""
+
 CHUNK = 500
 """Keys per ``IN`` list (within every database's limit on bound parameters)."""
 
@@ -108,6 +112,7 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._writer: asyncio.Lock | None = None
+        self._kept: list[AsyncConnection] = []
         self._writes = 0
         self._checkpointing: asyncio.Task[None] | None = None
         if self.is_sqlite:
@@ -188,7 +193,7 @@ class Database:
         if current is not None:
             yield current
             return
-        async with self._writer_turn(write), self.engine.connect() as connection:
+        async with self._writer_turn(write), self._connection() as connection:
             connection.info[WRITE] = write
             async with connection.begin():
                 token = _current.set(connection)
@@ -198,6 +203,33 @@ class Database:
                     _current.reset(token)
         if self.is_sqlite and write:
             self._wrote()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one transaction; on SQLite, kept open for the next one when it ends well.
+
+        Taking a connection from SQLAlchemy's pool and giving it back costs four times what a one-row
+        SQLite transaction costs on the loop (an ``AsyncConnection`` built, its pool checkout and reset,
+        two greenlet spawns and a shielded close task): about 0.1 ms of CPU per SCIM request. A kept
+        connection skips all of it and runs the next transaction as it is (``BEGIN`` to ``COMMIT``). One
+        whose block failed, was cancelled or left a transaction open goes back to the pool the usual
+        way (rolled back, closed; :meth:`AsyncConnection.close` shielded as its own ``async with``).
+        PostgreSQL keeps the pool's checkout, whose pre-ping notices a restarted server.
+        """
+        if not self.is_sqlite:
+            async with self.engine.connect() as connection:
+                yield connection
+            return
+        connection = self._kept.pop() if self._kept else await self.engine.connect()
+        try:
+            yield connection
+        except BaseException:
+            await asyncio.shield(connection.close())
+            raise
+        if connection.invalidated or connection.in_transaction() or len(self._kept) >= KEPT_CONNECTIONS:
+            await asyncio.shield(connection.close())
+        else:
+            self._kept.append(connection)
 
     def _wrote(self) -> None:
         """Count a committed SQLite write; every :data:`CHECKPOINT_EVERY`, checkpoint in the background."""
@@ -239,4 +271,7 @@ class Database:
     async def dispose(self) -> None:
         if self._checkpointing is not None:
             await self._checkpointing
+        kept, self._kept = self._kept, []
+        for connection in kept:
+            await connection.close()
         await self.engine.dispose()

@@ -215,12 +215,18 @@ class _Read(NamedTuple):
     """What :meth:`SqlStorage.get` read of a resource in a write transaction, for the update that follows
     (:meth:`SqlStorage._read_before`)."""
 
-    conn: AsyncConnection
+    transaction: object
+    """The transaction it was read in (:func:`_transaction_of`)."""
     row: Row[Any]
     groups: dict[int, list[dict[str, Any]]] | None
     """A user's groups, on SQLite only (a membership is another row)."""
     record: RecordRead | None
     """A user's provisioning record, on SQLite only (another row), when provisioning is on."""
+
+
+def _transaction_of(conn: AsyncConnection) -> object:
+    """The transaction ``conn`` runs now: a connection serves many in turn (``Database._connection``)."""
+    return conn.sync_connection.get_transaction() if conn.sync_connection is not None else None
 
 
 class Stored(NamedTuple):
@@ -300,7 +306,7 @@ class SqlStorage(AsyncScimStorage):
         holds them anyway, see :meth:`_note_identityless`)."""
         self._read: _Read | None = None
         """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
-        self._read_document: tuple[AsyncConnection, dict[str, Any]] | None = None
+        self._read_document: tuple[object, dict[str, Any]] | None = None
         """The document of that read (:meth:`unchanged`)."""
 
     def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
@@ -546,8 +552,9 @@ class SqlStorage(AsyncScimStorage):
             if writing:
                 # Read to be changed (PATCH, PUT) in this write transaction: its update uses these.
                 record = RecordRead(provisioning.settled_of(row)) if with_record else None
-                self._read = _Read(conn, row, known if self.db.is_sqlite else None, record)
-                self._read_document = (conn, document)
+                transaction = _transaction_of(conn)
+                self._read = _Read(transaction, row, known if self.db.is_sqlite else None, record)
+                self._read_document = (transaction, document)
             return document if answer else await self.resource_of(document)
 
     async def unchanged(self, resource_type: ResourceType, resource: Resource[Any]) -> dict[str, Any]:
@@ -556,7 +563,7 @@ class SqlStorage(AsyncScimStorage):
         document is read again if it was not that read's)."""
         async with self.db.transaction() as conn:
             read, self._read_document = self._read_document, None
-            if read is None or read[0] is not conn or read[1]["id"] != resource.id:
+            if read is None or read[0] is not _transaction_of(conn) or read[1]["id"] != resource.id:
                 return await self.get(resource_type, str(resource.id), answer=True)  # type: ignore[no-any-return]
             document = read[1]
             shown = STATUS_EXTENSION in document
@@ -576,7 +583,7 @@ class SqlStorage(AsyncScimStorage):
         forgets it.
         """
         read, self._read = self._read, None
-        if read is None or read.conn is not conn or read.row.id != resource_id:
+        if read is None or read.transaction is not _transaction_of(conn) or read.row.id != resource_id:
             return None
         return read
 
@@ -818,7 +825,7 @@ class SqlStorage(AsyncScimStorage):
                 self.db.on_loop(conn)
             read = self._read_before(conn, resource.id)
             if read is None or read.row.resource_type != name:
-                read = _Read(conn, await self._row(conn, name, resource.id), None, None)
+                read = _Read(None, await self._row(conn, name, resource.id), None, None)
             row, read_groups = read.row, read.groups
             self._check_version(row, expected_version)
             modified = now_iso()

@@ -723,6 +723,25 @@ class DesiredContract(StoreContract):
         model = await storage.get(user_type, user)
         assert [(g.value, g.display) for g in model.groups] == [(g["value"], g["display"]) for g in read["groups"]]
 
+    async def test_a_read_for_an_update_serves_only_its_own_transaction(self, db: Database, scim: Scim) -> None:
+        """The row a write transaction read (``SqlStorage.get``) is reused by its update, never by a later
+        transaction's, even on the same connection (SQLite keeps one for the next transaction): a write
+        in between is seen, and the version counts both."""
+        storage, user_type, _, user_model, _ = scim
+        user = await created(storage, user_type, user_model(user_name="alice", display_name="A"))
+        async with storage.operation():
+            first = await storage.get(user_type, user, views=False)
+        other = storage.bound(write=True, request_id=None, operation=None)
+        async with other.operation():
+            between = await other.get(user_type, user, views=False)
+            between.display_name = "between"
+            await other.update(user_type, between)
+        first.nick_name = "later"
+        async with storage.operation():
+            updated = await storage.update(user_type, first, answer=True)
+        assert updated["meta"]["version"] == 'W/"3"'
+        assert (await storage.get(user_type, user)).meta.version == 'W/"3"'
+
     async def test_a_deleted_user_has_no_document_but_keeps_its_record(self, db: Database, scim: Scim) -> None:
         storage, user_type, _, user_model, _ = scim
         user = await created(storage, user_type, user_model(user_name="alice"))

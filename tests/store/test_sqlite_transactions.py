@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from app.store import settings, sqlite_driver
 from app.store.db import CHECKPOINT_EVERY, Database
@@ -175,3 +175,78 @@ def test_a_first_statement_on_the_loop_never_waits_for_another_process(tmp_path:
     other.close()
     assert sqlite_driver._first_here(reader, first) == [(1,)]
     reader.close()
+
+
+def checkouts(db: Database) -> list[object]:
+    """Every connection the engine's pool hands out from now on."""
+    seen: list[object] = []
+    event.listen(db.engine.sync_engine.pool, "checkout", lambda dbapi, record, proxy: seen.append(dbapi))
+    return seen
+
+
+async def test_a_connection_whose_transaction_ended_well_serves_the_next_one(db: Database) -> None:
+    taken = checkouts(db)
+    for index in range(6):
+        async with db.transaction(write=index % 2 == 0) as tx:
+            if index % 3:
+                db.on_loop(tx)
+            if index % 2 == 0:
+                await settings.put(tx, f"k{index}", {"v": index})
+            else:
+                assert await settings.get(tx, f"k{index - 1}") == {"v": index - 1}
+    assert len(taken) == 1  # one pool checkout for six transactions, reads and writes, on the loop or not
+    assert other_writer_can_begin(db)  # nothing left open in between
+    async with asyncio.TaskGroup() as group:  # transactions running at once each have their own
+        running = [group.create_task(_connection_of(db)) for _ in range(3)]
+    assert len({id(task.result()) for task in running}) == 3
+    async with db.transaction() as tx:
+        assert [await settings.get(tx, f"k{index}") for index in (0, 2, 4)] == [{"v": 0}, {"v": 2}, {"v": 4}]
+
+
+async def _connection_of(db: Database) -> object:
+    async with db.transaction() as tx:
+        await asyncio.sleep(0)
+        await tx.execute(text("SELECT 1"))
+        return tx
+
+
+async def test_a_connection_whose_block_failed_or_was_cancelled_is_not_kept(db: Database) -> None:
+    async with db.transaction(write=True) as tx:
+        await settings.put(tx, "kept", {"v": 1})
+    taken = checkouts(db)
+    with pytest.raises(RuntimeError):
+        async with db.transaction(write=True) as tx:
+            failed = tx
+            await settings.put(tx, "undone", {"v": 2})
+            raise RuntimeError("undo")
+    entered = asyncio.Event()
+
+    async def cancelled() -> None:
+        async with db.transaction(write=True) as tx:
+            await settings.put(tx, "cancelled", {"v": 3})
+            entered.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(cancelled())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert other_writer_can_begin(db)  # the cancelled transaction was rolled back, its lock released
+    async with db.transaction() as tx:
+        assert tx is not failed  # closed, back to the pool: a new connection object serves this one
+        values = [await settings.get(tx, key) for key in ("kept", "undone", "cancelled")]
+    assert values == [{"v": 1}, None, None]
+    assert len(taken) == 2  # the failed block's and the cancelled block's replacements
+
+
+async def test_dispose_closes_the_connections_kept(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'kept.db'}")
+    await database.migrate()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(3):
+            group.create_task(_connection_of(database))
+    pool = database.engine.pool
+    assert pool.checkedout() == 3  # type: ignore[attr-defined]  # kept for the next transactions
+    await database.dispose()
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
