@@ -233,6 +233,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if same_user_name:",
         ("tests/reconcile/test_admission.py",),
     ),
+    Mutation(
+        "a connection whose block failed is kept for the next transaction",
+        "app/store/db.py",
+        """        except BaseException:
+            await asyncio.shield(connection.close())
+            raise""",
+        """        except BaseException:
+            self._kept.append(connection)
+            raise""",
+        ("tests/store/test_sqlite_transactions.py",),
+    ),
+    Mutation(
+        "a read for an update is matched by its connection, not its transaction",
+        "app/store/storage.py",
+        "return conn.sync_connection.get_transaction() if conn.sync_connection is not None else None",
+        "return conn",
+        ("tests/store/test_store_operations.py",),
+    ),
 )
 
 
