@@ -236,12 +236,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "a connection whose block failed is kept for the next transaction",
         "app/store/db.py",
-        """        except BaseException:
-            await asyncio.shield(connection.close())
-            raise""",
-        """        except BaseException:
-            self._kept.append(connection)
-            raise""",
+        """        keep = False
+        try:""",
+        """        keep = True
+        try:""",
         ("tests/store/test_sqlite_transactions.py",),
     ),
     Mutation(

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from app.store import sqlite_driver
 
@@ -42,10 +43,6 @@ WRITE = "ziti_scim_write"
 CHECKPOINT_EVERY = 100
 """SQLite write transactions of this process between two WAL checkpoints (SQLite's own default,
 switched off here: a checkpoint by the connection committing once the WAL holds 1,000 pages)."""
-
-KEPT_CONNECTIONS = 5
-"""SQLite connections kept open between transactions (:meth:`Database._connection`): the engine pool's
-own size, so that its overflow still serves what connects to it directly (checkpoints, migrations)."""
 
 CHUNK = 500
 """Keys per ``IN`` list (within every database's limit on bound parameters)."""
@@ -113,6 +110,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._writer: asyncio.Lock | None = None
         self._kept: list[AsyncConnection] = []
+        pool = self.engine.pool
+        self._keep = pool.size() if isinstance(pool, QueuePool) else 1
+        """SQLite connections kept between transactions (:meth:`_connection`): the pool's own size, so that
+        its overflow still serves what connects to it directly (checkpoints, migrations)."""
         self._writes = 0
         self._checkpointing: asyncio.Task[None] | None = None
         if self.is_sqlite:
@@ -221,15 +222,16 @@ class Database:
                 yield connection
             return
         connection = self._kept.pop() if self._kept else await self.engine.connect()
+        keep = False
         try:
             yield connection
-        except BaseException:
-            await asyncio.shield(connection.close())
-            raise
-        if connection.invalidated or connection.in_transaction() or len(self._kept) >= KEPT_CONNECTIONS:
-            await asyncio.shield(connection.close())
-        else:
-            self._kept.append(connection)
+            ended_well = not (connection.invalidated or connection.in_transaction())
+            keep = ended_well and len(self._kept) < self._keep
+        finally:
+            if keep:
+                self._kept.append(connection)
+            else:
+                await asyncio.shield(connection.close())
 
     def _wrote(self) -> None:
         """Count a committed SQLite write; every :data:`CHECKPOINT_EVERY`, checkpoint in the background."""

@@ -222,6 +222,8 @@ class _Read(NamedTuple):
     """A user's groups, on SQLite only (a membership is another row)."""
     record: RecordRead | None
     """A user's provisioning record, on SQLite only (another row), when provisioning is on."""
+    document: dict[str, Any]
+    """The document :meth:`SqlStorage.get` answered (:meth:`SqlStorage.unchanged`)."""
 
 
 def _transaction_of(conn: AsyncConnection) -> object:
@@ -305,9 +307,8 @@ class SqlStorage(AsyncScimStorage):
         it created, and members it changed that have no identity yet (their source's ``create_settle``
         holds them anyway, see :meth:`_note_identityless`)."""
         self._read: _Read | None = None
-        """What :meth:`get` last read in a write transaction (:meth:`_read_before`)."""
-        self._read_document: tuple[object, dict[str, Any]] | None = None
-        """The document of that read (:meth:`unchanged`)."""
+        """What :meth:`get` last read in a write transaction, for the write that follows
+        (:meth:`_read_before`)."""
 
     def bound(self, *, write: bool, request_id: str | None, operation: str | None) -> SqlStorage:
         """This storage for one request: what it marks dirty is recorded with the request's id and
@@ -319,7 +320,6 @@ class SqlStorage(AsyncScimStorage):
         storage.touched = set()
         storage.fresh = set()
         storage._read = None
-        storage._read_document = None
         return storage
 
     # -- helpers ------------------------------------------------------------------------------
@@ -552,9 +552,8 @@ class SqlStorage(AsyncScimStorage):
             if writing:
                 # Read to be changed (PATCH, PUT) in this write transaction: its update uses these.
                 record = RecordRead(provisioning.settled_of(row)) if with_record else None
-                transaction = _transaction_of(conn)
-                self._read = _Read(transaction, row, known if self.db.is_sqlite else None, record)
-                self._read_document = (transaction, document)
+                groups = known if self.db.is_sqlite else None
+                self._read = _Read(_transaction_of(conn), row, groups, record, document)
             return document if answer else await self.resource_of(document)
 
     async def unchanged(self, resource_type: ResourceType, resource: Resource[Any]) -> dict[str, Any]:
@@ -562,10 +561,10 @@ class SqlStorage(AsyncScimStorage):
         this write transaction, with the user's status (read now if that read left it out; the whole
         document is read again if it was not that read's)."""
         async with self.db.transaction() as conn:
-            read, self._read_document = self._read_document, None
-            if read is None or read[0] is not _transaction_of(conn) or read[1]["id"] != resource.id:
+            read = self._read_before(conn, str(resource.id))
+            if read is None:
                 return await self.get(resource_type, str(resource.id), answer=True)  # type: ignore[no-any-return]
-            document = read[1]
+            document = read.document
             shown = STATUS_EXTENSION in document
             if self.hooks is not None and document["meta"]["resourceType"] == "User" and not shown:
                 view = (await self.hooks.view(conn, self.source, [document["id"]])).get(document["id"])
@@ -574,8 +573,8 @@ class SqlStorage(AsyncScimStorage):
             return document
 
     def _read_before(self, conn: AsyncConnection, resource_id: str) -> _Read | None:
-        """The row (and user's groups and record) :meth:`get` read of this resource in this write
-        transaction.
+        """What :meth:`get` read of this resource in this write transaction: its row and document (and a
+        user's groups and record).
 
         Nothing can have changed them since: SQLite's write transaction holds the only writer's turn, and
         PostgreSQL's read locked the row (``FOR UPDATE``); the groups and the record are reused on SQLite
@@ -824,9 +823,10 @@ class SqlStorage(AsyncScimStorage):
             if name == "User":
                 self.db.on_loop(conn)
             read = self._read_before(conn, resource.id)
-            if read is None or read.row.resource_type != name:
-                read = _Read(None, await self._row(conn, name, resource.id), None, None)
-            row, read_groups = read.row, read.groups
+            if read is not None and read.row.resource_type == name:
+                row, read_groups, record = read.row, read.groups, read.record
+            else:
+                row, read_groups, record = await self._row(conn, name, resource.id), None, None
             self._check_version(row, expected_version)
             modified = now_iso()
             try:
@@ -854,7 +854,7 @@ class SqlStorage(AsyncScimStorage):
                     known = known if known is not None else await self._groups(conn, [row.pk])
                     groups = known[row.pk]
                     admission = await self.hooks.admit(
-                        conn, self.source, resource.id, document, groups, before=row.data, record=read.record
+                        conn, self.source, resource.id, document, groups, before=row.data, record=record
                     )
                     if admission.view is not None:
                         known_views = {resource.id: admission.view}
